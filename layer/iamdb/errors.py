@@ -1,0 +1,36 @@
+"""The one exception hierarchy of iamdb.
+
+Every error iamdb raises derives from :class:`IamDbError`, so a handler can catch
+them all in one place. Messages name what went wrong and what to check; they never
+contain a token, secret key, session token or signature.
+"""
+
+from __future__ import annotations
+
+
+class IamDbError(Exception):
+    """Base class of every error raised by iamdb."""
+
+
+class ConfigError(IamDbError, ValueError):
+    """A setting is missing or malformed.
+
+    Raised before any network call. ``variable`` names the environment variable
+    (or argument) at fault.
+    """
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+class AuthError(IamDbError):
+    """The server (or STS) refused the login."""
+
+
+class ConnectError(IamDbError):
+    """The connection could not be made or kept: network, timeout or TLS."""
+
+
+class CredentialsError(IamDbError):
+    """No AWS credentials could be found to sign with."""
