@@ -1,0 +1,51 @@
+# iamdb developer entry points. `make test` and `make bench` work on a fresh machine:
+# they create the virtual environment and install what is missing first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup test unit lint bench ca-bundle devstack clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## setup: system packages (PostgreSQL, MariaDB, compiler; needs root) and the venv
+setup:
+	bash .ci/system-packages
+	$(MAKE) $(STAMP)
+
+## test: lint, type-check, then the whole suite (unit + integration against devstack)
+test: $(STAMP)
+	@bash .ci/system-packages --check || $(MAKE) setup
+	$(PY) -m ruff check layer devstack tests bench scripts
+	$(PY) -m ruff format --check layer devstack tests bench scripts
+	$(PY) -m mypy
+	$(PY) -m pytest
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+lint: $(STAMP)
+	$(PY) -m ruff check layer devstack tests bench scripts
+	$(PY) -m ruff format --check layer devstack tests bench scripts
+	$(PY) -m mypy
+
+## bench: every benchmark, one table each
+bench: $(STAMP)
+	@bash .ci/system-packages --check || $(MAKE) setup
+	$(PY) -m bench
+
+## devstack: run the local AWS + databases in the foreground (Ctrl-C stops them)
+devstack: $(STAMP)
+	$(PY) -m devstack up
+
+## ca-bundle: refresh the vendored RDS CA bundle (needs npm and node)
+ca-bundle:
+	$(PYTHON) scripts/refresh_ca_bundle.py
+
+clean:
+	rm -rf $(VENV) .devstack .pytest_cache .mypy_cache .ruff_cache build
