@@ -1,0 +1,179 @@
+"""AWS credentials for signing: the Lambda environment first, botocore's chain as fallback.
+
+On Lambda the execution role's credentials are in ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY`` and ``AWS_SESSION_TOKEN``; reading them costs microseconds
+and needs no import of botocore (about half a second of cold start). Only when
+``AWS_ACCESS_KEY_ID`` is absent (a laptop with profiles or SSO, a container, an EC2
+instance) is botocore's default credential chain imported and used.
+
+Secrets never appear in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
+from iamdb.errors import ConfigError, CredentialsError
+
+TYPE_CHECKING = False  # typing itself costs ~10 ms of cold start; only the checker needs it
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["CredentialResolver", "Credentials", "as_credentials", "default_resolver"]
+
+_ENV_KEY = "AWS_ACCESS_KEY_ID"
+_ENV_SECRET = "AWS_SECRET_ACCESS_KEY"
+_ENV_TOKEN = "AWS_SESSION_TOKEN"
+
+_WHERE = (
+    f"looked in the environment ({_ENV_KEY}, {_ENV_SECRET}, {_ENV_TOKEN}) and in botocore's "
+    "default chain (shared config/credentials files, SSO, container and instance metadata)"
+)
+
+
+@dataclass(frozen=True, repr=False)
+class Credentials:
+    """One set of AWS credentials (attribute names as botocore's ``ReadOnlyCredentials``)."""
+
+    access_key: str
+    secret_key: str
+    token: str | None = None
+
+    def __repr__(self) -> str:
+        token = "None" if self.token is None else "<hidden>"
+        return f"Credentials(access_key={self.access_key!r}, secret_key=<hidden>, token={token})"
+
+    @cached_property
+    def _fingerprint(self) -> str:
+        # Length prefix and a marker keep (secret, token) pairs unambiguous (None != "").
+        material = f"{len(self.secret_key)}:{self.secret_key}"
+        if self.token is not None:
+            material += "t" + self.token
+        return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of the secret key and session token.
+
+        Tells "same access key, new secret or session token" apart without keeping or
+        comparing the secrets themselves. Computed once per object.
+        """
+        return self._fingerprint
+
+
+def as_credentials(obj: object) -> Credentials:
+    """Convert any object with ``access_key``/``secret_key``/``token`` attributes.
+
+    Accepts botocore's ``Credentials`` and ``ReadOnlyCredentials`` and iamdb's own
+    :class:`Credentials` (returned as is). A missing ``token`` attribute means no token.
+    """
+    if isinstance(obj, Credentials):
+        return obj
+    access_key: Any = getattr(obj, "access_key", None)
+    secret_key: Any = getattr(obj, "secret_key", None)
+    token: Any = getattr(obj, "token", None)
+    if not (isinstance(access_key, str) and access_key):
+        raise ConfigError("credentials", "access_key must be a non-empty string")
+    if not (isinstance(secret_key, str) and secret_key):
+        raise ConfigError("credentials", "secret_key must be a non-empty string")
+    if token is not None and not isinstance(token, str):
+        raise ConfigError("credentials", "token must be a string or None")
+    return Credentials(access_key, secret_key, token)
+
+
+class CredentialResolver:
+    """Lambda environment first, botocore's default chain only when the environment has none.
+
+    The environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_SESSION_TOKEN``) is read from ``environ`` on every call: it is cheap and picks
+    up rotated credentials. botocore is never imported on that path.
+
+    Only when ``AWS_ACCESS_KEY_ID`` is absent or empty, botocore's default chain is used:
+    imported lazily, its credentials object created once per resolver, and
+    ``get_frozen_credentials()`` called on every :meth:`resolve` so that refreshable
+    credentials (SSO, assumed roles, container/instance metadata) refresh. botocore reads
+    the process environment (``os.environ``), not ``environ``.
+
+    Thread-safe.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        """``environ``: where to read the variables; None reads ``os.environ`` live."""
+        self._environ = environ
+        self._lock = threading.Lock()
+        self._botocore: Any = None
+        self._last: Credentials | None = None
+
+    def resolve(self) -> Credentials:
+        """The current credentials; raises ConfigError or CredentialsError."""
+        env = os.environ if self._environ is None else self._environ
+        key = env.get(_ENV_KEY)
+        if key:
+            secret = env.get(_ENV_SECRET)
+            if not secret:
+                raise ConfigError(_ENV_SECRET, f"missing or empty while {_ENV_KEY} is set")
+            return self._remember(key, secret, env.get(_ENV_TOKEN) or None)
+        frozen = self._from_botocore()
+        return self._remember(frozen.access_key, frozen.secret_key, frozen.token)
+
+    def reset(self) -> None:
+        """Forget the botocore credentials object (the next resolve builds a new one)."""
+        with self._lock:
+            self._botocore = None
+            self._last = None
+
+    def _remember(self, key: str, secret: str, token: str | None) -> Credentials:
+        # Return the previous object while nothing changed, so its fingerprint is reused.
+        last = self._last
+        if (
+            last is not None
+            and last.access_key == key
+            and last.secret_key == secret
+            and last.token == token
+        ):
+            return last
+        creds = Credentials(key, secret, token)
+        self._last = creds
+        return creds
+
+    def _from_botocore(self) -> Credentials:
+        source = self._botocore_credentials()
+        try:
+            frozen = source.get_frozen_credentials()
+        except Exception as exc:  # botocore raises many types; its messages hold no secrets
+            raise CredentialsError(
+                f"botocore could not refresh credentials ({type(exc).__name__}: {exc})"
+            ) from exc
+        if not (frozen and frozen.access_key and frozen.secret_key):
+            raise CredentialsError(f"no AWS credentials found: {_WHERE}")
+        return Credentials(frozen.access_key, frozen.secret_key, frozen.token or None)
+
+    def _botocore_credentials(self) -> Any:
+        with self._lock:
+            if self._botocore is not None:
+                return self._botocore
+            try:
+                import botocore.session
+            except ImportError:
+                raise CredentialsError(
+                    f"no AWS credentials found: {_ENV_KEY} is not set and botocore is not "
+                    "installed to look further"
+                ) from None
+            try:
+                found = botocore.session.Session().get_credentials()
+            except Exception as exc:
+                raise CredentialsError(
+                    f"no AWS credentials found ({type(exc).__name__}: {exc}): {_WHERE}"
+                ) from exc
+            if found is None:
+                raise CredentialsError(f"no AWS credentials found: {_WHERE}")
+            self._botocore = found
+            return found
+
+
+default_resolver = CredentialResolver()
+"""The process's resolver: live ``os.environ``, shared by iamdb's default registry and signer."""

@@ -1,0 +1,122 @@
+"""Reuse RDS IAM tokens until shortly before they expire.
+
+AWS recommends reusing tokens, and new IAM logins are throttled (about 200 per second
+per instance), so every new connection of a process should present the same token
+while it is fresh. A token is re-signed when it reaches ``refresh_seconds`` of age
+(default 840: one minute before the 15-minute lifetime ends), at once when the
+credentials change (rotation on Lambda, a refreshed assumed role), and after the server
+refused it (:meth:`TokenCache.invalidate`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from iamdb.credentials import CredentialResolver, default_resolver
+from iamdb.errors import ConfigError
+from iamdb.signer import TOKEN_LIFETIME_SECONDS, generate_db_auth_token
+
+__all__ = ["Token", "TokenCache"]
+
+_Key = tuple[str, int, str, str, str]  # signing host, port, user, region, access key
+
+
+@dataclass(frozen=True, repr=False)
+class Token:
+    """A signed token, when it was signed (cache clock) and with which access key."""
+
+    value: str
+    signed_at: float
+    access_key: str
+
+    def age(self, now: float) -> float:
+        """Seconds since signing, on the clock that produced ``signed_at``."""
+        return now - self.signed_at
+
+    def __repr__(self) -> str:
+        return (
+            f"Token(signed_at={self.signed_at!r}, access_key={self.access_key!r}, "
+            f"value=<hidden, {len(self.value)} chars>)"
+        )
+
+
+class TokenCache:
+    """One token per (signing host, port, user, region, access key), reused while fresh.
+
+    A token is reused until it is ``refresh_seconds`` old (default 840: one minute
+    before the 15-minute lifetime ends) and re-signed at once when the credentials
+    change (a new access key, or the same key with a different secret or session
+    token); entries of credentials that are no longer current are dropped, so the cache
+    never grows beyond the endpoints in use. Thread-safe: concurrent callers wanting
+    the same token get one signature.
+
+    The clock (epoch seconds) drives both the age check and the signing instant, so
+    tests can move time.
+    """
+
+    def __init__(
+        self,
+        *,
+        resolver: CredentialResolver | None = None,
+        clock: Callable[[], float] = time.time,
+        refresh_seconds: float = 840.0,
+    ) -> None:
+        if not 0 < refresh_seconds <= TOKEN_LIFETIME_SECONDS:
+            raise ConfigError(
+                "IAMDB_TOKEN_REFRESH_SECONDS",
+                f"must be more than 0 and at most {TOKEN_LIFETIME_SECONDS} (the token lifetime)",
+            )
+        self._resolver = default_resolver if resolver is None else resolver
+        self._clock = clock
+        self._refresh = refresh_seconds
+        self._lock = threading.Lock()
+        self._entries: dict[_Key, Token] = {}
+        self._identity: tuple[str, str] | None = None  # (access key, fingerprint)
+        self.signed_count = 0
+        """How many tokens this cache has signed (tests, metrics)."""
+
+    def get(self, host: str, port: int, user: str, region: str) -> Token:
+        """A fresh token for ``user`` at ``host:port``; signs only when needed.
+
+        ``host`` is the name the token is signed for (the real RDS endpoint).
+        """
+        creds = self._resolver.resolve()
+        identity = (creds.access_key, creds.fingerprint())
+        key = (host, port, user, region, creds.access_key)
+        with self._lock:
+            if identity != self._identity:
+                self._entries.clear()
+                self._identity = identity
+            now = self._clock()
+            token = self._entries.get(key)
+            # A negative age means the clock went back: sign again rather than trust it.
+            if token is not None and 0 <= token.age(now) < self._refresh:
+                return token
+            value = generate_db_auth_token(
+                host,
+                port,
+                user,
+                region,
+                credentials=creds,
+                now=datetime.fromtimestamp(now, timezone.utc),
+            )
+            token = Token(value, now, creds.access_key)
+            self._entries[key] = token
+            self.signed_count += 1
+            return token
+
+    def invalidate(self, host: str, port: int, user: str, region: str) -> None:
+        """Forget the token(s) of an endpoint and user, e.g. after the server refused one."""
+        with self._lock:
+            for key in [k for k in self._entries if k[:4] == (host, port, user, region)]:
+                del self._entries[key]
+
+    def clear(self) -> None:
+        """Forget every token (``signed_count`` keeps counting)."""
+        with self._lock:
+            self._entries.clear()
+            self._identity = None

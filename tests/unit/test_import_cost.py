@@ -1,0 +1,45 @@
+"""Importing iamdb and signing with environment credentials loads neither boto3 nor botocore.
+
+Run in a fresh interpreter: this test process itself has imported botocore.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+LAYER = Path(__file__).resolve().parents[2] / "layer"
+
+CHILD = """
+import json, sys
+import iamdb
+from iamdb.tokens import TokenCache
+token = iamdb.generate_db_auth_token("db.example.us-east-1.rds.amazonaws.com", 5432, "app",
+                                     "us-east-1")
+cached = TokenCache().get("db.example.us-east-1.rds.amazonaws.com", 5432, "app", "us-east-1")
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore"))
+print(json.dumps({"loaded": loaded, "token": token.startswith("db.example"),
+                  "cached": cached.value.startswith("db.example")}))
+"""
+
+
+def test_import_and_sign_without_boto3_or_botocore() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYTHON"))}
+    env.update(
+        PYTHONPATH=str(LAYER),
+        AWS_ACCESS_KEY_ID="AKIDEXAMPLE",
+        AWS_SECRET_ACCESS_KEY="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        AWS_SESSION_TOKEN="session-token",
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(out.stdout) == {"loaded": [], "token": True, "cached": True}
