@@ -1,0 +1,5 @@
+"""``python -m iamdb``: see :mod:`iamdb.cli`."""
+
+from iamdb.cli import main
+
+raise SystemExit(main())

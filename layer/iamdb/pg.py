@@ -1,0 +1,73 @@
+"""PostgreSQL through psycopg 3: open, check and close IAM-authenticated connections.
+
+psycopg is imported only when a PostgreSQL connection is first opened, so handlers
+that never call :func:`iamdb.get_pg` do not pay for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING, Any
+
+from iamdb.config import SqlConfig
+from iamdb.errors import IamDbError
+from iamdb.failures import auth_refused, connect_failed
+
+if TYPE_CHECKING:
+    import psycopg
+
+    PgConnection = psycopg.Connection[Any]
+else:
+    PgConnection = Any
+
+# SQLSTATE class 28 (invalid authorization) and libpq's text for refused logins.
+_AUTH_MARKERS = ("authentication failed", "password authentication", "28000", "28p01")
+
+
+class PgDriver:
+    """The :class:`iamdb.managed.Driver` for psycopg 3 connections."""
+
+    engine = "pg"
+
+    def connect(self, cfg: SqlConfig, token: str) -> PgConnection:
+        """Log in with ``token`` over TLS as configured; autocommit on (no transaction is left
+        open across invocations)."""
+        import psycopg
+
+        try:
+            return psycopg.connect(
+                host=cfg.host,
+                port=cfg.port,
+                user=cfg.user,
+                password=token,
+                dbname=cfg.dbname or cfg.user,
+                sslmode=cfg.sslmode,
+                sslrootcert=cfg.sslrootcert,
+                connect_timeout=cfg.connect_timeout,
+                application_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "iamdb")[:63],
+                autocommit=True,
+            )
+        except psycopg.Error as exc:
+            raise _classify(cfg, exc, token) from None
+
+    def fileno(self, conn: PgConnection) -> int:
+        return int(conn.pgconn.socket)
+
+    def is_closed(self, conn: PgConnection) -> bool:
+        return bool(conn.closed or conn.broken)
+
+    def ping(self, conn: PgConnection) -> None:
+        conn.execute("SELECT 1").fetchone()
+
+    def close(self, conn: PgConnection) -> None:
+        with contextlib.suppress(Exception):  # closing a dead connection must not fail
+            conn.close()
+
+
+def _classify(cfg: SqlConfig, exc: Exception, token: str) -> IamDbError:
+    detail = str(exc)
+    sqlstate = (getattr(exc, "sqlstate", None) or "").lower()
+    if sqlstate.startswith("28") or any(m in detail.lower() for m in _AUTH_MARKERS):
+        return auth_refused(cfg, detail, token)
+    return connect_failed(cfg, detail, token)

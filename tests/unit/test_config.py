@@ -1,0 +1,149 @@
+"""Configuration: defaults, named instances, region parsing and every error."""
+
+from __future__ import annotations
+
+import pytest
+
+from iamdb.config import (
+    DEFAULT_CA_BUNDLE,
+    load_settings,
+    load_sql_config,
+    region_from_endpoint,
+)
+from iamdb.errors import ConfigError
+
+RDS = "mydb.c9akciq32.eu-west-1.rds.amazonaws.com"
+
+
+def env(**kw: str) -> dict[str, str]:
+    base = {"IAMDB_PG_HOST": RDS, "IAMDB_PG_USER": "app"}
+    base.update(kw)
+    return base
+
+
+def test_defaults() -> None:
+    cfg = load_sql_config("pg", None, env())
+    assert (cfg.host, cfg.port, cfg.user, cfg.dbname) == (RDS, 5432, "app", None)
+    assert (cfg.signing_host, cfg.signing_port, cfg.region) == (RDS, 5432, "eu-west-1")
+    assert (cfg.sslmode, cfg.sslrootcert, cfg.connect_timeout) == (
+        "verify-full",
+        DEFAULT_CA_BUNDLE,
+        5,
+    )
+    assert cfg.label == "pg"
+
+
+def test_mysql_default_port_and_mysql_sslmode_spelling() -> None:
+    e = {"IAMDB_MYSQL_HOST": RDS, "IAMDB_MYSQL_USER": "u", "IAMDB_MYSQL_SSLMODE": "VERIFY_IDENTITY"}
+    cfg = load_sql_config("mysql", None, e)
+    assert (cfg.port, cfg.sslmode) == (3306, "verify-full")
+
+
+def test_named_instance_reads_its_own_prefix() -> None:
+    e = env(
+        IAMDB_PG_REPORTING_HOST="10.0.0.5",
+        IAMDB_PG_REPORTING_USER="rep",
+        IAMDB_PG_REPORTING_IAM_HOST=f"{RDS}:5433",
+        IAMDB_PG_REPORTING_DBNAME="r",
+    )
+    cfg = load_sql_config("pg", "reporting", e)
+    assert (cfg.host, cfg.user, cfg.dbname, cfg.label) == ("10.0.0.5", "rep", "r", "pg:reporting")
+    assert (cfg.signing_host, cfg.signing_port, cfg.port) == (RDS, 5433, 5432)
+    assert cfg.region == "eu-west-1"
+
+
+def test_iam_host_without_port_keeps_the_connect_port() -> None:
+    cfg = load_sql_config(
+        "pg", None, env(IAMDB_PG_HOST="127.0.0.1", IAMDB_PG_PORT="6000", IAMDB_PG_IAM_HOST=RDS)
+    )
+    assert (cfg.signing_host, cfg.signing_port) == (RDS, 6000)
+
+
+@pytest.mark.parametrize(
+    ("host", "region"),
+    [
+        ("mydb.c9akciq32.us-east-1.rds.amazonaws.com", "us-east-1"),
+        ("MyDB.C9AKCIQ32.US-EAST-2.RDS.AMAZONAWS.COM", "us-east-2"),
+        ("aurora.cluster-c9akciq32.ap-southeast-2.rds.amazonaws.com", "ap-southeast-2"),
+        ("aurora.cluster-ro-c9akciq32.eu-central-1.rds.amazonaws.com", "eu-central-1"),
+        ("custom.cluster-custom-c9akciq32.sa-east-1.rds.amazonaws.com", "sa-east-1"),
+        ("myproxy.proxy-c9akciq32.us-west-2.rds.amazonaws.com", "us-west-2"),
+        ("mydb.c9akciq32.cn-north-1.rds.amazonaws.com.cn", "cn-north-1"),
+        ("mydb.c9akciq32.us-gov-west-1.rds.amazonaws.com", "us-gov-west-1"),
+        ("mydb.c9akciq32.us-east-1.rds.amazonaws.com.", "us-east-1"),
+        ("db.example.com", None),
+        ("10.1.2.3", None),
+        ("rds.amazonaws.com", None),
+        ("mydb.us-east-1.rds.amazonaws.com.evil.com", None),
+    ],
+)
+def test_region_from_endpoint(host: str, region: str | None) -> None:
+    assert region_from_endpoint(host) == region
+
+
+def test_region_precedence() -> None:
+    assert load_sql_config("pg", None, env(IAMDB_PG_REGION="us-west-1")).region == "us-west-1"
+    e = env(IAMDB_PG_HOST="db.internal", AWS_REGION="ca-central-1")
+    assert load_sql_config("pg", None, e).region == "ca-central-1"
+    e = env(IAMDB_PG_HOST="127.0.0.1", IAMDB_PG_IAM_HOST=RDS, AWS_REGION="ca-central-1")
+    assert load_sql_config("pg", None, e).region == "eu-west-1"
+
+
+@pytest.mark.parametrize(
+    ("changes", "variable"),
+    [
+        ({"IAMDB_PG_HOST": ""}, "IAMDB_PG_HOST"),
+        ({"IAMDB_PG_HOST": "db host"}, "IAMDB_PG_HOST"),
+        ({"IAMDB_PG_HOST": "h;sslmode=disable"}, "IAMDB_PG_HOST"),
+        ({"IAMDB_PG_HOST": "a" * 300}, "IAMDB_PG_HOST"),
+        ({"IAMDB_PG_USER": ""}, "IAMDB_PG_USER"),
+        ({"IAMDB_PG_USER": "a\x00b"}, "IAMDB_PG_USER"),
+        ({"IAMDB_PG_USER": "u" * 200}, "IAMDB_PG_USER"),
+        ({"IAMDB_PG_PORT": "0"}, "IAMDB_PG_PORT"),
+        ({"IAMDB_PG_PORT": "65536"}, "IAMDB_PG_PORT"),
+        ({"IAMDB_PG_PORT": "54x"}, "IAMDB_PG_PORT"),
+        ({"IAMDB_PG_PORT": "5432.0"}, "IAMDB_PG_PORT"),
+        ({"IAMDB_PG_REGION": "mars-1"}, "IAMDB_PG_REGION"),
+        ({"IAMDB_PG_SSLMODE": "prefer"}, "IAMDB_PG_SSLMODE"),
+        ({"IAMDB_PG_SSLMODE": "allow"}, "IAMDB_PG_SSLMODE"),
+        ({"IAMDB_PG_SSLROOTCERT": "/nonexistent/ca.pem"}, "IAMDB_PG_SSLROOTCERT"),
+        ({"IAMDB_PG_CONNECT_TIMEOUT": "-1"}, "IAMDB_PG_CONNECT_TIMEOUT"),
+        ({"IAMDB_PG_CONNECT_TIMEOUT": "nan"}, "IAMDB_PG_CONNECT_TIMEOUT"),
+        ({"IAMDB_PG_IAM_HOST": "x:99999"}, "IAMDB_PG_IAM_HOST"),
+        ({"IAMDB_PG_IAM_HOST": "bad host:1"}, "IAMDB_PG_IAM_HOST"),
+        ({"IAMDB_PG_HOST": "db.internal"}, "IAMDB_PG_REGION"),  # no region anywhere
+    ],
+)
+def test_bad_values_name_the_variable(changes: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_sql_config("pg", None, env(**changes))
+    assert info.value.variable == variable
+    assert str(info.value).startswith(variable + ":")
+
+
+def test_missing_host_names_the_named_variable() -> None:
+    with pytest.raises(ConfigError, match="IAMDB_PG_REPORTING_HOST"):
+        load_sql_config("pg", "reporting", env())
+
+
+@pytest.mark.parametrize("name", ["", "1abc", "a-b", "a" * 40, "x y"])
+def test_bad_instance_name(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_sql_config("pg", name, env())
+    assert info.value.variable == "name"
+
+
+def test_settings() -> None:
+    s = load_settings({})
+    assert (s.token_refresh_seconds, s.healthcheck_idle_seconds, s.log_level) == (840, 30, None)
+    s = load_settings({"IAMDB_TOKEN_REFRESH_SECONDS": "600", "IAMDB_LOG_LEVEL": "debug"})
+    assert (s.token_refresh_seconds, s.log_level) == (600, "DEBUG")
+    for var, bad in [
+        ("IAMDB_TOKEN_REFRESH_SECONDS", "901"),
+        ("IAMDB_TOKEN_REFRESH_SECONDS", "0"),
+        ("IAMDB_HEALTHCHECK_IDLE_SECONDS", "-5"),
+        ("IAMDB_LOG_LEVEL", "LOUD"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            load_settings({var: bad})
+        assert info.value.variable == var

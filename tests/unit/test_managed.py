@@ -1,0 +1,175 @@
+"""ManagedConnection's health logic with a fake clock and a driver over real socket pairs.
+
+The driver here is a stand-in for psycopg/PyMySQL (unit level): each "connection" is one
+end of a ``socketpair``, so the zero-timeout poll sees exactly what a dead or chatty
+server would produce. The real drivers are exercised in tests/integration.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+import pytest
+
+from iamdb.config import load_sql_config
+from iamdb.credentials import CredentialResolver
+from iamdb.errors import AuthError
+from iamdb.managed import ManagedConnection
+from iamdb.tokens import TokenCache
+
+ENV = {
+    "IAMDB_PG_HOST": "mydb.c9akciq32.us-east-1.rds.amazonaws.com",
+    "IAMDB_PG_USER": "app",
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class FakeConn:
+    client: socket.socket
+    server: socket.socket
+    closed: bool = False
+    pings: int = 0
+
+
+@dataclass
+class FakeDriver:
+    engine: str = "pg"
+    conns: list[FakeConn] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)
+    refuse: bool = False
+    ping_fails: bool = False
+
+    def connect(self, cfg: object, token: str) -> FakeConn:
+        self.tokens.append(token)
+        if self.refuse:
+            raise AuthError("refused")
+        a, b = socket.socketpair()
+        conn = FakeConn(a, b)
+        self.conns.append(conn)
+        return conn
+
+    def fileno(self, conn: FakeConn) -> int:
+        return conn.client.fileno()
+
+    def is_closed(self, conn: FakeConn) -> bool:
+        return conn.closed
+
+    def ping(self, conn: FakeConn) -> None:
+        conn.pings += 1
+        if self.ping_fails:
+            raise OSError("server has gone away")
+
+    def close(self, conn: FakeConn) -> None:
+        conn.closed = True
+        conn.client.close()
+        conn.server.close()
+
+
+Setup = tuple[ManagedConnection[FakeConn], "FakeDriver", "Clock", TokenCache]
+
+
+@pytest.fixture
+def setup() -> Setup:
+    clock = Clock()
+    driver = FakeDriver()
+    tokens = TokenCache(resolver=CredentialResolver(ENV), clock=clock, refresh_seconds=840)
+    managed = ManagedConnection(
+        load_sql_config("pg", None, ENV), driver, tokens, clock=clock, idle_seconds=30
+    )
+    return managed, driver, clock, tokens
+
+
+def test_reuses_a_healthy_connection_without_round_trips(setup: Setup) -> None:
+    managed, driver, clock, _ = setup
+    first = managed.get()
+    assert not managed.reused
+    for _ in range(5):
+        clock.now += 1
+        assert managed.get() is first
+        assert managed.reused
+    assert first.pings == 0 and len(driver.conns) == 1
+
+
+def test_pings_after_idle_and_keeps_a_live_connection(setup: Setup) -> None:
+    managed, _driver, clock, _ = setup
+    first = managed.get()
+    clock.now += 31
+    assert managed.get() is first
+    assert first.pings == 1
+
+
+def test_idle_connection_that_fails_its_ping_is_replaced(setup: Setup) -> None:
+    managed, driver, clock, _ = setup
+    first = managed.get()
+    driver.ping_fails = True  # e.g. a NAT forgot the flow: nothing to see on the socket
+    clock.now += 31
+    assert managed.get() is not first
+    assert first.closed and len(driver.conns) == 2
+
+
+def test_server_goodbye_is_seen_without_waiting_for_idle(setup: Setup) -> None:
+    managed, driver, clock, _ = setup
+    first = managed.get()
+    first.server.close()  # the server hung up while we were frozen
+    driver.ping_fails = True
+    clock.now += 1
+    assert managed.get() is not first
+    assert first.closed
+
+
+def test_readable_but_alive_connection_is_kept(setup: Setup) -> None:
+    managed, _driver, clock, _ = setup
+    first = managed.get()
+    first.server.send(b"N")  # e.g. an async notice: suspect, so confirm with a round trip
+    clock.now += 1
+    assert managed.get() is first
+    assert first.pings == 1
+
+
+def test_driver_closed_state_triggers_reconnect_with_the_cached_token(setup: Setup) -> None:
+    managed, driver, clock, tokens = setup
+    first = managed.get()
+    first.closed = True
+    clock.now += 1
+    assert managed.get() is not first
+    assert driver.tokens[0] == driver.tokens[1]  # reused token: no re-sign, no throttling cost
+    assert tokens.signed_count == 1
+
+
+def test_reconnect_after_refresh_age_uses_a_new_token(setup: Setup) -> None:
+    managed, driver, clock, tokens = setup
+    managed.get().closed = True
+    clock.now += 841
+    managed.get()
+    assert driver.tokens[0] != driver.tokens[1] and tokens.signed_count == 2
+
+
+def test_refused_login_drops_the_token(setup: Setup) -> None:
+    managed, driver, _clock, tokens = setup
+    driver.refuse = True
+    with pytest.raises(AuthError):
+        managed.get()
+    with pytest.raises(AuthError):
+        managed.get()
+    assert tokens.signed_count == 2  # signed again after a refusal
+    driver.refuse = False
+    assert managed.get() is driver.conns[0]
+
+
+def test_close_forgets_the_connection(setup: Setup) -> None:
+    managed, _driver, _clock, _ = setup
+    first = managed.get()
+    managed.close()
+    assert first.closed
+    assert managed.get() is not first
