@@ -1,0 +1,67 @@
+"""``python -m devstack up``: run the local AWS + databases until SIGINT/SIGTERM.
+
+Prints exactly one line, ``READY <absolute path of env.sh>``, once every server accepts
+logins; ``source`` that file to get the environment a Lambda function using iamdb sees.
+Logs (the verifier's refusals among them) go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from devstack.stack import Stack
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start moto, PostgreSQL and MariaDB; write env files")
+    up.add_argument("--iam-rate", type=float, default=None, help="new IAM logins/s per server")
+    up.add_argument("--dir", type=Path, default=Path(".devstack"), help="where env files go")
+    up.add_argument("--no-mysql", action="store_true", help="do not start MariaDB")
+    up.add_argument("--no-pg", action="store_true", help="do not start PostgreSQL")
+    return parser
+
+
+def up(args: argparse.Namespace) -> int:
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stack = Stack(iam_rate=args.iam_rate, pg=not args.no_pg, mysql=not args.no_mysql)
+    env_files: tuple[Path, ...] = ()
+    try:
+        started = time.monotonic()
+        stack.start()
+        env_files = stack.write_env_files(args.dir)
+        logging.getLogger("devstack").info("started in %.2f s", time.monotonic() - started)
+        if not stopping.is_set():
+            print(f"READY {env_files[1].resolve()}", flush=True)
+        while not stopping.wait(0.5):
+            pass
+    finally:
+        stack.stop()
+        for path in env_files:  # their credentials and ports die with the stack
+            path.unlink(missing_ok=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+    )
+    return up(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

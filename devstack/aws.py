@@ -1,0 +1,191 @@
+"""Local AWS for devstack: moto (STS, IAM, DynamoDB) in-process, with signature checking on.
+
+Setup mirrors what Lambda does for a function: an execution role is created and assumed,
+and the resulting session credentials (``ASIA...`` + session token) are what the function,
+and so iamdb, signs with. A long-term IAM user key (``AKIA...``) is created too, for tokens
+signed with developer credentials.
+
+Because moto runs in this process, :meth:`MotoAws.lookup` can read moto's own backends to
+learn the secret behind an access key id; the token verifier needs exactly that. This is
+moto's internal API (moto is pinned in pyproject.toml and the lookup is covered by tests).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from devstack.procs import free_port, port_open, wait_until
+from devstack.verifier import KeyInfo
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+PARTITION = "aws"
+ROLE_NAME = "iamdb-example-function"
+SESSION_NAME = "iamdb-example-function"
+USER_NAME = "iamdb-developer"
+
+TRUST_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+# What the example function may do. moto enforces this once auth is on: extend it here when
+# the function needs more (e.g. DynamoDB).
+FUNCTION_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": "rds-db:connect",
+            "Resource": f"arn:aws:rds-db:{REGION}:{ACCOUNT}:dbuser:*/*",
+        },
+        {"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"},
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """AWS credentials; ``token`` is None for long-term keys. The repr hides the secrets."""
+
+    access_key: str
+    secret_key: str
+    token: str | None
+    expiration: dt.datetime | None
+
+    def __repr__(self) -> str:
+        return f"Credentials(access_key={self.access_key!r}, expiration={self.expiration!r})"
+
+
+class MotoAws:
+    """moto's server on 127.0.0.1, set up like a Lambda function's account."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.region = REGION
+        self.account = ACCOUNT
+        self._server: Any = None
+        self.function_credentials: Credentials | None = None
+        self.developer_credentials: Credentials | None = None
+
+    def start(self) -> None:
+        """Start moto, create role + user while auth is off, then turn signature checks on."""
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        wait_until(lambda: port_open(self.port), 10, "moto")
+        # moto's state is process-global: start clean, and with auth off for the setup calls.
+        self._moto_api("reset", b"")
+        self._moto_api("reset-auth", b"inf")
+        self.function_credentials = self._assume_function_role()
+        self.developer_credentials = self._developer_key()
+        self._moto_api("reset-auth", b"0")
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def client(self, service: str, credentials: Credentials | None = None) -> Any:
+        """A boto3 client for ``service`` on moto (dummy credentials unless given)."""
+        import boto3
+
+        creds = credentials or Credentials("AKIADEVSTACKSETUP000", "setup", None, None)
+        return boto3.client(
+            service,
+            region_name=REGION,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=creds.access_key,
+            aws_secret_access_key=creds.secret_key,
+            aws_session_token=creds.token,
+        )
+
+    def lookup(self, access_key: str) -> KeyInfo | None:
+        """The secret, session token and ARN moto holds for ``access_key`` (None if unknown)."""
+        from moto.iam.models import iam_backends
+        from moto.sts.models import sts_backends
+
+        if access_key.startswith("ASIA"):
+            for role in list(sts_backends[ACCOUNT][PARTITION].assumed_roles):
+                if role.access_key_id == access_key:
+                    expires = role.expiration.replace(tzinfo=dt.timezone.utc).timestamp()
+                    return KeyInfo(role.secret_access_key, role.session_token, role.arn, expires)
+            return None
+        iam = iam_backends[ACCOUNT][PARTITION]
+        key = iam.access_keys.get(access_key)
+        if key is None or key.user_name is None or key.status != "Active":
+            return None
+        return KeyInfo(key.secret_access_key, None, iam.get_user(key.user_name).arn)
+
+    def _moto_api(self, path: str, body: bytes) -> None:
+        request = urllib.request.Request(
+            f"{self.endpoint_url}/moto-api/{path}",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
+    def _assume_function_role(self) -> Credentials:
+        iam = self.client("iam")
+        role = iam.create_role(
+            RoleName=ROLE_NAME,
+            AssumeRolePolicyDocument=json.dumps(TRUST_POLICY),
+            MaxSessionDuration=43200,
+        )["Role"]
+        iam.put_role_policy(
+            RoleName=ROLE_NAME,
+            PolicyName="iamdb-example-function",
+            PolicyDocument=json.dumps(FUNCTION_POLICY),
+        )
+        got = self.client("sts").assume_role(
+            RoleArn=role["Arn"], RoleSessionName=SESSION_NAME, DurationSeconds=43200
+        )["Credentials"]
+        return Credentials(
+            got["AccessKeyId"], got["SecretAccessKey"], got["SessionToken"], got["Expiration"]
+        )
+
+    def _developer_key(self) -> Credentials:
+        iam = self.client("iam")
+        iam.create_user(UserName=USER_NAME)
+        iam.put_user_policy(
+            UserName=USER_NAME,
+            PolicyName="iamdb-developer",
+            PolicyDocument=json.dumps(FUNCTION_POLICY),
+        )
+        key = iam.create_access_key(UserName=USER_NAME)["AccessKey"]
+        return Credentials(key["AccessKeyId"], key["SecretAccessKey"], None, None)
+
+
+def rds_token(
+    host: str, port: int, user: str, credentials: Credentials, region: str = REGION
+) -> str:
+    """An RDS IAM auth token signed by botocore (the reference implementation)."""
+    client = _rds_client(credentials, region)
+    return str(
+        client.generate_db_auth_token(DBHostname=host, Port=port, DBUsername=user, Region=region)
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _rds_client(credentials: Credentials, region: str) -> Any:
+    import botocore.session
+
+    session = botocore.session.get_session()
+    session.set_credentials(credentials.access_key, credentials.secret_key, credentials.token)
+    return session.create_client("rds", region_name=region)
