@@ -13,14 +13,16 @@ needs them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from iamdb.errors import AuthError, ConfigError, ConnectError, CredentialsError, IamDbError
-from iamdb.registry import default as _default
-from iamdb.signer import generate_db_auth_token
 
+# Cold start is a feature: importing iamdb loads only this file and errors.py. The signer,
+# the registry and the drivers are imported on the path that needs them.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from iamdb.pg import PgConnection
+    from iamdb.signer import generate_db_auth_token
 
 __all__ = [
     "AuthError",
@@ -42,7 +44,9 @@ def get_pg(name: str | None = None) -> PgConnection:
     Created on first use, reused afterwards, replaced transparently when it died.
     Autocommit is on: use ``with conn.transaction():`` for transactions.
     """
-    return _default.get_pg(name)
+    from iamdb.registry import default
+
+    return default.get_pg(name)
 
 
 def get_mysql(name: str | None = None) -> Any:
@@ -51,9 +55,21 @@ def get_mysql(name: str | None = None) -> Any:
     Created on first use, reused afterwards, replaced transparently when it died.
     Autocommit is on.
     """
-    return _default.get_mysql(name)
+    from iamdb.registry import default
+
+    return default.get_mysql(name)
 
 
 def reset() -> None:
     """Close and forget every singleton, token and cached credential (tests, snapshots)."""
-    _default.reset()
+    from iamdb.registry import default
+
+    default.reset()
+
+
+def __getattr__(name: str) -> object:
+    if name == "generate_db_auth_token":
+        from iamdb.signer import generate_db_auth_token
+
+        return generate_db_auth_token
+    raise AttributeError(f"module 'iamdb' has no attribute {name!r}")

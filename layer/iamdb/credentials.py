@@ -11,17 +11,15 @@ Secrets never appear in a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import _thread  # threading costs ~5 ms of import; its Lock is this one
 import hashlib
 import os
-import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import cached_property
 
 from iamdb.errors import ConfigError, CredentialsError
 
 TYPE_CHECKING = False  # typing itself costs ~10 ms of cold start; only the checker needs it
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 __all__ = ["CredentialResolver", "Credentials", "as_credentials", "default_resolver"]
@@ -36,25 +34,39 @@ _WHERE = (
 )
 
 
-@dataclass(frozen=True, repr=False)
 class Credentials:
-    """One set of AWS credentials (attribute names as botocore's ``ReadOnlyCredentials``)."""
+    """One set of AWS credentials (attribute names as botocore's ``ReadOnlyCredentials``).
 
+    Immutable. A plain class rather than a dataclass: ``dataclasses`` costs ~7 ms of
+    import on the cold-start path that signing must keep cheap.
+    """
+
+    __slots__ = ("_fingerprint", "access_key", "secret_key", "token")
     access_key: str
     secret_key: str
-    token: str | None = None
+    token: str | None
+    _fingerprint: str | None
+
+    def __init__(self, access_key: str, secret_key: str, token: str | None = None) -> None:
+        object.__setattr__(self, "access_key", access_key)
+        object.__setattr__(self, "secret_key", secret_key)
+        object.__setattr__(self, "token", token)
+        object.__setattr__(self, "_fingerprint", None)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Credentials are immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Credentials):
+            return NotImplemented
+        return (self.access_key, self.fingerprint()) == (other.access_key, other.fingerprint())
+
+    def __hash__(self) -> int:
+        return hash((self.access_key, self.fingerprint()))
 
     def __repr__(self) -> str:
         token = "None" if self.token is None else "<hidden>"
         return f"Credentials(access_key={self.access_key!r}, secret_key=<hidden>, token={token})"
-
-    @cached_property
-    def _fingerprint(self) -> str:
-        # Length prefix and a marker keep (secret, token) pairs unambiguous (None != "").
-        material = f"{len(self.secret_key)}:{self.secret_key}"
-        if self.token is not None:
-            material += "t" + self.token
-        return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
 
     def fingerprint(self) -> str:
         """SHA-256 (hex) of the secret key and session token.
@@ -62,7 +74,15 @@ class Credentials:
         Tells "same access key, new secret or session token" apart without keeping or
         comparing the secrets themselves. Computed once per object.
         """
-        return self._fingerprint
+        found = self._fingerprint
+        if found is None:
+            # Length prefix and a marker keep (secret, token) pairs unambiguous (None != "").
+            material = f"{len(self.secret_key)}:{self.secret_key}"
+            if self.token is not None:
+                material += "t" + self.token
+            found = hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
+            object.__setattr__(self, "_fingerprint", found)
+        return found
 
 
 def as_credentials(obj: object) -> Credentials:
@@ -104,7 +124,7 @@ class CredentialResolver:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         """``environ``: where to read the variables; None reads ``os.environ`` live."""
         self._environ = environ
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._botocore: Any = None
         self._last: Credentials | None = None
 
