@@ -1,0 +1,104 @@
+"""Warm get_pg() and first-login benchmarks against devstack's PostgreSQL.
+
+- Warm ``get_pg()`` on a healthy, recently used connection, against the
+  connect-per-invocation pattern (sign with botocore, ``psycopg.connect``, query, close).
+- First login: iamdb's first ``get_pg()`` in a fresh registry, against a hand-written
+  ``psycopg.connect`` with a botocore token (client already created); iamdb's own
+  overhead should stay within 5 %.
+
+Run: ``python -m bench.sql`` (starts and stops its own devstack).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.table import Row, print_table
+
+
+def _median_us(fn: Callable[[], Any], repeat: int) -> float:
+    samples = []
+    for _ in range(repeat):
+        t = time.perf_counter_ns()
+        fn()
+        samples.append(time.perf_counter_ns() - t)
+    return statistics.median(samples) / 1000
+
+
+def rows(env: dict[str, str]) -> list[Row]:
+    import boto3
+    import psycopg
+
+    import iamdb
+    from iamdb.registry import Registry
+
+    rds = boto3.client(
+        "rds",
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=env["AWS_SESSION_TOKEN"],
+    )
+    host, port = env["IAMDB_PG_HOST"], int(env["IAMDB_PG_PORT"])
+
+    def hand_written() -> Any:
+        token = rds.generate_db_auth_token(env["IAMDB_PG_IAM_HOST"], port, env["IAMDB_PG_USER"])
+        return psycopg.connect(
+            host=host,
+            port=port,
+            user=env["IAMDB_PG_USER"],
+            password=token,
+            dbname=env["IAMDB_PG_DBNAME"],
+            sslmode="verify-full",
+            sslrootcert=env["IAMDB_PG_SSLROOTCERT"],
+            connect_timeout=5,
+            autocommit=True,
+        )
+
+    def connect_per_invocation() -> None:
+        with hand_written() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    os.environ.update(env)
+    iamdb.get_pg().execute("SELECT 1")
+    warm_iamdb = _median_us(iamdb.get_pg, 20000)  # the public path a handler calls
+    warm_base = _median_us(connect_per_invocation, 40)
+    iamdb.reset()
+
+    def first_login_iamdb() -> None:
+        r = Registry(environ=env)
+        r.get_pg()
+        r.reset()
+
+    def first_login_base() -> None:
+        hand_written().close()
+
+    firsts_i, firsts_b = [], []
+    for _ in range(40):  # interleaved, so drift hits both alike
+        firsts_i.append(_median_us(first_login_iamdb, 1))
+        firsts_b.append(_median_us(first_login_base, 1))
+    first_i, first_b = statistics.median(firsts_i), statistics.median(firsts_b)
+    return [
+        Row("warm get_pg() vs connect per invocation", warm_base, warm_iamdb, "<= 5 us median"),
+        Row("first login (sign + TLS + verify)", first_b, first_i, "overhead <= 5%"),
+    ]
+
+
+def main() -> None:
+    from devstack.stack import Stack
+
+    stack = Stack(mysql=False)
+    stack.start()
+    try:
+        print_table("PostgreSQL through devstack (times in us, median)", rows(dict(stack.env)))
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()

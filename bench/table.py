@@ -1,0 +1,29 @@
+"""The one table format every benchmark prints: baseline, iamdb, ratio, goal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Row:
+    case: str
+    baseline: float  # what a user would otherwise write
+    iamdb: float
+    goal: str
+
+    @property
+    def ratio(self) -> float:
+        return self.iamdb / self.baseline if self.baseline else float("nan")
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+
+
+def print_table(title: str, rows: list[Row]) -> None:
+    print(f"\n### {title}\n")
+    print("| case | baseline | iamdb | ratio (iamdb/baseline) | goal |")
+    print("|---|---:|---:|---:|---|")
+    for r in rows:
+        print(f"| {r.case} | {_fmt(r.baseline)} | {_fmt(r.iamdb)} | {r.ratio:.3g} | {r.goal} |")
