@@ -1,0 +1,60 @@
+"""``python -m iamdb`` against devstack: tokens that log in, a check that masks secrets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import psycopg
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "iamdb", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_token_command_prints_a_token_the_server_accepts(stack: Any, stack_env: Any) -> None:
+    result = run(stack.env, "token", "pg")
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    env = stack.env
+    with psycopg.connect(
+        host=env["IAMDB_PG_HOST"],
+        port=int(env["IAMDB_PG_PORT"]),
+        user=env["IAMDB_PG_USER"],
+        dbname=env["IAMDB_PG_DBNAME"],
+        password=token,
+        sslmode="verify-full",
+        sslrootcert=env["IAMDB_PG_SSLROOTCERT"],
+    ) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("iamdb_app",)
+
+
+def test_check_connect_reports_every_instance_and_masks_secrets(stack: Any, stack_env: Any) -> None:
+    result = run(stack.env, "check", "--connect")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for label in ("[pg]", "[pg:reporting]", "[mysql]", "[mysql:reporting]"):
+        assert label in out
+    assert out.count("OK in") == 4 and "TLSv1." in out
+    for secret in (stack.env["AWS_SECRET_ACCESS_KEY"], stack.env["AWS_SESSION_TOKEN"]):
+        assert secret not in out and secret not in result.stderr
+    assert stack.env["AWS_ACCESS_KEY_ID"] not in out  # masked too, only its ends are shown
+    assert "X-Amz-Signature" not in out
+
+
+def test_bad_setting_exits_2_naming_the_variable(stack: Any, stack_env: Any) -> None:
+    result = run({**stack.env, "IAMDB_PG_PORT": "54x"}, "token", "pg")
+    assert result.returncode == 2
+    assert "IAMDB_PG_PORT" in result.stderr and result.stdout == ""
