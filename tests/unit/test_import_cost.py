@@ -43,3 +43,24 @@ def test_import_and_sign_without_boto3_or_botocore() -> None:
         check=True,
     )
     assert json.loads(out.stdout) == {"loaded": [], "token": True, "cached": True}
+
+
+LAZY_CHILD = """
+import json, sys
+import iamdb
+heavy = ("boto3", "botocore", "psycopg", "pymysql", "pymongo", "typing", "dataclasses", "logging")
+print(json.dumps({
+    "heavy": sorted(m for m in sys.modules if m.split(".")[0] in heavy),
+    "iamdb": sorted(m for m in sys.modules if m.startswith("iamdb")),
+}))
+"""
+
+
+def test_import_iamdb_loads_only_its_errors() -> None:
+    """Drivers, boto3, even typing and logging wait until a get_*() or a signature needs them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(LAYER)
+    out = subprocess.run(
+        [sys.executable, "-c", LAZY_CHILD], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == {"heavy": [], "iamdb": ["iamdb", "iamdb.errors"]}
