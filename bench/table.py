@@ -27,3 +27,12 @@ def print_table(title: str, rows: list[Row]) -> None:
     print("|---|---:|---:|---:|---|")
     for r in rows:
         print(f"| {r.case} | {_fmt(r.baseline)} | {_fmt(r.iamdb)} | {r.ratio:.3g} | {r.goal} |")
+
+
+def print_grid(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    """A plain markdown table, for results that are not a baseline/iamdb ratio."""
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(headers) + " |")
+    print("|" + "|".join("---" for _ in headers) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")

@@ -52,6 +52,9 @@ class Settings:
     token_refresh_seconds: float = 840.0
     healthcheck_idle_seconds: float = 30.0
     log_level: str | None = None
+    connect_rate: float = 200.0  # new IAM logins per second per database endpoint
+    throttle_table: str | None = None  # DynamoDB table of the fleet-wide limiter; None: off
+    auth_retries: int = 3  # retries of a refused login (0: none)
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,39 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "IAMDB_LOG_LEVEL",
             f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r:.40}",
         )
-    return Settings(refresh, idle, level)
+    return Settings(
+        refresh,
+        idle,
+        level,
+        connect_rate=_connect_rate(env),
+        throttle_table=_throttle_table(env),
+        auth_retries=int(_number(env, "IAMDB_AUTH_RETRIES", 3, low=0, high=10, integer=True)),
+    )
+
+
+# RDS throttles new IAM logins per instance: 200/s in AWS's current documentation (older
+# material says 256/s), 10/s on db.t2.micro.
+RDS_IAM_CONNECT_RATE = 200.0
+_CLASS_RATES = {"db.t2.micro": 10.0}
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+
+
+def _connect_rate(env: Mapping[str, str]) -> float:
+    """``IAMDB_CONNECT_RATE`` when set, else the figure for ``IAMDB_DB_INSTANCE_CLASS``."""
+    if _get(env, "IAMDB_CONNECT_RATE") is not None:
+        return _number(env, "IAMDB_CONNECT_RATE", RDS_IAM_CONNECT_RATE, low=0.001, high=1e6)
+    klass = _text(env, "IAMDB_DB_INSTANCE_CLASS", required=False, max_len=64)
+    return _CLASS_RATES.get((klass or "").lower(), RDS_IAM_CONNECT_RATE)
+
+
+def _throttle_table(env: Mapping[str, str]) -> str | None:
+    value = _get(env, "IAMDB_THROTTLE_TABLE")
+    if value is not None and not _TABLE_NAME.fullmatch(value):
+        raise ConfigError(
+            "IAMDB_THROTTLE_TABLE",
+            f"expected a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -), got {value!r:.80}",
+        )
+    return value
 
 
 def load_sql_config(

@@ -34,3 +34,12 @@ class ConnectError(IamDbError):
 
 class CredentialsError(IamDbError):
     """No AWS credentials could be found to sign with."""
+
+
+class ThrottleError(IamDbError):
+    """No permit for a new IAM login could be had before the deadline.
+
+    RDS throttles new IAM logins per instance; iamdb paces them (``IAMDB_CONNECT_RATE``,
+    ``IAMDB_THROTTLE_TABLE``) and raises this instead of waiting past the invocation's
+    remaining time (see :func:`iamdb.set_lambda_context`) or the limiter's own bound.
+    """

@@ -20,12 +20,15 @@ from __future__ import annotations
 import select
 import threading
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from iamdb.config import SqlConfig
 from iamdb.errors import AuthError
 from iamdb.log import logger
 from iamdb.tokens import Token, TokenCache
+
+if TYPE_CHECKING:
+    from iamdb.limiter import Admission
 
 C = TypeVar("C")
 
@@ -55,8 +58,10 @@ class ManagedConnection(Generic[C]):
         *,
         clock: Callable[[], float],
         idle_seconds: float,
+        admission: Admission | None = None,
     ) -> None:
         self.cfg = cfg
+        self._admission = admission  # permits + bounded retry for new logins (None: neither)
         self._driver = driver
         self._tokens = tokens
         self._clock = clock
@@ -109,8 +114,16 @@ class ManagedConnection(Generic[C]):
         return None
 
     def _open(self) -> C:
+        """A new login: under permits of the IAM rate limiters, refusals retried (bounded)."""
+        if self._admission is None:
+            return self._login(None)
+        return self._admission.login(self.cfg, self._login)
+
+    def _login(self, permit: Callable[[], None] | None) -> C:
         cfg = self.cfg
         token = self._tokens.get(cfg.signing_host, cfg.signing_port, cfg.user, cfg.region)
+        if permit is not None and token is not self.last_token:
+            permit()  # only a token the server has not accepted yet counts against its rate
         try:
             conn = self._driver.connect(cfg, token.value)
         except AuthError:

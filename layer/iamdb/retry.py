@@ -1,0 +1,86 @@
+"""Bounded retry of refused IAM logins, with decorrelated-jitter backoff.
+
+A throttled IAM login looks exactly like a bad password (PostgreSQL SQLSTATE 28000, MySQL
+1045), so a refused login is retried a few times (``IAMDB_AUTH_RETRIES``, default 3): if
+it was throttling, a later attempt passes; if it was a real misconfiguration, the caller
+gets the error a second or two later, with a message that says how to tell the two apart.
+
+Decorrelated jitter (each delay drawn between ``base`` and three times the previous one,
+capped) spreads a fleet's retries out instead of synchronising them, as plain exponential
+backoff does. Randomness, clock and sleep are injectable; nothing here spins.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from iamdb.errors import AuthError
+
+T = TypeVar("T")
+
+THROTTLING_HINT = (
+    "IAM login throttling is one possible cause: RDS counts throttled IAM logins in the "
+    "CloudWatch metric IamDbAuthConnectionFailureThrottling of the DB instance (non-zero at "
+    "that time means throttling: lower IAMDB_CONNECT_RATE or set IAMDB_THROTTLE_TABLE; zero "
+    "means look at the other causes)."
+)
+
+
+class DecorrelatedJitter:
+    """Backoff delays: ``min(cap, uniform(base, 3 * previous))``, starting from ``base``."""
+
+    def __init__(
+        self,
+        base: float = 0.1,
+        cap: float = 2.0,
+        *,
+        uniform: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        if not 0 < base <= cap:
+            raise ValueError(f"expected 0 < base <= cap, got base={base}, cap={cap}")
+        self.base = base
+        self.cap = cap
+        self._uniform = uniform
+        self._previous = base
+
+    def next_delay(self) -> float:
+        """The next delay in seconds (always within ``[base, cap]``)."""
+        delay = min(self.cap, max(self.base, self._uniform(self.base, self._previous * 3)))
+        self._previous = delay
+        return delay
+
+
+def run_with_retries(
+    attempt: Callable[[], T],
+    *,
+    retries: int,
+    deadline: float,
+    backoff: DecorrelatedJitter,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call ``attempt()``; on AuthError retry it at most ``retries`` times, with backoff.
+
+    A retry whose backoff would end after ``deadline`` is not started. The AuthError that
+    ends the loop says how many attempts were made and how to recognise throttling. Other
+    errors (ThrottleError from a limiter, ConnectError) propagate at once.
+    """
+    started = clock()
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return attempt()
+        except AuthError as exc:
+            delay = backoff.next_delay()
+            if tries > retries or clock() + delay > deadline:
+                raise _final(exc, tries, clock() - started) from exc
+        sleep(delay)
+
+
+def _final(exc: AuthError, tries: int, elapsed: float) -> AuthError:
+    attempts = "1 attempt" if tries == 1 else f"{tries} attempts over {elapsed:.1f} s"
+    return AuthError(f"{str(exc).rstrip()} ({attempts}.) {THROTTLING_HINT}")
