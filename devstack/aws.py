@@ -29,6 +29,16 @@ PARTITION = "aws"
 ROLE_NAME = "iamdb-example-function"
 SESSION_NAME = "iamdb-example-function"
 USER_NAME = "iamdb-developer"
+# The fleet-wide IAM login limiter's table (IAMDB_THROTTLE_TABLE): pk string, TTL expires_at.
+THROTTLE_TABLE = "iamdb-throttle"
+THROTTLE_TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{THROTTLE_TABLE}"
+FUNCTION_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"
+# The role get_mongo() assumes; its ARN is the MongoDB user in $external.
+MONGO_ROLE_NAME = "iamdb-mongo-access"
+MONGO_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/{MONGO_ROLE_NAME}"
+# Roles for failure tests: assumable but no $external user; not trusting the function.
+MONGO_UNLISTED_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/iamdb-mongo-unlisted"
+MONGO_UNTRUSTED_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/iamdb-mongo-untrusted"
 
 TRUST_POLICY = {
     "Version": "2012-10-17",
@@ -51,8 +61,35 @@ FUNCTION_POLICY = {
             "Resource": f"arn:aws:rds-db:{REGION}:{ACCOUNT}:dbuser:*/*",
         },
         {"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"},
+        # The fleet limiter: UpdateItem on its table only (THROTTLE_TABLE_ARN in the SAM
+        # template). moto authorizes DynamoDB calls against resource "*" (its DynamoDB API
+        # names no resource), so a table-scoped statement would deny everything here.
+        {"Effect": "Allow", "Action": "dynamodb:UpdateItem", "Resource": "*"},
+        {
+            "Effect": "Allow",
+            "Action": "sts:AssumeRole",
+            "Resource": f"arn:aws:iam::{ACCOUNT}:role/iamdb-mongo-*",
+        },
     ],
 }
+
+
+def _trusting(*principals: str) -> dict[str, Any]:
+    """A trust policy admitting ``principals`` (moto needs an AWS principal in every one)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": list(principals)}, "Action": "sts:AssumeRole"}
+        ],
+    }
+
+
+# Trust policy of the Mongo roles: admits the function's execution role. AWS matches the role
+# ARN; moto compares principals as plain strings with the caller's session ARN, so both are
+# listed.
+MONGO_TRUST_POLICY = _trusting(
+    FUNCTION_ROLE_ARN, f"arn:aws:sts::{ACCOUNT}:assumed-role/{ROLE_NAME}/{SESSION_NAME}"
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +130,8 @@ class MotoAws:
         self._moto_api("reset-auth", b"inf")
         self.function_credentials = self._assume_function_role()
         self.developer_credentials = self._developer_key()
+        self._throttle_table()
+        self._mongo_roles()
         self._moto_api("reset-auth", b"0")
 
     def stop(self) -> None:
@@ -158,6 +197,33 @@ class MotoAws:
         )["Credentials"]
         return Credentials(
             got["AccessKeyId"], got["SecretAccessKey"], got["SessionToken"], got["Expiration"]
+        )
+
+    def _mongo_roles(self) -> None:
+        iam = self.client("iam")
+        for arn, trust in (
+            (MONGO_ROLE_ARN, MONGO_TRUST_POLICY),
+            (MONGO_UNLISTED_ROLE_ARN, MONGO_TRUST_POLICY),
+            (MONGO_UNTRUSTED_ROLE_ARN, _trusting(f"arn:aws:iam::{ACCOUNT}:role/someone-else")),
+        ):
+            iam.create_role(
+                RoleName=arn.rsplit("/", 1)[1],
+                AssumeRolePolicyDocument=json.dumps(trust),
+                MaxSessionDuration=43200,
+            )
+
+    def _throttle_table(self) -> None:
+        """The fleet limiter's table, as the SAM template declares it (made while auth is off)."""
+        dynamodb = self.client("dynamodb")
+        dynamodb.create_table(
+            TableName=THROTTLE_TABLE,
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        dynamodb.update_time_to_live(
+            TableName=THROTTLE_TABLE,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
         )
 
     def _developer_key(self) -> Credentials:

@@ -16,12 +16,13 @@ import shutil
 import ssl
 import tempfile
 import threading
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devstack.aws import MotoAws, rds_token
+from devstack.aws import MONGO_ROLE_ARN, THROTTLE_TABLE, MotoAws, rds_token
 from devstack.ldap import LdapBridge
 from devstack.postgres import LDAP_PREFIX, LDAP_SUFFIX, Postgres
 from devstack.procs import RunAs, free_port, make_traversable
@@ -30,6 +31,7 @@ from devstack.verifier import Verifier
 
 if TYPE_CHECKING:
     from devstack.mariadb import MariaDB
+    from devstack.mongo import MongoPeer
 
 log = logging.getLogger("devstack")
 
@@ -54,6 +56,7 @@ class Stack:
         iam_rate: float | None = None,
         pg: bool = True,
         mysql: bool = True,
+        mongo: bool = True,
     ) -> None:
         self._root_arg = root
         self.root: Path | None = None
@@ -63,6 +66,8 @@ class Stack:
         self.verifier = Verifier(self.aws.lookup)
         self.pg: Postgres | None = None
         self.mysql: MariaDB | None = None
+        self._want_mongo = mongo
+        self.mongo: MongoPeer | None = None  # the MONGODB-AWS verifying peer
         self.tls: TlsFiles | None = None
         self.env: dict[str, str] = {}
         self._ldap: LdapBridge | None = None
@@ -91,6 +96,7 @@ class Stack:
         atexit.unregister(self.stop)
         steps: list[tuple[str, Callable[[], None] | None]] = [
             ("mariadb", self.mysql.stop if self.mysql else None),
+            ("mongo", self.mongo.stop if self.mongo else None),
             ("postgres", self.pg.stop if self.pg else None),
             ("ldap", self._ldap.stop if self._ldap else None),
             ("moto", self.aws.stop),
@@ -112,6 +118,8 @@ class Stack:
             jobs.append(self._start_pg)
         if self._want_mysql:
             jobs.append(self._start_mysql)
+        if self._want_mongo:
+            jobs.append(self._start_mongo)
         with ThreadPoolExecutor(len(jobs), thread_name_prefix="devstack-start") as pool:
             futures = [pool.submit(job) for job in jobs]
         for future in futures:
@@ -175,6 +183,17 @@ class Stack:
         for _, user, database in USERS:
             self.mysql.create_iam_user(user, database)
 
+    def _start_mongo(self) -> None:
+        from devstack.mongo import MongoPeer
+
+        self.mongo = MongoPeer(
+            sts_endpoint=self.aws.endpoint_url,
+            lookup=self.aws.lookup,
+            users=[MONGO_ROLE_ARN],
+            tls=self.tls,
+        )
+        self.mongo.start()
+
     def _verify_for(self, server: str) -> Callable[[str, str], tuple[bool, str]]:
         def verify(user: str, token: str) -> tuple[bool, str]:
             verdict = self.verifier.verify(server, user, token)
@@ -197,7 +216,14 @@ class Stack:
             "AWS_ENDPOINT_URL_IAM": self.aws.endpoint_url,
             "AWS_ENDPOINT_URL_DYNAMODB": self.aws.endpoint_url,
             "AWS_LAMBDA_FUNCTION_NAME": FUNCTION_NAME,
+            "IAMDB_THROTTLE_TABLE": THROTTLE_TABLE,  # the fleet-wide IAM login limiter
         }
+        if self.mongo is not None:
+            ca = urllib.parse.quote(str(self.tls.ca), safe="/")
+            env["IAMDB_MONGO_URI"] = (
+                f"mongodb://localhost:{self.mongo.port}/app?tls=true&tlsCAFile={ca}"
+            )
+            env["IAMDB_MONGO_ROLE_ARN"] = MONGO_ROLE_ARN
         servers = [("PG", self.pg, PG_ENDPOINT), ("MYSQL", self.mysql, MYSQL_ENDPOINT)]
         for engine, server, endpoint in servers:
             if server is None:

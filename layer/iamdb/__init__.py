@@ -13,13 +13,22 @@ needs them.
 
 from __future__ import annotations
 
-from iamdb.errors import AuthError, ConfigError, ConnectError, CredentialsError, IamDbError
+from iamdb.errors import (
+    AuthError,
+    ConfigError,
+    ConnectError,
+    CredentialsError,
+    IamDbError,
+    ThrottleError,
+)
 
 # Cold start is a feature: importing iamdb loads only this file and errors.py. The signer,
 # the registry and the drivers are imported on the path that needs them.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from pymongo import MongoClient
 
     from iamdb.pg import PgConnection
     from iamdb.signer import generate_db_auth_token
@@ -30,10 +39,13 @@ __all__ = [
     "ConnectError",
     "CredentialsError",
     "IamDbError",
+    "ThrottleError",
     "generate_db_auth_token",
+    "get_mongo",
     "get_mysql",
     "get_pg",
     "reset",
+    "set_lambda_context",
 ]
 __version__ = "0.1.0"
 
@@ -58,6 +70,31 @@ def get_mysql(name: str | None = None) -> Any:
     from iamdb.registry import default
 
     return default.get_mysql(name)
+
+
+def get_mongo(name: str | None = None) -> MongoClient[Any]:
+    """The process's pymongo client for ``IAMDB_MONGO_*`` (``IAMDB_MONGO_<NAME>_*`` when named).
+
+    Logs in with MONGODB-AWS (an assumed role when ``IAMDB_MONGO_ROLE_ARN`` is set), is
+    reused afterwards, and is swapped for a new one before its credentials expire: call
+    ``get_mongo()`` in the handler rather than keeping the client in a global.
+    """
+    from iamdb.registry import default
+
+    return default.get_mongo(name)
+
+
+def set_lambda_context(context: Any) -> None:
+    """Tell iamdb the invocation's Lambda context; call it first thing in the handler.
+
+    New IAM logins may wait for a permit (RDS throttles them) and refused ones are retried;
+    with the context known, iamdb stops waiting 0.5 s before the invocation's time runs out
+    and raises :class:`ThrottleError` or the last :class:`AuthError` instead. ``None``
+    forgets it. A context whose time is already up (a previous invocation's) is ignored.
+    """
+    from iamdb.registry import default
+
+    default.set_lambda_context(context)
 
 
 def reset() -> None:

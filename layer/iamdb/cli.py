@@ -5,16 +5,24 @@
 - ``python -m iamdb check [--connect]`` prints the resolved configuration of every
   configured instance, secrets masked; with ``--connect`` it logs in once to each and
   reports what it saw.
+- ``python -m iamdb mongo-uri [--name N]`` prints a MongoDB connection string holding freshly
+  assumed, short-lived credentials (for mongosh or Compass), so admins need no password.
+- ``python -m iamdb compass-file PATH [--name N]`` writes the same as a Compass connections
+  file (mode 0600) to import with Compass's "Import saved connections".
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import os
 import re
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from iamdb.config import Engine, SqlConfig
 from iamdb.errors import IamDbError
@@ -115,6 +123,62 @@ def cmd_check(args: argparse.Namespace, registry: Registry) -> int:
     return 1 if failures else 0
 
 
+def _mongo_secret(args: argparse.Namespace, registry: Registry) -> tuple[str, str]:
+    """(connection string with fresh credentials, human note about their expiry)."""
+    from iamdb.mongo import connection_string
+
+    handle = registry.mongo_handle(args.name)
+    lease = handle.fresh_lease()
+    if lease.expires_at is None:
+        when = "when the credentials they were taken from expire"
+    else:
+        at = dt.datetime.fromtimestamp(lease.expires_at, dt.timezone.utc)
+        minutes = (lease.expires_at - time.time()) / 60
+        when = f"at {at:%Y-%m-%d %H:%M:%S} UTC (in {minutes:.0f} min)"
+    note = (
+        f"iamdb: the connection string holds short-lived AWS credentials for "
+        f"{lease.principal} (a secret: do not paste or commit it); they expire {when}"
+    )
+    return connection_string(handle.cfg, lease), note
+
+
+def cmd_mongo_uri(args: argparse.Namespace, registry: Registry) -> int:
+    uri, note = _mongo_secret(args, registry)
+    print(note, file=sys.stderr)
+    print(uri)
+    return 0
+
+
+def compass_document(uri: str, name: str) -> dict[str, object]:
+    """A Compass connections file (the format of Compass's export, without encryption)."""
+    return {
+        "type": "Compass Connections",
+        "version": {"$numberInt": "1"},
+        "connections": [
+            {
+                "id": str(uuid.uuid4()),
+                "connectionOptions": {"connectionString": uri},
+                "favorite": {"name": name},
+            }
+        ],
+    }
+
+
+def cmd_compass_file(args: argparse.Namespace, registry: Registry) -> int:
+    uri, note = _mongo_secret(args, registry)
+    label = "mongo" if args.name is None else f"mongo:{args.name}"
+    stamp = dt.datetime.now(dt.timezone.utc)
+    document = compass_document(uri, f"iamdb {label} ({stamp:%Y-%m-%d %H:%M} UTC)")
+    path = Path(args.path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)  # also when the file existed with a looser mode
+        json.dump(document, out, indent=2)
+        out.write("\n")
+    print(note.replace("the connection string holds", f"{path} holds"), file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iamdb", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,10 +187,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--name", help="named instance (reads IAMDB_<ENGINE>_<NAME>_*)")
     check = sub.add_parser("check", help="print the resolved configuration, secrets masked")
     check.add_argument("--connect", action="store_true", help="log in once to each instance")
+    uri = sub.add_parser("mongo-uri", help="print a MongoDB URI with fresh short-lived credentials")
+    uri.add_argument("--name", help="named instance (reads IAMDB_MONGO_<NAME>_*)")
+    compass = sub.add_parser("compass-file", help="write a Compass connections file (mode 0600)")
+    compass.add_argument("path", help="file to write")
+    compass.add_argument("--name", help="named instance (reads IAMDB_MONGO_<NAME>_*)")
     args = parser.parse_args(argv)
+    commands = {
+        "token": cmd_token,
+        "check": cmd_check,
+        "mongo-uri": cmd_mongo_uri,
+        "compass-file": cmd_compass_file,
+    }
     registry = Registry()
     try:
-        return cmd_token(args, registry) if args.command == "token" else cmd_check(args, registry)
+        return commands[args.command](args, registry)
     except IamDbError as exc:
         print(f"iamdb: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

@@ -15,12 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 from iamdb.config import Engine, Settings, SqlConfig, load_settings, load_sql_config
 from iamdb.credentials import CredentialResolver, default_resolver
+from iamdb.errors import ConfigError
 from iamdb.log import WarnOnce, apply_level
 from iamdb.managed import Driver, ManagedConnection
 from iamdb.tokens import TokenCache
 
 if TYPE_CHECKING:
+    from pymongo import MongoClient
+
+    from iamdb.limiter import Admission
+    from iamdb.mongo import MongoHandle
     from iamdb.pg import PgConnection
+    from iamdb.sts import StsClient
 
 
 class Registry:
@@ -32,9 +38,13 @@ class Registry:
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
         resolver: CredentialResolver | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._environ = environ
         self._clock = clock
+        self._sleep = sleep  # how the IAM login limiters wait
+        self._admission: Admission | None = None
+        self._remaining_ms: Callable[[], float] | None = None  # the Lambda context's
         self._resolver = resolver or (
             default_resolver if environ is None else CredentialResolver(environ)
         )
@@ -43,6 +53,8 @@ class Registry:
         self._drivers: dict[str, Driver[Any]] = {}
         self._settings: Settings | None = None
         self._tokens: TokenCache | None = None
+        self._mongo: dict[str | None, MongoHandle] = {}
+        self._sts: StsClient | None = None
         self.warn_once = WarnOnce()
 
     def get_pg(self, name: str | None = None) -> PgConnection:
@@ -53,6 +65,34 @@ class Registry:
     def get_mysql(self, name: str | None = None) -> Any:
         """The PyMySQL connection for ``IAMDB_MYSQL_*`` (or ``IAMDB_MYSQL_<NAME>_*``)."""
         return self.managed("mysql", name).get()
+
+    def get_mongo(self, name: str | None = None) -> MongoClient[Any]:
+        """The pymongo client for ``IAMDB_MONGO_*`` (or ``IAMDB_MONGO_<NAME>_*``)."""
+        handle = self._mongo.get(name)
+        if handle is None:
+            handle = self.mongo_handle(name)
+        return handle.get()
+
+    def mongo_handle(self, name: str | None = None) -> MongoHandle:
+        """The :class:`~iamdb.mongo.MongoHandle` behind a Mongo instance (config read once)."""
+        from iamdb.mongo import MongoHandle, load_mongo_config
+        from iamdb.sts import StsClient, default_sts
+
+        with self._lock:
+            found = self._mongo.get(name)
+            if found is None:
+                cfg = load_mongo_config(name, self._environ)
+                if self._sts is None:
+                    self._sts = default_sts() if self._environ is None else StsClient(self._environ)
+                found = MongoHandle(
+                    cfg,
+                    sts=self._sts,
+                    resolver=self._resolver,
+                    environ=self._environ,
+                    clock=self._clock,
+                )
+                self._mongo[name] = found
+            return found
 
     def managed(self, engine: Engine, name: str | None = None) -> ManagedConnection[Any]:
         """The :class:`ManagedConnection` behind an instance (configuration read once)."""
@@ -89,15 +129,66 @@ class Registry:
             apply_level(self._settings.log_level)
         return self._settings
 
+    @property
+    def admission(self) -> Admission:
+        """Permits (per-process and fleet-wide IAM login limiters) and bounded retry."""
+        if self._admission is None:
+            from iamdb.limiter import Admission, ProcessLimiter
+
+            settings = self.settings
+            fleet = None
+            if settings.throttle_table:
+                from iamdb.fleet import FleetLimiter
+
+                fleet = FleetLimiter(
+                    settings.throttle_table,
+                    environ=self._environ,
+                    resolver=self._resolver,
+                    clock=self._clock,
+                    sleep=self._sleep,
+                    warn_once=self.warn_once,
+                )
+            self._admission = Admission(
+                ProcessLimiter(settings.connect_rate, clock=self._clock, sleep=self._sleep),
+                fleet=fleet,
+                retries=settings.auth_retries,
+                remaining_ms=lambda: self._remaining_ms,
+                clock=self._clock,
+                sleep=self._sleep,
+            )
+        return self._admission
+
+    def set_lambda_context(self, context: Any) -> None:
+        """Bound waits for IAM login permits and retries by the invocation's remaining time.
+
+        ``context`` is the Lambda context (anything with ``get_remaining_time_in_millis``);
+        None forgets it.
+        """
+        if context is None:
+            self._remaining_ms = None
+            return
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        if not callable(remaining):
+            raise ConfigError(
+                "context", "expected the Lambda context (with get_remaining_time_in_millis)"
+            )
+        self._remaining_ms = remaining
+
     def reset(self) -> None:
         """Close and forget every connection, token, cached credential and setting."""
         with self._lock:
             managed, self._managed = self._managed, {}
+            mongo, self._mongo = self._mongo, {}
+            if self._sts is not None:
+                self._sts.reset()  # its boto3 client holds the credentials it was made with
             self._settings, self._tokens = None, None
+            self._admission, self._remaining_ms = None, None
             self._resolver.reset()
             self.warn_once.clear()
         for m in managed.values():
             m.close()
+        for handle in mongo.values():
+            handle.close()
 
     def _create(self, engine: Engine, name: str | None) -> ManagedConnection[Any]:
         cfg = self.config(engine, name)
@@ -118,6 +209,7 @@ class Registry:
             self.tokens,
             clock=self._clock,
             idle_seconds=self.settings.healthcheck_idle_seconds,
+            admission=self.admission,
         )
 
     def _driver(self, engine: Engine) -> Driver[Any]:

@@ -64,3 +64,28 @@ def test_import_iamdb_loads_only_its_errors() -> None:
         [sys.executable, "-c", LAZY_CHILD], env=env, capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == {"heavy": [], "iamdb": ["iamdb", "iamdb.errors"]}
+
+
+MONGO_CHILD = """
+import json, sys
+import iamdb
+from iamdb import get_mongo  # the name resolves without importing pymongo
+from iamdb.mongo import load_mongo_config
+load_mongo_config(None, {"IAMDB_MONGO_URI": "mongodb://localhost/app"})  # config: no driver
+loaded = sorted({m.split(".")[0] for m in sys.modules} & {"pymongo", "bson", "boto3", "botocore"})
+print(json.dumps({"loaded": loaded, "callable": callable(get_mongo)}))
+"""
+
+
+def test_import_iamdb_and_get_mongo_load_neither_pymongo_nor_boto3() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYTHON"))}
+    env.update(PYTHONPATH=str(LAYER))
+    out = subprocess.run(
+        [sys.executable, "-c", MONGO_CHILD],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(out.stdout) == {"loaded": [], "callable": True}

@@ -1,0 +1,399 @@
+"""get_mongo()'s configuration, RoleSessionName, STS retry classification and the swap logic.
+
+No network: STS is a scripted fake client and the MongoDB client factory is a stub.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+
+from iamdb.credentials import CredentialResolver, Credentials
+from iamdb.errors import AuthError, ConfigError, ConnectError, CredentialsError
+from iamdb.mongo import (
+    Lease,
+    MongoConfig,
+    MongoHandle,
+    client_options,
+    connection_string,
+    load_mongo_config,
+)
+from iamdb.sts import StsClient, backoff, classify, session_name
+
+ROLE = "arn:aws:iam::123456789012:role/MongoAccess"
+BASE = {
+    "IAMDB_MONGO_URI": "mongodb://db.example.com:27017/app?retryWrites=true",
+    "IAMDB_MONGO_ROLE_ARN": ROLE,
+    "AWS_REGION": "eu-west-1",
+    "AWS_ACCESS_KEY_ID": "ASIAFUNCTIONKEY00000",
+    "AWS_SECRET_ACCESS_KEY": "function-secret",
+    "AWS_SESSION_TOKEN": "function-token",
+}
+
+
+def cfg(**changes: str | None) -> MongoConfig:
+    env = {**BASE, **changes}
+    return load_mongo_config(None, {k: v for k, v in env.items() if v is not None})
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    c = cfg()
+    assert (c.hosts, c.database, c.srv, c.tls) == (("db.example.com:27017",), "app", False, True)
+    assert (c.role_arn, c.session_seconds, c.refresh_seconds) == (ROLE, 3600, 300)
+    assert c.external_id is None and c.label == "mongo"
+
+
+def test_named_instance_reads_its_own_prefix() -> None:
+    env = {
+        "IAMDB_MONGO_REPORTS_URI": "mongodb+srv://cluster0.abcde.mongodb.net/reports",
+        "IAMDB_MONGO_REPORTS_SESSION_SECONDS": "900",
+        "IAMDB_MONGO_REPORTS_REFRESH_SECONDS": "120",
+    }
+    c = load_mongo_config("reports", env)
+    assert (c.prefix, c.label, c.srv, c.tls, c.role_arn) == (
+        "IAMDB_MONGO_REPORTS_",
+        "mongo:reports",
+        True,
+        True,
+        None,
+    )
+    assert (c.session_seconds, c.refresh_seconds) == (900, 120)
+
+
+@pytest.mark.parametrize(
+    ("changes", "variable", "fragment"),
+    [
+        ({"IAMDB_MONGO_URI": None}, "IAMDB_MONGO_URI", "required"),
+        ({"IAMDB_MONGO_URI": "postgres://h/app"}, "IAMDB_MONGO_URI", "mongodb://"),
+        ({"IAMDB_MONGO_URI": "mongodb://u:p@h/app"}, "IAMDB_MONGO_URI", "password"),
+        ({"IAMDB_MONGO_URI": "mongodb://h"}, "IAMDB_MONGO_URI", "database"),
+        ({"IAMDB_MONGO_URI": "mongodb://h/"}, "IAMDB_MONGO_URI", "database"),
+        ({"IAMDB_MONGO_URI": "mongodb://h:99999/app"}, "IAMDB_MONGO_URI", "host[:port]"),
+        ({"IAMDB_MONGO_URI": "mongodb+srv://a,b/app"}, "IAMDB_MONGO_URI", "exactly one"),
+        (
+            {"IAMDB_MONGO_URI": "mongodb://h/app?authMechanism=SCRAM-SHA-256"},
+            "IAMDB_MONGO_URI",
+            "MONGODB-AWS",
+        ),
+        ({"IAMDB_MONGO_URI": "mongodb://h/app?authSource=admin"}, "IAMDB_MONGO_URI", "$external"),
+        ({"IAMDB_MONGO_URI": "mongodb://h/app?tls=false"}, "IAMDB_MONGO_URI", "TLS"),
+        ({"IAMDB_MONGO_URI": "mongodb://h/app?tlsInsecure=true"}, "IAMDB_MONGO_URI", "unverified"),
+        (
+            {"IAMDB_MONGO_URI": "mongodb://h/app?authMechanismProperties=AWS_SESSION_TOKEN:x"},
+            "IAMDB_MONGO_URI",
+            "session token",
+        ),
+        ({"IAMDB_MONGO_ROLE_ARN": "MongoAccess"}, "IAMDB_MONGO_ROLE_ARN", "role ARN"),
+        (
+            {"IAMDB_MONGO_ROLE_ARN": "arn:aws:iam::123456789012:user/bob"},
+            "IAMDB_MONGO_ROLE_ARN",
+            "role ARN",
+        ),
+        ({"IAMDB_MONGO_SESSION_SECONDS": "600"}, "IAMDB_MONGO_SESSION_SECONDS", "900 to 43200"),
+        ({"IAMDB_MONGO_SESSION_SECONDS": "1h"}, "IAMDB_MONGO_SESSION_SECONDS", "integer"),
+        ({"IAMDB_MONGO_REFRESH_SECONDS": "10"}, "IAMDB_MONGO_REFRESH_SECONDS", "30 to"),
+        ({"IAMDB_MONGO_REFRESH_SECONDS": "3400"}, "IAMDB_MONGO_REFRESH_SECONDS", "3300"),
+        ({"IAMDB_MONGO_EXTERNAL_ID": "x"}, "IAMDB_MONGO_EXTERNAL_ID", "2-1224"),
+        ({"IAMDB_MONGO_EXTERNAL_ID": "bad id!"}, "IAMDB_MONGO_EXTERNAL_ID", "2-1224"),
+        (
+            {"IAMDB_MONGO_EXTERNAL_ID": "abc", "IAMDB_MONGO_ROLE_ARN": None},
+            "IAMDB_MONGO_EXTERNAL_ID",
+            "ROLE_ARN",
+        ),
+        ({"AWS_REGION": None}, "AWS_REGION", "STS"),
+    ],
+)
+def test_bad_settings_name_the_variable(
+    changes: dict[str, str | None], variable: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        cfg(**changes)
+    assert info.value.variable == variable
+    assert fragment in str(info.value)
+
+
+def test_bad_instance_name() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_mongo_config("9lives", BASE)
+    assert info.value.variable == "name"
+
+
+def test_plaintext_allowed_only_to_loopback() -> None:
+    c = cfg(IAMDB_MONGO_URI="mongodb://localhost:27017,127.0.0.1:27018/app?tls=false")
+    assert c.tls is False
+    assert cfg(IAMDB_MONGO_URI="mongodb://[::1]:27017/app").tls is False  # loopback default
+    assert cfg(IAMDB_MONGO_URI="mongodb://10.0.0.5/app").tls is True
+
+
+# -- client options ----------------------------------------------------------------------------
+
+
+def test_client_options_lambda_defaults_and_explicit_credentials() -> None:
+    creds = Credentials("ASIAROLEKEY", "role-secret", "role-token")
+    kwargs = client_options(cfg(), creds, "orders-api")
+    assert kwargs == {
+        "maxPoolSize": 4,
+        "maxIdleTimeMS": 60_000,
+        "serverSelectionTimeoutMS": 5_000,
+        "connectTimeoutMS": 5_000,
+        "appname": "orders-api",
+        "tls": True,
+        "username": "ASIAROLEKEY",
+        "password": "role-secret",
+        "authMechanism": "MONGODB-AWS",
+        "authSource": "$external",
+        "authMechanismProperties": {"AWS_SESSION_TOKEN": "role-token"},
+    }
+
+
+def test_uri_options_override_the_defaults() -> None:
+    uri = "mongodb://db.example.com/app?maxpoolsize=50&appName=mine&TLS=true&maxIdleTimeMS=1"
+    kwargs = client_options(cfg(IAMDB_MONGO_URI=uri), Credentials("AKIA1", "s"), None)
+    for key in ("maxPoolSize", "appname", "tls", "maxIdleTimeMS", "authMechanismProperties"):
+        assert key not in kwargs
+    assert kwargs["serverSelectionTimeoutMS"] == 5_000
+
+
+def test_connection_string_quotes_the_credentials() -> None:
+    creds = Credentials("ASIAROLEKEY", "se/cr+et", "to/ken+with=chars")
+    lease = Lease(creds, 0.0, ROLE)
+    uri = connection_string(cfg(IAMDB_MONGO_URI="mongodb://h1,h2:27018/app?w=majority"), lease)
+    assert uri.startswith("mongodb://ASIAROLEKEY:se%2Fcr%2Bet@h1,h2:27018/app?w=majority&")
+    assert "authMechanism=MONGODB-AWS&authSource=%24external&tls=true" in uri
+    token = uri.rsplit("AWS_SESSION_TOKEN:", 1)[1]
+    assert "/" not in token and unquote(token) == "to/ken+with=chars"
+
+
+# -- RoleSessionName and STS retries --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("function", "expected"),
+    [
+        ("orders-api", "orders-api-0123abcd"),
+        (None, "iamdb-0123abcd"),
+        ("", "iamdb-0123abcd"),
+        ("my func/v2:prod", "my-func-v2-prod-0123abcd"),
+        ("a" * 80, "a" * 55 + "-0123abcd"),
+    ],
+)
+def test_session_name(function: str | None, expected: str) -> None:
+    assert session_name(function, "0123abcd") == expected
+
+
+def test_session_names_are_valid_and_unique() -> None:
+    names = {session_name("fn-" + "x" * 70) for _ in range(50)}
+    assert len(names) == 50
+    for name in names:
+        assert re.fullmatch(r"[\w+=,.@-]{2,64}", name)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "kind"),
+    [
+        ("Throttling", 400, "retry"),
+        ("RequestLimitExceeded", 400, "retry"),
+        ("InternalFailure", 500, "retry"),
+        ("Whatever", 503, "retry"),
+        ("AccessDenied", 403, "denied"),
+        ("InvalidClientTokenId", 403, "credentials"),
+        ("ExpiredToken", 400, "credentials"),
+        ("MalformedPolicyDocument", 400, "fatal"),
+        ("ValidationError", 400, "fatal"),
+    ],
+)
+def test_retry_classification(code: str, status: int, kind: str) -> None:
+    assert classify(code, status) == kind
+
+
+def test_backoff_is_jittered_and_bounded() -> None:
+    assert backoff(1, lambda: 0.0) == 0.0
+    assert backoff(1, lambda: 1.0) == pytest.approx(0.2)
+    assert backoff(10, lambda: 1.0) == 2.0
+
+
+class ClientError(Exception):
+    """Shaped like botocore's ClientError (``response`` dict)."""
+
+    def __init__(self, code: str, status: int) -> None:
+        super().__init__(code)
+        self.response = {
+            "Error": {"Code": code, "Message": "secret-free"},
+            "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": "req-1"},
+        }
+
+
+class FakeSts:
+    """Answers AssumeRole from a script of exceptions and credentials."""
+
+    def __init__(self, *script: Exception | float) -> None:
+        self.script = list(script)
+        self.calls: list[dict[str, Any]] = []
+        self.serial = 0
+
+    def assume_role(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        self.serial += 1
+        return {
+            "Credentials": {
+                "AccessKeyId": f"ASIAKEY{self.serial}",
+                "SecretAccessKey": f"secret-{self.serial}",
+                "SessionToken": f"token-{self.serial}",
+                "Expiration": dt.datetime.fromtimestamp(step, dt.timezone.utc),
+            },
+            "AssumedRoleUser": {"Arn": "arn:aws:sts::123456789012:assumed-role/MongoAccess/x"},
+        }
+
+
+def sts_with(*script: Exception | float, env: Mapping[str, str] = BASE) -> tuple[StsClient, Any]:
+    fake = FakeSts(*script)
+    waits: list[float] = []
+    client = StsClient(env, sleep=waits.append, rand=lambda: 0.5, client=fake)
+    fake.waits = waits  # type: ignore[attr-defined]
+    return client, fake
+
+
+def test_assume_role_retries_throttling_then_succeeds() -> None:
+    sts, fake = sts_with(ClientError("Throttling", 400), ClientError("x", 503), 5000.0)
+    got = sts.assume_role(ROLE, duration_seconds=3600, external_id="ext-1")
+    assert got.credentials.access_key == "ASIAKEY1" and got.expires_at == 5000.0
+    assert fake.waits == [0.1, 0.2]
+    call = fake.calls[0]
+    assert call["RoleArn"] == ROLE and call["ExternalId"] == "ext-1"
+    assert call["DurationSeconds"] == 3600
+    assert re.fullmatch(r"[\w+=,.@-]{2,64}", call["RoleSessionName"])
+    assert "secret-1" not in repr(got) and "token-1" not in repr(got)
+
+
+def test_assume_role_gives_up_after_a_few_attempts() -> None:
+    sts, fake = sts_with(*[ClientError("Throttling", 400)] * 4)
+    with pytest.raises(ConnectError) as info:
+        sts.assume_role(ROLE, duration_seconds=3600)
+    assert len(fake.calls) == 4 and len(fake.waits) == 3
+    assert ROLE in str(info.value) and "Throttling" in str(info.value)
+
+
+def test_access_denied_names_the_role_and_the_trust_policy() -> None:
+    sts, fake = sts_with(ClientError("AccessDenied", 403))
+    with pytest.raises(AuthError) as info:
+        sts.assume_role(ROLE, duration_seconds=3600)
+    assert len(fake.calls) == 1  # not retried
+    assert ROLE in str(info.value) and "trust policy" in str(info.value)
+
+
+def test_bad_function_credentials() -> None:
+    sts, _ = sts_with(ClientError("InvalidClientTokenId", 403))
+    with pytest.raises(CredentialsError):
+        sts.assume_role(ROLE, duration_seconds=3600)
+
+
+def test_session_name_comes_from_the_function_name() -> None:
+    sts, fake = sts_with(5000.0, env={**BASE, "AWS_LAMBDA_FUNCTION_NAME": "orders-api"})
+    sts.assume_role(ROLE, duration_seconds=900)
+    assert fake.calls[0]["RoleSessionName"].startswith("orders-api-")
+
+
+# -- the swap -----------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class StubClient:
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def handle_with(
+    *script: Exception | float, fail_login: bool = False
+) -> tuple[MongoHandle, Clock, list[StubClient]]:
+    clock = Clock()
+    sts, _ = sts_with(*script)
+    made: list[StubClient] = []
+
+    def opener(cfg: MongoConfig, lease: Lease, env: Mapping[str, str]) -> Any:
+        if fail_login:
+            raise AuthError("refused")
+        made.append(StubClient(lease))
+        return made[-1]
+
+    handle = MongoHandle(
+        cfg(),
+        sts=sts,
+        resolver=CredentialResolver(BASE),
+        environ=BASE,
+        clock=clock,
+        opener=opener,
+    )
+    return handle, clock, made
+
+
+def test_swap_before_expiry_and_close_the_old_client_on_the_next_call() -> None:
+    start = Clock().now
+    handle, clock, made = handle_with(start + 3600, start + 7200)
+    first = handle.get()
+    clock.now += 3299  # 301 s left: still outside the refresh window
+    assert handle.get() is first
+    clock.now += 2  # 299 s left
+    second = handle.get()
+    assert second is not first and not made[0].closed  # the old one may be mid-cursor
+    assert handle.get() is second and made[0].closed
+    assert handle.swaps == 1
+
+
+def test_failed_refresh_keeps_the_old_client_while_it_is_valid() -> None:
+    start = Clock().now
+    handle, clock, _ = handle_with(start + 3600, ClientError("AccessDenied", 403), start + 7200)
+    first = handle.get()
+    clock.now += 3400  # 200 s left
+    assert handle.get() is first  # AccessDenied: logged, the current client still works
+    clock.now += 5  # retried only after a pause: no STS call on every get()
+    assert handle.get() is first
+    clock.now += 10
+    assert handle.get() is not first
+
+
+def test_expired_credentials_are_never_handed_out() -> None:
+    start = Clock().now
+    handle, clock, _ = handle_with(start + 3600, ClientError("AccessDenied", 403))
+    handle.get()
+    clock.now += 3590  # 10 s left: too little to fall back on
+    with pytest.raises(AuthError):
+        handle.get()
+
+
+def test_credentials_that_expire_too_soon_are_refused() -> None:
+    handle, _, made = handle_with(Clock().now + 200)
+    with pytest.raises(AuthError) as info:
+        handle.get()
+    assert "REFRESH_SECONDS" in str(info.value) and not made
+
+
+def test_close_closes_everything() -> None:
+    start = Clock().now
+    handle, clock, made = handle_with(start + 3600, start + 7200)
+    handle.get()
+    clock.now += 3400
+    handle.get()
+    handle.close()
+    assert all(c.closed for c in made) and handle.lease is None
