@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test unit lint bench ca-bundle devstack clean
+.PHONY: setup test unit lint bench ca-bundle devstack layer demo validate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,17 +21,18 @@ setup:
 ## test: lint, type-check, then the whole suite (unit + integration against devstack)
 test: $(STAMP)
 	@bash .ci/system-packages --check || $(MAKE) setup
-	$(PY) -m ruff check layer devstack tests bench scripts
-	$(PY) -m ruff format --check layer devstack tests bench scripts
+	$(PY) -m ruff check layer devstack tests bench scripts functions
+	$(PY) -m ruff format --check layer devstack tests bench scripts functions
 	$(PY) -m mypy
+	$(PY) scripts/validate_template.py
 	$(PY) -m pytest
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
 lint: $(STAMP)
-	$(PY) -m ruff check layer devstack tests bench scripts
-	$(PY) -m ruff format --check layer devstack tests bench scripts
+	$(PY) -m ruff check layer devstack tests bench scripts functions
+	$(PY) -m ruff format --check layer devstack tests bench scripts functions
 	$(PY) -m mypy
 
 ## bench: every benchmark, one table each
@@ -42,6 +43,20 @@ bench: $(STAMP)
 ## devstack: run the local AWS + databases in the foreground (Ctrl-C stops them)
 devstack: $(STAMP)
 	$(PY) -m devstack up
+
+## layer: the Lambda layer zips (python3.12, x86_64 + arm64) in build/, rebuilt only when changed
+layer: $(STAMP)
+	$(MAKE) -C layer layer PYTHON=$(abspath $(PY)) OUT=$(abspath build)
+
+## demo: devstack + layer + the three example functions invoked cold then warm, then a report
+demo: $(STAMP)
+	@bash .ci/system-packages --check || $(MAKE) setup
+	$(MAKE) layer
+	$(PY) scripts/demo.py
+
+## validate: lint template.yaml (SAM resources included) and check samconfig.toml
+validate: $(STAMP)
+	$(PY) scripts/validate_template.py
 
 ## ca-bundle: refresh the vendored RDS CA bundle (needs npm and node)
 ca-bundle:

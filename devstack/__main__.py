@@ -1,4 +1,5 @@
 """``python -m devstack up``: run the local AWS + databases until SIGINT/SIGTERM.
+``python -m devstack invoke <LogicalId> -e events/x.json``: see :mod:`devstack.invoke`.
 
 Prints exactly one line, ``READY <absolute path of env.sh>``, once every server accepts
 logins; ``source`` that file to get the environment a Lambda function using iamdb sees.
@@ -26,6 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--dir", type=Path, default=Path(".devstack"), help="where env files go")
     up.add_argument("--no-mysql", action="store_true", help="do not start MariaDB")
     up.add_argument("--no-pg", action="store_true", help="do not start PostgreSQL")
+    from devstack import invoke
+
+    invoke.add_arguments(
+        commands.add_parser("invoke", help="run a template function like Lambda, without Docker")
+    )
     return parser
 
 
@@ -57,6 +63,10 @@ def up(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "invoke":
+        from devstack import invoke
+
+        return invoke.run(args)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )

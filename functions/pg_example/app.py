@@ -1,0 +1,61 @@
+"""Example HTTP API handler: records each request in PostgreSQL through ``iamdb.get_pg()``.
+
+The connection is a module-level singleton: created with an IAM token on the first (cold)
+invocation, reused by every warm one. The body says which happened and how old the token is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from iamdb import get_pg
+from iamdb.registry import default
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS iamdb_example_hits (
+    id bigserial PRIMARY KEY,
+    path text NOT NULL,
+    request_id text,
+    at timestamptz NOT NULL DEFAULT now()
+)
+"""
+_schema_ready = False  # once per environment, not per invocation
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    global _schema_ready
+    conn = get_pg()
+    managed = default.managed("pg")
+    if not _schema_ready:
+        conn.execute(_SCHEMA)
+        _schema_ready = True
+    request_id = event.get("requestContext", {}).get("requestId") or context.aws_request_id
+    with conn.transaction():
+        row = conn.execute(
+            "INSERT INTO iamdb_example_hits (path, request_id) VALUES (%s, %s) RETURNING id",
+            (event.get("rawPath", "/"), request_id),
+        ).fetchone()
+    count = conn.execute("SELECT count(*) FROM iamdb_example_hits").fetchone()
+    token = managed.last_token
+    return _response(
+        {
+            "engine": "postgresql",
+            "server_version": conn.info.server_version,
+            "inserted_id": row[0] if row else None,
+            "hits": count[0] if count else 0,
+            "reused_connection": managed.reused,
+            "token_age_seconds": round(token.age(time.time()), 3) if token else None,
+            "function": context.function_name,
+            "request_id": context.aws_request_id,
+        }
+    )
+
+
+def _response(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "statusCode": 200,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps(body),
+    }
