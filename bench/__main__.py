@@ -3,6 +3,8 @@
 - signing: cold start and warm signing, iamdb against boto3/botocore;
 - sql: warm ``get_pg()`` against connect-per-invocation, and first login against a
   hand-written ``psycopg.connect`` with a botocore token (starts its own devstack);
+- mongo: cold get_mongo() by phase, warm get_mongo(), new-socket login against pymongo's
+  boto3-session-per-socket path (starts its own devstack);
 - layer: layer size per architecture, cold import with/without ``.pyc``, local invoke overhead;
 - burst: 60 cold environments logging in at once to a server limiting new IAM logins to
   10/s: naive, retry-only and iamdb's limiters (starts its own devstack).
@@ -10,12 +12,13 @@
 
 from __future__ import annotations
 
-from bench import burst, layer, signing, sql
+from bench import burst, layer, mongo, signing, sql
 
 
 def main() -> None:
     signing.main()
     sql.main()
+    mongo.main()
     layer.main()
     burst.main()
 
