@@ -22,8 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devstack.aws import MONGO_ROLE_ARN, THROTTLE_TABLE, MotoAws, rds_token
+from devstack.aws import MONGO_ROLE_ARN, ROLE_NAME, THROTTLE_TABLE, MotoAws, rds_token
 from devstack.ldap import LdapBridge
+from devstack.policy import TemplatePolicy
 from devstack.postgres import LDAP_PREFIX, LDAP_SUFFIX, Postgres
 from devstack.procs import RunAs, free_port, make_traversable
 from devstack.tls import TlsFiles, make_tls
@@ -63,7 +64,7 @@ class Stack:
         self.iam_rate = iam_rate
         self._want_pg, self._want_mysql = pg, mysql
         self.aws = MotoAws()
-        self.verifier = Verifier(self.aws.lookup)
+        self.verifier = Verifier(self.aws.lookup, authorize=TemplatePolicy.from_template(ROLE_NAME))
         self.pg: Postgres | None = None
         self.mysql: MariaDB | None = None
         self._want_mongo = mongo

@@ -118,8 +118,11 @@ class Verifier:
         *,
         clock: Callable[[], float] = time.time,
         max_events: int = 10_000,
+        authorize: Callable[[str, str, str], tuple[bool, str]] | None = None,
     ) -> None:
         self._lookup = lookup
+        # (principal ARN, server, user) -> (ok, detail): the IAM policy check AWS makes
+        self.authorize = authorize
         self._clock = clock
         self._servers: dict[str, _Server] = {}
         self._lock = threading.Lock()
@@ -176,6 +179,10 @@ class Verifier:
             raise Refused("unknown access key")
         _check_credentials(key, token, now)
         _check_signature(key, token)
+        if self.authorize is not None:
+            allowed, detail = self.authorize(key.arn, server, user)
+            if not allowed:
+                raise Refused("not authorized", detail)
         self._admit(spec, token, now)
 
     def _admit(self, spec: _Server, token: _Token, now: float) -> None:
