@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from iamdb import get_mongo
+from iamdb import get_mongo, set_lambda_context
 
 _last_client_id: int | None = None  # identity of the client the previous invocation used
 _client_since = 0.0
@@ -19,6 +19,7 @@ _client_since = 0.0
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _last_client_id, _client_since
+    set_lambda_context(context)  # new-login waits never outlive the invocation
     client = get_mongo()
     reused = id(client) == _last_client_id
     if not reused:

@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from iamdb import get_mysql
+from iamdb import get_mysql, set_lambda_context
 from iamdb.registry import default
 
 _SCHEMA = """
@@ -26,6 +26,7 @@ _schema_ready = False  # once per environment, not per invocation
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _schema_ready
+    set_lambda_context(context)  # new-login waits never outlive the invocation
     conn = get_mysql()
     managed = default.managed("mysql")
     request_id = event.get("requestContext", {}).get("requestId") or context.aws_request_id
