@@ -57,15 +57,15 @@ def size_rows(layers: dict[str, Path], runtime: Path | None) -> list[Row]:
         zipped = zip_file.stat().st_size if zip_file.exists() else _zipped([python], python.parent)
         rows.append(
             Row(
-                f"{arch} unzipped, MB (baseline: + boto3)",
+                f"{arch} unzipped, MiB (baseline: + boto3)",
                 (unzipped + boto_size) / _MB,
                 unzipped / _MB,
-                "<= 25 MB",
+                "<= 25 MB (files only, MiB)",
             )
         )
         rows.append(
             Row(
-                f"{arch} zipped, MB (baseline: + boto3)",
+                f"{arch} zipped, MiB (baseline: + boto3)",
                 (zipped + boto_zip) / _MB,
                 zipped / _MB,
                 "info",
