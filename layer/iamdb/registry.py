@@ -18,6 +18,7 @@ from iamdb.credentials import CredentialResolver, default_resolver
 from iamdb.errors import ConfigError
 from iamdb.log import WarnOnce, apply_level
 from iamdb.managed import Driver, ManagedConnection
+from iamdb.snapstart import register_after_restore
 from iamdb.tokens import TokenCache
 
 if TYPE_CHECKING:
@@ -229,3 +230,5 @@ class Registry:
 
 default = Registry()
 """The process's registry: what :func:`iamdb.get_pg` and friends use."""
+
+register_after_restore(default.reset)  # SnapStart: drop what the snapshot captured
