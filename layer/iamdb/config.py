@@ -201,7 +201,7 @@ def _host(env: Mapping[str, str], var: str, *, required: bool) -> str:
 def _valid_host(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
-        return True
+        return "%" not in value  # no IPv6 scope id: it admits any text ("fe80::1%x y=z")
     except ValueError:
         return bool(_HOSTNAME.fullmatch(value))
 
@@ -220,7 +220,8 @@ def _iam_host(env: Mapping[str, str], var: str, host: str, port: int) -> tuple[s
         )
     if not sep:
         return name, port
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
+    if not digits or not 1 <= int(port_text) <= 65535:
         raise ConfigError(var, f"expected a port number 1-65535 after ':', got {port_text!r:.20}")
     return name, int(port_text)
 

@@ -162,6 +162,8 @@ def parse_uri(var: str, uri: str | None) -> tuple[bool, tuple[str, ...], str, di
     """(srv, hosts, database, lower-cased options) of a credential-free MongoDB URI."""
     if uri is None:
         raise ConfigError(var, "is required and not set (mongodb://host/database?options)")
+    if not uri.isprintable():  # pymongo ignores an option whose value it cannot read
+        raise ConfigError(var, "expected printable characters only (no control characters)")
     scheme, sep, rest = uri.partition("://")
     if not sep or scheme not in ("mongodb", "mongodb+srv"):
         raise ConfigError(var, "expected a mongodb:// or mongodb+srv:// URI")
@@ -181,7 +183,10 @@ def parse_uri(var: str, uri: str | None) -> tuple[bool, tuple[str, ...], str, di
     if srv and (len(hosts) != 1 or ":" in hosts[0]):
         raise ConfigError(var, "mongodb+srv:// takes exactly one host name and no port")
     try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+        # pymongo also splits options on ';': so must the checks below, or they miss some.
+        pairs = parse_qsl(
+            query.replace(";", "&"), keep_blank_values=True, strict_parsing=bool(query)
+        )
     except ValueError:
         raise ConfigError(var, "malformed options after '?'") from None
     options = {key.lower(): value for key, value in pairs}
@@ -200,7 +205,11 @@ def _check_options(var: str, options: Mapping[str, str], hosts: tuple[str, ...],
     if source is not None and source != EXTERNAL:
         raise ConfigError(var, f"authSource must be {EXTERNAL} (or absent), got {source!r:.40}")
     for key in ("tls", "ssl"):
-        value = options.get(key, "").lower()
+        value = options.get(key)
+        if value is None:
+            continue
+        if value not in ("true", "false"):  # pymongo warns and ignores any other: TLS off
+            raise ConfigError(var, f"{key} must be 'true' or 'false', got {value!r:.20}")
         if value == "false" and (srv or not all(_is_loopback(h) for h in hosts)):
             raise ConfigError(
                 var, f"{key}=false: TLS is required for every host that is not loopback"
@@ -217,13 +226,18 @@ def _valid_hostport(entry: str) -> bool:
     else:
         host, _, port = entry.partition(":")
         host_ok = bool(_HOST.fullmatch(host)) or _is_ip(host)
-    return host_ok and (port == "" or (port.isdigit() and 1 <= int(port) <= 65535))
+    return host_ok and (port == "" or (_digits(port, 5) and 1 <= int(port) <= 65535))
+
+
+def _digits(text: str, most: int) -> bool:
+    """1 to ``most`` ASCII digits (``str.isdigit`` admits '²', which ``int`` refuses)."""
+    return text.isascii() and text.isdigit() and len(text) <= most
 
 
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
-        return True
+        return "%" not in text  # no IPv6 scope id: it admits any text
     except ValueError:
         return False
 
@@ -247,7 +261,7 @@ def _int(env: Mapping[str, str], var: str, default: int, low: int, high: int) ->
     value = _get(env, var)
     if value is None:
         return default
-    if not value.isdigit() or not low <= int(value) <= high:
+    if not _digits(value, 9) or not low <= int(value) <= high:
         raise ConfigError(var, f"expected an integer from {low} to {high}, got {value!r:.40}")
     return int(value)
 

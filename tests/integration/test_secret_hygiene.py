@@ -1,0 +1,298 @@
+"""No secret in any log record, exception, warning or repr, with DEBUG logging everywhere.
+
+Every engine's happy path (get_pg, get_mysql, get_mongo and a query each) and failure paths
+(wrong SQL user, a Mongo role that is no $external user, bad configuration, ``python -m iamdb
+check --connect``) run against devstack's real servers with the root, iamdb, psycopg, PyMySQL
+and pymongo loggers at DEBUG. Every secret involved is collected as it is made: the function's
+secret key and session token, every auth token iamdb signed and its X-Amz-Signature, the
+assumed Mongo role's secret key and session token. None may appear anywhere we can see.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+import iamdb
+import iamdb.mongo
+import iamdb.registry
+from devstack.aws import MONGO_UNLISTED_ROLE_ARN
+from devstack.stack import Stack
+from iamdb.config import load_settings
+from iamdb.credentials import Credentials
+from iamdb.errors import AuthError, ConfigError
+from iamdb.mongo import Lease
+from iamdb.sts import AssumedRole, StsClient
+from iamdb.tokens import Token, TokenCache
+
+pytestmark = pytest.mark.integration
+
+LOGGERS = ("", "iamdb", "psycopg", "pymysql", "pymongo", "botocore", "boto3", "urllib3")
+SERVER_SIDE = ("moto", "werkzeug", "devstack")  # devstack's in-process servers
+BOTOCORE = ("botocore", "boto3", "urllib3", "s3transfer")
+
+
+class Secrets:
+    """Every secret seen during a test, and every text that must not contain one."""
+
+    def __init__(self) -> None:
+        self.values: set[str] = set()
+        self.texts: list[tuple[str, str]] = []  # (where, text)
+        self.tokens: list[str] = []
+        self.leases: list[Lease] = []
+        self.roles: list[AssumedRole] = []
+
+    def add_secret(self, value: str | None) -> None:
+        if value:
+            assert len(value) >= 16, "too short to be a meaningful secret"
+            self.values.add(value)
+
+    def add_token(self, token: str) -> None:
+        self.tokens.append(token)
+        self.add_secret(token)
+        query = parse_qs(urlsplit("https://" + token).query)
+        (signature,) = query["X-Amz-Signature"]
+        self.add_secret(signature)
+
+    def add_credentials(self, creds: Credentials) -> None:
+        self.add_secret(creds.secret_key)
+        self.add_secret(creds.token)
+
+    def see(self, where: str, text: object) -> None:
+        self.texts.append((where, text if isinstance(text, str) else repr(text)))
+
+    def see_exception(self, where: str, exc: BaseException) -> None:
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen:  # the whole chain
+            seen.add(id(current))
+            self.see(where + " str", str(current))
+            self.see(where + " repr", repr(current))
+            self.see(where + " args", current.args)
+            current = current.__cause__ or current.__context__
+
+    def leaks(self) -> list[str]:
+        return [
+            f"{where}: holds a secret of {len(secret)} chars starting {secret[:4]!r}"
+            for where, text in self.texts
+            for secret in self.values
+            if secret in text
+        ]
+
+
+@pytest.fixture
+def secrets(
+    stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> Iterator[Secrets]:
+    """Collects secrets as iamdb makes them; DEBUG logging for every logger involved."""
+    found = Secrets()
+    found.add_secret(stack_env["AWS_SECRET_ACCESS_KEY"])
+    found.add_secret(stack_env["AWS_SESSION_TOKEN"])
+    monkeypatch.setenv("IAMDB_LOG_LEVEL", "DEBUG")
+    for name in LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=name)
+
+    real_get = TokenCache.get
+
+    def spy_get(self: TokenCache, host: str, port: int, user: str, region: str) -> Token:
+        token = real_get(self, host, port, user, region)
+        found.add_token(token.value)
+        return token
+
+    real_fetch = iamdb.mongo.fetch_lease
+
+    def spy_fetch(*args: Any, **kwargs: Any) -> Lease:
+        lease = real_fetch(*args, **kwargs)
+        found.leases.append(lease)
+        found.add_credentials(lease.credentials)
+        return lease
+
+    real_assume = StsClient.assume_role
+
+    def spy_assume(self: StsClient, *args: Any, **kwargs: Any) -> AssumedRole:
+        role = real_assume(self, *args, **kwargs)
+        found.roles.append(role)
+        found.add_credentials(role.credentials)
+        return role
+
+    monkeypatch.setattr(TokenCache, "get", spy_get)
+    monkeypatch.setattr(iamdb.mongo, "fetch_lease", spy_fetch)
+    monkeypatch.setattr(StsClient, "assume_role", spy_assume)
+    yield found
+
+
+def _client_side(name: str, family: tuple[str, ...]) -> bool:
+    return any(name == f or name.startswith(f + ".") for f in family)
+
+
+def _see_logs(found: Secrets, caplog: Any, *, botocore: bool = False) -> None:
+    """Records of the client side: iamdb, the drivers, the root logger; botocore's on request.
+
+    moto and werkzeug are devstack's in-process AWS, a server: what it logs is not the
+    client's. botocore's wire logging is checked apart (see the xfail test below).
+    """
+    for record in caplog.records:
+        if _client_side(record.name, SERVER_SIDE):
+            continue
+        if _client_side(record.name, BOTOCORE) and not botocore:
+            continue
+        where = f"log {record.name}:{record.levelname}"
+        found.see(where + " message", record.getMessage())
+        found.see(where + " args", record.args)
+        found.see(where + " formatted", caplog.handler.format(record))  # with the traceback
+        found.see(where + " exc_text", record.exc_text or "")
+
+
+def _see_iamdb_objects(found: Secrets) -> None:
+    registry = iamdb.registry.default
+    found.see("Registry", registry)
+    found.see("TokenCache", registry.tokens)
+    found.see("Settings", registry.settings)
+    found.see("load_settings", load_settings())
+    found.see("Credentials", registry._resolver.resolve())
+    for (engine, name), managed in registry._managed.items():
+        found.see(f"ManagedConnection {engine}:{name}", managed)
+        found.see(f"SqlConfig {engine}:{name}", managed.cfg)
+        found.see(f"Token {engine}:{name}", managed.last_token)
+    for lease in found.leases:
+        found.see("Lease", lease)
+        found.see("Lease.credentials", lease.credentials)
+    for role in found.roles:
+        found.see("AssumedRole", role)
+    handle = registry.mongo_handle()
+    found.see("MongoHandle", handle)
+    found.see("MongoConfig", handle.cfg)
+    found.see("MongoHandle.lease", handle.lease)
+
+
+def test_happy_paths_leak_nothing(secrets: Secrets, caplog: Any, recwarn: Any) -> None:
+    pg = iamdb.get_pg()
+    assert pg.execute("SELECT current_user").fetchone() == ("iamdb_app",)
+    pg_reporting = iamdb.get_pg("reporting")
+    assert pg_reporting.execute("SELECT 1").fetchone() == (1,)
+    mysql = iamdb.get_mysql()
+    with mysql.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    client = iamdb.get_mongo()
+    db = client.get_default_database()
+    db.hygiene.insert_one({"ok": True})
+    assert db.hygiene.count_documents({"ok": True}) >= 1
+
+    registry = iamdb.registry.default
+    lease = registry.mongo_handle().lease
+    assert lease is not None and lease.credentials.token
+    secrets.add_credentials(lease.credentials)
+    for managed in registry._managed.values():
+        assert managed.last_token is not None
+        secrets.add_token(managed.last_token.value)
+    assert len(set(secrets.tokens)) >= 3  # pg, pg:reporting, mysql (signed for their endpoints)
+    assert len(secrets.leases) == 1 and len(secrets.roles) == 1
+
+    for where, conn in (("pg", pg), ("pg:reporting", pg_reporting)):
+        secrets.see(f"psycopg repr {where}", repr(conn))
+        secrets.see(f"psycopg dsn {where}", conn.info.dsn)
+        secrets.see(f"psycopg params {where}", conn.info.get_parameters())
+    secrets.see("pymysql repr", repr(mysql))
+    secrets.see("pymongo repr", repr(client))
+    secrets.see("pymongo db repr", repr(db))
+    secrets.see("pymongo pool options", str(client.options.pool_options))
+    _see_iamdb_objects(secrets)
+    _see_logs(secrets, caplog)
+    for warning in recwarn.list:
+        secrets.see("warning", str(warning.message))
+    assert any(r.name.startswith("pymongo") for r in caplog.records)  # DEBUG really on
+    assert any(r.name == "iamdb" for r in caplog.records)
+    leaks = secrets.leaks()
+    assert not leaks, "\n".join(sorted(set(leaks)))
+
+
+def test_failure_paths_leak_nothing(
+    secrets: Secrets, stack: Stack, caplog: Any, recwarn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    iamdb.get_mongo()  # a good lease first: its secrets must not show up in later failures
+    for engine in ("pg", "mysql"):
+        monkeypatch.setenv(f"IAMDB_{engine.upper()}_USER", "nobody")
+    monkeypatch.setenv("IAMDB_MONGO_ROLE_ARN", MONGO_UNLISTED_ROLE_ARN)
+    iamdb.reset()
+    errors: list[tuple[str, BaseException]] = []
+    for where, call in (
+        ("pg wrong user", iamdb.get_pg),
+        ("mysql wrong user", iamdb.get_mysql),
+        ("mongo not in $external", iamdb.get_mongo),
+    ):
+        with pytest.raises(AuthError) as info:
+            call()
+        errors.append((where, info.value))
+    assert len(secrets.tokens) >= 2 and len(secrets.leases) >= 2
+
+    monkeypatch.setenv("IAMDB_PG_PORT", "54x")
+    iamdb.reset()
+    with pytest.raises(ConfigError) as bad:
+        iamdb.get_pg()
+    assert bad.value.variable == "IAMDB_PG_PORT"
+    errors.append(("bad config", bad.value))
+
+    for where, exc in errors:
+        secrets.see_exception(where, exc)
+    _see_iamdb_objects(secrets)
+    _see_logs(secrets, caplog)
+    for warning in recwarn.list:
+        secrets.see("warning", str(warning.message))
+    leaks = secrets.leaks()
+    assert not leaks, "\n".join(sorted(set(leaks)))
+
+
+def test_check_connect_output_leaks_nothing(secrets: Secrets, stack: Stack) -> None:
+    """``python -m iamdb check --connect`` with DEBUG logging: stdout and stderr are clean."""
+    env = {**os.environ, **stack.env, "IAMDB_LOG_LEVEL": "DEBUG"}
+    result = subprocess.run(
+        [sys.executable, "-m", "iamdb", "check", "--connect"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("OK in") == 4
+    # The subprocess signs its own tokens: none is known here, so look for their shape too.
+    secrets.see("check stdout", result.stdout)
+    secrets.see("check stderr", result.stderr)
+    for text in (result.stdout, result.stderr):
+        assert "X-Amz-Signature" not in text and "X-Amz-Security-Token" not in text
+    leaks = secrets.leaks()
+    assert not leaks, "\n".join(sorted(set(leaks)))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="botocore at DEBUG logs signed STS requests (session token) and AssumeRole "
+    "responses (the role's secret key): not iamdb's logger, not yet filtered by iamdb",
+)
+def test_botocore_debug_wire_logs_leak_nothing(secrets: Secrets, caplog: Any) -> None:
+    """botocore's own DEBUG logs (iamdb's STS calls, pymongo-auth-aws's signing): a known gap."""
+    iamdb.get_mongo().get_default_database().hygiene.count_documents({})
+    _see_logs(secrets, caplog, botocore=True)
+    leaks = secrets.leaks()
+    assert not leaks, "\n".join(sorted(set(leaks)))
+
+
+def test_the_detector_sees_a_logged_token(secrets: Secrets, caplog: Any) -> None:
+    """The checks above can fail: a token or signature logged by iamdb is caught."""
+    iamdb.get_pg()
+    token = iamdb.registry.default.managed("pg").last_token
+    assert token is not None
+    signature = parse_qs(urlsplit("https://" + token.value).query)["X-Amz-Signature"][0]
+    logging.getLogger("iamdb").debug("oops %s", signature)
+    _see_logs(secrets, caplog)
+    assert any("log iamdb:DEBUG" in leak for leak in secrets.leaks())
+    secrets.see("an exception", RuntimeError(f"refused {token.value}"))
+    assert any(leak.startswith("an exception") for leak in secrets.leaks())
