@@ -369,6 +369,22 @@ def refused(cfg: MongoConfig, lease: Lease) -> AuthError:
     )
 
 
+def login_refused(client: Any) -> bool:
+    """Whether ``client``'s last attempt to log a socket in was refused (code 18).
+
+    pymongo records the error on the server's description (public ``topology_description``)
+    until the next heartbeat (``heartbeatFrequencyMS``, 10 s) replaces it, so this sees a
+    refusal from the current or the previous invocation, not one older than a heartbeat.
+    """
+    description = getattr(client, "topology_description", None)
+    if description is None:
+        return False
+    for server in description.server_descriptions().values():
+        if getattr(server.error, "code", None) == 18:
+            return True
+    return False
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).split(", Timeout:")[0]
     return text[:300]
@@ -412,7 +428,12 @@ class MongoHandle:
     def get(self) -> MongoClient[Any]:
         """The current client; assumes again and swaps when the credentials are due."""
         client = self._client
-        if client is not None and not self._retired and self._valid(self._clock()):
+        if (
+            client is not None
+            and not self._retired
+            and self._valid(self._clock())
+            and not login_refused(client)
+        ):
             return client
         with self._lock:
             return self._get_locked()
@@ -431,12 +452,24 @@ class MongoHandle:
         self._close_retired()
         now = self._clock()
         client, lease = self._client, self._lease
-        if client is not None and lease is not None and self._valid(now):
+        refused_now = client is not None and login_refused(client)
+        if client is not None and lease is not None and self._valid(now) and not refused_now:
             return client
+        if refused_now:
+            # The role was revoked or its user removed: assume again once (new credentials
+            # may be accepted); if the server refuses those too, the caller gets AuthError.
+            logger.warning(
+                "%s: MongoDB refused a new login; assuming the role again", self.cfg.label
+            )
         try:
             return self._swap(now)
         except IamDbError as exc:
-            if client is not None and lease is not None and lease.left(now) > MIN_LEFT_SECONDS:
+            if (
+                not refused_now
+                and client is not None
+                and lease is not None
+                and lease.left(now) > MIN_LEFT_SECONDS
+            ):
                 logger.warning(
                     "%s: renewing credentials failed (%s: %s); keeping the current client, "
                     "%.0f s of validity left",

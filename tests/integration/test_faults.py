@@ -1,0 +1,334 @@
+"""Fault suite on devstack's real servers: every case checks the failing invocation's outcome
+and that the next invocation works (nothing left broken).
+
+Already covered elsewhere, not repeated here: a backend killed while the environment is
+frozen and a server restart between invocations (test_sql_singletons.py), DynamoDB
+unreachable for the fleet limiter (test_fleet_limiter.py).
+
+Wall-time checks are deliberately loose (the bound plus generous slack): they catch a hang
+(a default 30 s or unbounded wait), not a slow machine.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from pymongo.errors import OperationFailure
+
+import iamdb
+from devstack.aws import MONGO_ROLE_ARN
+from devstack.stack import Stack
+from iamdb.errors import AuthError, ConnectError
+from tests.integration.faultproxy import THROTTLE, BlackHole, FaultProxy, server_error, slow
+
+pytestmark = pytest.mark.integration
+
+ENGINES = ["pg", "mysql"]
+CONNECT_TIMEOUT = 2
+SLACK = 8.0  # seconds on top of a bound: a hang shows, a busy 2-core machine does not fail
+
+
+def getter(engine: str) -> Callable[..., Any]:
+    return iamdb.get_pg if engine == "pg" else iamdb.get_mysql
+
+
+def select_one(engine: str, conn: Any) -> Any:
+    if engine == "pg":
+        return conn.execute("SELECT 1").fetchone()[0]
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        return cur.fetchone()[0]
+
+
+def timed(call: Callable[[], Any]) -> tuple[BaseException | None, float]:
+    """Run ``call``; return the exception it raised (or None) and its wall time."""
+    start = time.monotonic()
+    try:
+        call()
+    except BaseException as exc:
+        return exc, time.monotonic() - start
+    return None, time.monotonic() - start
+
+
+def is_running(stack: Stack, engine: str) -> bool:
+    if engine == "pg":
+        assert stack.pg is not None
+        return (stack.pg.data / "postmaster.pid").exists()
+    assert stack.mysql is not None
+    return stack.mysql._proc is not None
+
+
+@pytest.fixture
+def server_down(stack: Stack, stack_env: dict[str, str]) -> Iterator[Callable[[str], Any]]:
+    """Hands out the stack's server for an engine; whatever a test did, it runs again after."""
+    used: list[str] = []
+
+    def server(engine: str) -> Any:
+        used.append(engine)
+        return stack.pg if engine == "pg" else stack.mysql
+
+    yield server
+    for engine in used:
+        if not is_running(stack, engine):
+            server(engine).start()
+
+
+def mongo_uri(stack: Stack, port: int, **options: str) -> str:
+    assert stack.tls is not None
+    ca = urllib.parse.quote(str(stack.tls.ca), safe="/")
+    extra = "".join(f"&{k}={v}" for k, v in options.items())
+    return f"mongodb://localhost:{port}/app?tls=true&tlsCAFile={ca}{extra}"
+
+
+def mongo_round_trip() -> None:
+    coll = iamdb.get_mongo().get_default_database().faults
+    coll.insert_one({"ok": 1})
+    assert coll.find_one({"ok": 1}) is not None
+
+
+# -- 1. server down for longer than one invocation --------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_server_down_gives_connect_error_in_time_then_recovers(
+    stack: Stack,
+    stack_env: dict[str, str],
+    server_down: Callable[[str], Any],
+    monkeypatch: pytest.MonkeyPatch,
+    engine: str,
+) -> None:
+    monkeypatch.setenv(f"IAMDB_{engine.upper()}_CONNECT_TIMEOUT", str(CONNECT_TIMEOUT))
+    iamdb.reset()
+    first = getter(engine)()
+    assert select_one(engine, first) == 1
+    server = server_down(engine)
+    server.stop()
+    for _ in range(2):  # two invocations while it is down: each fails fast and clearly
+        error, took = timed(getter(engine))
+        assert isinstance(error, ConnectError), repr(error)
+        assert "could not connect" in str(error)
+        assert took < 2 * CONNECT_TIMEOUT + SLACK
+    server.start()
+    second = getter(engine)()  # the first call after it is back recovers
+    assert second is not first and select_one(engine, second) == 1
+    assert getter(engine)() is second
+
+
+# -- 2. black hole: accepts TCP, never answers ------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_black_hole_connect_timeout_holds(
+    stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    with BlackHole() as hole:
+        monkeypatch.setenv(f"IAMDB_{engine.upper()}_PORT", str(hole.port))
+        monkeypatch.setenv(f"IAMDB_{engine.upper()}_CONNECT_TIMEOUT", str(CONNECT_TIMEOUT))
+        iamdb.reset()
+        error, took = timed(getter(engine))
+        assert isinstance(error, ConnectError), repr(error)
+        assert hole.accepted >= 1  # the TCP connect succeeded: the timeout is the handshake's
+        assert took < 2 * CONNECT_TIMEOUT + SLACK
+    # The real server on the next invocation: nothing was left broken.
+    monkeypatch.setenv(f"IAMDB_{engine.upper()}_PORT", stack_env[f"IAMDB_{engine.upper()}_PORT"])
+    iamdb.reset()
+    assert select_one(engine, getter(engine)()) == 1
+
+
+def test_black_hole_mongo_is_bounded_by_its_uri_timeouts(
+    stack: Stack, stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bound_ms = CONNECT_TIMEOUT * 1000
+    with BlackHole() as hole:
+        uri = mongo_uri(
+            stack, hole.port, serverSelectionTimeoutMS=str(bound_ms), connectTimeoutMS=str(bound_ms)
+        )
+        monkeypatch.setenv("IAMDB_MONGO_URI", uri)
+        iamdb.reset()
+        error, took = timed(iamdb.get_mongo)
+        assert isinstance(error, ConnectError), repr(error)
+        assert hole.accepted >= 1
+        assert took < 2 * CONNECT_TIMEOUT + SLACK
+    monkeypatch.setenv("IAMDB_MONGO_URI", stack_env["IAMDB_MONGO_URI"])
+    iamdb.reset()
+    mongo_round_trip()
+
+
+def test_black_hole_mongo_defaults_are_bounded(
+    stack: Stack, stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without timeout options in the URI, iamdb's Lambda defaults (5 s) bound the wait."""
+    with BlackHole() as hole:
+        monkeypatch.setenv("IAMDB_MONGO_URI", mongo_uri(stack, hole.port))
+        iamdb.reset()
+        error, took = timed(iamdb.get_mongo)
+        assert isinstance(error, ConnectError), repr(error)
+        assert took < 5 + SLACK
+
+
+# -- 3. STS errors through the fault proxy (role path of get_mongo) ---------------------------
+
+
+@pytest.fixture
+def sts_proxy(
+    stack: Stack, stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FaultProxy]:
+    with FaultProxy(stack.aws.endpoint_url) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_STS", proxy.url)
+        iamdb.reset()  # the STS client is rebuilt with the proxy's endpoint
+        yield proxy
+        iamdb.reset()
+
+
+def assume_calls(proxy: FaultProxy) -> int:
+    return sum(1 for hint, _ in proxy.requests if "AssumeRole" in hint)
+
+
+def test_sts_throttling_then_success_is_retried(sts_proxy: FaultProxy) -> None:
+    sts_proxy.script(THROTTLE, THROTTLE)
+    mongo_round_trip()
+    assert assume_calls(sts_proxy) == 3  # two throttled, the third assumed the role
+
+
+def test_sts_persistent_5xx_is_a_clear_error_then_recovers(sts_proxy: FaultProxy) -> None:
+    sts_proxy.default = server_error(503)
+    error, took = timed(iamdb.get_mongo)
+    assert isinstance(error, ConnectError), repr(error)
+    message = str(error)
+    assert MONGO_ROLE_ARN in message and "4 time(s)" in message
+    assert assume_calls(sts_proxy) == 4  # bounded: 1 + 3 retries, then give up
+    assert took < SLACK  # backoff totals at most 1.4 s
+    sts_proxy.default = server_error(500)
+    assert isinstance(timed(iamdb.get_mongo)[0], ConnectError)
+    sts_proxy.default = slow(0)  # STS is back: the next invocation logs in
+    mongo_round_trip()
+
+
+def test_sts_slow_answers_within_limits_succeed(sts_proxy: FaultProxy) -> None:
+    sts_proxy.script(slow(1.5))
+    error, took = timed(mongo_round_trip)
+    assert error is None, repr(error)
+    assert took >= 1.5 and assume_calls(sts_proxy) == 1
+
+
+def test_sts_answer_slower_than_the_read_timeout_is_retried(sts_proxy: FaultProxy) -> None:
+    """STS read timeout is 10 s: one answer stuck past it costs one retry, not a hang."""
+    sts_proxy.script(slow(12))
+    error, took = timed(mongo_round_trip)
+    assert error is None, repr(error)
+    assert assume_calls(sts_proxy) == 2
+    assert took < 10 + SLACK
+
+
+# -- 4. the fleet limiter's DynamoDB slow -----------------------------------------------------
+
+
+@pytest.fixture
+def dynamodb_proxy(
+    stack: Stack, stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FaultProxy]:
+    with FaultProxy(stack.aws.endpoint_url) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.url)
+        iamdb.reset()
+        yield proxy
+        iamdb.reset()
+
+
+def fleet_fail_opens() -> int:
+    from iamdb.registry import default
+
+    fleet = default.admission.fleet
+    assert fleet is not None
+    return fleet.fail_opens
+
+
+def limiter_calls(proxy: FaultProxy) -> int:
+    return sum(1 for hint, _ in proxy.requests if "UpdateItem" in hint)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_dynamodb_slower_than_its_timeout_fails_open(
+    dynamodb_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    monkeypatch.setenv(f"IAMDB_{engine.upper()}_CONNECT_TIMEOUT", str(CONNECT_TIMEOUT))
+    dynamodb_proxy.default = slow(5)  # well past the limiter's 1 s read timeout
+    error, took = timed(lambda: select_one(engine, getter(engine)()))
+    assert error is None, repr(error)
+    assert fleet_fail_opens() == 1 and limiter_calls(dynamodb_proxy) == 1
+    assert took < 2 * CONNECT_TIMEOUT + SLACK
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_dynamodb_slow_within_its_timeout_still_gives_a_slot(
+    dynamodb_proxy: FaultProxy, engine: str
+) -> None:
+    dynamodb_proxy.default = slow(0.3)
+    assert select_one(engine, getter(engine)()) == 1
+    assert fleet_fail_opens() == 0 and limiter_calls(dynamodb_proxy) >= 1
+
+
+def test_dynamodb_5xx_fails_open(dynamodb_proxy: FaultProxy) -> None:
+    dynamodb_proxy.default = server_error(503)
+    assert select_one("pg", iamdb.get_pg()) == 1
+    assert fleet_fail_opens() == 1
+
+
+# -- 5. the Mongo peer refusing credentials mid-run -------------------------------------------
+
+
+@pytest.fixture
+def revocable(
+    stack: Stack, sts_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """The Mongo peer, with the role's user restored whatever the test did.
+
+    A long heartbeat keeps pymongo's monitor from replacing the refusal it recorded on the
+    server's description before the next ``get_mongo()`` looks (it would after 10 s).
+    """
+    peer = stack.mongo
+    assert peer is not None
+    uri = mongo_uri(stack, peer.port, heartbeatFrequencyMS="600000")
+    monkeypatch.setenv("IAMDB_MONGO_URI", uri)
+    iamdb.reset()
+    try:
+        yield peer
+    finally:
+        peer.add_user(MONGO_ROLE_ARN)
+
+
+def drop_sockets(peer: Any) -> None:
+    """The peer closes every connection: the next operation needs a new socket and login."""
+    done = threading.Event()
+
+    def close_all() -> None:
+        for writer in list(peer._writers):
+            writer.close()
+        done.set()
+
+    peer._loop.call_soon_threadsafe(close_all)
+    assert done.wait(5)
+
+
+def test_revoked_role_reassumes_once_then_auth_error(revocable: Any, sts_proxy: FaultProxy) -> None:
+    mongo_round_trip()
+    client = iamdb.get_mongo()
+    assert assume_calls(sts_proxy) == 1
+    revocable.remove_user(MONGO_ROLE_ARN)
+    drop_sockets(revocable)
+    with pytest.raises(OperationFailure) as info:  # the running invocation sees the refusal
+        client.get_default_database().faults.find_one({})
+    assert info.value.code == 18
+    # The next invocation: iamdb assumes the role once more, the server refuses that too.
+    with pytest.raises(AuthError, match=MONGO_ROLE_ARN):
+        iamdb.get_mongo()
+    assert assume_calls(sts_proxy) == 2
+    # Access restored: the next call assumes again and works; nothing was left broken.
+    revocable.add_user(MONGO_ROLE_ARN)
+    mongo_round_trip()
+    assert iamdb.get_mongo() is not client
+    assert assume_calls(sts_proxy) == 3
