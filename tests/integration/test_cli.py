@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from typing import Any
 
 import psycopg
 import pytest
 
+from tests.integration.cli import run_iamdb
+
 pytestmark = pytest.mark.integration
 
 
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "iamdb", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_token_command_prints_a_token_the_server_accepts(stack: Any, stack_env: Any) -> None:
-    result = run(stack.env, "token", "pg")
+    result = run_iamdb(stack.env, "token", "pg")
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
     env = stack.env
@@ -42,7 +30,7 @@ def test_token_command_prints_a_token_the_server_accepts(stack: Any, stack_env: 
 
 
 def test_check_connect_reports_every_instance_and_masks_secrets(stack: Any, stack_env: Any) -> None:
-    result = run(stack.env, "check", "--connect")
+    result = run_iamdb(stack.env, "check", "--connect")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     for label in ("[pg]", "[pg:reporting]", "[mysql]", "[mysql:reporting]"):
@@ -55,6 +43,6 @@ def test_check_connect_reports_every_instance_and_masks_secrets(stack: Any, stac
 
 
 def test_bad_setting_exits_2_naming_the_variable(stack: Any, stack_env: Any) -> None:
-    result = run({**stack.env, "IAMDB_PG_PORT": "54x"}, "token", "pg")
+    result = run_iamdb({**stack.env, "IAMDB_PG_PORT": "54x"}, "token", "pg")
     assert result.returncode == 2
     assert "IAMDB_PG_PORT" in result.stderr and result.stdout == ""

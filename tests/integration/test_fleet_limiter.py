@@ -25,6 +25,7 @@ from devstack.stack import Stack
 from iamdb.credentials import CredentialResolver
 from iamdb.fleet import TTL_SECONDS, FleetLimiter
 from iamdb.limiter import paced_rate
+from tests.fakes import FakeTime
 
 pytestmark = pytest.mark.integration
 
@@ -42,21 +43,6 @@ def table_items(prefix: str) -> dict[str, dict[str, Any]]:
     return found
 
 
-class FrozenTime:
-    """A clock that moves only when told; sleeping records instead of waiting."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds > 0
-        self.sleeps.append(seconds)
-
-
 @pytest.fixture
 def endpoint() -> str:
     """A fresh endpoint name, so tests never share windows."""
@@ -72,7 +58,7 @@ def test_slots_start_at_the_first_unstarted_one_and_fill_the_window(
     stack: Stack, endpoint: str
 ) -> None:
     window = math.floor(time.time()) + 100  # a window of our own, in the future
-    t = FrozenTime(window + 0.35)
+    t = FakeTime(window + 0.35, frozen=True)
     fleet = limiter(stack, clock=t.clock, sleep=t.sleep, uniform=lambda low, high: 0.0)
     # rate 10 -> 9 slots per second, 1/9 s apart; slots 0-3 began before 0.35 s.
     got = [fleet.acquire(endpoint, 10) for _ in range(6)]
@@ -90,7 +76,7 @@ def test_a_quiet_window_moves_its_count_forward_instead_of_bursting(
     stack: Stack, endpoint: str
 ) -> None:
     window = math.floor(time.time()) + 200
-    t = FrozenTime(window + 0.05)
+    t = FakeTime(window + 0.05, frozen=True)
     fleet = limiter(stack, clock=t.clock, sleep=t.sleep)
     assert fleet.acquire(endpoint, 10) == pytest.approx(window + 1 / 9, abs=1e-6)
     t.now = window + 0.6  # slots 2-5 went unused; the next login takes slot 6, not 2

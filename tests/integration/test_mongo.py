@@ -13,8 +13,6 @@ import logging
 import os
 import re
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,22 +32,11 @@ from devstack.aws import (
 from devstack.stack import Stack
 from iamdb.errors import AuthError, ConfigError
 from iamdb.registry import Registry
+from tests.fakes import FakeClock
+from tests.integration.cli import run_iamdb
 
 pytestmark = pytest.mark.integration
 HOUR = 3600.0
-
-
-class FakeClock:
-    """Epoch seconds that only move when told to (shared by iamdb, the peer and moto's STS)."""
-
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -78,17 +65,6 @@ def fake_clock(mongo_env: dict[str, str], peer: Any, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(moto.sts.models, "utcnow", moto_now)
     peer.clock = clock
     return clock
-
-
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "iamdb", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 # -- logging in ------------------------------------------------------------------------------
@@ -416,7 +392,7 @@ def test_no_secret_in_messages_logs_or_reprs(
 
 
 def test_mongo_uri_command_prints_a_working_uri(mongo_env: dict[str, str], peer: Any) -> None:
-    result = run_cli(mongo_env, "mongo-uri")
+    result = run_iamdb(mongo_env, "mongo-uri")
     assert result.returncode == 0, result.stderr
     assert "short-lived" in result.stderr and "expire" in result.stderr
     uri = result.stdout.strip()
@@ -436,7 +412,7 @@ def test_compass_file_is_private_and_holds_the_uri(
     path = tmp_path / "compass.json"
     path.write_text("old")
     path.chmod(0o644)
-    result = run_cli(mongo_env, "compass-file", str(path))
+    result = run_iamdb(mongo_env, "compass-file", str(path))
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     document = json.loads(path.read_text())

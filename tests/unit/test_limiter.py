@@ -1,6 +1,6 @@
 """The per-process IAM login limiter, admission (deadline, permits, retry) and its settings.
 
-Time is fake throughout: the clock is a number, and ``sleep`` advances it and records how
+FakeTime is fake throughout: the clock is a number, and ``sleep`` advances it and records how
 long each caller waited.
 """
 
@@ -21,6 +21,7 @@ from iamdb.managed import ManagedConnection
 from iamdb.registry import Registry
 from iamdb.retry import DecorrelatedJitter
 from iamdb.tokens import TokenCache
+from tests.fakes import FakeTime
 
 ENV = {
     "IAMDB_PG_HOST": "mydb.c9akciq32.us-east-1.rds.amazonaws.com",
@@ -31,32 +32,18 @@ ENV = {
 EP = "mydb.c9akciq32.us-east-1.rds.amazonaws.com:5432"
 
 
-class Time:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds > 0, "never asked to sleep for nothing"
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 # -- token bucket ----------------------------------------------------------------------
 
 
 def test_bucket_paces_at_the_rate_after_the_burst() -> None:
-    t = Time()
+    t = FakeTime()
     bucket = TokenBucket(10, 3, clock=t.clock)
     ready = [bucket.reserve() - t.now for _ in range(6)]
     assert ready == pytest.approx([0, 0, 0, 0.1, 0.2, 0.3])
 
 
 def test_bucket_refills_with_time_but_never_beyond_the_burst() -> None:
-    t = Time()
+    t = FakeTime()
     bucket = TokenBucket(10, 2, clock=t.clock)
     bucket.reserve(), bucket.reserve()
     t.now += 0.05  # half a token back
@@ -67,7 +54,7 @@ def test_bucket_refills_with_time_but_never_beyond_the_burst() -> None:
 
 
 def test_bucket_refuses_a_reservation_beyond_the_deadline_and_keeps_the_token() -> None:
-    t = Time()
+    t = FakeTime()
     bucket = TokenBucket(4, clock=t.clock)
     assert bucket.reserve(deadline=t.now) == t.now
     with pytest.raises(ThrottleError, match=r"0\.250 s away at 4 logins/s"):
@@ -77,7 +64,7 @@ def test_bucket_refuses_a_reservation_beyond_the_deadline_and_keeps_the_token() 
 
 
 def test_bucket_treats_a_clock_going_back_as_standing_still() -> None:
-    t = Time()
+    t = FakeTime()
     bucket = TokenBucket(10, clock=t.clock)
     first = bucket.reserve()
     t.now -= 5
@@ -90,7 +77,7 @@ def test_bucket_rejects_nonsense() -> None:
 
 
 def test_concurrent_callers_get_distinct_instants_in_order() -> None:
-    t = Time()  # frozen: every thread reserves at the same instant
+    t = FakeTime()  # frozen: every thread reserves at the same instant
     bucket = TokenBucket(100, clock=t.clock)
     got: list[float] = []
     lock = threading.Lock()
@@ -113,7 +100,7 @@ def test_concurrent_callers_get_distinct_instants_in_order() -> None:
 
 
 def test_limiter_waits_with_sleep_at_the_paced_rate() -> None:
-    t = Time()
+    t = FakeTime()
     limiter = ProcessLimiter(10, clock=t.clock, sleep=t.sleep)
     waits = [limiter.acquire(EP) for _ in range(4)]
     spacing = 1 / paced_rate(10)
@@ -124,7 +111,7 @@ def test_limiter_waits_with_sleep_at_the_paced_rate() -> None:
 
 
 def test_limiter_keeps_one_bucket_per_endpoint() -> None:
-    t = Time()
+    t = FakeTime()
     limiter = ProcessLimiter(10, clock=t.clock, sleep=t.sleep)
     assert limiter.acquire(EP) == 0
     assert limiter.acquire("other.c9akciq32.us-east-1.rds.amazonaws.com:5432") == 0
@@ -133,7 +120,7 @@ def test_limiter_keeps_one_bucket_per_endpoint() -> None:
 
 
 def test_limiter_raises_instead_of_waiting_past_the_deadline() -> None:
-    t = Time()
+    t = FakeTime()
     limiter = ProcessLimiter(1, clock=t.clock, sleep=t.sleep)
     limiter.acquire(EP)
     with pytest.raises(ThrottleError):
@@ -180,7 +167,7 @@ class FakeDriver:
 
 
 class CountingLimiter(ProcessLimiter):
-    def __init__(self, t: Time, rate: float = 10) -> None:
+    def __init__(self, t: FakeTime, rate: float = 10) -> None:
         super().__init__(rate, clock=t.clock, sleep=t.sleep)
         self.permits = 0
 
@@ -189,7 +176,9 @@ class CountingLimiter(ProcessLimiter):
         return super().acquire(endpoint, deadline)
 
 
-def managed(t: Time, driver: FakeDriver, admission: Admission) -> ManagedConnection[socket.socket]:
+def managed(
+    t: FakeTime, driver: FakeDriver, admission: Admission
+) -> ManagedConnection[socket.socket]:
     tokens = TokenCache(resolver=CredentialResolver(ENV), clock=t.clock)
     return ManagedConnection(
         load_sql_config("pg", None, ENV),
@@ -201,7 +190,7 @@ def managed(t: Time, driver: FakeDriver, admission: Admission) -> ManagedConnect
     )
 
 
-def admission(t: Time, limiter: ProcessLimiter, **kw: object) -> Admission:
+def admission(t: FakeTime, limiter: ProcessLimiter, **kw: object) -> Admission:
     return Admission(
         limiter,
         clock=t.clock,
@@ -219,7 +208,7 @@ def driver() -> FakeDriver:
 
 
 def test_new_login_takes_a_permit_but_reusing_a_token_costs_none(driver: FakeDriver) -> None:
-    t = Time()
+    t = FakeTime()
     limiter = CountingLimiter(t)
     m = managed(t, driver, admission(t, limiter))
     first = m.get()
@@ -237,7 +226,7 @@ def test_new_login_takes_a_permit_but_reusing_a_token_costs_none(driver: FakeDri
 
 
 def test_refused_logins_are_retried_each_with_a_fresh_permit(driver: FakeDriver) -> None:
-    t = Time()
+    t = FakeTime()
     limiter = CountingLimiter(t)
     driver.refusals = 2
     m = managed(t, driver, admission(t, limiter, retries=3))
@@ -248,7 +237,7 @@ def test_refused_logins_are_retried_each_with_a_fresh_permit(driver: FakeDriver)
 
 
 def test_the_last_refusal_says_throttling_may_be_the_cause(driver: FakeDriver) -> None:
-    t = Time()
+    t = FakeTime()
     driver.refusals = 99
     m = managed(t, driver, admission(t, CountingLimiter(t), retries=2))
     with pytest.raises(AuthError, match=r"3 attempts.*IamDbAuthConnectionFailureThrottling"):
@@ -257,7 +246,7 @@ def test_the_last_refusal_says_throttling_may_be_the_cause(driver: FakeDriver) -
 
 
 def test_lambda_deadline_stops_waiting_half_a_second_early(driver: FakeDriver) -> None:
-    t = Time()
+    t = FakeTime()
     cfg = load_sql_config("pg", None, ENV)
     remaining = {"ms": 3000.0}
     a = admission(t, ProcessLimiter(10), remaining_ms=lambda: lambda: remaining["ms"])
@@ -270,7 +259,7 @@ def test_lambda_deadline_stops_waiting_half_a_second_early(driver: FakeDriver) -
 
 
 def test_no_permit_before_the_deadline_raises_throttle_error(driver: FakeDriver) -> None:
-    t = Time()
+    t = FakeTime()
     limiter = CountingLimiter(t, rate=0.1)  # one login every ~11 s
     m = managed(t, driver, admission(t, limiter, remaining_ms=lambda: lambda: 4000.0))
     m.get().close()
@@ -334,7 +323,7 @@ def test_registry_shares_one_limiter_and_builds_the_fleet_limiter_only_when_aske
 
 
 def test_registry_lambda_context() -> None:
-    t = Time()
+    t = FakeTime()
     r = Registry(environ=ENV, clock=t.clock)
     cfg = r.config("pg")
     r.set_lambda_context(SimpleNamespace(get_remaining_time_in_millis=lambda: 10_000))

@@ -17,6 +17,7 @@ from iamdb.credentials import CredentialResolver
 from iamdb.errors import AuthError
 from iamdb.managed import ManagedConnection
 from iamdb.tokens import TokenCache
+from tests.fakes import FakeClock
 
 ENV = {
     "IAMDB_PG_HOST": "mydb.c9akciq32.us-east-1.rds.amazonaws.com",
@@ -24,14 +25,6 @@ ENV = {
     "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
     "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
 }
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -76,12 +69,12 @@ class FakeDriver:
         conn.server.close()
 
 
-Setup = tuple[ManagedConnection[FakeConn], "FakeDriver", "Clock", TokenCache]
+Setup = tuple[ManagedConnection[FakeConn], "FakeDriver", FakeClock, TokenCache]
 
 
 @pytest.fixture
 def setup() -> Setup:
-    clock = Clock()
+    clock = FakeClock()
     driver = FakeDriver()
     tokens = TokenCache(resolver=CredentialResolver(ENV), clock=clock, refresh_seconds=840)
     managed = ManagedConnection(

@@ -24,6 +24,9 @@ from iamdb.mongo import (
     load_mongo_config,
 )
 from iamdb.sts import StsClient, backoff, classify, session_name
+from tests.fakes import FakeClock
+
+MONGO_START = 1_000_000.0
 
 ROLE = "arn:aws:iam::123456789012:role/MongoAccess"
 BASE = {
@@ -307,14 +310,6 @@ def test_session_name_comes_from_the_function_name() -> None:
 # -- the swap -----------------------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class StubClient:
     def __init__(self, lease: Lease) -> None:
         self.lease = lease
@@ -326,8 +321,8 @@ class StubClient:
 
 def handle_with(
     *script: Exception | float, fail_login: bool = False
-) -> tuple[MongoHandle, Clock, list[StubClient]]:
-    clock = Clock()
+) -> tuple[MongoHandle, FakeClock, list[StubClient]]:
+    clock = FakeClock(MONGO_START)
     sts, _ = sts_with(*script)
     made: list[StubClient] = []
 
@@ -349,7 +344,7 @@ def handle_with(
 
 
 def test_swap_before_expiry_and_close_the_old_client_on_the_next_call() -> None:
-    start = Clock().now
+    start = FakeClock(MONGO_START).now
     handle, clock, made = handle_with(start + 3600, start + 7200)
     first = handle.get()
     clock.now += 3299  # 301 s left: still outside the refresh window
@@ -362,7 +357,7 @@ def test_swap_before_expiry_and_close_the_old_client_on_the_next_call() -> None:
 
 
 def test_failed_refresh_keeps_the_old_client_while_it_is_valid() -> None:
-    start = Clock().now
+    start = FakeClock(MONGO_START).now
     handle, clock, _ = handle_with(start + 3600, ClientError("AccessDenied", 403), start + 7200)
     first = handle.get()
     clock.now += 3400  # 200 s left
@@ -374,7 +369,7 @@ def test_failed_refresh_keeps_the_old_client_while_it_is_valid() -> None:
 
 
 def test_expired_credentials_are_never_handed_out() -> None:
-    start = Clock().now
+    start = FakeClock(MONGO_START).now
     handle, clock, _ = handle_with(start + 3600, ClientError("AccessDenied", 403))
     handle.get()
     clock.now += 3590  # 10 s left: too little to fall back on
@@ -383,14 +378,14 @@ def test_expired_credentials_are_never_handed_out() -> None:
 
 
 def test_credentials_that_expire_too_soon_are_refused() -> None:
-    handle, _, made = handle_with(Clock().now + 200)
+    handle, _, made = handle_with(FakeClock(MONGO_START).now + 200)
     with pytest.raises(AuthError) as info:
         handle.get()
     assert "REFRESH_SECONDS" in str(info.value) and not made
 
 
 def test_close_closes_everything() -> None:
-    start = Clock().now
+    start = FakeClock(MONGO_START).now
     handle, clock, made = handle_with(start + 3600, start + 7200)
     handle.get()
     clock.now += 3400

@@ -8,22 +8,7 @@ import pytest
 
 from iamdb.errors import AuthError, ConnectError, ThrottleError
 from iamdb.retry import DecorrelatedJitter, run_with_retries
-
-
-class Time:
-    """A fake clock whose sleep advances it, recording every sleep."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds > 0
-        self.sleeps.append(seconds)
-        self.now += seconds
+from tests.fakes import FakeTime
 
 
 def test_each_delay_is_drawn_between_base_and_three_times_the_previous() -> None:
@@ -54,7 +39,7 @@ def test_rejects_a_base_above_the_cap() -> None:
         DecorrelatedJitter(3.0, 2.0)
 
 
-def run(attempt: object, t: Time, *, retries: int = 3, deadline: float = 1e12) -> object:
+def run(attempt: object, t: FakeTime, *, retries: int = 3, deadline: float = 1e12) -> object:
     backoff = DecorrelatedJitter(0.1, 2.0, uniform=lambda low, high: high)
     return run_with_retries(
         attempt,  # type: ignore[arg-type]
@@ -81,20 +66,20 @@ class Refusals:
 
 
 def test_success_needs_no_sleep() -> None:
-    t = Time()
+    t = FakeTime()
     assert run(Refusals(0), t) == "connection"
     assert t.sleeps == []
 
 
 def test_refusals_are_retried_with_backoff() -> None:
-    t, attempt = Time(), Refusals(2)
+    t, attempt = FakeTime(), Refusals(2)
     assert run(attempt, t) == "connection"
     assert attempt.calls == 3
     assert t.sleeps == pytest.approx([0.3, 0.9])
 
 
 def test_gives_up_after_the_configured_retries_and_says_how_to_spot_throttling() -> None:
-    t, attempt = Time(), Refusals(99)
+    t, attempt = FakeTime(), Refusals(99)
     with pytest.raises(AuthError) as caught:
         run(attempt, t, retries=3)
     assert attempt.calls == 4 and len(t.sleeps) == 3
@@ -106,7 +91,7 @@ def test_gives_up_after_the_configured_retries_and_says_how_to_spot_throttling()
 
 
 def test_zero_retries_means_one_attempt_with_the_same_hint() -> None:
-    t, attempt = Time(), Refusals(99)
+    t, attempt = FakeTime(), Refusals(99)
     with pytest.raises(AuthError, match="IamDbAuthConnectionFailureThrottling") as caught:
         run(attempt, t, retries=0)
     assert attempt.calls == 1 and t.sleeps == []
@@ -114,7 +99,7 @@ def test_zero_retries_means_one_attempt_with_the_same_hint() -> None:
 
 
 def test_never_sleeps_past_the_deadline() -> None:
-    t, attempt = Time(), Refusals(99)
+    t, attempt = FakeTime(), Refusals(99)
     # Backoff 0.3 then 0.9: the second retry would end after the deadline, so it never starts.
     with pytest.raises(AuthError, match="2 attempts"):
         run(attempt, t, retries=5, deadline=t.now + 1.0)
@@ -124,7 +109,7 @@ def test_never_sleeps_past_the_deadline() -> None:
 
 @pytest.mark.parametrize("error", [ConnectError("timeout"), ThrottleError("no permit")])
 def test_other_errors_are_not_retried(error: Exception) -> None:
-    t = Time()
+    t = FakeTime()
     calls = []
 
     def attempt() -> None:

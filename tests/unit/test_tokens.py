@@ -12,18 +12,11 @@ from iamdb.credentials import CredentialResolver, Credentials
 from iamdb.errors import ConfigError
 from iamdb.signer import generate_db_auth_token
 from iamdb.tokens import Token, TokenCache
+from tests.fakes import FakeClock
 
 HOST = "mydb.c9akciq32.us-east-1.rds.amazonaws.com"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 ENDPOINT = (HOST, 5432, "app", "us-east-1")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_790_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -32,12 +25,12 @@ def env() -> dict[str, str]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(1_790_000_000.0)
 
 
 @pytest.fixture
-def cache(env: dict[str, str], clock: Clock) -> TokenCache:
+def cache(env: dict[str, str], clock: FakeClock) -> TokenCache:
     return TokenCache(resolver=CredentialResolver(env), clock=clock)
 
 
@@ -45,14 +38,14 @@ def _param(token: Token, name: str) -> str:
     return dict(parse_qsl(token.value.split("?", 1)[1]))[name]
 
 
-def test_reuses_a_fresh_token(cache: TokenCache, clock: Clock) -> None:
+def test_reuses_a_fresh_token(cache: TokenCache, clock: FakeClock) -> None:
     first = cache.get(*ENDPOINT)
     clock.now += 100
     assert cache.get(*ENDPOINT) is first
     assert cache.signed_count == 1
 
 
-def test_signs_at_the_cache_clock(cache: TokenCache, clock: Clock, env: dict[str, str]) -> None:
+def test_signs_at_the_cache_clock(cache: TokenCache, clock: FakeClock, env: dict[str, str]) -> None:
     token = cache.get(*ENDPOINT)
     instant = datetime.fromtimestamp(clock.now, timezone.utc)
     assert token.signed_at == clock.now and token.access_key == "AKIDEXAMPLE"
@@ -61,7 +54,7 @@ def test_signs_at_the_cache_clock(cache: TokenCache, clock: Clock, env: dict[str
     assert token.value == generate_db_auth_token(*ENDPOINT, credentials=creds, now=instant)
 
 
-def test_resigns_at_and_after_the_refresh_age(cache: TokenCache, clock: Clock) -> None:
+def test_resigns_at_and_after_the_refresh_age(cache: TokenCache, clock: FakeClock) -> None:
     first = cache.get(*ENDPOINT)
     clock.now = first.signed_at + 839.999
     assert cache.get(*ENDPOINT) is first
@@ -74,7 +67,7 @@ def test_resigns_at_and_after_the_refresh_age(cache: TokenCache, clock: Clock) -
     assert cache.signed_count == 3
 
 
-def test_custom_refresh_age(env: dict[str, str], clock: Clock) -> None:
+def test_custom_refresh_age(env: dict[str, str], clock: FakeClock) -> None:
     cache = TokenCache(resolver=CredentialResolver(env), clock=clock, refresh_seconds=60)
     first = cache.get(*ENDPOINT)
     clock.now += 59
@@ -83,7 +76,7 @@ def test_custom_refresh_age(env: dict[str, str], clock: Clock) -> None:
     assert cache.get(*ENDPOINT) is not first
 
 
-def test_clock_going_backwards_resigns(cache: TokenCache, clock: Clock) -> None:
+def test_clock_going_backwards_resigns(cache: TokenCache, clock: FakeClock) -> None:
     first = cache.get(*ENDPOINT)
     clock.now -= 1
     assert cache.get(*ENDPOINT) is not first
