@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from iamdb import redact
 from iamdb.credentials import CredentialResolver, default_resolver
 from iamdb.errors import ThrottleError
 from iamdb.limiter import paced_rate
@@ -261,6 +262,7 @@ def shared_client(environ: Mapping[str, str] | None, resolver: CredentialResolve
                     retries={"total_max_attempts": 1, "mode": "standard"},
                 ),
             )
+            redact.install()  # botocore's DEBUG logs would show the session token
             _clients[key] = client
         return client
 

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from iamdb import redact
 from iamdb.credentials import Credentials
 from iamdb.errors import AuthError, ConfigError, ConnectError, CredentialsError
 from iamdb.log import logger
@@ -198,7 +199,9 @@ class StsClient:
         # A regional endpoint: lower latency, and it keeps working when us-east-1 does not.
         # boto3 reads AWS_ENDPOINT_URL_STS by itself and prefers it when set.
         endpoint = env.get("AWS_ENDPOINT_URL_STS") or None
-        return session.client("sts", region_name=region, endpoint_url=endpoint, config=config)
+        client = session.client("sts", region_name=region, endpoint_url=endpoint, config=config)
+        redact.install()  # botocore's DEBUG logs would show the role's secret key
+        return client
 
 
 @dataclass(frozen=True)

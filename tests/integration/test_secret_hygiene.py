@@ -101,8 +101,8 @@ def secrets(
 
     real_get = TokenCache.get
 
-    def spy_get(self: TokenCache, host: str, port: int, user: str, region: str) -> Token:
-        token = real_get(self, host, port, user, region)
+    def spy_get(self: TokenCache, *args: Any, **kwargs: Any) -> Token:
+        token = real_get(self, *args, **kwargs)
         found.add_token(token.value)
         return token
 
@@ -272,17 +272,23 @@ def test_check_connect_output_leaks_nothing(secrets: Secrets, stack: Stack) -> N
     assert not leaks, "\n".join(sorted(set(leaks)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="botocore at DEBUG logs signed STS requests (session token) and AssumeRole "
-    "responses (the role's secret key): not iamdb's logger, not yet filtered by iamdb",
-)
 def test_botocore_debug_wire_logs_leak_nothing(secrets: Secrets, caplog: Any) -> None:
-    """botocore's own DEBUG logs (iamdb's STS calls, pymongo-auth-aws's signing): a known gap."""
+    """botocore's own DEBUG logs are filtered: iamdb's STS call (AssumeRole's response holds
+    the role's secret key), pymongo-auth-aws's signing (the role's session token) and the
+    fleet limiter's DynamoDB UpdateItem (the function's session token)."""
     iamdb.get_mongo().get_default_database().hygiene.count_documents({})
+    assert iamdb.get_pg().execute("SELECT 1").fetchone() == (1,)
+    fleet = iamdb.registry.default.admission.fleet
+    assert fleet is not None and fleet.fail_opens == 0
     _see_logs(secrets, caplog, botocore=True)
     leaks = secrets.leaks()
     assert not leaks, "\n".join(sorted(set(leaks)))
+    messages = [r.getMessage() for r in caplog.records if _client_side(r.name, BOTOCORE)]
+    # DEBUG was really on, and each path went through botocore's loggers:
+    assert any("<SecretAccessKey><redacted></SecretAccessKey>" in m for m in messages)
+    assert any("OperationModel(name=UpdateItem)" in m for m in messages)
+    assert any("x-mongodb-server-nonce:" in m for m in messages)  # pymongo-auth-aws signing
+    assert len(secrets.roles) == 1 and secrets.tokens
 
 
 def test_the_detector_sees_a_logged_token(secrets: Secrets, caplog: Any) -> None:
