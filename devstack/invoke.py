@@ -36,6 +36,7 @@ from typing import IO, Any
 
 from devstack.runtime_api import Invocation, RuntimeApi
 from devstack.template import FunctionSpec, Template, TemplateError, load_samconfig
+from devstack.xray import XRayDaemon
 
 REPO = Path(__file__).resolve().parent.parent
 INIT_TIMEOUT_S = 10.0  # Lambda's limit for the init phase
@@ -121,12 +122,25 @@ def runtime_paths(python: str, version: str, cache: Path) -> list[str]:
     if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
         paths = sysconfig.get_paths()
         return list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
-    target = cache / f"python{version}"
+    return [str(pip_target(python, list(RUNTIME_PACKAGES), cache / f"python{version}"))]
+
+
+def function_paths(spec: FunctionSpec, python: str, cache: Path) -> list[str]:
+    """The function's own dependencies (``requirements.txt`` beside its code), as sam build
+    installs them into the function's artifact; none when it has no requirements file."""
+    requirements = spec.code_uri / "requirements.txt"
+    if not requirements.exists():
+        return []
+    return [str(pip_target(python, ["-r", str(requirements)], cache / spec.logical_id))]
+
+
+def pip_target(python: str, args: list[str], target: Path) -> Path:
+    """``target`` filled once with ``pip install --target`` (again when ``args`` change)."""
     stamp = target / ".installed"
-    wanted = "\n".join(RUNTIME_PACKAGES)
+    wanted = "\n".join(args + [Path(a).read_text() for a in args if a.endswith(".txt")])
     if not stamp.exists() or stamp.read_text() != wanted:
         shutil.rmtree(target, ignore_errors=True)
-        print(f"invoke: installing the runtime's packages for python{version}", file=sys.stderr)
+        print(f"invoke: installing {' '.join(args)} for {python}", file=sys.stderr)
         result = subprocess.run(
             [
                 python,
@@ -138,7 +152,7 @@ def runtime_paths(python: str, version: str, cache: Path) -> list[str]:
                 "--target",
                 str(target),
                 "--only-binary=:all:",
-                *RUNTIME_PACKAGES,
+                *args,
             ],
             capture_output=True,
             text=True,
@@ -146,9 +160,9 @@ def runtime_paths(python: str, version: str, cache: Path) -> list[str]:
             check=False,
         )
         if result.returncode != 0:
-            raise InvokeError(f"cannot install {RUNTIME_PACKAGES} for {python}:\n{result.stderr}")
+            raise InvokeError(f"cannot install {' '.join(args)} for {python}:\n{result.stderr}")
         stamp.write_text(wanted)
-    return [str(target)]
+    return target
 
 
 def build_layers(out: Path | None = None) -> dict[str, Path]:
@@ -300,6 +314,8 @@ class Environment:
         self._proc: subprocess.Popen[bytes] | None = None
         self._pump: threading.Thread | None = None
         self._output_tail: list[str] = []
+        # Tracing: Active: the function's X-Ray SDK sends its segments here (kept across restarts)
+        self.xray = XRayDaemon() if spec.tracing else None
 
     def invoke(self, event: bytes) -> Result:
         """Send one event; start the process first when there is none (a cold start)."""
@@ -311,6 +327,12 @@ class Environment:
         return self._wait(inv, init_ms)
 
     def close(self) -> None:
+        """Stop the process, the Runtime API and the X-Ray daemon (its documents stay readable)."""
+        self._stop()
+        if self.xray is not None:
+            self.xray.close()
+
+    def _stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL) and the Runtime API."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
@@ -333,8 +355,8 @@ class Environment:
         self.close()
 
     def _start(self) -> float:
-        self.close()
-        self._api = RuntimeApi()
+        self._stop()
+        self._api = RuntimeApi(sampled=self.spec.tracing)
         self._api.start()
         code_dir = self.spec.code_uri
         env = function_environment(
@@ -345,6 +367,9 @@ class Environment:
             runtime_api=self._api.address,
             caller_env=os.environ,
         )
+        if self.xray is not None:  # Lambda's reserved variables of a traced function
+            env["AWS_XRAY_DAEMON_ADDRESS"] = self.xray.address
+            env["AWS_XRAY_CONTEXT_MISSING"] = "LOG_ERROR"
         started = time.monotonic()
         self._output_tail = []
         self._proc = subprocess.Popen(
@@ -363,14 +388,14 @@ class Environment:
             if self._api.init_error_event.is_set() or self._proc.poll() is not None:
                 break
             if time.monotonic() > deadline:
-                self.close()
+                self._stop()
                 raise _init_failure(
                     "Runtime.InitTimeout",
                     f"init did not finish within {self._init_timeout_s:g} s",
                 )
         if not self._api.polled.is_set():
             error = self._init_error()
-            self.close()
+            self._stop()
             raise _init_failure(str(error["errorType"]), str(error["errorMessage"]))
         return (time.monotonic() - started) * 1000
 
@@ -398,11 +423,11 @@ class Environment:
         limit = self.spec.timeout_s + 1.0  # pickup is immediate for a warm process
         while not inv.done.wait(0.01):
             if self._proc.poll() is not None:
-                self.close()
+                self._stop()
                 return self._failed(inv, init_ms, "Runtime.ExitError", "the runtime exited")
             started = inv.started or submitted
             if time.monotonic() - started > (self.spec.timeout_s if inv.started else limit):
-                self.close()  # Lambda discards an environment whose invocation timed out
+                self._stop()  # Lambda discards an environment whose invocation timed out
                 message = f"Task timed out after {self.spec.timeout_s:.2f} seconds"
                 return self._failed(inv, init_ms, "Sandbox.Timedout", message, timed_out=True)
         duration = ((inv.finished or time.monotonic()) - (inv.started or submitted)) * 1000
@@ -516,7 +541,11 @@ def prepare(
                 file=sys.stderr,
             )
     layers = [str(layer_dir(lid, dict(layer_dirs or {}), template)) for lid in spec.layers]
-    paths = [*layers, *runtime_paths(chosen, version, REPO / "build" / "runtime")]
+    paths = [
+        *function_paths(spec, chosen, REPO / "build" / "functions"),
+        *layers,
+        *runtime_paths(chosen, version, REPO / "build" / "runtime"),
+    ]
     if env_vars is not None and not env_vars.exists():
         raise InvokeError(f"--env-vars file {env_vars} does not exist (is devstack up?)")
     return Prepared(spec, chosen, paths, read_env_vars(env_vars, logical_id))

@@ -36,13 +36,16 @@ class Invocation:
     outcome: str | None = None  # "response" or "error"
     body: bytes = b""
     error_type: str | None = None
+    trace_header: str = ""  # Lambda-Runtime-Trace-Id, set at pickup
     done: threading.Event = field(default_factory=threading.Event)
 
 
 class RuntimeApi:
     """Serve the Runtime API on 127.0.0.1 (a free port) until :meth:`stop`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, sampled: bool = False) -> None:
+        """``sampled``: the function has ``Tracing: Active`` (its trace headers say Sampled=1)."""
+        self._sampled = sampled
         self._pending: queue.Queue[Invocation | None] = queue.Queue()
         self._by_id: dict[str, Invocation] = {}
         self._lock = threading.Lock()
@@ -68,6 +71,11 @@ class RuntimeApi:
         self._pending.put(None)  # wakes a waiting `next`, which then answers 500
         self._server.shutdown()
         self._server.server_close()
+
+    def trace_header(self) -> str:
+        """A new invocation's ``_X_AMZN_TRACE_ID``, as Lambda's X-Ray integration makes it."""
+        root = f"1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}"
+        return f"Root={root};Parent={uuid.uuid4().hex[:16]};Sampled={int(self._sampled)}"
 
     def submit(self, event: bytes, *, timeout_s: float, function_arn: str) -> Invocation:
         """Queue ``event``; the runtime gets it with a deadline ``timeout_s`` after pickup."""
@@ -131,13 +139,14 @@ def _handler_class(api: RuntimeApi) -> type[BaseHTTPRequestHandler]:
                 self._reply(500, {"errorMessage": "runtime API stopping"})
                 return
             inv.started = time.monotonic()
+            inv.trace_header = api.trace_header()
             timeout_ms = inv.deadline_ms - int(time.time() * 1000)
             inv.deadline_ms = int(time.time() * 1000) + max(timeout_ms, 0)
             headers = {
                 "Lambda-Runtime-Aws-Request-Id": inv.request_id,
                 "Lambda-Runtime-Deadline-Ms": str(inv.deadline_ms),
                 "Lambda-Runtime-Invoked-Function-Arn": inv.function_arn,
-                "Lambda-Runtime-Trace-Id": f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}",
+                "Lambda-Runtime-Trace-Id": inv.trace_header,
             }
             self._send(200, inv.event, headers)
 

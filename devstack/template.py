@@ -149,6 +149,7 @@ class FunctionSpec:
     timeout_s: int
     architecture: str
     policy_statements: list[dict[str, Any]]
+    tracing: bool = False  # Tracing: Active (X-Ray)
 
     @property
     def arn(self) -> str:
@@ -353,6 +354,7 @@ class Template:
             timeout_s=int(props["Timeout"]),
             architecture=str(architectures[0]),
             policy_statements=_statements(props.get("Policies")),
+            tracing=props.get("Tracing") == "Active",
         )
 
     def _layers(self, logical_id: str, raw: list[Any]) -> tuple[list[str], list[str]]:
