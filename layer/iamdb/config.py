@@ -55,6 +55,7 @@ class Settings:
     connect_rate: float = 200.0  # new IAM logins per second per database endpoint
     throttle_table: str | None = None  # DynamoDB table of the fleet-wide limiter; None: off
     auth_retries: int = 3  # retries of a refused login (0: none)
+    metrics_namespace: str | None = None  # CloudWatch namespace of iamdb's EMF metrics; None: off
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         connect_rate=_connect_rate(env),
         throttle_table=_throttle_table(env),
         auth_retries=int(_number(env, "IAMDB_AUTH_RETRIES", 3, low=0, high=10, integer=True)),
+        metrics_namespace=_metrics_namespace(env),
     )
 
 
@@ -136,6 +138,26 @@ def _throttle_table(env: Mapping[str, str]) -> str | None:
             f"expected a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -), got {value!r:.80}",
         )
     return value
+
+
+# CloudWatch: 1-255 of letters, digits and . - _ / # : space; "AWS/" is reserved for AWS.
+_NAMESPACE = re.compile(r"(?!AWS/)[A-Za-z0-9.\-_/#: ]{1,255}", re.ASCII)
+
+
+def _metrics_namespace(env: Mapping[str, str]) -> str | None:
+    """``IAMDB_METRICS_NAMESPACE``, else Powertools' ``POWERTOOLS_METRICS_NAMESPACE``, else None."""
+    for var in ("IAMDB_METRICS_NAMESPACE", "POWERTOOLS_METRICS_NAMESPACE"):
+        value = _get(env, var)
+        if value is None:
+            continue
+        if not _NAMESPACE.fullmatch(value):
+            raise ConfigError(
+                var,
+                "expected a CloudWatch namespace: 1-255 of A-Z a-z 0-9 . - _ / # : and space, "
+                f"not starting with AWS/, got {value!r:.80}",
+            )
+        return value
+    return None
 
 
 def load_sql_config(

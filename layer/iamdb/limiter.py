@@ -30,6 +30,7 @@ from iamdb.retry import DecorrelatedJitter, run_with_retries
 if TYPE_CHECKING:
     from iamdb.config import SqlConfig
     from iamdb.fleet import FleetLimiter
+    from iamdb.telemetry import Probe
 
 T = TypeVar("T")
 
@@ -177,22 +178,43 @@ class Admission:
                 return now + max(0.0, left - DEADLINE_MARGIN)
         return now + self._bound_factor * cfg.connect_timeout
 
-    def permit(self, cfg: SqlConfig, deadline: float) -> None:
+    def permit(self, cfg: SqlConfig, deadline: float, probe: Probe | None = None) -> None:
         """Wait for the permits of one new login to ``cfg``'s signing endpoint."""
+        start = self._clock()
         endpoint = f"{cfg.signing_host.lower()}:{cfg.signing_port}"
         self.limiter.acquire(endpoint, deadline)
+        failed_open = False
         if self.fleet is not None:
-            self.fleet.acquire(endpoint, self.limiter.rate, deadline)
+            failed_open = self.fleet.acquire(endpoint, self.limiter.rate, deadline) is None
+        if probe is not None:
+            probe.count("ThrottleWaitMs", 1000.0 * max(0.0, self._clock() - start))
+            if failed_open:
+                probe.count("LimiterFailOpen")
 
-    def login(self, cfg: SqlConfig, attempt: Callable[[Callable[[], None]], T]) -> T:
+    def login(
+        self,
+        cfg: SqlConfig,
+        attempt: Callable[[Callable[[], None]], T],
+        probe: Probe | None = None,
+    ) -> T:
         """Run ``attempt`` (one login), retrying refusals as configured.
 
         ``attempt`` receives the function that waits for this login's permits; it calls it
         unless the login reuses a token the server already accepted (those are not counted).
+        ``probe`` counts the waits, retries and fleet fail-opens (metrics).
         """
         deadline = self.deadline(cfg)
+        tries = 0
+
+        def once() -> T:
+            nonlocal tries
+            tries += 1
+            if tries > 1 and probe is not None:
+                probe.count("AuthRetries")
+            return attempt(lambda: self.permit(cfg, deadline, probe))
+
         return run_with_retries(
-            lambda: attempt(lambda: self.permit(cfg, deadline)),
+            once,
             retries=self.retries,
             deadline=deadline,
             backoff=self._backoff(),

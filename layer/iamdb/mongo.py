@@ -26,10 +26,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
+from iamdb import redact
 from iamdb.credentials import CredentialResolver, Credentials
 from iamdb.errors import AuthError, ConfigError, ConnectError, IamDbError
 from iamdb.log import logger
@@ -37,6 +39,8 @@ from iamdb.sts import StsClient
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
+
+    from iamdb.telemetry import Probe
 
 EXTERNAL = "$external"
 MECHANISM = "MONGODB-AWS"
@@ -328,7 +332,9 @@ def open_client(cfg: MongoConfig, lease: Lease, environ: Mapping[str, str]) -> M
         from pymongo import errors
     except ImportError:
         raise ConfigError(cfg.prefix + "URI", "pymongo is not installed (iamdb[mongo])") from None
+    redact.install()  # pymongo-auth-aws signs with botocore's SigV4 during the ping
     kwargs = client_options(cfg, lease.credentials, environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+    kwargs["event_listeners"] = [_refusal_watch()]
     try:
         client: MongoClient[Any] = pymongo.MongoClient(cfg.uri, connect=False, **kwargs)
     except errors.ConfigurationError as exc:
@@ -370,12 +376,17 @@ def refused(cfg: MongoConfig, lease: Lease) -> AuthError:
 
 
 def login_refused(client: Any) -> bool:
-    """Whether ``client``'s last attempt to log a socket in was refused (code 18).
+    """Whether a server refused to log one of ``client``'s sockets in (code 18).
 
-    pymongo records the error on the server's description (public ``topology_description``)
-    until the next heartbeat (``heartbeatFrequencyMS``, 10 s) replaces it, so this sees a
-    refusal from the current or the previous invocation, not one older than a heartbeat.
+    pymongo records the refusal on the server's description (``topology_description``)
+    until the next heartbeat replaces it (``heartbeatFrequencyMS``, 10 s); the listener
+    :func:`open_client` registers remembers it for the client's whole life, so a refusal
+    seen minutes ago (an environment frozen in between) still counts.
     """
+    options = getattr(client, "options", None)
+    for listener in getattr(options, "event_listeners", ()):
+        if getattr(listener, "refused", False):
+            return True
     description = getattr(client, "topology_description", None)
     if description is None:
         return False
@@ -383,6 +394,26 @@ def login_refused(client: Any) -> bool:
         if getattr(server.error, "code", None) == 18:
             return True
     return False
+
+
+def _refusal_watch() -> Any:
+    """A pymongo server listener that remembers a refused login (see :func:`login_refused`)."""
+    from pymongo.monitoring import ServerListener
+
+    class RefusalWatch(ServerListener):
+        refused = False
+
+        def opened(self, event: Any) -> None:
+            pass
+
+        def closed(self, event: Any) -> None:
+            pass
+
+        def description_changed(self, event: Any) -> None:
+            if getattr(event.new_description.error, "code", None) == 18:
+                self.refused = True
+
+    return RefusalWatch()
 
 
 def _short(exc: BaseException) -> str:
@@ -402,8 +433,10 @@ class MongoHandle:
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
         opener: Callable[[MongoConfig, Lease, Mapping[str, str]], MongoClient[Any]] = open_client,
+        probe: Probe | None = None,
     ) -> None:
         self.cfg = cfg
+        self.probe = probe  # metrics and subsegments (None: neither)
         self._sts = sts
         self._resolver = resolver
         self._environ = environ
@@ -461,6 +494,8 @@ class MongoHandle:
             logger.warning(
                 "%s: MongoDB refused a new login; assuming the role again", self.cfg.label
             )
+            self._count("AuthFailures")
+            self._count("AuthRetries")
         try:
             return self._swap(now)
         except IamDbError as exc:
@@ -484,14 +519,23 @@ class MongoHandle:
 
     def _swap(self, now: float) -> MongoClient[Any]:
         env = os.environ if self._environ is None else self._environ
-        lease = fetch_lease(self.cfg, self._sts, self._resolver)
+        with self._span("credentials"):
+            lease = fetch_lease(self.cfg, self._sts, self._resolver)
+        if self.cfg.role_arn is not None:
+            self._count("CredentialRefreshes")
         left = lease.left(now)
         if left <= self.cfg.refresh_seconds:
             raise AuthError(
                 f"{self.cfg.label}: STS issued credentials for {lease.principal} that expire in "
                 f"{left:.0f} s, within {self.cfg.prefix}REFRESH_SECONDS={self.cfg.refresh_seconds}"
             )
-        client = self._opener(self.cfg, lease, env)
+        try:
+            with self._span("connect"):
+                client = self._opener(self.cfg, lease, env)
+        except AuthError:
+            self._count("AuthFailures")
+            raise
+        self._count("ConnectionsOpened")
         old, old_lease = self._client, self._lease
         if old is not None and old_lease is not None:
             self._retired.append((old, old_lease))  # closed on the next call: maybe mid-cursor
@@ -507,6 +551,13 @@ class MongoHandle:
             "" if lease.expires_at is None else f", credentials expire in {left:.0f} s",
         )
         return client
+
+    def _count(self, metric: str) -> None:
+        if self.probe is not None:
+            self.probe.count(metric)
+
+    def _span(self, what: str) -> AbstractContextManager[None]:
+        return nullcontext() if self.probe is None else self.probe.span(what)
 
     def _valid(self, now: float) -> bool:
         """Whether the current client may be handed out as it is."""

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 from iamdb.config import Engine, Settings, SqlConfig, load_settings, load_sql_config
 from iamdb.credentials import CredentialResolver, default_resolver
 from iamdb.errors import ConfigError
-from iamdb.log import WarnOnce, apply_level
+from iamdb.log import WarnOnce, apply_level, join_powertools_logger
 from iamdb.managed import Driver, ManagedConnection
 from iamdb.snapstart import register_after_restore
+from iamdb.telemetry import Telemetry
 from iamdb.tokens import TokenCache
 
 if TYPE_CHECKING:
@@ -56,23 +57,37 @@ class Registry:
         self._tokens: TokenCache | None = None
         self._mongo: dict[str | None, MongoHandle] = {}
         self._sts: StsClient | None = None
+        self._telemetry: Telemetry | None = None
+        self._joined_powertools = False
         self.warn_once = WarnOnce()
 
     def get_pg(self, name: str | None = None) -> PgConnection:
         """The PostgreSQL connection for ``IAMDB_PG_*`` (or ``IAMDB_PG_<NAME>_*``)."""
-        conn: PgConnection = self.managed("pg", name).get()
+        conn: PgConnection = self._get_sql("pg", name)
         return conn
 
     def get_mysql(self, name: str | None = None) -> Any:
         """The PyMySQL connection for ``IAMDB_MYSQL_*`` (or ``IAMDB_MYSQL_<NAME>_*``)."""
-        return self.managed("mysql", name).get()
+        return self._get_sql("mysql", name)
 
     def get_mongo(self, name: str | None = None) -> MongoClient[Any]:
         """The pymongo client for ``IAMDB_MONGO_*`` (or ``IAMDB_MONGO_<NAME>_*``)."""
         handle = self._mongo.get(name)
         if handle is None:
             handle = self.mongo_handle(name)
-        return handle.get()
+        try:
+            return handle.get()
+        finally:
+            if handle.probe is not None:
+                handle.probe.flush()  # one EMF record for what this call did, if anything
+
+    def _get_sql(self, engine: Engine, name: str | None) -> Any:
+        managed = self.managed(engine, name)
+        try:
+            return managed.get()
+        finally:
+            if managed.probe is not None:
+                managed.probe.flush()  # one EMF record for what this call did, if anything
 
     def mongo_handle(self, name: str | None = None) -> MongoHandle:
         """The :class:`~iamdb.mongo.MongoHandle` behind a Mongo instance (config read once)."""
@@ -91,6 +106,7 @@ class Registry:
                     resolver=self._resolver,
                     environ=self._environ,
                     clock=self._clock,
+                    probe=self.telemetry.probe("mongo", name),
                 )
                 self._mongo[name] = found
             return found
@@ -128,7 +144,22 @@ class Registry:
         if self._settings is None:
             self._settings = load_settings(self._environ)
             apply_level(self._settings.log_level)
+            self._join_powertools_logger()
         return self._settings
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """Metrics and subsegments (see :mod:`iamdb.telemetry`), shared by every instance."""
+        if self._telemetry is None:
+            self._telemetry = Telemetry(self.settings.metrics_namespace, self.warn_once)
+        return self._telemetry
+
+    def _join_powertools_logger(self) -> None:
+        """Log through the application's Powertools Logger once it has made one."""
+        if not self._joined_powertools and self._environ is None:
+            self._joined_powertools = join_powertools_logger(
+                keep_level=self.settings.log_level is not None
+            )
 
     @property
     def admission(self) -> Admission:
@@ -174,6 +205,7 @@ class Registry:
                 "context", "expected the Lambda context (with get_remaining_time_in_millis)"
             )
         self._remaining_ms = remaining
+        self._join_powertools_logger()  # the handler's Logger may be newer than iamdb's first use
 
     def reset(self) -> None:
         """Close and forget every connection, token, cached credential and setting."""
@@ -182,7 +214,7 @@ class Registry:
             mongo, self._mongo = self._mongo, {}
             if self._sts is not None:
                 self._sts.reset()  # its boto3 client holds the credentials it was made with
-            self._settings, self._tokens = None, None
+            self._settings, self._tokens, self._telemetry = None, None, None
             self._admission, self._remaining_ms = None, None
             self._resolver.reset()
             self.warn_once.clear()
@@ -211,6 +243,7 @@ class Registry:
             clock=self._clock,
             idle_seconds=self.settings.healthcheck_idle_seconds,
             admission=self.admission,
+            probe=self.telemetry.probe(engine, name),
         )
 
     def _driver(self, engine: Engine) -> Driver[Any]:

@@ -79,10 +79,19 @@ class TokenCache:
         self.signed_count = 0
         """How many tokens this cache has signed (tests, metrics)."""
 
-    def get(self, host: str, port: int, user: str, region: str) -> Token:
+    def get(
+        self,
+        host: str,
+        port: int,
+        user: str,
+        region: str,
+        *,
+        on_sign: Callable[[], None] | None = None,
+    ) -> Token:
         """A fresh token for ``user`` at ``host:port``; signs only when needed.
 
-        ``host`` is the name the token is signed for (the real RDS endpoint).
+        ``host`` is the name the token is signed for (the real RDS endpoint); ``on_sign`` is
+        called when this call signed a new token (metrics).
         """
         creds = self._resolver.resolve()
         identity = (creds.access_key, creds.fingerprint())
@@ -107,7 +116,9 @@ class TokenCache:
             token = Token(value, now, creds.access_key)
             self._entries[key] = token
             self.signed_count += 1
-            return token
+        if on_sign is not None:
+            on_sign()
+        return token
 
     def invalidate(self, host: str, port: int, user: str, region: str) -> None:
         """Forget the token(s) of an endpoint and user, e.g. after the server refused one."""

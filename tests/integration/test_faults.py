@@ -281,18 +281,19 @@ def test_dynamodb_5xx_fails_open(dynamodb_proxy: FaultProxy) -> None:
 # -- 5. the Mongo peer refusing credentials mid-run -------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(params=["600000", "500"], ids=["refusal-on-record", "heartbeat-cleared"])
 def revocable(
-    stack: Stack, sts_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, sts_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch, request: Any
 ) -> Iterator[Any]:
     """The Mongo peer, with the role's user restored whatever the test did.
 
-    A long heartbeat keeps pymongo's monitor from replacing the refusal it recorded on the
-    server's description before the next ``get_mongo()`` looks (it would after 10 s).
+    With a long heartbeat the refusal stays on pymongo's server description until the next
+    ``get_mongo()``; with a 0.5 s one the monitor clears it first (as a frozen environment's
+    would after 10 s), and only iamdb's listener remembers it.
     """
     peer = stack.mongo
     assert peer is not None
-    uri = mongo_uri(stack, peer.port, heartbeatFrequencyMS="600000")
+    uri = mongo_uri(stack, peer.port, heartbeatFrequencyMS=request.param)
     monkeypatch.setenv("IAMDB_MONGO_URI", uri)
     iamdb.reset()
     try:
@@ -314,6 +315,17 @@ def drop_sockets(peer: Any) -> None:
     assert done.wait(5)
 
 
+def wait_for_heartbeat_to_clear(client: Any) -> None:
+    """Until pymongo's monitor replaced the refused server's description with a healthy one."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        servers = client.topology_description.server_descriptions().values()
+        if all(server.error is None for server in servers):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the heartbeat never cleared the refusal")
+
+
 def test_revoked_role_reassumes_once_then_auth_error(revocable: Any, sts_proxy: FaultProxy) -> None:
     mongo_round_trip()
     client = iamdb.get_mongo()
@@ -323,6 +335,8 @@ def test_revoked_role_reassumes_once_then_auth_error(revocable: Any, sts_proxy: 
     with pytest.raises(OperationFailure) as info:  # the running invocation sees the refusal
         client.get_default_database().faults.find_one({})
     assert info.value.code == 18
+    if client.options.heartbeat_frequency < 1:
+        wait_for_heartbeat_to_clear(client)
     # The next invocation: iamdb assumes the role once more, the server refuses that too.
     with pytest.raises(AuthError, match=MONGO_ROLE_ARN):
         iamdb.get_mongo()
