@@ -6,13 +6,14 @@
 - mongo: cold get_mongo() by phase, warm get_mongo(), new-socket login against pymongo's
   boto3-session-per-socket path (starts its own devstack);
 - layer: layer size per architecture, cold import with/without ``.pyc``, local invoke overhead;
+- observability: cold and warm cost of logging, metrics and tracing through Powertools;
 - burst: 60 cold environments logging in at once to a server limiting new IAM logins to
   10/s: naive, retry-only and iamdb's limiters (starts its own devstack).
 """
 
 from __future__ import annotations
 
-from bench import burst, layer, mongo, signing, sql
+from bench import burst, layer, mongo, observability, signing, sql
 
 
 def main() -> None:
@@ -20,6 +21,7 @@ def main() -> None:
     sql.main()
     mongo.main()
     layer.main()
+    observability.main()
     burst.main()
 
 
