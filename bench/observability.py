@@ -4,7 +4,9 @@
   not use Powertools against one whose handler already made a ``Logger``, ``Metrics`` and an
   enabled ``Tracer`` (a local X-Ray daemon receives the subsegment) with a metrics namespace
   set: the difference is iamdb joining the Logger, printing one EMF record and one
-  subsegment. The application's own import of Powertools is not counted (it pays it anyway).
+  subsegment. Not counted, as they are paid with or without iamdb: the application's import
+  of Powertools, the import of psycopg and iamdb, and X-Ray's patching of libraries (the
+  Tracer is made with ``auto_patch=False``).
 - Warm: ``get_pg()`` on a live connection with metrics on against off (nothing to print).
 
 Run: ``python -m bench.observability`` (starts and stops its own devstack).
@@ -28,9 +30,10 @@ import contextlib, sys, time
 handler = contextlib.nullcontext()
 if sys.argv[1] == "powertools":
     from aws_lambda_powertools import Logger, Metrics, Tracer
-    logger, metrics, tracer = Logger(), Metrics(), Tracer()
+    # auto_patch=False: X-Ray's own wrapping of psycopg is the Tracer's cost, not iamdb's
+    logger, metrics, tracer = Logger(), Metrics(), Tracer(auto_patch=False)
     handler = tracer.provider.in_subsegment("## handler")  # as capture_lambda_handler does
-import iamdb
+import iamdb, iamdb.pg, iamdb.registry, psycopg  # imported alike in both modes: not measured
 t = time.perf_counter()
 with handler:
     iamdb.get_pg().execute("SELECT 1")
