@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import re
@@ -67,6 +68,16 @@ def describe_credentials(environ: Mapping[str, str]) -> list[str]:
     ]
 
 
+def describe_metrics(registry: Registry) -> str:
+    """Where iamdb's EMF metrics go, or why there are none (see iamdb.telemetry)."""
+    namespace = registry.settings.metrics_namespace
+    if namespace is None:
+        return "metrics: off (set IAMDB_METRICS_NAMESPACE or POWERTOOLS_METRICS_NAMESPACE)"
+    if importlib.util.find_spec("aws_lambda_powertools") is None:
+        return f"metrics: namespace {namespace}, but aws_lambda_powertools is not installed: none"
+    return f"metrics: EMF through Powertools, namespace {namespace}"
+
+
 def describe(cfg: SqlConfig) -> list[str]:
     return [
         f"[{cfg.label}] ({cfg.prefix}*)",
@@ -106,6 +117,11 @@ def cmd_token(args: argparse.Namespace, registry: Registry) -> int:
 def cmd_check(args: argparse.Namespace, registry: Registry) -> int:
     environ = os.environ
     print("\n".join(describe_credentials(environ)))
+    try:
+        print(describe_metrics(registry))
+    except IamDbError as exc:
+        print(f"metrics: ERROR {type(exc).__name__}: {exc}")
+        return 1
     instances = configured_instances(environ)
     if not instances:
         print("no instance configured (set IAMDB_PG_HOST or IAMDB_MYSQL_HOST)")

@@ -46,3 +46,11 @@ def test_bad_setting_exits_2_naming_the_variable(stack: Any, stack_env: Any) -> 
     result = run_iamdb({**stack.env, "IAMDB_PG_PORT": "54x"}, "token", "pg")
     assert result.returncode == 2
     assert "IAMDB_PG_PORT" in result.stderr and result.stdout == ""
+
+
+def test_check_says_where_metrics_go(stack: Any, stack_env: Any) -> None:
+    assert "metrics: off" in run_iamdb(stack.env, "check").stdout
+    shop = run_iamdb({**stack.env, "POWERTOOLS_METRICS_NAMESPACE": "Shop"}, "check")
+    assert "metrics: EMF through Powertools, namespace Shop" in shop.stdout
+    bad = run_iamdb({**stack.env, "IAMDB_METRICS_NAMESPACE": "AWS/RDS"}, "check")
+    assert bad.returncode == 1 and "IAMDB_METRICS_NAMESPACE" in bad.stdout
