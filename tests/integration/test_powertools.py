@@ -209,14 +209,25 @@ def test_mongo_credentials_and_login_are_measured_and_traced(
     assert creds["annotations"] == {"engine": "mongo", "instance": "default"}
 
 
-def test_refused_logins_count_failures_and_retries(stack_env: dict[str, str]) -> None:
+def test_refused_logins_count_failures_and_retries(
+    stack_env: dict[str, str], xray: XRayDaemon
+) -> None:
     env = {**stack_env, "IAMDB_PG_USER": "nobody_here", "IAMDB_AUTH_RETRIES": "1"}
-    lines, results, _ = run_app(env, "pg")
+    lines, results, output = run_app(env, "pg", xray=xray)
     assert results[0]["error"] == "AuthError"
     (record,) = emf_records(lines, NAMESPACE)
     assert value(record, "AuthFailures") == 2 and value(record, "AuthRetries") == 1
     assert "ConnectionsOpened" not in record
     assert len(record["ThrottleWaitMs"]) == 2  # one permit per attempt, each its own point
+    documents = xray.wait_for(
+        lambda docs: any(d.get("name") == "iamdb connect" for d in subsegments(docs))
+    )
+    (connect,) = [d for d in subsegments(documents) if d.get("name") == "iamdb connect"]
+    (exception,) = connect["cause"]["exceptions"]
+    assert connect.get("fault") or connect.get("error")
+    assert exception["type"] == "AuthError" and "nobody_here" in exception["message"]
+    for secret in (stack_env["AWS_SECRET_ACCESS_KEY"], stack_env["AWS_SESSION_TOKEN"]):
+        assert secret not in json.dumps(documents) and secret not in output
 
 
 def test_fleet_limiter_failing_open_is_counted(stack_env: dict[str, str]) -> None:
