@@ -375,18 +375,18 @@ def refused(cfg: MongoConfig, lease: Lease) -> AuthError:
     )
 
 
-def login_refused(client: Any) -> bool:
+def login_refused(client: Any, watch: Any = None) -> bool:
     """Whether a server refused to log one of ``client``'s sockets in (code 18).
 
     pymongo records the refusal on the server's description (``topology_description``)
-    until the next heartbeat replaces it (``heartbeatFrequencyMS``, 10 s); the listener
-    :func:`open_client` registers remembers it for the client's whole life, so a refusal
-    seen minutes ago (an environment frozen in between) still counts.
+    until the next heartbeat replaces it (``heartbeatFrequencyMS``, 10 s); ``watch``, the
+    listener :func:`open_client` registers (see :func:`refusal_watch`), remembers it for the
+    client's whole life, so a refusal seen minutes ago (an environment frozen in between)
+    still counts. The listener hears of it a moment later than the description shows it,
+    hence both.
     """
-    options = getattr(client, "options", None)
-    for listener in getattr(options, "event_listeners", ()):
-        if getattr(listener, "refused", False):
-            return True
+    if getattr(watch, "refused", False):
+        return True
     description = getattr(client, "topology_description", None)
     if description is None:
         return False
@@ -394,6 +394,15 @@ def login_refused(client: Any) -> bool:
         if getattr(server.error, "code", None) == 18:
             return True
     return False
+
+
+def refusal_watch(client: Any) -> Any:
+    """The refusal listener :func:`open_client` gave ``client``, or None."""
+    options = getattr(client, "options", None)
+    for listener in getattr(options, "event_listeners", ()):
+        if hasattr(listener, "refused"):
+            return listener
+    return None
 
 
 def _refusal_watch() -> Any:
@@ -447,6 +456,7 @@ class MongoHandle:
         self._lease: Lease | None = None
         self._renew_at = 0.0  # when get() must take the slow path
         self._retired: list[tuple[MongoClient[Any], Lease]] = []
+        self._watch: Any = None  # the current client's refusal listener (see login_refused)
         self.swaps = 0  # clients replaced because their credentials were due
 
     def fresh_lease(self) -> Lease:
@@ -465,7 +475,7 @@ class MongoHandle:
             client is not None
             and not self._retired
             and self._valid(self._clock())
-            and not login_refused(client)
+            and not login_refused(client, self._watch)
         ):
             return client
         with self._lock:
@@ -478,6 +488,7 @@ class MongoHandle:
             if self._client is not None and self._lease is not None:
                 clients.append((self._client, self._lease))
             self._client, self._lease, self._retired, self._renew_at = None, None, [], 0.0
+            self._watch = None
         for client, lease in clients:
             self._close_client(client, lease)
 
@@ -485,7 +496,7 @@ class MongoHandle:
         self._close_retired()
         now = self._clock()
         client, lease = self._client, self._lease
-        refused_now = client is not None and login_refused(client)
+        refused_now = client is not None and login_refused(client, self._watch)
         if client is not None and lease is not None and self._valid(now) and not refused_now:
             return client
         if refused_now:
@@ -540,7 +551,7 @@ class MongoHandle:
         if old is not None and old_lease is not None:
             self._retired.append((old, old_lease))  # closed on the next call: maybe mid-cursor
             self.swaps += 1
-        self._client, self._lease = client, lease
+        self._client, self._lease, self._watch = client, lease, refusal_watch(client)
         self._renew_at = now + left - self.cfg.refresh_seconds
         logger.info(
             "%s: logged in to %s as %s (access key %s%s)",
