@@ -225,6 +225,15 @@ class MotoAws:
             TableName=THROTTLE_TABLE,
             TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
         )
+        # moto imports its expression parser on the first UpdateItem: pay that now, not when
+        # a burst of cold environments sends thirty at once and some time out (fail open).
+        dynamodb.update_item(
+            TableName=THROTTLE_TABLE,
+            Key={"pk": {"S": "devstack#warm-up"}},
+            UpdateExpression="ADD n :one",
+            ConditionExpression="attribute_not_exists(pk) OR n < :max",
+            ExpressionAttributeValues={":one": {"N": "1"}, ":max": {"N": "10"}},
+        )
 
     def _developer_key(self) -> Credentials:
         iam = self.client("iam")
