@@ -16,6 +16,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import threading
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +123,7 @@ class MotoAws:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+        atomic_dynamodb_writes()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
         wait_until(lambda: port_open(self.port), 10, "moto")
@@ -245,6 +247,34 @@ class MotoAws:
         )
         key = iam.create_access_key(UserName=USER_NAME)["AccessKey"]
         return Credentials(key["AccessKeyId"], key["SecretAccessKey"], None, None)
+
+
+_WRITES = ("update_item", "put_item", "delete_item", "transact_write_items", "batch_write_item")
+_write_lock = threading.RLock()
+
+
+def atomic_dynamodb_writes() -> None:
+    """Make moto's DynamoDB writes atomic, as DynamoDB's are (idempotent).
+
+    moto's threaded server runs concurrent requests on threads with no lock around an
+    item's read-modify-write: 16 threads x 40 ``SET c = c + 1`` ended at 625-631 instead of
+    640. The fleet limiter's slot counter relies on DynamoDB's atomic updates, so devstack
+    serialises moto's writes (one lock for the whole backend: devstack's load is small).
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    for name in _WRITES:
+        original = getattr(DynamoDBBackend, name)
+        if getattr(original, "_devstack_atomic", False):
+            continue
+
+        @functools.wraps(original)
+        def atomic(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with _write_lock:
+                return _original(self, *args, **kwargs)
+
+        atomic._devstack_atomic = True  # type: ignore[attr-defined]
+        setattr(DynamoDBBackend, name, atomic)
 
 
 def rds_token(
