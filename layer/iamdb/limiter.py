@@ -178,7 +178,7 @@ class Admission:
                 return now + max(0.0, left - DEADLINE_MARGIN)
         return now + self._bound_factor * cfg.connect_timeout
 
-    def permit(self, cfg: SqlConfig, deadline: float, probe: Probe | None = None) -> None:
+    def permit(self, cfg: SqlConfig, deadline: float, probe: Probe) -> None:
         """Wait for the permits of one new login to ``cfg``'s signing endpoint."""
         start = self._clock()
         endpoint = f"{cfg.signing_host.lower()}:{cfg.signing_port}"
@@ -186,16 +186,15 @@ class Admission:
         failed_open = False
         if self.fleet is not None:
             failed_open = self.fleet.acquire(endpoint, self.limiter.rate, deadline) is None
-        if probe is not None:
-            probe.count("ThrottleWaitMs", 1000.0 * max(0.0, self._clock() - start))
-            if failed_open:
-                probe.count("LimiterFailOpen")
+        probe.count("ThrottleWaitMs", 1000.0 * max(0.0, self._clock() - start))
+        if failed_open:
+            probe.count("LimiterFailOpen")
 
     def login(
         self,
         cfg: SqlConfig,
         attempt: Callable[[Callable[[], None]], T],
-        probe: Probe | None = None,
+        probe: Probe,
     ) -> T:
         """Run ``attempt`` (one login), retrying refusals as configured.
 
@@ -209,7 +208,7 @@ class Admission:
         def once() -> T:
             nonlocal tries
             tries += 1
-            if tries > 1 and probe is not None:
+            if tries > 1:
                 probe.count("AuthRetries")
             return attempt(lambda: self.permit(cfg, deadline, probe))
 

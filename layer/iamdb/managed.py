@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 from iamdb.config import SqlConfig
 from iamdb.errors import AuthError
 from iamdb.log import logger
+from iamdb.telemetry import Probe, quiet_probe
 from iamdb.tokens import Token, TokenCache
 
 if TYPE_CHECKING:
     from iamdb.limiter import Admission
-    from iamdb.telemetry import Probe
 
 C = TypeVar("C")
 
@@ -63,7 +63,7 @@ class ManagedConnection(Generic[C]):
         probe: Probe | None = None,
     ) -> None:
         self.cfg = cfg
-        self.probe = probe  # metrics and subsegments (None: neither)
+        self.probe = probe or quiet_probe(cfg.engine, cfg.name)  # metrics and subsegments
         self._admission = admission  # permits + bounded retry for new logins (None: neither)
         self._driver = driver
         self._tokens = tokens
@@ -100,7 +100,7 @@ class ManagedConnection(Generic[C]):
             return True
         logger.info("%s: replacing the connection (%s)", self.cfg.label, reason)
         self._discard()
-        self._count("Reconnects")
+        self.probe.count("Reconnects")
         return False
 
     def _problem(self, conn: C, now: float) -> str | None:
@@ -119,19 +119,10 @@ class ManagedConnection(Generic[C]):
 
     def _open(self) -> C:
         """A new login: under permits of the IAM rate limiters, refusals retried (bounded)."""
-        if self.probe is None:
-            return self._admit()
         with self.probe.span("connect"):
-            return self._admit()
-
-    def _admit(self) -> C:
-        if self._admission is None:
-            return self._login(None)
-        return self._admission.login(self.cfg, self._login, self.probe)
-
-    def _count(self, metric: str) -> None:
-        if self.probe is not None:
-            self.probe.count(metric)
+            if self._admission is None:
+                return self._login(None)
+            return self._admission.login(self.cfg, self._login, self.probe)
 
     def _login(self, permit: Callable[[], None] | None) -> C:
         cfg = self.cfg
@@ -140,14 +131,14 @@ class ManagedConnection(Generic[C]):
             cfg.signing_port,
             cfg.user,
             cfg.region,
-            on_sign=None if self.probe is None else lambda: self._count("TokensSigned"),
+            on_sign=lambda: self.probe.count("TokensSigned"),
         )
         if permit is not None and token is not self.last_token:
             permit()  # only a token the server has not accepted yet counts against its rate
         try:
             conn = self._driver.connect(cfg, token.value)
         except AuthError:
-            self._count("AuthFailures")
+            self.probe.count("AuthFailures")
             # The next attempt signs anew: the credentials may have changed since.
             self._tokens.invalidate(cfg.signing_host, cfg.signing_port, cfg.user, cfg.region)
             raise
@@ -155,7 +146,7 @@ class ManagedConnection(Generic[C]):
         poller.register(self._driver.fileno(conn), _SUSPECT)
         self._conn, self._poll, self.last_token = conn, poller, token
         self.connects += 1
-        self._count("ConnectionsOpened")
+        self.probe.count("ConnectionsOpened")
         logger.info(
             "%s: logged in to %s:%s as %s (token age %.0f s)",
             cfg.label,

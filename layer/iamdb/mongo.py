@@ -26,7 +26,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
@@ -36,11 +35,11 @@ from iamdb.credentials import CredentialResolver, Credentials
 from iamdb.errors import AuthError, ConfigError, ConnectError, IamDbError
 from iamdb.log import logger
 from iamdb.sts import StsClient
+from iamdb.telemetry import Probe, quiet_probe
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
-    from iamdb.telemetry import Probe
 
 EXTERNAL = "$external"
 MECHANISM = "MONGODB-AWS"
@@ -445,7 +444,7 @@ class MongoHandle:
         probe: Probe | None = None,
     ) -> None:
         self.cfg = cfg
-        self.probe = probe  # metrics and subsegments (None: neither)
+        self.probe = probe or quiet_probe("mongo", cfg.name)  # metrics and subsegments
         self._sts = sts
         self._resolver = resolver
         self._environ = environ
@@ -505,8 +504,8 @@ class MongoHandle:
             logger.warning(
                 "%s: MongoDB refused a new login; assuming the role again", self.cfg.label
             )
-            self._count("AuthFailures")
-            self._count("AuthRetries")
+            self.probe.count("AuthFailures")
+            self.probe.count("AuthRetries")
         try:
             return self._swap(now)
         except IamDbError as exc:
@@ -530,10 +529,10 @@ class MongoHandle:
 
     def _swap(self, now: float) -> MongoClient[Any]:
         env = os.environ if self._environ is None else self._environ
-        with self._span("credentials"):
+        with self.probe.span("credentials"):
             lease = fetch_lease(self.cfg, self._sts, self._resolver)
         if self.cfg.role_arn is not None:
-            self._count("CredentialRefreshes")
+            self.probe.count("CredentialRefreshes")
         left = lease.left(now)
         if left <= self.cfg.refresh_seconds:
             raise AuthError(
@@ -541,12 +540,12 @@ class MongoHandle:
                 f"{left:.0f} s, within {self.cfg.prefix}REFRESH_SECONDS={self.cfg.refresh_seconds}"
             )
         try:
-            with self._span("connect"):
+            with self.probe.span("connect"):
                 client = self._opener(self.cfg, lease, env)
         except AuthError:
-            self._count("AuthFailures")
+            self.probe.count("AuthFailures")
             raise
-        self._count("ConnectionsOpened")
+        self.probe.count("ConnectionsOpened")
         old, old_lease = self._client, self._lease
         if old is not None and old_lease is not None:
             self._retired.append((old, old_lease))  # closed on the next call: maybe mid-cursor
@@ -562,13 +561,6 @@ class MongoHandle:
             "" if lease.expires_at is None else f", credentials expire in {left:.0f} s",
         )
         return client
-
-    def _count(self, metric: str) -> None:
-        if self.probe is not None:
-            self.probe.count(metric)
-
-    def _span(self, what: str) -> AbstractContextManager[None]:
-        return nullcontext() if self.probe is None else self.probe.span(what)
 
     def _valid(self, now: float) -> bool:
         """Whether the current client may be handed out as it is."""

@@ -78,16 +78,14 @@ class Registry:
         try:
             return handle.get()
         finally:
-            if handle.probe is not None:
-                handle.probe.flush()  # one EMF record for what this call did, if anything
+            handle.probe.flush()  # one EMF record for what this call did, if anything
 
     def _get_sql(self, engine: Engine, name: str | None) -> Any:
         managed = self.managed(engine, name)
         try:
             return managed.get()
         finally:
-            if managed.probe is not None:
-                managed.probe.flush()  # one EMF record for what this call did, if anything
+            managed.probe.flush()  # one EMF record for what this call did, if anything
 
     def mongo_handle(self, name: str | None = None) -> MongoHandle:
         """The :class:`~iamdb.mongo.MongoHandle` behind a Mongo instance (config read once)."""

@@ -90,6 +90,11 @@ class Telemetry:
         return None if self._tracer.disabled else self._tracer
 
 
+def quiet_probe(engine: str, name: str | None) -> Probe:
+    """A probe for code built outside a registry (tests): it counts nothing (no namespace)."""
+    return Telemetry(None).probe(engine, name)
+
+
 class Probe:
     """Counts one instance's metrics until :meth:`flush`, and opens its subsegments.
 
