@@ -109,7 +109,7 @@ def probe(registry: Registry, cfg: SqlConfig) -> str:
 
 def cmd_token(args: argparse.Namespace, registry: Registry) -> int:
     cfg = registry.config(args.engine, args.name)
-    token = registry.tokens.get(cfg.signing_host, cfg.signing_port, cfg.user, cfg.region)
+    token = registry.tokens.get(cfg.endpoint)
     print(token.value)
     return 0
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from iamdb.errors import ConfigError
+from iamdb.tokens import Endpoint
 
 Engine = Literal["pg", "mysql"]
 
@@ -80,6 +81,11 @@ class SqlConfig:
     def label(self) -> str:
         """``pg`` or ``pg:reporting``: how logs and errors name this instance."""
         return self.engine if self.name is None else f"{self.engine}:{self.name}"
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """What this instance's tokens are signed for."""
+        return Endpoint(self.signing_host, self.signing_port, self.user, self.region)
 
 
 def env_prefix(engine: Engine, name: str | None) -> str:

@@ -1,10 +1,11 @@
-"""AWS credentials for signing: the Lambda environment first, botocore's chain as fallback.
+"""AWS credentials for signing: the environment, the container endpoint, botocore's chain last.
 
 On Lambda the execution role's credentials are in ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY`` and ``AWS_SESSION_TOKEN``; reading them costs microseconds
-and needs no import of botocore (about half a second of cold start). Only when
-``AWS_ACCESS_KEY_ID`` is absent (a laptop with profiles or SSO, a container, an EC2
-instance) is botocore's default credential chain imported and used.
+and needs no import of botocore (about half a second of cold start). With SnapStart (and on
+ECS) they come from the container credentials endpoint instead, which iamdb asks itself
+(:mod:`iamdb._container`). Only when neither is configured (a laptop with profiles or SSO,
+an EC2 instance) is botocore's default credential chain imported and used.
 
 Secrets never appear in a repr, a log line or an error message.
 """
@@ -19,18 +20,25 @@ from iamdb.errors import ConfigError, CredentialsError
 
 TYPE_CHECKING = False  # typing itself costs ~10 ms of cold start; only the checker needs it
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import Any
 
-__all__ = ["CredentialResolver", "Credentials", "as_credentials", "default_resolver"]
+__all__ = [
+    "CredentialResolver",
+    "Credentials",
+    "as_credentials",
+    "default_resolver",
+    "expiry_seconds",
+]
 
 _ENV_KEY = "AWS_ACCESS_KEY_ID"
 _ENV_SECRET = "AWS_SECRET_ACCESS_KEY"
 _ENV_TOKEN = "AWS_SESSION_TOKEN"
 
 _WHERE = (
-    f"looked in the environment ({_ENV_KEY}, {_ENV_SECRET}, {_ENV_TOKEN}) and in botocore's "
-    "default chain (shared config/credentials files, SSO, container and instance metadata)"
+    f"looked in the environment ({_ENV_KEY}, {_ENV_SECRET}, {_ENV_TOKEN}, "
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI/_RELATIVE_URI) and in botocore's default chain "
+    "(shared config/credentials files, SSO, instance metadata)"
 )
 
 
@@ -85,6 +93,22 @@ class Credentials:
         return found
 
 
+def expiry_seconds(text: str) -> float | None:
+    """Epoch seconds of an ISO 8601 UTC instant as AWS writes ``Expiration``; None if malformed."""
+    from datetime import datetime, timezone
+
+    value = text.strip()
+    if value.endswith("Z"):
+        value = value[:-1] + "+00:00"
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=timezone.utc)
+    return instant.timestamp()
+
+
 def as_credentials(obj: object) -> Credentials:
     """Convert any object with ``access_key``/``secret_key``/``token`` attributes.
 
@@ -106,13 +130,16 @@ def as_credentials(obj: object) -> Credentials:
 
 
 class CredentialResolver:
-    """Lambda environment first, botocore's default chain only when the environment has none.
+    """The environment first, then the container endpoint, botocore's default chain last.
 
     The environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
     ``AWS_SESSION_TOKEN``) is read from ``environ`` on every call: it is cheap and picks
     up rotated credentials. botocore is never imported on that path.
 
-    Only when ``AWS_ACCESS_KEY_ID`` is absent or empty, botocore's default chain is used:
+    Without ``AWS_ACCESS_KEY_ID``, a container credentials endpoint
+    (``AWS_CONTAINER_CREDENTIALS_FULL_URI`` or ``_RELATIVE_URI``) is asked, and its answer
+    cached until shortly before it expires (:mod:`iamdb._container`). Only when neither is
+    configured, botocore's default chain is used:
     imported lazily, its credentials object created once per resolver, and
     ``get_frozen_credentials()`` called on every :meth:`resolve` so that refreshable
     credentials (SSO, assumed roles, container/instance metadata) refresh. botocore reads
@@ -121,15 +148,23 @@ class CredentialResolver:
     Thread-safe.
     """
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        """``environ``: where to read the variables; None reads ``os.environ`` live."""
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, *, clock: Callable[[], float] | None = None
+    ) -> None:
+        """``environ``: where to read the variables, None reads ``os.environ`` live; ``clock``
+        (epoch seconds) decides when container credentials are due for refresh."""
         self._environ = environ
+        self._clock = clock
         self._lock = _thread.allocate_lock()
         self._botocore: Any = None
+        self._container: Any = None
         self._last: Credentials | None = None
 
-    def resolve(self) -> Credentials:
-        """The current credentials; raises ConfigError or CredentialsError."""
+    def resolve(self, deadline: float | None = None) -> Credentials:
+        """The current credentials; raises ConfigError or CredentialsError.
+
+        ``deadline`` (clock seconds) bounds a fetch from the container endpoint, if one is due.
+        """
         env = os.environ if self._environ is None else self._environ
         key = env.get(_ENV_KEY)
         if key:
@@ -137,14 +172,29 @@ class CredentialResolver:
             if not secret:
                 raise ConfigError(_ENV_SECRET, f"missing or empty while {_ENV_KEY} is set")
             return self._remember(key, secret, env.get(_ENV_TOKEN) or None)
+        if (env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI") or "").strip() or (
+            env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") or ""
+        ).strip():
+            return self._container_source(env).get(deadline)  # type: ignore[no-any-return]
         frozen = self._from_botocore()
         return self._remember(frozen.access_key, frozen.secret_key, frozen.token)
 
     def reset(self) -> None:
-        """Forget the botocore credentials object (the next resolve builds a new one)."""
+        """Forget cached credentials and sources (the next resolve starts afresh)."""
         with self._lock:
             self._botocore = None
+            self._container = None
             self._last = None
+
+    def _container_source(self, env: Mapping[str, str]) -> Any:
+        with self._lock:
+            if self._container is None:
+                import time
+
+                from iamdb._container import ContainerCredentials
+
+                self._container = ContainerCredentials(env, self._clock or time.time)
+            return self._container
 
     def _remember(self, key: str, secret: str, token: str | None) -> Credentials:
         # Return the previous object while nothing changed, so its fingerprint is reused.

@@ -17,19 +17,21 @@ token; the caller never sees the dead one.
 
 from __future__ import annotations
 
+import itertools
 import select
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from iamdb.config import SqlConfig
 from iamdb.errors import AuthError
 from iamdb.log import logger
-from iamdb.telemetry import Probe, quiet_probe
+from iamdb.retry import DecorrelatedJitter, final_auth_error
+from iamdb.telemetry import Probe
 from iamdb.tokens import Token, TokenCache
 
 if TYPE_CHECKING:
-    from iamdb.limiter import Admission
+    from iamdb._runtime import Runtime
+    from iamdb.limiter import Deadline, Limits
 
 C = TypeVar("C")
 
@@ -41,7 +43,7 @@ class Driver(Protocol[C]):
 
     engine: str
 
-    def connect(self, cfg: SqlConfig, token: str) -> C: ...
+    def connect(self, cfg: SqlConfig, token: Token) -> C: ...
     def fileno(self, conn: C) -> int: ...
     def is_closed(self, conn: C) -> bool: ...
     def ping(self, conn: C) -> None: ...
@@ -57,30 +59,33 @@ class ManagedConnection(Generic[C]):
         driver: Driver[C],
         tokens: TokenCache,
         *,
-        clock: Callable[[], float],
+        runtime: Runtime,
         idle_seconds: float,
-        admission: Admission | None = None,
-        probe: Probe | None = None,
+        limits: Limits,
+        deadline: Deadline,
+        retries: int,
+        probe: Probe,
     ) -> None:
         self.cfg = cfg
-        self.probe = probe or quiet_probe(cfg.engine, cfg.name)  # metrics and subsegments
-        self._admission = admission  # permits + bounded retry for new logins (None: neither)
+        self.probe = probe  # metrics and subsegments
         self._driver = driver
         self._tokens = tokens
-        self._clock = clock
+        self._rt = runtime
         self._idle_seconds = idle_seconds
+        self._limits = limits
+        self._deadline = deadline
+        self._retries = retries
         self._lock = threading.Lock()
         self._conn: C | None = None
         self._poll: select.poll | None = None
         self._last_used = 0.0
-        self.connects = 0  # logins performed (the first one and every reconnect)
         self.reused = False  # whether the last get() handed out an already open connection
-        self.last_token: Token | None = None
+        self.last_token: Token | None = None  # the token the server last accepted
 
     def get(self) -> C:
         """The live connection, opening or replacing it when needed."""
         with self._lock:
-            now = self._clock()
+            now = self._rt.clock()
             conn = self._conn
             reused = conn is not None and self._healthy(conn, now)
             if conn is None or not reused:
@@ -118,44 +123,54 @@ class ManagedConnection(Generic[C]):
         return None
 
     def _open(self) -> C:
-        """A new login: under permits of the IAM rate limiters, refusals retried (bounded)."""
+        """A new login, top to bottom: for each attempt before the deadline, get the token,
+        take a permit if the server has not seen that token, connect; a refusal (which may be
+        throttling) is retried with backoff, at most ``IAMDB_AUTH_RETRIES`` times."""
+        cfg, endpoint = self.cfg, self.cfg.endpoint
+        deadline = self._deadline.at(cfg.connect_timeout)
+        started = self._rt.clock()
+        backoff = DecorrelatedJitter(uniform=self._rt.uniform)
         with self.probe.span("connect"):
-            if self._admission is None:
-                return self._login(None)
-            return self._admission.login(self.cfg, self._login, self.probe)
+            for attempt in itertools.count(1):
+                if attempt > 1:
+                    self.probe.count("AuthRetries")
+                token = self._tokens.get(endpoint, deadline=deadline, on_sign=self._signed)
+                ticket = None
+                if token is not self.last_token:  # a token the server accepted is not counted
+                    ticket = self._limits.permit(endpoint.key, deadline, self.probe)
+                try:
+                    conn = self._driver.connect(cfg, token)
+                except AuthError as exc:
+                    refusal = str(exc)
+                else:
+                    self._limits.release(ticket)
+                    self._adopt(conn, token)
+                    return conn
+                self.probe.count("AuthFailures")
+                self._tokens.invalidate(endpoint)  # the next attempt signs anew
+                delay = backoff.next_delay()
+                if attempt > self._retries or self._rt.clock() + delay > deadline:
+                    elapsed = self._rt.clock() - started
+                    raise final_auth_error(refusal, attempt, elapsed)
+                self._rt.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _login(self, permit: Callable[[], None] | None) -> C:
-        cfg = self.cfg
-        token = self._tokens.get(
-            cfg.signing_host,
-            cfg.signing_port,
-            cfg.user,
-            cfg.region,
-            on_sign=lambda: self.probe.count("TokensSigned"),
-        )
-        if permit is not None and token is not self.last_token:
-            permit()  # only a token the server has not accepted yet counts against its rate
-        try:
-            conn = self._driver.connect(cfg, token.value)
-        except AuthError:
-            self.probe.count("AuthFailures")
-            # The next attempt signs anew: the credentials may have changed since.
-            self._tokens.invalidate(cfg.signing_host, cfg.signing_port, cfg.user, cfg.region)
-            raise
+    def _signed(self) -> None:
+        self.probe.count("TokensSigned")
+
+    def _adopt(self, conn: C, token: Token) -> None:
         poller = select.poll()
         poller.register(self._driver.fileno(conn), _SUSPECT)
         self._conn, self._poll, self.last_token = conn, poller, token
-        self.connects += 1
         self.probe.count("ConnectionsOpened")
         logger.info(
             "%s: logged in to %s:%s as %s (token age %.0f s)",
-            cfg.label,
-            cfg.host,
-            cfg.port,
-            cfg.user,
-            token.age(self._clock()),
+            self.cfg.label,
+            self.cfg.host,
+            self.cfg.port,
+            self.cfg.user,
+            token.age(self._rt.clock()),
         )
-        return conn
 
     def _discard(self) -> None:
         if self._conn is not None:

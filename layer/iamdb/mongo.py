@@ -24,7 +24,6 @@ import ipaddress
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,11 +33,15 @@ from iamdb import redact
 from iamdb.credentials import CredentialResolver, Credentials
 from iamdb.errors import AuthError, ConfigError, ConnectError, IamDbError
 from iamdb.log import logger
-from iamdb.sts import StsClient
-from iamdb.telemetry import Probe, quiet_probe
+from iamdb.sts import assume_role
+from iamdb.telemetry import Probe
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
+
+    from iamdb._aws import AwsClient
+    from iamdb._runtime import Runtime
+    from iamdb.limiter import Deadline
 
 
 EXTERNAL = "$external"
@@ -54,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
 # falls back to the current client only while it has this much left.
 MIN_LEFT_SECONDS = 60.0
 _RETRY_REFRESH_SECONDS = 10.0
+_CONNECT_SECONDS = 5.0  # waits for credentials end by twice this without a Lambda context
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 _ROLE_ARN = re.compile(
@@ -284,12 +288,26 @@ class Lease:
         return float("inf") if self.expires_at is None else self.expires_at - now
 
 
-def fetch_lease(cfg: MongoConfig, sts: StsClient, resolver: CredentialResolver) -> Lease:
+@dataclass(frozen=True)
+class Sources:
+    """Where one registry's Mongo credentials come from: its AWS client, runtime, resolver."""
+
+    aws: AwsClient
+    runtime: Runtime
+    resolver: CredentialResolver
+
+
+def fetch_lease(cfg: MongoConfig, sources: Sources, deadline: float) -> Lease:
     """Assume ``cfg.role_arn`` (role authentication) or take the function's own credentials."""
     if cfg.role_arn is None:
-        return Lease(resolver.resolve(), None, "the execution role")
-    assumed = sts.assume_role(
-        cfg.role_arn, duration_seconds=cfg.session_seconds, external_id=cfg.external_id
+        return Lease(sources.resolver.resolve(deadline), None, "the execution role")
+    assumed = assume_role(
+        sources.aws,
+        sources.runtime,
+        cfg.role_arn,
+        duration_seconds=cfg.session_seconds,
+        external_id=cfg.external_id,
+        deadline=deadline,
     )
     return Lease(assumed.credentials, assumed.expires_at, cfg.role_arn)
 
@@ -436,19 +454,16 @@ class MongoHandle:
         self,
         cfg: MongoConfig,
         *,
-        sts: StsClient,
-        resolver: CredentialResolver,
-        environ: Mapping[str, str] | None = None,
-        clock: Callable[[], float] = time.time,
+        sources: Sources,
+        deadline: Deadline,
+        probe: Probe,
         opener: Callable[[MongoConfig, Lease, Mapping[str, str]], MongoClient[Any]] = open_client,
-        probe: Probe | None = None,
     ) -> None:
         self.cfg = cfg
-        self.probe = probe or quiet_probe("mongo", cfg.name)  # metrics and subsegments
-        self._sts = sts
-        self._resolver = resolver
-        self._environ = environ
-        self._clock = clock
+        self.probe = probe  # metrics and subsegments
+        self._sources = sources
+        self._deadline = deadline
+        self._clock = sources.runtime.clock
         self._opener = opener
         self._lock = threading.Lock()
         self._client: MongoClient[Any] | None = None
@@ -460,7 +475,7 @@ class MongoHandle:
 
     def fresh_lease(self) -> Lease:
         """New credentials for this instance, not used by this handle (the admin helpers)."""
-        return fetch_lease(self.cfg, self._sts, self._resolver)
+        return fetch_lease(self.cfg, self._sources, self._deadline.at(_CONNECT_SECONDS))
 
     @property
     def lease(self) -> Lease | None:
@@ -528,9 +543,8 @@ class MongoHandle:
             raise
 
     def _swap(self, now: float) -> MongoClient[Any]:
-        env = os.environ if self._environ is None else self._environ
         with self.probe.span("credentials"):
-            lease = fetch_lease(self.cfg, self._sts, self._resolver)
+            lease = fetch_lease(self.cfg, self._sources, self._deadline.at(_CONNECT_SECONDS))
         if self.cfg.role_arn is not None:
             self.probe.count("CredentialRefreshes")
         left = lease.left(now)
@@ -541,7 +555,7 @@ class MongoHandle:
             )
         try:
             with self.probe.span("connect"):
-                client = self._opener(self.cfg, lease, env)
+                client = self._opener(self.cfg, lease, self._sources.runtime.environ)
         except AuthError:
             self.probe.count("AuthFailures")
             raise
@@ -569,7 +583,7 @@ class MongoHandle:
     def _same_credentials(self) -> bool:
         lease = self._lease
         try:
-            return lease is not None and self._resolver.resolve() is lease.credentials
+            return lease is not None and self._sources.resolver.resolve() == lease.credentials
         except IamDbError:
             return False
 

@@ -18,6 +18,7 @@ from typing import Any
 from iamdb.config import SqlConfig
 from iamdb.errors import ConnectError, IamDbError
 from iamdb.failures import auth_refused, connect_failed
+from iamdb.tokens import Token
 
 MySqlConnection = Any  # PyMySQL ships no type information
 
@@ -32,7 +33,7 @@ class MySqlDriver:
     def __init__(self) -> None:
         self._contexts: dict[tuple[str, str], ssl.SSLContext] = {}
 
-    def connect(self, cfg: SqlConfig, token: str) -> MySqlConnection:
+    def connect(self, cfg: SqlConfig, token: Token) -> MySqlConnection:
         """Log in with ``token`` (cleartext plugin, TLS enforced); autocommit on."""
         import pymysql
 
@@ -42,7 +43,7 @@ class MySqlDriver:
                 host=cfg.host,
                 port=cfg.port,
                 user=cfg.user,
-                password=token,
+                password=token.value,
                 database=cfg.dbname,
                 ssl=tls,
                 ssl_disabled=tls is None,
@@ -54,7 +55,7 @@ class MySqlDriver:
                 program_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "iamdb")[:64],
             )
         except pymysql.err.MySQLError as exc:
-            raise _classify(cfg, exc, token) from None
+            raise _classify(cfg, exc, token.value) from None
         conn._read_timeout = None  # queries may run as long as the invocation allows
         conn._write_timeout = None
         return conn

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from iamdb.config import SqlConfig
 from iamdb.errors import IamDbError
 from iamdb.failures import auth_refused, connect_failed
+from iamdb.tokens import Token
 
 if TYPE_CHECKING:
     import psycopg
@@ -30,7 +31,7 @@ class PgDriver:
 
     engine = "pg"
 
-    def connect(self, cfg: SqlConfig, token: str) -> PgConnection:
+    def connect(self, cfg: SqlConfig, token: Token) -> PgConnection:
         """Log in with ``token`` over TLS as configured; autocommit on (no transaction is left
         open across invocations)."""
         import psycopg
@@ -40,7 +41,7 @@ class PgDriver:
                 host=cfg.host,
                 port=cfg.port,
                 user=cfg.user,
-                password=token,
+                password=token.value,
                 dbname=cfg.dbname or cfg.user,
                 sslmode=cfg.sslmode,
                 sslrootcert=cfg.sslrootcert,
@@ -49,7 +50,7 @@ class PgDriver:
                 autocommit=True,
             )
         except psycopg.Error as exc:
-            raise _classify(cfg, exc, token) from None
+            raise _classify(cfg, exc, token.value) from None
 
     def fileno(self, conn: PgConnection) -> int:
         return int(conn.pgconn.socket)

@@ -1,21 +1,23 @@
 """The registry behind the documented singletons ``get_pg``, ``get_mysql`` and ``reset``.
 
 One :class:`Registry` per process (``iamdb.registry.default``) holds, for each engine and
-instance name, one :class:`~iamdb.managed.ManagedConnection`, plus the token cache and
-credential resolver they share. Tests build their own ``Registry`` with a fake clock and
-environment instead of touching the default one.
+instance name, one :class:`~iamdb.managed.ManagedConnection`, plus what they share: the
+token cache, the credential resolver, the login limits, the AWS client and the deadline of
+the current invocation. Tests build their own ``Registry`` with a
+:class:`~iamdb._runtime.Runtime` of their own (fake clock, environment) instead of touching
+the default one.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from iamdb._runtime import PROCESS, Runtime
 from iamdb.config import Engine, Settings, SqlConfig, load_settings, load_sql_config
 from iamdb.credentials import CredentialResolver, default_resolver
 from iamdb.errors import ConfigError
+from iamdb.limiter import Deadline
 from iamdb.log import WarnOnce, apply_level, join_powertools_logger
 from iamdb.managed import Driver, ManagedConnection
 from iamdb.snapstart import register_after_restore
@@ -25,38 +27,34 @@ from iamdb.tokens import TokenCache
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
-    from iamdb.limiter import Admission
+    from iamdb._aws import AwsClient
+    from iamdb.limiter import Limits
     from iamdb.mongo import MongoHandle
     from iamdb.pg import PgConnection
-    from iamdb.sts import StsClient
 
 
 class Registry:
     """Connections, tokens and credentials of one process, created on first use."""
 
     def __init__(
-        self,
-        *,
-        environ: Mapping[str, str] | None = None,
-        clock: Callable[[], float] = time.time,
-        resolver: CredentialResolver | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        self, *, runtime: Runtime | None = None, resolver: CredentialResolver | None = None
     ) -> None:
-        self._environ = environ
-        self._clock = clock
-        self._sleep = sleep  # how the IAM login limiters wait
-        self._admission: Admission | None = None
-        self._remaining_ms: Callable[[], float] | None = None  # the Lambda context's
+        self.runtime = runtime or PROCESS
+        self._live = runtime is None  # the process itself: it may join Powertools' Logger
         self._resolver = resolver or (
-            default_resolver if environ is None else CredentialResolver(environ)
+            default_resolver
+            if runtime is None
+            else CredentialResolver(runtime.environ, clock=runtime.clock)
         )
+        self.deadline = Deadline(self.runtime.clock)
         self._lock = threading.Lock()
         self._managed: dict[tuple[str, str | None], ManagedConnection[Any]] = {}
         self._drivers: dict[str, Driver[Any]] = {}
         self._settings: Settings | None = None
         self._tokens: TokenCache | None = None
+        self._limits: Limits | None = None
+        self._aws: AwsClient | None = None
         self._mongo: dict[str | None, MongoHandle] = {}
-        self._sts: StsClient | None = None
         self._telemetry: Telemetry | None = None
         self._joined_powertools = False
         self.warn_once = WarnOnce()
@@ -89,21 +87,19 @@ class Registry:
 
     def mongo_handle(self, name: str | None = None) -> MongoHandle:
         """The :class:`~iamdb.mongo.MongoHandle` behind a Mongo instance (config read once)."""
-        from iamdb.mongo import MongoHandle, load_mongo_config
-        from iamdb.sts import StsClient, default_sts
+        from iamdb._aws import resolve_endpoint
+        from iamdb.mongo import MongoHandle, Sources, load_mongo_config
 
         with self._lock:
             found = self._mongo.get(name)
             if found is None:
-                cfg = load_mongo_config(name, self._environ)
-                if self._sts is None:
-                    self._sts = default_sts() if self._environ is None else StsClient(self._environ)
+                cfg = load_mongo_config(name, self.runtime.environ)
+                if cfg.role_arn is not None:
+                    resolve_endpoint("sts", self.runtime.environ)  # ConfigError before any call
                 found = MongoHandle(
                     cfg,
-                    sts=self._sts,
-                    resolver=self._resolver,
-                    environ=self._environ,
-                    clock=self._clock,
+                    sources=Sources(self.aws, self.runtime, self._resolver),
+                    deadline=self.deadline,
                     probe=self.telemetry.probe("mongo", name),
                 )
                 self._mongo[name] = found
@@ -123,7 +119,7 @@ class Registry:
 
     def config(self, engine: Engine, name: str | None = None) -> SqlConfig:
         """Read and validate an instance's configuration (no network)."""
-        return load_sql_config(engine, name, self._environ)
+        return load_sql_config(engine, name, self.runtime.environ)
 
     @property
     def tokens(self) -> TokenCache:
@@ -132,7 +128,7 @@ class Registry:
             settings = self.settings
             self._tokens = TokenCache(
                 resolver=self._resolver,
-                clock=self._clock,
+                clock=self.runtime.clock,
                 refresh_seconds=settings.token_refresh_seconds,
             )
         return self._tokens
@@ -140,7 +136,7 @@ class Registry:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = load_settings(self._environ)
+            self._settings = load_settings(self.runtime.environ)
             apply_level(self._settings.log_level)
             self._join_powertools_logger()
         return self._settings
@@ -154,39 +150,37 @@ class Registry:
 
     def _join_powertools_logger(self) -> None:
         """Log through the application's Powertools Logger once it has made one."""
-        if not self._joined_powertools and self._environ is None:
+        if not self._joined_powertools and self._live:
             self._joined_powertools = join_powertools_logger(
                 keep_level=self.settings.log_level is not None
             )
 
     @property
-    def admission(self) -> Admission:
-        """Permits (per-process and fleet-wide IAM login limiters) and bounded retry."""
-        if self._admission is None:
-            from iamdb.limiter import Admission, ProcessLimiter
+    def aws(self) -> AwsClient:
+        """The AWS client (DynamoDB, STS) every AWS call of this registry goes through."""
+        if self._aws is None:
+            from iamdb._aws import AwsClient
+
+            self._aws = AwsClient(self.runtime, self._resolver)
+        return self._aws
+
+    @property
+    def limits(self) -> Limits:
+        """The permits of new IAM logins: per-process buckets, and the fleet's ticket queue."""
+        if self._limits is None:
+            from iamdb.limiter import Limits
 
             settings = self.settings
             fleet = None
             if settings.throttle_table:
+                from iamdb._aws import resolve_endpoint
                 from iamdb.fleet import FleetLimiter
 
-                fleet = FleetLimiter(
-                    settings.throttle_table,
-                    environ=self._environ,
-                    resolver=self._resolver,
-                    clock=self._clock,
-                    sleep=self._sleep,
-                    warn_once=self.warn_once,
-                )
-            self._admission = Admission(
-                ProcessLimiter(settings.connect_rate, clock=self._clock, sleep=self._sleep),
-                fleet=fleet,
-                retries=settings.auth_retries,
-                remaining_ms=lambda: self._remaining_ms,
-                clock=self._clock,
-                sleep=self._sleep,
-            )
-        return self._admission
+                resolve_endpoint("dynamodb", self.runtime.environ)  # ConfigError before any call
+                table = settings.throttle_table
+                fleet = FleetLimiter(table, self.aws, self.runtime, self.warn_once)
+            self._limits = Limits(settings.connect_rate, fleet, self.runtime)
+        return self._limits
 
     def set_lambda_context(self, context: Any) -> None:
         """Bound waits for IAM login permits and retries by the invocation's remaining time.
@@ -195,14 +189,14 @@ class Registry:
         None forgets it.
         """
         if context is None:
-            self._remaining_ms = None
+            self.deadline.set_context(None)
             return
         remaining = getattr(context, "get_remaining_time_in_millis", None)
         if not callable(remaining):
             raise ConfigError(
                 "context", "expected the Lambda context (with get_remaining_time_in_millis)"
             )
-        self._remaining_ms = remaining
+        self.deadline.set_context(remaining)
         self._join_powertools_logger()  # the handler's Logger may be newer than iamdb's first use
 
     def reset(self) -> None:
@@ -210,12 +204,14 @@ class Registry:
         with self._lock:
             managed, self._managed = self._managed, {}
             mongo, self._mongo = self._mongo, {}
-            if self._sts is not None:
-                self._sts.reset()  # its boto3 client holds the credentials it was made with
+            aws, self._aws = self._aws, None
             self._settings, self._tokens, self._telemetry = None, None, None
-            self._admission, self._remaining_ms = None, None
+            self._limits = None
+            self.deadline.set_context(None)
             self._resolver.reset()
             self.warn_once.clear()
+        if aws is not None:
+            aws.close()
         for m in managed.values():
             m.close()
         for handle in mongo.values():
@@ -238,9 +234,11 @@ class Registry:
             cfg,
             self._driver(engine),
             self.tokens,
-            clock=self._clock,
+            runtime=self.runtime,
             idle_seconds=self.settings.healthcheck_idle_seconds,
-            admission=self.admission,
+            limits=self.limits,
+            deadline=self.deadline,
+            retries=self.settings.auth_retries,
             probe=self.telemetry.probe(engine, name),
         )
 

@@ -1,25 +1,22 @@
-"""Bounded retry of refused IAM logins, with decorrelated-jitter backoff.
+"""iamdb's one backoff (decorrelated jitter), and the message that ends a login's retries.
 
 A throttled IAM login looks exactly like a bad password (PostgreSQL SQLSTATE 28000, MySQL
 1045), so a refused login is retried a few times (``IAMDB_AUTH_RETRIES``, default 3): if
 it was throttling, a later attempt passes; if it was a real misconfiguration, the caller
 gets the error a second or two later, with a message that says how to tell the two apart.
+AWS calls that are throttled back off the same way.
 
 Decorrelated jitter (each delay drawn between ``base`` and three times the previous one,
 capped) spreads a fleet's retries out instead of synchronising them, as plain exponential
-backoff does. Randomness, clock and sleep are injectable; nothing here spins.
+backoff does. The random source is injectable; nothing here sleeps or spins.
 """
 
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
-from typing import TypeVar
 
 from iamdb.errors import AuthError
-
-T = TypeVar("T")
 
 THROTTLING_HINT = (
     "IAM login throttling is one possible cause: RDS counts throttled IAM logins in the "
@@ -53,34 +50,8 @@ class DecorrelatedJitter:
         return delay
 
 
-def run_with_retries(
-    attempt: Callable[[], T],
-    *,
-    retries: int,
-    deadline: float,
-    backoff: DecorrelatedJitter,
-    clock: Callable[[], float] = time.time,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """Call ``attempt()``; on AuthError retry it at most ``retries`` times, with backoff.
-
-    A retry whose backoff would end after ``deadline`` is not started. The AuthError that
-    ends the loop says how many attempts were made and how to recognise throttling. Other
-    errors (ThrottleError from a limiter, ConnectError) propagate at once.
-    """
-    started = clock()
-    tries = 0
-    while True:
-        tries += 1
-        try:
-            return attempt()
-        except AuthError as exc:
-            delay = backoff.next_delay()
-            if tries > retries or clock() + delay > deadline:
-                raise _final(exc, tries, clock() - started) from exc
-        sleep(delay)
-
-
-def _final(exc: AuthError, tries: int, elapsed: float) -> AuthError:
+def final_auth_error(refusal: str, tries: int, elapsed: float) -> AuthError:
+    """The AuthError that ends a login's retries: the last refusal, how many attempts, and
+    how to tell throttling from a real misconfiguration."""
     attempts = "1 attempt" if tries == 1 else f"{tries} attempts over {elapsed:.1f} s"
-    return AuthError(f"{str(exc).rstrip()} ({attempts}.) {THROTTLING_HINT}")
+    return AuthError(f"{refusal.rstrip()} ({attempts}.) {THROTTLING_HINT}")

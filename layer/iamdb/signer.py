@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from iamdb import credentials as _credentials
 from iamdb.errors import ConfigError
 
-__all__ = ["TOKEN_LIFETIME_SECONDS", "generate_db_auth_token"]
+__all__ = ["TOKEN_LIFETIME_SECONDS", "generate_db_auth_token", "sign_headers"]
 
 TOKEN_LIFETIME_SECONDS = 900
 """How long RDS accepts a token after its signing instant (``X-Amz-Expires``)."""
@@ -49,7 +49,7 @@ _HOST_CHARS = _ALNUM + "._-"
 _IPV6_ZONE = r"%(?:[A-Za-z0-9._!~-]|%[0-9A-Fa-f]{2})+\Z"  # compiled on use: IPv6 is rare
 
 _KEY_CACHE_MAX = 32
-_signing_keys: dict[tuple[str, str, str], bytes] = {}
+_signing_keys: dict[tuple[str, str, str, str], bytes] = {}
 
 
 def generate_db_auth_token(
@@ -111,9 +111,53 @@ def _signed_query(
         f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n"
         f"{hashlib.sha256(canonical_request.encode()).hexdigest()}"
     )
-    key = _signing_key(creds.secret_key, stamp[:8], region)
+    key = _signing_key(creds.secret_key, stamp[:8], region, _SERVICE)
     signature = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
     return f"{query}&X-Amz-Signature={signature}"
+
+
+def sign_headers(
+    method: str,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    service: str,
+    region: str,
+    credentials: _credentials.Credentials,
+    now: datetime | None = None,
+) -> dict[str, str]:
+    """SigV4-sign a request to ``/`` without query string (the JSON and Query protocols).
+
+    ``headers`` maps lower-case names to the values the request sends, ``host`` included;
+    every one of them is signed. Returns the headers to add to the request:
+    ``x-amz-date``, ``x-amz-security-token`` (when the credentials carry one) and
+    ``authorization``, equal to what botocore's ``SigV4Auth`` computes for the same request
+    and instant.
+    """
+    stamp = _timestamp(now)
+    added = {"x-amz-date": stamp}
+    if credentials.token is not None:
+        added["x-amz-security-token"] = credentials.token
+    signed = {**headers, **added}
+    names = sorted(signed)
+    canonical_headers = "".join(f"{n}:{' '.join(signed[n].split())}\n" for n in names)
+    signed_names = ";".join(names)
+    canonical_request = (
+        f"{method}\n/\n\n{canonical_headers}\n{signed_names}\n{hashlib.sha256(body).hexdigest()}"
+    )
+    scope = f"{stamp[:8]}/{region}/{service}/aws4_request"
+    try:
+        digest = hashlib.sha256(canonical_request.encode()).hexdigest()
+        key = _signing_key(credentials.secret_key, stamp[:8], region, service)
+    except UnicodeEncodeError:  # lone surrogates; the exception would hold the secret
+        raise ConfigError("credentials", "keys and token must be encodable as UTF-8") from None
+    string_to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{digest}"
+    signature = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
+    added["authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+        f"SignedHeaders={signed_names}, Signature={signature}"
+    )
+    return added
 
 
 def _signed_host(hostname: object, port: object) -> str:
@@ -205,13 +249,13 @@ def _timestamp(now: datetime | None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ")
 
 
-def _signing_key(secret_key: str, date: str, region: str) -> bytes:
+def _signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
     """The derived SigV4 key for one day, region and service, cached (bounded)."""
-    cache_key = (secret_key, date, region)
+    cache_key = (secret_key, date, region, service)
     key = _signing_keys.get(cache_key)
     if key is None:
         key = _hmac(f"AWS4{secret_key}".encode(), date)
-        for part in (region, _SERVICE, "aws4_request"):
+        for part in (region, service, "aws4_request"):
             key = _hmac(key, part)
         if len(_signing_keys) >= _KEY_CACHE_MAX:
             _signing_keys.clear()  # rare (rotation, many regions): simplest safe bound

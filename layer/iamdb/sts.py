@@ -1,16 +1,16 @@
-"""AssumeRole for iamdb: one STS client per process, clear errors, bounded jittered retries.
+"""AssumeRole for iamdb: one call done well, on iamdb's own AWS path (no boto3).
 
 ``get_mongo()`` logs in to MongoDB with the credentials of a dedicated role that the
-function's execution role assumes. This module does that one call well:
+function's execution role assumes:
 
-- one boto3 STS client per process, created on first use (boto3 costs ~0.5 s of import,
-  so never at ``import iamdb``), for the regional endpoint of ``AWS_REGION``; boto3 itself
-  honours ``AWS_ENDPOINT_URL_STS`` (devstack, VPC endpoints);
+- the call goes to the regional STS endpoint of ``AWS_REGION`` (``AWS_ENDPOINT_URL_STS``,
+  FIPS, China and GovCloud as boto3 resolves them), signed with the current credentials of
+  the execution role (rotated ones are picked up), through :class:`iamdb._aws.AwsClient`;
 - a ``RoleSessionName`` built from ``AWS_LAMBDA_FUNCTION_NAME`` and a short random suffix,
   so CloudTrail shows which function connected;
 - ``AccessDenied`` becomes :class:`~iamdb.errors.AuthError` naming the role and pointing at
-  its trust policy; throttling and 5xx answers are retried a few times with jittered
-  backoff (botocore's own retries are off, so the total is bounded and known).
+  its trust policy; throttling, 5xx answers and network trouble are retried with jittered
+  backoff, every attempt and wait inside the caller's deadline.
 
 Secrets never leave this module in a message: errors name the role, the error code and the
 request id only.
@@ -18,40 +18,23 @@ request id only.
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-import random
 import re
 import secrets
-import threading
-import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-from iamdb import redact
-from iamdb.credentials import Credentials
-from iamdb.errors import AuthError, ConfigError, ConnectError, CredentialsError
+from iamdb._aws import AwsError, retryable, xml_text
+from iamdb.credentials import Credentials, expiry_seconds
+from iamdb.errors import AuthError, ConnectError, CredentialsError, IamDbError
 from iamdb.log import logger
+from iamdb.retry import DecorrelatedJitter
+
+if TYPE_CHECKING:
+    from iamdb._aws import AwsClient
+    from iamdb._runtime import Runtime
 
 _SESSION_CHARS = re.compile(r"[^A-Za-z0-9_+=,.@-]")
 MAX_SESSION_NAME = 64
-# Error codes STS answers with when it is overloaded or throttling us: worth retrying.
-_THROTTLING = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "PriorRequestNotComplete",
-        "ServiceUnavailable",
-        "InternalFailure",
-        "InternalError",
-        "IDPCommunicationError",
-    }
-)
 _DENIED = frozenset({"AccessDenied", "AccessDeniedException"})
 _BAD_CREDENTIALS = frozenset(
     {"InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "UnrecognizedClientException"}
@@ -86,197 +69,87 @@ def session_name(function_name: str | None, suffix: str | None = None) -> str:
     return f"{base[:room]}-{suffix}"[:MAX_SESSION_NAME]
 
 
-def classify(code: str, status: int | None) -> str:
-    """``"retry"`` (throttling, 5xx), ``"denied"``, ``"credentials"`` or ``"fatal"``."""
-    if code in _THROTTLING or (status is not None and status >= 500):
-        return "retry"
-    if code in _DENIED:
-        return "denied"
-    if code in _BAD_CREDENTIALS:
-        return "credentials"
-    return "fatal"
+def assume_role(
+    aws: AwsClient,
+    runtime: Runtime,
+    role_arn: str,
+    *,
+    duration_seconds: int,
+    external_id: str | None,
+    deadline: float,
+) -> AssumedRole:
+    """AssumeRole, retried while it may succeed and the deadline allows.
 
-
-def backoff(attempt: int, rand: Callable[[], float] = random.random) -> float:
-    """Seconds to wait before retry ``attempt`` (1-based): full jitter over 0.1 s * 2^attempt."""
-    return rand() * min(2.0, 0.1 * (1 << attempt))
-
-
-class StsClient:
-    """The process's STS client (created lazily) and the AssumeRole call with retries."""
-
-    def __init__(
-        self,
-        environ: Mapping[str, str] | None = None,
-        *,
-        attempts: int = 4,
-        sleep: Callable[[float], None] = time.sleep,
-        rand: Callable[[], float] = random.random,
-        client: Any = None,
-    ) -> None:
-        """``client``: a ready STS client (tests); by default boto3's, made on first use."""
-        self._environ = environ
-        self._attempts = attempts
-        self._sleep = sleep
-        self._rand = rand
-        self._lock = threading.Lock()
-        self._client: Any = client
-
-    def assume_role(
-        self,
-        role_arn: str,
-        *,
-        duration_seconds: int,
-        external_id: str | None = None,
-        session_name_: str | None = None,
-    ) -> AssumedRole:
-        """AssumeRole with retries; raises AuthError, CredentialsError or ConnectError."""
-        env = os.environ if self._environ is None else self._environ
-        name = session_name_ or session_name(env.get("AWS_LAMBDA_FUNCTION_NAME"))
-        kwargs: dict[str, Any] = {
-            "RoleArn": role_arn,
-            "RoleSessionName": name,
-            "DurationSeconds": duration_seconds,
-        }
-        if external_id:
-            kwargs["ExternalId"] = external_id
-        client = self.client()
-        for attempt in range(1, self._attempts + 1):
-            try:
-                got = client.assume_role(**kwargs)
-            except Exception as exc:
-                error = _describe(exc)
-                if error.kind == "retry" and attempt < self._attempts:
-                    wait = backoff(attempt, self._rand)
-                    logger.info(
-                        "sts: AssumeRole %s: %s, retry %d in %.2f s",
-                        role_arn,
-                        error.code,
-                        attempt,
-                        wait,
-                    )
-                    self._sleep(wait)
-                    continue
-                raise _as_error(role_arn, error, attempt) from None
-            return _assumed(got, name)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def client(self) -> Any:
-        """The boto3 STS client, created on first use (regional endpoint of AWS_REGION)."""
-        found = self._client
-        if found is not None:
-            return found
-        with self._lock:
-            if self._client is None:
-                self._client = self._create()
-            return self._client
-
-    def reset(self) -> None:
-        """Forget the client (the next call creates a new one)."""
-        with self._lock:
-            self._client = None
-
-    def _create(self) -> Any:
-        env = os.environ if self._environ is None else self._environ
-        region = (env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "").strip()
-        if not region:
-            raise ConfigError("AWS_REGION", "not set: STS needs a region for its regional endpoint")
+    Raises AuthError (refused), CredentialsError (the caller's own credentials refused or
+    missing) or ConnectError (STS throttling, failing or unreachable until the deadline).
+    """
+    name = session_name(runtime.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+    params = {
+        "Action": "AssumeRole",
+        "RoleArn": role_arn,
+        "RoleSessionName": name,
+        "DurationSeconds": str(duration_seconds),
+    }
+    if external_id:
+        params["ExternalId"] = external_id
+    backoff = DecorrelatedJitter(uniform=runtime.uniform)
+    attempt = 0
+    while True:
+        attempt += 1
         try:
-            import boto3
-            from botocore.config import Config
-        except ImportError:
-            raise CredentialsError(
-                "boto3 is needed to assume a role (the Lambda runtime has it; elsewhere "
-                "install iamdb[mongo])"
-            ) from None
-        config = Config(
-            connect_timeout=5,
-            read_timeout=10,
-            retries={"total_max_attempts": 1},  # iamdb retries itself, bounded and logged
-            user_agent_extra="iamdb",
+            return _assumed(aws.sts(params, deadline), name)
+        except (AwsError, ConnectError) as exc:
+            failure: IamDbError = exc
+        if not retryable(failure):
+            raise _as_error(role_arn, failure, attempt)
+        delay = backoff.next_delay()
+        if runtime.clock() + delay >= deadline:
+            raise _as_error(role_arn, failure, attempt)
+        logger.info(
+            "sts: AssumeRole %s: %s, retry %d in %.2f s", role_arn, _code(failure), attempt, delay
         )
-        session = boto3.session.Session()
-        # A regional endpoint: lower latency, and it keeps working when us-east-1 does not.
-        # boto3 reads AWS_ENDPOINT_URL_STS by itself and prefers it when set.
-        endpoint = env.get("AWS_ENDPOINT_URL_STS") or None
-        client = session.client("sts", region_name=region, endpoint_url=endpoint, config=config)
-        redact.install()  # botocore's DEBUG logs would show the role's secret key
-        return client
+        runtime.sleep(delay)
 
 
-@dataclass(frozen=True)
-class _Failure:
-    kind: str
-    code: str
-    status: int | None
-    request_id: str
+def _code(exc: IamDbError) -> str:
+    return exc.code if isinstance(exc, AwsError) else type(exc).__name__
 
 
-def _describe(exc: Exception) -> _Failure:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):  # botocore ClientError
-        code = str(response.get("Error", {}).get("Code", "Unknown"))
-        meta = response.get("ResponseMetadata", {})
-        status = meta.get("HTTPStatusCode")
-        request_id = str(meta.get("RequestId", ""))
-        return _Failure(classify(code, status), code, status, request_id)
-    name = type(exc).__name__
-    if name in ("NoCredentialsError", "PartialCredentialsError", "NoAuthTokenError"):
-        return _Failure("nocredentials", name, None, "")
-    # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError...: network trouble.
-    return _Failure("retry", name, None, "")
-
-
-def _as_error(role_arn: str, error: _Failure, attempts: int) -> Exception:
-    rid = f", request id {error.request_id}" if error.request_id else ""
-    if error.kind == "denied":
+def _as_error(role_arn: str, exc: IamDbError, attempts: int) -> IamDbError:
+    code = _code(exc)
+    rid = f", request id {exc.request_id}" if isinstance(exc, AwsError) and exc.request_id else ""
+    if code in _DENIED:
         return AuthError(
-            f"STS refused AssumeRole on {role_arn} ({error.code}{rid}): the role's trust "
+            f"STS refused AssumeRole on {role_arn} ({code}{rid}): the role's trust "
             "policy must admit this function's execution role as principal (and match "
             "IAMDB_MONGO_EXTERNAL_ID if the policy has an sts:ExternalId condition), and "
             "the execution role's policy must allow sts:AssumeRole on that role"
         )
-    if error.kind == "credentials":
+    if code == "MalformedResponse":
+        return ConnectError(f"STS answered AssumeRole on {role_arn} with something unreadable{rid}")
+    if code in _BAD_CREDENTIALS:
         return CredentialsError(
-            f"STS refused the function's own credentials while assuming {role_arn} "
-            f"({error.code}{rid})"
+            f"STS refused the function's own credentials while assuming {role_arn} ({code}{rid})"
         )
-    if error.kind == "nocredentials":
-        return CredentialsError(f"no AWS credentials to call STS AssumeRole on {role_arn}")
-    if error.kind == "retry":
+    if retryable(exc):
+        detail = f"{code}{rid}" if isinstance(exc, AwsError) else str(exc)
         return ConnectError(
-            f"STS AssumeRole on {role_arn} failed {attempts} time(s), last with "
-            f"{error.code}{rid}: STS is throttling, unavailable or unreachable"
+            f"STS AssumeRole on {role_arn} failed {attempts} time(s) before the deadline, last "
+            f"with {detail}: STS is throttling, unavailable or unreachable"
         )
-    return AuthError(f"STS AssumeRole on {role_arn} failed: {error.code}{rid}")
+    return AuthError(f"STS AssumeRole on {role_arn} failed: {code}{rid}")
 
 
-def _assumed(response: Mapping[str, Any], name: str) -> AssumedRole:
-    creds = response["Credentials"]
-    expiration = creds["Expiration"]
-    if isinstance(expiration, dt.datetime):
-        if expiration.tzinfo is None:
-            expiration = expiration.replace(tzinfo=dt.timezone.utc)
-        expires_at = expiration.timestamp()
-    else:
-        expires_at = float(expiration)
-    return AssumedRole(
-        Credentials(creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]),
-        expires_at,
-        str(response.get("AssumedRoleUser", {}).get("Arn", "")),
-        name,
-    )
+def _assumed(root: object, name: str) -> AssumedRole:
+    from xml.etree.ElementTree import Element
 
-
-_default: StsClient | None = None
-_default_lock = threading.Lock()
-
-
-def default_sts() -> StsClient:
-    """The process's :class:`StsClient` (reads ``os.environ``)."""
-    global _default
-    if _default is None:
-        with _default_lock:
-            if _default is None:
-                _default = StsClient()
-    return _default
+    assert isinstance(root, Element)
+    base = "AssumeRoleResult/Credentials/"
+    key, secret = xml_text(root, base + "AccessKeyId"), xml_text(root, base + "SecretAccessKey")
+    token, expiration = xml_text(root, base + "SessionToken"), xml_text(root, base + "Expiration")
+    expires_at = expiry_seconds(expiration) if expiration else None
+    if not (key and secret and token) or expires_at is None:
+        why = "AssumeRole answered without complete Credentials"
+        raise AwsError("sts", "MalformedResponse", why, status=200)
+    arn = xml_text(root, "AssumeRoleResult/AssumedRoleUser/Arn") or ""
+    return AssumedRole(Credentials(key, secret, token), expires_at, arn, name)

@@ -15,14 +15,30 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from iamdb.credentials import CredentialResolver, default_resolver
 from iamdb.errors import ConfigError
 from iamdb.signer import TOKEN_LIFETIME_SECONDS, generate_db_auth_token
 
-__all__ = ["Token", "TokenCache"]
+__all__ = ["Endpoint", "Token", "TokenCache"]
 
-_Key = tuple[str, int, str, str, str]  # signing host, port, user, region, access key
+
+class Endpoint(NamedTuple):
+    """What a token is signed for: the RDS endpoint name and port, the database user, the region."""
+
+    host: str
+    port: int
+    user: str
+    region: str
+
+    @property
+    def key(self) -> str:
+        """``host:port`` in lower case: what RDS throttles, so what the limiters pace."""
+        return f"{self.host.lower()}:{self.port}"
+
+
+_Key = tuple[Endpoint, str]  # endpoint, access key
 
 
 @dataclass(frozen=True, repr=False)
@@ -81,21 +97,20 @@ class TokenCache:
 
     def get(
         self,
-        host: str,
-        port: int,
-        user: str,
-        region: str,
+        endpoint: Endpoint,
         *,
+        deadline: float | None = None,
         on_sign: Callable[[], None] | None = None,
     ) -> Token:
-        """A fresh token for ``user`` at ``host:port``; signs only when needed.
+        """A fresh token for ``endpoint``; signs only when needed.
 
-        ``host`` is the name the token is signed for (the real RDS endpoint); ``on_sign`` is
-        called when this call signed a new token (metrics).
+        ``endpoint.host`` is the name the token is signed for (the real RDS endpoint);
+        ``deadline`` bounds fetching credentials, if that is needed; ``on_sign`` is called
+        when this call signed a new token (metrics).
         """
-        creds = self._resolver.resolve()
+        creds = self._resolver.resolve(deadline)
         identity = (creds.access_key, creds.fingerprint())
-        key = (host, port, user, region, creds.access_key)
+        key = (endpoint, creds.access_key)
         with self._lock:
             if identity != self._identity:
                 self._entries.clear()
@@ -106,10 +121,7 @@ class TokenCache:
             if token is not None and 0 <= token.age(now) < self._refresh:
                 return token
             value = generate_db_auth_token(
-                host,
-                port,
-                user,
-                region,
+                *endpoint,
                 credentials=creds,
                 now=datetime.fromtimestamp(now, timezone.utc),
             )
@@ -120,10 +132,10 @@ class TokenCache:
             on_sign()
         return token
 
-    def invalidate(self, host: str, port: int, user: str, region: str) -> None:
-        """Forget the token(s) of an endpoint and user, e.g. after the server refused one."""
+    def invalidate(self, endpoint: Endpoint) -> None:
+        """Forget the token(s) of an endpoint, e.g. after the server refused one."""
         with self._lock:
-            for key in [k for k in self._entries if k[:4] == (host, port, user, region)]:
+            for key in [k for k in self._entries if k[0] == endpoint]:
                 del self._entries[key]
 
     def clear(self) -> None:

@@ -1,0 +1,33 @@
+"""What iamdb takes from its surroundings, as one injectable object.
+
+Every time-based decision (token age, permits, backoff, deadlines, credential expiry) reads
+the clock and sleeps through one :class:`Runtime`, and every setting comes from its
+``environ``: tests and the fleet simulation hand iamdb a runtime of their own instead of
+patching modules.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Environment, clock (epoch seconds), sleep and random source (uniform in [0, 1))."""
+
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    random: Callable[[], float] = random.random
+
+    def uniform(self, low: float, high: float) -> float:
+        """A random number in ``[low, high)``."""
+        return low + (high - low) * self.random()
+
+
+PROCESS = Runtime()
+"""The real process: ``os.environ`` (read live), ``time.time``, ``time.sleep``, ``random``."""
