@@ -1,10 +1,16 @@
-"""Fake time for tests: everything time-based in iamdb and devstack takes a clock (and sleep).
+"""Fakes for tests: time, a recording probe, runtimes.
 
-``FakeClock`` is epoch seconds that move only when told to; ``FakeTime`` adds a ``sleep``
-that records every wait and, unless frozen, advances the clock by it.
+Everything time-based in iamdb and devstack takes a clock (and sleep). ``FakeClock`` is epoch
+seconds that move only when told to; ``FakeTime`` adds a ``sleep`` that records every wait
+and, unless frozen, advances the clock by it. ``RecordingProbe`` records the metrics a
+connection counts; ``runtime()`` builds an iamdb Runtime from these.
 """
 
 from __future__ import annotations
+
+import contextlib
+
+from iamdb._runtime import Runtime
 
 START = 1_700_000_000.0
 
@@ -38,3 +44,31 @@ class FakeTime(FakeClock):
         self.sleeps.append(seconds)
         if not self.frozen:
             self.now += seconds
+
+
+class RecordingProbe:
+    """Stands in for :class:`iamdb.telemetry.Probe`: records every count, opens no subsegment."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, float] = {}
+        self.points: dict[str, list[float]] = {}
+
+    def count(self, metric: str, value: float = 1.0) -> None:
+        self.counts[metric] = self.counts.get(metric, 0.0) + value
+        self.points.setdefault(metric, []).append(value)
+
+    def flush(self) -> None:
+        pass
+
+    def span(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def __getitem__(self, metric: str) -> float:
+        return self.counts.get(metric, 0.0)
+
+
+def runtime(environ: dict[str, str], t: FakeTime | None = None, *, random: float = 1.0) -> Runtime:
+    """A Runtime over ``environ`` with ``t``'s clock and sleep (random fixed at ``random``)."""
+    if t is None:
+        return Runtime(environ=environ, random=lambda: random)
+    return Runtime(environ=environ, clock=t.clock, sleep=t.sleep, random=lambda: random)

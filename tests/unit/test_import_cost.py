@@ -16,10 +16,11 @@ LAYER = Path(__file__).resolve().parents[2] / "layer"
 CHILD = """
 import json, sys
 import iamdb
-from iamdb.tokens import TokenCache
+from iamdb.tokens import Endpoint, TokenCache
 token = iamdb.generate_db_auth_token("db.example.us-east-1.rds.amazonaws.com", 5432, "app",
                                      "us-east-1")
-cached = TokenCache().get("db.example.us-east-1.rds.amazonaws.com", 5432, "app", "us-east-1")
+cached = TokenCache().get(Endpoint("db.example.us-east-1.rds.amazonaws.com", 5432, "app",
+                                   "us-east-1"))
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore"))
 print(json.dumps({"loaded": loaded, "token": token.startswith("db.example"),
                   "cached": cached.value.startswith("db.example")}))

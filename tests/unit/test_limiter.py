@@ -1,4 +1,4 @@
-"""The per-process IAM login limiter, admission (deadline, permits, retry) and its settings.
+"""The per-process IAM login limiter, the login loop (deadline, permits, retry), its settings.
 
 FakeTime is fake throughout: the clock is a number, and ``sleep`` advances it and records how
 long each caller waited.
@@ -16,12 +16,11 @@ import pytest
 from iamdb.config import load_settings, load_sql_config
 from iamdb.credentials import CredentialResolver
 from iamdb.errors import AuthError, ConfigError, ThrottleError
-from iamdb.limiter import PACE, Admission, ProcessLimiter, TokenBucket, paced_rate
+from iamdb.limiter import PACE, Deadline, Limits, TokenBucket, paced_rate
 from iamdb.managed import ManagedConnection
 from iamdb.registry import Registry
-from iamdb.retry import DecorrelatedJitter
-from iamdb.tokens import TokenCache
-from tests.fakes import FakeTime
+from iamdb.tokens import Token, TokenCache
+from tests.fakes import FakeTime, RecordingProbe, runtime
 
 ENV = {
     "IAMDB_PG_HOST": "mydb.c9akciq32.us-east-1.rds.amazonaws.com",
@@ -35,22 +34,22 @@ EP = "mydb.c9akciq32.us-east-1.rds.amazonaws.com:5432"
 # -- token bucket ----------------------------------------------------------------------
 
 
-def test_bucket_paces_at_the_rate_after_the_burst() -> None:
+def test_bucket_paces_at_the_rate() -> None:
     t = FakeTime()
-    bucket = TokenBucket(10, 3, clock=t.clock)
-    ready = [bucket.reserve() - t.now for _ in range(6)]
-    assert ready == pytest.approx([0, 0, 0, 0.1, 0.2, 0.3])
+    bucket = TokenBucket(10, clock=t.clock)
+    ready = [bucket.reserve() - t.now for _ in range(4)]
+    assert ready == pytest.approx([0, 0.1, 0.2, 0.3])
 
 
-def test_bucket_refills_with_time_but_never_beyond_the_burst() -> None:
+def test_bucket_refills_with_time_but_never_beyond_one_permit() -> None:
     t = FakeTime()
-    bucket = TokenBucket(10, 2, clock=t.clock)
-    bucket.reserve(), bucket.reserve()
-    t.now += 0.05  # half a token back
+    bucket = TokenBucket(10, clock=t.clock)
+    bucket.reserve()
+    t.now += 0.05  # half a permit back
     assert bucket.reserve() - t.now == pytest.approx(0.05)
-    t.now += 3600  # idle for an hour: at most `burst` logins at once
-    ready = [bucket.reserve() - t.now for _ in range(3)]
-    assert ready == pytest.approx([0, 0, 0.1])
+    t.now += 3600  # idle for an hour: still one login at once, then the pace
+    ready = [bucket.reserve() - t.now for _ in range(2)]
+    assert ready == pytest.approx([0, 0.1])
 
 
 def test_bucket_refuses_a_reservation_beyond_the_deadline_and_keeps_the_token() -> None:
@@ -96,39 +95,44 @@ def test_concurrent_callers_get_distinct_instants_in_order() -> None:
     assert sorted(got) == [round(i / 100, 6) for i in range(200)]
 
 
-# -- process limiter -------------------------------------------------------------------
+# -- process limits ---------------------------------------------------------------------
 
 
-def test_limiter_waits_with_sleep_at_the_paced_rate() -> None:
+def limits(t: FakeTime, rate: float = 10) -> Limits:
+    return Limits(rate, None, runtime(ENV, t))
+
+
+def test_limits_wait_with_sleep_at_the_paced_rate() -> None:
     t = FakeTime()
-    limiter = ProcessLimiter(10, clock=t.clock, sleep=t.sleep)
-    waits = [limiter.acquire(EP) for _ in range(4)]
+    lim, probe = limits(t), RecordingProbe()
+    tickets = [lim.permit(EP, t.now + 10, probe) for _ in range(4)]
     spacing = 1 / paced_rate(10)
-    assert waits == pytest.approx([0, spacing, spacing, spacing], abs=1e-6)
+    assert tickets == [None] * 4  # no fleet limiter: no ticket
     assert t.sleeps == pytest.approx([spacing] * 3, abs=1e-6)
-    assert limiter.waited == pytest.approx(3 * spacing, abs=1e-6)
+    assert probe.points["ThrottleWaitMs"] == pytest.approx([0] + [1000 * spacing] * 3, abs=1e-3)
     assert paced_rate(10) == pytest.approx(10 * PACE) and PACE < 1
 
 
-def test_limiter_keeps_one_bucket_per_endpoint() -> None:
+def test_limits_keep_one_bucket_per_endpoint() -> None:
     t = FakeTime()
-    limiter = ProcessLimiter(10, clock=t.clock, sleep=t.sleep)
-    assert limiter.acquire(EP) == 0
-    assert limiter.acquire("other.c9akciq32.us-east-1.rds.amazonaws.com:5432") == 0
-    assert limiter.bucket(EP) is limiter.bucket(EP)
-    assert limiter.acquire(EP) > 0
+    lim, probe = limits(t), RecordingProbe()
+    lim.permit(EP, t.now + 10, probe)
+    lim.permit("other.c9akciq32.us-east-1.rds.amazonaws.com:5432", t.now + 10, probe)
+    assert t.sleeps == []
+    lim.permit(EP, t.now + 10, probe)
+    assert len(t.sleeps) == 1
 
 
-def test_limiter_raises_instead_of_waiting_past_the_deadline() -> None:
+def test_limits_raise_instead_of_waiting_past_the_deadline() -> None:
     t = FakeTime()
-    limiter = ProcessLimiter(1, clock=t.clock, sleep=t.sleep)
-    limiter.acquire(EP)
+    lim, probe = limits(t, rate=1), RecordingProbe()
+    lim.permit(EP, t.now + 10, probe)
     with pytest.raises(ThrottleError):
-        limiter.acquire(EP, deadline=t.now + 0.5)
+        lim.permit(EP, t.now + 0.5, probe)
     assert t.sleeps == []
 
 
-# -- admission through a ManagedConnection ---------------------------------------------
+# -- the login loop of a ManagedConnection -----------------------------------------------
 
 
 @dataclass
@@ -140,8 +144,8 @@ class FakeDriver:
     refusals: int = 0
     pairs: list[tuple[socket.socket, socket.socket]] = field(default_factory=list)
 
-    def connect(self, cfg: object, token: str) -> socket.socket:
-        self.tokens.append(token)
+    def connect(self, cfg: object, token: Token) -> socket.socket:
+        self.tokens.append(token.value)
         if self.refusals > 0:
             self.refusals -= 1
             raise AuthError("pg: the server refused the IAM login of user 'app'.")
@@ -166,37 +170,36 @@ class FakeDriver:
             a.close(), b.close()
 
 
-class CountingLimiter(ProcessLimiter):
+class CountingLimits(Limits):
     def __init__(self, t: FakeTime, rate: float = 10) -> None:
-        super().__init__(rate, clock=t.clock, sleep=t.sleep)
+        super().__init__(rate, None, runtime(ENV, t))
         self.permits = 0
 
-    def acquire(self, endpoint: str, deadline: float = float("inf")) -> float:
+    def permit(self, endpoint: str, deadline: float, probe: object) -> None:  # type: ignore[override]
         self.permits += 1
-        return super().acquire(endpoint, deadline)
+        return super().permit(endpoint, deadline, probe)  # type: ignore[arg-type]
 
 
 def managed(
-    t: FakeTime, driver: FakeDriver, admission: Admission
+    t: FakeTime,
+    driver: FakeDriver,
+    lim: Limits,
+    *,
+    retries: int = 3,
+    deadline: Deadline | None = None,
+    probe: RecordingProbe | None = None,
 ) -> ManagedConnection[socket.socket]:
     tokens = TokenCache(resolver=CredentialResolver(ENV), clock=t.clock)
     return ManagedConnection(
         load_sql_config("pg", None, ENV),
         driver,
         tokens,
-        clock=t.clock,
+        runtime=runtime(ENV, t),
         idle_seconds=30,
-        admission=admission,
-    )
-
-
-def admission(t: FakeTime, limiter: ProcessLimiter, **kw: object) -> Admission:
-    return Admission(
-        limiter,
-        clock=t.clock,
-        sleep=t.sleep,
-        backoff=lambda: DecorrelatedJitter(0.1, 2.0, uniform=lambda low, high: high),
-        **kw,  # type: ignore[arg-type]
+        limits=lim,
+        deadline=deadline or Deadline(t.clock),
+        retries=retries,
+        probe=probe or RecordingProbe(),  # type: ignore[arg-type]
     )
 
 
@@ -209,59 +212,63 @@ def driver() -> FakeDriver:
 
 def test_new_login_takes_a_permit_but_reusing_a_token_costs_none(driver: FakeDriver) -> None:
     t = FakeTime()
-    limiter = CountingLimiter(t)
-    m = managed(t, driver, admission(t, limiter))
+    lim = CountingLimits(t)
+    m = managed(t, driver, lim)
     first = m.get()
-    assert limiter.permits == 1
+    assert lim.permits == 1
     t.now += 1
-    assert m.get() is first and limiter.permits == 1  # reused connection
+    assert m.get() is first and lim.permits == 1  # reused connection
     first.close()
     t.now += 1
     m.get()  # reconnect with the cached token: the server does not count it
-    assert limiter.permits == 1 and driver.tokens[0] == driver.tokens[1]
+    assert lim.permits == 1 and driver.tokens[0] == driver.tokens[1]
     m.get().close()
     t.now += 900  # token too old: a new one is signed, and that login needs a permit
     m.get()
-    assert limiter.permits == 2 and driver.tokens[2] != driver.tokens[1]
+    assert lim.permits == 2 and driver.tokens[2] != driver.tokens[1]
 
 
 def test_refused_logins_are_retried_each_with_a_fresh_permit(driver: FakeDriver) -> None:
     t = FakeTime()
-    limiter = CountingLimiter(t)
+    lim, probe = CountingLimits(t), RecordingProbe()
     driver.refusals = 2
-    m = managed(t, driver, admission(t, limiter, retries=3))
+    m = managed(t, driver, lim, retries=3, probe=probe)
     m.get()
-    assert len(driver.tokens) == 3 and limiter.permits == 3
-    assert m._tokens.signed_count == 3  # each retry signed anew (the refused token dropped)
+    assert len(driver.tokens) == 3 and lim.permits == 3
+    assert probe["TokensSigned"] == 3  # each retry signed anew (the refused token dropped)
+    assert probe["AuthFailures"] == 2 and probe["AuthRetries"] == 2
+    assert probe["ConnectionsOpened"] == 1
     assert t.sleeps == pytest.approx([0.3, 0.9])  # backoff; the permits were free by then
 
 
 def test_the_last_refusal_says_throttling_may_be_the_cause(driver: FakeDriver) -> None:
     t = FakeTime()
     driver.refusals = 99
-    m = managed(t, driver, admission(t, CountingLimiter(t), retries=2))
-    with pytest.raises(AuthError, match=r"3 attempts.*IamDbAuthConnectionFailureThrottling"):
+    m = managed(t, driver, CountingLimits(t), retries=2)
+    with pytest.raises(AuthError, match=r"3 attempts.*IamDbAuthConnectionFailureThrottling") as e:
         m.get()
     assert len(driver.tokens) == 3
+    assert e.value.__context__ is None and e.value.__cause__ is None  # nothing kept alive
 
 
-def test_lambda_deadline_stops_waiting_half_a_second_early(driver: FakeDriver) -> None:
+def test_lambda_deadline_stops_waiting_half_a_second_early() -> None:
     t = FakeTime()
-    cfg = load_sql_config("pg", None, ENV)
     remaining = {"ms": 3000.0}
-    a = admission(t, ProcessLimiter(10), remaining_ms=lambda: lambda: remaining["ms"])
-    assert a.deadline(cfg) == pytest.approx(t.now + 2.5)
+    d = Deadline(t.clock)
+    d.set_context(lambda: remaining["ms"])
+    assert d.at(5) == pytest.approx(t.now + 2.5)
     remaining["ms"] = 200  # less than the margin: no waiting at all
-    assert a.deadline(cfg) == pytest.approx(t.now)
+    assert d.at(5) == pytest.approx(t.now)
     remaining["ms"] = 0  # a finished invocation's context: ignored
-    assert a.deadline(cfg) == pytest.approx(t.now + 2 * cfg.connect_timeout)
-    assert admission(t, ProcessLimiter(10)).deadline(cfg) == t.now + 2 * cfg.connect_timeout
+    assert d.at(5) == pytest.approx(t.now + 10)
+    assert Deadline(t.clock).at(5) == t.now + 10
 
 
 def test_no_permit_before_the_deadline_raises_throttle_error(driver: FakeDriver) -> None:
     t = FakeTime()
-    limiter = CountingLimiter(t, rate=0.1)  # one login every ~11 s
-    m = managed(t, driver, admission(t, limiter, remaining_ms=lambda: lambda: 4000.0))
+    d = Deadline(t.clock)
+    d.set_context(lambda: 4000.0)
+    m = managed(t, driver, CountingLimits(t, rate=0.1), deadline=d)  # one login every ~11 s
     m.get().close()
     m._tokens.clear()  # the next login needs a new token, hence a permit
     with pytest.raises(ThrottleError):
@@ -314,21 +321,32 @@ def test_throttle_table_and_retries() -> None:
 
 
 def test_registry_shares_one_limiter_and_builds_the_fleet_limiter_only_when_asked() -> None:
-    r = Registry(environ=ENV)
-    assert r.admission is r.admission and r.admission.fleet is None
-    assert r.admission.limiter.rate == 200.0 and r.admission.retries == 3
-    r2 = Registry(environ={**ENV, "IAMDB_THROTTLE_TABLE": "iamdb-throttle"})
-    fleet = r2.admission.fleet
+    r = Registry(runtime=runtime(ENV))
+    assert r.limits is r.limits and r.limits.fleet is None and r.limits.rate == 200.0
+    env = {**ENV, "IAMDB_THROTTLE_TABLE": "iamdb-throttle", "AWS_REGION": "us-east-1"}
+    fleet = Registry(runtime=runtime(env)).limits.fleet
     assert fleet is not None and fleet.table == "iamdb-throttle"
+
+
+def test_registry_refuses_a_fleet_endpoint_it_cannot_use_before_any_call() -> None:
+    env = {**ENV, "IAMDB_THROTTLE_TABLE": "iamdb-throttle", "AWS_REGION": "us-east-1"}
+    bad = {**env, "AWS_ENDPOINT_URL_DYNAMODB": "ftp://dynamo"}
+    with pytest.raises(ConfigError) as caught:
+        Registry(runtime=runtime(bad)).limits  # noqa: B018
+    assert caught.value.variable == "AWS_ENDPOINT_URL_DYNAMODB"
+    no_region = {k: v for k, v in env.items() if k != "AWS_REGION"}
+    with pytest.raises(ConfigError) as caught:
+        Registry(runtime=runtime(no_region)).limits  # noqa: B018
+    assert caught.value.variable == "AWS_REGION"
 
 
 def test_registry_lambda_context() -> None:
     t = FakeTime()
-    r = Registry(environ=ENV, clock=t.clock)
+    r = Registry(runtime=runtime(ENV, t))
     cfg = r.config("pg")
     r.set_lambda_context(SimpleNamespace(get_remaining_time_in_millis=lambda: 10_000))
-    assert r.admission.deadline(cfg) == pytest.approx(t.now + 9.5)
+    assert r.deadline.at(cfg.connect_timeout) == pytest.approx(t.now + 9.5)
     r.set_lambda_context(None)
-    assert r.admission.deadline(cfg) == pytest.approx(t.now + 10)  # 2 x connect timeout 5
+    assert r.deadline.at(cfg.connect_timeout) == pytest.approx(t.now + 10)  # 2 x timeout 5
     with pytest.raises(ConfigError, match="context"):
         r.set_lambda_context(object())

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from iamdb._runtime import Runtime
 from iamdb.config import load_sql_config
 from iamdb.credentials import CredentialResolver
 from iamdb.errors import AuthError
+from iamdb.limiter import Deadline, Limits
 from iamdb.managed import ManagedConnection
-from iamdb.tokens import TokenCache
-from tests.fakes import FakeClock
+from iamdb.tokens import Token, TokenCache
+from tests.fakes import FakeClock, RecordingProbe
 
 ENV = {
     "IAMDB_PG_HOST": "mydb.c9akciq32.us-east-1.rds.amazonaws.com",
@@ -43,8 +45,8 @@ class FakeDriver:
     refuse: bool = False
     ping_fails: bool = False
 
-    def connect(self, cfg: object, token: str) -> FakeConn:
-        self.tokens.append(token)
+    def connect(self, cfg: object, token: Token) -> FakeConn:
+        self.tokens.append(token.value)
         if self.refuse:
             raise AuthError("refused")
         a, b = socket.socketpair()
@@ -78,7 +80,15 @@ def setup() -> Setup:
     driver = FakeDriver()
     tokens = TokenCache(resolver=CredentialResolver(ENV), clock=clock, refresh_seconds=840)
     managed = ManagedConnection(
-        load_sql_config("pg", None, ENV), driver, tokens, clock=clock, idle_seconds=30
+        load_sql_config("pg", None, ENV),
+        driver,
+        tokens,
+        runtime=Runtime(environ=ENV, clock=clock),
+        idle_seconds=30,
+        limits=Limits(200, None, Runtime(environ=ENV, clock=clock)),
+        deadline=Deadline(clock),
+        retries=0,
+        probe=RecordingProbe(),  # type: ignore[arg-type]
     )
     return managed, driver, clock, tokens
 

@@ -1,6 +1,7 @@
-"""get_mongo()'s configuration, RoleSessionName, STS retry classification and the swap logic.
+"""get_mongo()'s configuration, RoleSessionName, AssumeRole's retries and the swap logic.
 
-No network: STS is a scripted fake client and the MongoDB client factory is a stub.
+No network: STS is a scripted stand-in for iamdb's AWS client and the MongoDB client factory
+is a stub.
 """
 
 from __future__ import annotations
@@ -10,21 +11,25 @@ import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
+from xml.etree import ElementTree
 
 import pytest
 
+from iamdb._aws import AwsError
 from iamdb.credentials import CredentialResolver, Credentials
 from iamdb.errors import AuthError, ConfigError, ConnectError, CredentialsError
+from iamdb.limiter import Deadline
 from iamdb.mongo import (
     Lease,
     MongoConfig,
     MongoHandle,
+    Sources,
     client_options,
     connection_string,
     load_mongo_config,
 )
-from iamdb.sts import StsClient, backoff, classify, session_name
-from tests.fakes import FakeClock
+from iamdb.sts import AssumedRole, assume_role, session_name
+from tests.fakes import FakeTime, RecordingProbe, runtime
 
 MONGO_START = 1_000_000.0
 
@@ -199,111 +204,99 @@ def test_session_names_are_valid_and_unique() -> None:
         assert re.fullmatch(r"[\w+=,.@-]{2,64}", name)
 
 
-@pytest.mark.parametrize(
-    ("code", "status", "kind"),
-    [
-        ("Throttling", 400, "retry"),
-        ("RequestLimitExceeded", 400, "retry"),
-        ("InternalFailure", 500, "retry"),
-        ("Whatever", 503, "retry"),
-        ("AccessDenied", 403, "denied"),
-        ("InvalidClientTokenId", 403, "credentials"),
-        ("ExpiredToken", 400, "credentials"),
-        ("MalformedPolicyDocument", 400, "fatal"),
-        ("ValidationError", 400, "fatal"),
-    ],
-)
-def test_retry_classification(code: str, status: int, kind: str) -> None:
-    assert classify(code, status) == kind
-
-
-def test_backoff_is_jittered_and_bounded() -> None:
-    assert backoff(1, lambda: 0.0) == 0.0
-    assert backoff(1, lambda: 1.0) == pytest.approx(0.2)
-    assert backoff(10, lambda: 1.0) == 2.0
-
-
-class ClientError(Exception):
-    """Shaped like botocore's ClientError (``response`` dict)."""
-
-    def __init__(self, code: str, status: int) -> None:
-        super().__init__(code)
-        self.response = {
-            "Error": {"Code": code, "Message": "secret-free"},
-            "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": "req-1"},
-        }
-
-
-class FakeSts:
-    """Answers AssumeRole from a script of exceptions and credentials."""
+class FakeAws:
+    """Answers STS AssumeRole (as iamdb's AwsClient does) from a script of errors and expiries."""
 
     def __init__(self, *script: Exception | float) -> None:
         self.script = list(script)
-        self.calls: list[dict[str, Any]] = []
+        self.calls: list[dict[str, str]] = []
         self.serial = 0
 
-    def assume_role(self, **kwargs: Any) -> dict[str, Any]:
-        self.calls.append(kwargs)
+    def sts(self, params: Mapping[str, str], deadline: float) -> ElementTree.Element:
+        self.calls.append(dict(params))
         step = self.script.pop(0)
         if isinstance(step, Exception):
             raise step
         self.serial += 1
-        return {
-            "Credentials": {
-                "AccessKeyId": f"ASIAKEY{self.serial}",
-                "SecretAccessKey": f"secret-{self.serial}",
-                "SessionToken": f"token-{self.serial}",
-                "Expiration": dt.datetime.fromtimestamp(step, dt.timezone.utc),
-            },
-            "AssumedRoleUser": {"Arn": "arn:aws:sts::123456789012:assumed-role/MongoAccess/x"},
-        }
+        expiration = dt.datetime.fromtimestamp(step, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return ElementTree.fromstring(
+            '<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+            "<AssumeRoleResult><Credentials>"
+            f"<AccessKeyId>ASIAKEY{self.serial}</AccessKeyId>"
+            f"<SecretAccessKey>secret-{self.serial}</SecretAccessKey>"
+            f"<SessionToken>token-{self.serial}</SessionToken>"
+            f"<Expiration>{expiration}</Expiration>"
+            "</Credentials><AssumedRoleUser>"
+            "<Arn>arn:aws:sts::123456789012:assumed-role/MongoAccess/x</Arn>"
+            "</AssumedRoleUser></AssumeRoleResult></AssumeRoleResponse>"
+        )
 
 
-def sts_with(*script: Exception | float, env: Mapping[str, str] = BASE) -> tuple[StsClient, Any]:
-    fake = FakeSts(*script)
-    waits: list[float] = []
-    client = StsClient(env, sleep=waits.append, rand=lambda: 0.5, client=fake)
-    fake.waits = waits  # type: ignore[attr-defined]
-    return client, fake
+def sts_error(code: str, status: int) -> AwsError:
+    return AwsError("sts", code, "secret-free", status=status, request_id="req-1")
+
+
+def assume(
+    fake: FakeAws, t: FakeTime, *, env: Mapping[str, str] = BASE, external_id: str | None = None
+) -> AssumedRole:
+    return assume_role(
+        fake,  # type: ignore[arg-type]
+        runtime(dict(env), t, random=0.5),
+        ROLE,
+        duration_seconds=3600,
+        external_id=external_id,
+        deadline=t.now + 10,
+    )
 
 
 def test_assume_role_retries_throttling_then_succeeds() -> None:
-    sts, fake = sts_with(ClientError("Throttling", 400), ClientError("x", 503), 5000.0)
-    got = sts.assume_role(ROLE, duration_seconds=3600, external_id="ext-1")
+    t = FakeTime()
+    fake = FakeAws(sts_error("Throttling", 400), sts_error("x", 503), 5000.0)
+    got = assume(fake, t, external_id="ext-1")
     assert got.credentials.access_key == "ASIAKEY1" and got.expires_at == 5000.0
-    assert fake.waits == [0.1, 0.2]
+    assert t.sleeps == pytest.approx([0.2, 0.35])  # decorrelated jitter, random fixed at 0.5
     call = fake.calls[0]
     assert call["RoleArn"] == ROLE and call["ExternalId"] == "ext-1"
-    assert call["DurationSeconds"] == 3600
+    assert call["DurationSeconds"] == "3600"
     assert re.fullmatch(r"[\w+=,.@-]{2,64}", call["RoleSessionName"])
     assert "secret-1" not in repr(got) and "token-1" not in repr(got)
 
 
-def test_assume_role_gives_up_after_a_few_attempts() -> None:
-    sts, fake = sts_with(*[ClientError("Throttling", 400)] * 4)
+def test_assume_role_gives_up_at_the_deadline() -> None:
+    t = FakeTime()
+    fake = FakeAws(*[sts_error("Throttling", 400)] * 100)
     with pytest.raises(ConnectError) as info:
-        sts.assume_role(ROLE, duration_seconds=3600)
-    assert len(fake.calls) == 4 and len(fake.waits) == 3
+        assume(fake, t)
+    assert sum(t.sleeps) <= 10 and len(fake.calls) == len(t.sleeps) + 1
     assert ROLE in str(info.value) and "Throttling" in str(info.value)
 
 
 def test_access_denied_names_the_role_and_the_trust_policy() -> None:
-    sts, fake = sts_with(ClientError("AccessDenied", 403))
+    fake = FakeAws(sts_error("AccessDenied", 403))
     with pytest.raises(AuthError) as info:
-        sts.assume_role(ROLE, duration_seconds=3600)
+        assume(fake, FakeTime())
     assert len(fake.calls) == 1  # not retried
     assert ROLE in str(info.value) and "trust policy" in str(info.value)
 
 
 def test_bad_function_credentials() -> None:
-    sts, _ = sts_with(ClientError("InvalidClientTokenId", 403))
     with pytest.raises(CredentialsError):
-        sts.assume_role(ROLE, duration_seconds=3600)
+        assume(FakeAws(sts_error("InvalidClientTokenId", 403)), FakeTime())
+
+
+def test_an_answer_without_credentials_is_a_connect_error() -> None:
+    class Empty(FakeAws):
+        def sts(self, params: Mapping[str, str], deadline: float) -> ElementTree.Element:
+            text = "<AssumeRoleResponse><AssumeRoleResult/></AssumeRoleResponse>"
+            return ElementTree.fromstring(text)
+
+    with pytest.raises(ConnectError, match="unreadable"):
+        assume(Empty(), FakeTime())
 
 
 def test_session_name_comes_from_the_function_name() -> None:
-    sts, fake = sts_with(5000.0, env={**BASE, "AWS_LAMBDA_FUNCTION_NAME": "orders-api"})
-    sts.assume_role(ROLE, duration_seconds=900)
+    fake = FakeAws(5000.0)
+    assume(fake, FakeTime(), env={**BASE, "AWS_LAMBDA_FUNCTION_NAME": "orders-api"})
     assert fake.calls[0]["RoleSessionName"].startswith("orders-api-")
 
 
@@ -321,9 +314,8 @@ class StubClient:
 
 def handle_with(
     *script: Exception | float, fail_login: bool = False
-) -> tuple[MongoHandle, FakeClock, list[StubClient]]:
-    clock = FakeClock(MONGO_START)
-    sts, _ = sts_with(*script)
+) -> tuple[MongoHandle, FakeTime, list[StubClient]]:
+    clock = FakeTime(MONGO_START)
     made: list[StubClient] = []
 
     def opener(cfg: MongoConfig, lease: Lease, env: Mapping[str, str]) -> Any:
@@ -332,19 +324,19 @@ def handle_with(
         made.append(StubClient(lease))
         return made[-1]
 
+    rt = runtime(dict(BASE), clock)
     handle = MongoHandle(
         cfg(),
-        sts=sts,
-        resolver=CredentialResolver(BASE),
-        environ=BASE,
-        clock=clock,
+        sources=Sources(FakeAws(*script), rt, CredentialResolver(BASE)),  # type: ignore[arg-type]
+        deadline=Deadline(clock.clock),
+        probe=RecordingProbe(),  # type: ignore[arg-type]
         opener=opener,
     )
     return handle, clock, made
 
 
 def test_swap_before_expiry_and_close_the_old_client_on_the_next_call() -> None:
-    start = FakeClock(MONGO_START).now
+    start = MONGO_START
     handle, clock, made = handle_with(start + 3600, start + 7200)
     first = handle.get()
     clock.now += 3299  # 301 s left: still outside the refresh window
@@ -357,8 +349,8 @@ def test_swap_before_expiry_and_close_the_old_client_on_the_next_call() -> None:
 
 
 def test_failed_refresh_keeps_the_old_client_while_it_is_valid() -> None:
-    start = FakeClock(MONGO_START).now
-    handle, clock, _ = handle_with(start + 3600, ClientError("AccessDenied", 403), start + 7200)
+    start = MONGO_START
+    handle, clock, _ = handle_with(start + 3600, sts_error("AccessDenied", 403), start + 7200)
     first = handle.get()
     clock.now += 3400  # 200 s left
     assert handle.get() is first  # AccessDenied: logged, the current client still works
@@ -369,8 +361,8 @@ def test_failed_refresh_keeps_the_old_client_while_it_is_valid() -> None:
 
 
 def test_expired_credentials_are_never_handed_out() -> None:
-    start = FakeClock(MONGO_START).now
-    handle, clock, _ = handle_with(start + 3600, ClientError("AccessDenied", 403))
+    start = MONGO_START
+    handle, clock, _ = handle_with(start + 3600, sts_error("AccessDenied", 403))
     handle.get()
     clock.now += 3590  # 10 s left: too little to fall back on
     with pytest.raises(AuthError):
@@ -378,14 +370,14 @@ def test_expired_credentials_are_never_handed_out() -> None:
 
 
 def test_credentials_that_expire_too_soon_are_refused() -> None:
-    handle, _, made = handle_with(FakeClock(MONGO_START).now + 200)
+    handle, _, made = handle_with(MONGO_START + 200)
     with pytest.raises(AuthError) as info:
         handle.get()
     assert "REFRESH_SECONDS" in str(info.value) and not made
 
 
 def test_close_closes_everything() -> None:
-    start = FakeClock(MONGO_START).now
+    start = MONGO_START
     handle, clock, made = handle_with(start + 3600, start + 7200)
     handle.get()
     clock.now += 3400

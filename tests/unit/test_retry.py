@@ -1,4 +1,7 @@
-"""Decorrelated-jitter backoff and the bounded retry of refused logins, with fake time."""
+"""Decorrelated-jitter backoff and the message that ends a login's retries.
+
+The retry loop itself is the ManagedConnection's (tests/unit/test_limiter.py).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,7 @@ import random
 
 import pytest
 
-from iamdb.errors import AuthError, ConnectError, ThrottleError
-from iamdb.retry import DecorrelatedJitter, run_with_retries
-from tests.fakes import FakeTime
+from iamdb.retry import DecorrelatedJitter, final_auth_error
 
 
 def test_each_delay_is_drawn_between_base_and_three_times_the_previous() -> None:
@@ -39,83 +40,11 @@ def test_rejects_a_base_above_the_cap() -> None:
         DecorrelatedJitter(3.0, 2.0)
 
 
-def run(attempt: object, t: FakeTime, *, retries: int = 3, deadline: float = 1e12) -> object:
-    backoff = DecorrelatedJitter(0.1, 2.0, uniform=lambda low, high: high)
-    return run_with_retries(
-        attempt,  # type: ignore[arg-type]
-        retries=retries,
-        deadline=deadline,
-        backoff=backoff,
-        clock=t.clock,
-        sleep=t.sleep,
-    )
-
-
-class Refusals:
-    """An attempt that is refused ``times`` times, then succeeds."""
-
-    def __init__(self, times: int) -> None:
-        self.times = times
-        self.calls = 0
-
-    def __call__(self) -> str:
-        self.calls += 1
-        if self.calls <= self.times:
-            raise AuthError("pg: the server refused the IAM login of user 'app'.")
-        return "connection"
-
-
-def test_success_needs_no_sleep() -> None:
-    t = FakeTime()
-    assert run(Refusals(0), t) == "connection"
-    assert t.sleeps == []
-
-
-def test_refusals_are_retried_with_backoff() -> None:
-    t, attempt = FakeTime(), Refusals(2)
-    assert run(attempt, t) == "connection"
-    assert attempt.calls == 3
-    assert t.sleeps == pytest.approx([0.3, 0.9])
-
-
-def test_gives_up_after_the_configured_retries_and_says_how_to_spot_throttling() -> None:
-    t, attempt = FakeTime(), Refusals(99)
-    with pytest.raises(AuthError) as caught:
-        run(attempt, t, retries=3)
-    assert attempt.calls == 4 and len(t.sleeps) == 3
-    message = str(caught.value)
-    assert "4 attempts" in message
+def test_the_final_refusal_says_how_many_attempts_and_how_to_spot_throttling() -> None:
+    refusal = "pg: the server refused the IAM login of user 'app'."
+    message = str(final_auth_error(refusal, 4, 2.34))
+    assert message.startswith(refusal)
+    assert "4 attempts over 2.3 s" in message
     assert "throttling is one possible cause" in message
     assert "IamDbAuthConnectionFailureThrottling" in message
-    assert "refused the IAM login of user 'app'" in message
-
-
-def test_zero_retries_means_one_attempt_with_the_same_hint() -> None:
-    t, attempt = FakeTime(), Refusals(99)
-    with pytest.raises(AuthError, match="IamDbAuthConnectionFailureThrottling") as caught:
-        run(attempt, t, retries=0)
-    assert attempt.calls == 1 and t.sleeps == []
-    assert "1 attempt" in str(caught.value)
-
-
-def test_never_sleeps_past_the_deadline() -> None:
-    t, attempt = FakeTime(), Refusals(99)
-    # Backoff 0.3 then 0.9: the second retry would end after the deadline, so it never starts.
-    with pytest.raises(AuthError, match="2 attempts"):
-        run(attempt, t, retries=5, deadline=t.now + 1.0)
-    assert attempt.calls == 2
-    assert t.sleeps == pytest.approx([0.3])
-
-
-@pytest.mark.parametrize("error", [ConnectError("timeout"), ThrottleError("no permit")])
-def test_other_errors_are_not_retried(error: Exception) -> None:
-    t = FakeTime()
-    calls = []
-
-    def attempt() -> None:
-        calls.append(1)
-        raise error
-
-    with pytest.raises(type(error)):
-        run(attempt, t)
-    assert len(calls) == 1 and t.sleeps == []
+    assert "(1 attempt.)" in str(final_auth_error(refusal, 1, 0.0))

@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
+from iamdb._runtime import Runtime
 from iamdb.config import load_settings, load_sql_config
 from iamdb.credentials import CredentialResolver
 from iamdb.errors import AuthError, ConfigError
+from iamdb.limiter import Deadline, Limits
 from iamdb.managed import ManagedConnection
 from iamdb.telemetry import METRICS, Probe, Telemetry
 from iamdb.tokens import TokenCache
@@ -78,12 +80,16 @@ def managed_with(telemetry: Telemetry) -> tuple[ManagedConnection[Any], FakeDriv
     clock = FakeClock()
     driver = FakeDriver()
     tokens = TokenCache(resolver=CredentialResolver(ENV), clock=clock)
+    rt = Runtime(environ=ENV, clock=clock)
     managed = ManagedConnection(
         load_sql_config("pg", None, ENV),
         driver,
         tokens,
-        clock=clock,
+        runtime=rt,
         idle_seconds=30,
+        limits=Limits(200, None, rt),
+        deadline=Deadline(clock),
+        retries=0,
         probe=telemetry.probe("pg", None),
     )
     return managed, driver, clock
@@ -99,7 +105,11 @@ def test_login_reuse_and_reconnect_are_counted() -> None:
     telemetry = Recording()
     managed, driver, clock = managed_with(telemetry)
     first = managed.get()
-    assert flushed(managed, telemetry) == {"ConnectionsOpened": [1.0], "TokensSigned": [1.0]}
+    assert flushed(managed, telemetry) == {
+        "ConnectionsOpened": [1.0],
+        "TokensSigned": [1.0],
+        "ThrottleWaitMs": [0.0],
+    }
     clock.now += 1
     managed.get()
     assert flushed(managed, telemetry) == {}  # reuse: nothing to report
@@ -116,7 +126,11 @@ def test_refusals_are_counted() -> None:
     driver.refuse = True
     with pytest.raises(AuthError):
         managed.get()
-    assert flushed(managed, telemetry) == {"TokensSigned": [1.0], "AuthFailures": [1.0]}
+    assert flushed(managed, telemetry) == {
+        "TokensSigned": [1.0],
+        "ThrottleWaitMs": [0.0],
+        "AuthFailures": [1.0],
+    }
 
 
 def test_metric_names_are_the_documented_ones() -> None:

@@ -11,12 +11,12 @@ import pytest
 from iamdb.credentials import CredentialResolver, Credentials
 from iamdb.errors import ConfigError
 from iamdb.signer import generate_db_auth_token
-from iamdb.tokens import Token, TokenCache
+from iamdb.tokens import Endpoint, Token, TokenCache
 from tests.fakes import FakeClock
 
 HOST = "mydb.c9akciq32.us-east-1.rds.amazonaws.com"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
-ENDPOINT = (HOST, 5432, "app", "us-east-1")
+ENDPOINT = Endpoint(HOST, 5432, "app", "us-east-1")
 
 
 @pytest.fixture
@@ -39,14 +39,14 @@ def _param(token: Token, name: str) -> str:
 
 
 def test_reuses_a_fresh_token(cache: TokenCache, clock: FakeClock) -> None:
-    first = cache.get(*ENDPOINT)
+    first = cache.get(ENDPOINT)
     clock.now += 100
-    assert cache.get(*ENDPOINT) is first
+    assert cache.get(ENDPOINT) is first
     assert cache.signed_count == 1
 
 
 def test_signs_at_the_cache_clock(cache: TokenCache, clock: FakeClock, env: dict[str, str]) -> None:
-    token = cache.get(*ENDPOINT)
+    token = cache.get(ENDPOINT)
     instant = datetime.fromtimestamp(clock.now, timezone.utc)
     assert token.signed_at == clock.now and token.access_key == "AKIDEXAMPLE"
     assert _param(token, "X-Amz-Date") == instant.strftime("%Y%m%dT%H%M%SZ")
@@ -55,31 +55,31 @@ def test_signs_at_the_cache_clock(cache: TokenCache, clock: FakeClock, env: dict
 
 
 def test_resigns_at_and_after_the_refresh_age(cache: TokenCache, clock: FakeClock) -> None:
-    first = cache.get(*ENDPOINT)
+    first = cache.get(ENDPOINT)
     clock.now = first.signed_at + 839.999
-    assert cache.get(*ENDPOINT) is first
+    assert cache.get(ENDPOINT) is first
     clock.now = first.signed_at + 840
-    second = cache.get(*ENDPOINT)
+    second = cache.get(ENDPOINT)
     assert second is not first and second.signed_at == clock.now
     assert second.value != first.value
     clock.now = second.signed_at + 5000
-    assert cache.get(*ENDPOINT).signed_at == clock.now
+    assert cache.get(ENDPOINT).signed_at == clock.now
     assert cache.signed_count == 3
 
 
 def test_custom_refresh_age(env: dict[str, str], clock: FakeClock) -> None:
     cache = TokenCache(resolver=CredentialResolver(env), clock=clock, refresh_seconds=60)
-    first = cache.get(*ENDPOINT)
+    first = cache.get(ENDPOINT)
     clock.now += 59
-    assert cache.get(*ENDPOINT) is first
+    assert cache.get(ENDPOINT) is first
     clock.now += 1
-    assert cache.get(*ENDPOINT) is not first
+    assert cache.get(ENDPOINT) is not first
 
 
 def test_clock_going_backwards_resigns(cache: TokenCache, clock: FakeClock) -> None:
-    first = cache.get(*ENDPOINT)
+    first = cache.get(ENDPOINT)
     clock.now -= 1
-    assert cache.get(*ENDPOINT) is not first
+    assert cache.get(ENDPOINT) is not first
 
 
 @pytest.mark.parametrize(
@@ -94,16 +94,16 @@ def test_clock_going_backwards_resigns(cache: TokenCache, clock: FakeClock) -> N
 def test_resigns_at_once_when_credentials_change(
     cache: TokenCache, env: dict[str, str], change: dict[str, str]
 ) -> None:
-    first = cache.get(*ENDPOINT)
+    first = cache.get(ENDPOINT)
     old = dict(env)
     env.update(change)
-    second = cache.get(*ENDPOINT)
+    second = cache.get(ENDPOINT)
     assert second.value != first.value and cache.signed_count == 2
     assert second.access_key == env["AWS_ACCESS_KEY_ID"]
     # Entries of the old credentials were dropped: going back signs once more.
     env.clear()
     env.update(old)
-    assert cache.get(*ENDPOINT).value == first.value  # same clock, same credentials
+    assert cache.get(ENDPOINT).value == first.value  # same clock, same credentials
     assert cache.signed_count == 3
 
 
@@ -115,37 +115,37 @@ def test_one_token_per_endpoint_user_region(cache: TokenCache) -> None:
         (HOST, 5432, "reporting", "us-east-1"),
         (HOST, 5432, "app", "us-west-2"),
     ]
-    tokens = [cache.get(*v) for v in variants]
+    tokens = [cache.get(Endpoint(*v)) for v in variants]
     assert len({t.value for t in tokens}) == len(variants)
-    assert [cache.get(*v) for v in variants] == tokens
+    assert [cache.get(Endpoint(*v)) for v in variants] == tokens
     assert cache.signed_count == len(variants)
 
 
 def test_tokens_of_one_key_are_never_served_for_another(
     cache: TokenCache, env: dict[str, str]
 ) -> None:
-    first = cache.get(*ENDPOINT)
+    first = cache.get(ENDPOINT)
     env["AWS_ACCESS_KEY_ID"] = "AKIDOTHER"
-    other = cache.get(*ENDPOINT)
+    other = cache.get(ENDPOINT)
     assert other.access_key == "AKIDOTHER"
     assert _param(other, "X-Amz-Credential").startswith("AKIDOTHER/")
     assert _param(first, "X-Amz-Credential").startswith("AKIDEXAMPLE/")
 
 
 def test_invalidate_forgets_one_endpoint(cache: TokenCache) -> None:
-    other = (HOST, 5432, "reporting", "us-east-1")
-    first, kept = cache.get(*ENDPOINT), cache.get(*other)
-    cache.invalidate(*ENDPOINT)
-    assert cache.get(*ENDPOINT) is not first
-    assert cache.get(*other) is kept
+    other = Endpoint(HOST, 5432, "reporting", "us-east-1")
+    first, kept = cache.get(ENDPOINT), cache.get(other)
+    cache.invalidate(ENDPOINT)
+    assert cache.get(ENDPOINT) is not first
+    assert cache.get(other) is kept
     assert cache.signed_count == 3
-    cache.invalidate("unknown.host", 1, "x", "us-east-1")  # no error
+    cache.invalidate(Endpoint("unknown.host", 1, "x", "us-east-1"))  # no error
 
 
 def test_clear_forgets_everything(cache: TokenCache) -> None:
-    first = cache.get(*ENDPOINT)
+    first = cache.get(ENDPOINT)
     cache.clear()
-    assert cache.get(*ENDPOINT) is not first
+    assert cache.get(ENDPOINT) is not first
     assert cache.signed_count == 2
 
 
@@ -157,7 +157,7 @@ def test_concurrent_gets_sign_once(cache: TokenCache) -> None:
 
     def worker() -> None:
         barrier.wait()
-        got = [cache.get(*ENDPOINT) for _ in range(calls)]
+        got = [cache.get(ENDPOINT) for _ in range(calls)]
         with lock:
             results.extend(got)
 
@@ -172,7 +172,7 @@ def test_concurrent_gets_sign_once(cache: TokenCache) -> None:
 
 
 def test_repr_hides_the_token(cache: TokenCache) -> None:
-    token = cache.get(*ENDPOINT)
+    token = cache.get(ENDPOINT)
     signature = _param(token, "X-Amz-Signature")
     for text in (repr(token), str(token), repr([token]), repr(cache)):
         assert token.value not in text and signature not in text and SECRET not in text
