@@ -12,11 +12,14 @@ beyond 10 per second, as RDS does on a db.t2.micro. Three strategies per engine:
 - iamdb: ``IAMDB_DB_INSTANCE_CLASS=db.t2.micro`` and the fleet limiter
   (``IAMDB_THROTTLE_TABLE``) on devstack's DynamoDB, default retries.
 
-Imports, and the fleet limiter's boto3 client, are done before the start instant: the K
-processes share 2 cores here, where real environments each have their own.
+Only the driver is imported before the start instant; iamdb, its AWS client and everything
+else load in the burst, as in a cold start. The K processes share 2 cores here, where real
+environments each have their own and never slow down DynamoDB or the database: so they run
+at a lower priority (nice 10) than devstack, which stands in for AWS.
 
 Columns: failed connections, logins refused by the server (verifier events "throttled"),
-seconds from the start instant to the last successful login, and the ideal K / rate.
+seconds from the start instant to the last successful login against the paced ideal, the
+fleet limiter's fail-opens, and DynamoDB writes per login (counted by devstack).
 Run: ``python -m bench.burst`` (starts and stops its own devstack).
 """
 
@@ -41,16 +44,19 @@ K = 60
 IAM_RATE = 10
 
 CHILD = r"""
-import json, os, random, sys, time
+import json, logging, os, random, sys, time
+os.nice(10)  # the servers (devstack, this machine's stand-in for AWS) keep their CPU share
 import iamdb
-from iamdb.registry import default
 
+class FailOpens(logging.Handler):
+    seen = 0
+    def emit(self, record):
+        FailOpens.seen += "fleet limiter" in record.getMessage()
+
+logging.getLogger("iamdb").addHandler(FailOpens(logging.WARNING))
 mode, engine = os.environ["BURST_MODE"], os.environ["BURST_ENGINE"]
 get = iamdb.get_pg if engine == "pg" else iamdb.get_mysql
-__import__("psycopg" if engine == "pg" else "pymysql")
-default.config(engine)
-if default.admission.fleet is not None:
-    default.admission.fleet.prepare()
+__import__("psycopg" if engine == "pg" else "pymysql")  # only the driver is imported ahead
 print("ready", flush=True)
 start = float(sys.stdin.readline())
 time.sleep(max(0.0, start - time.time()))
@@ -67,10 +73,8 @@ for attempt in range(tries):
         error = type(exc).__name__
         if attempt + 1 < tries:  # peers' backoff: exponential, full jitter
             time.sleep(random.uniform(0, min(5.0, 0.2 * 2**attempt)))
-fleet = default.admission.fleet
-names = ("fail_opens", "late_slots", "full_windows")
-stats = {k: getattr(fleet, k) for k in names} if fleet else {}
-print(json.dumps({"ok_at": ok_at, "error": error, "attempts": attempts, **stats}), flush=True)
+print(json.dumps({"ok_at": ok_at, "error": error, "attempts": attempts,
+                  "fail_opens": FailOpens.seen}), flush=True)
 """
 
 MODES = {
@@ -93,10 +97,12 @@ class Burst:
     last_login: float  # seconds from the start instant to the last successful login
     errors: tuple[str, ...]
     fail_opens: int = 0  # logins the fleet limiter let through unpaced (DynamoDB unusable)
+    writes: int = 0  # DynamoDB writes devstack received during the burst (failed ones too)
 
     @property
     def ideal(self) -> float:
-        return self.k / self.rate
+        """When the last of K logins would come, spaced at iamdb's pace from the start."""
+        return (self.k - 1) / (0.9 * self.rate)
 
 
 def distinct_credentials(stack: Stack, n: int) -> list[dict[str, str]]:
@@ -152,11 +158,15 @@ def run_burst(
     """Start K children, release them at one instant, collect how their logins went."""
     server = stack.pg_server if engine == "pg" else stack.mysql_server
     creds = credentials or distinct_credentials(stack, k)
+    from devstack import aws
+
     stack.verifier.set_iam_rate(server, rate)
     try:
-        before = len(stack.verifier.events)
+        before, writes = len(stack.verifier.events), aws.dynamodb_writes
         results, start = _run_children(stack.env, engine, mode, creds[:k], timeout)
         events = list(stack.verifier.events)[before:]
+        time.sleep(0.5)  # the last idle marks are sent without waiting for their answers
+        writes = aws.dynamodb_writes - writes
     finally:
         stack.verifier.set_iam_rate(server, None)
     refused = sum(1 for e in events if e.server == server and e.reason == "throttled")
@@ -171,6 +181,7 @@ def run_burst(
         last_login=max(oks) - start if oks else float("nan"),
         errors=tuple(sorted(str(r["error"]) for r in results if r.get("ok_at") is None)),
         fail_opens=sum(int(r.get("fail_opens", 0)) for r in results),
+        writes=writes,
     )
 
 
@@ -262,15 +273,19 @@ def print_bursts(bursts: list[Burst]) -> None:
     print_grid(
         f"Burst: {K} cold environments, server limit {IAM_RATE} new IAM logins/s",
         ["engine", "strategy", "failures", "refused by server", "last login (s)",
-         "ideal K/rate (s)", "last / ideal", "fleet fail-opens"],
+         "paced ideal (s)", "last / paced ideal", "fleet fail-opens", "writes / login"],
         [
             [b.engine, names[b.mode], str(b.failures), str(b.refused), f"{b.last_login:.2f}",
-             f"{b.ideal:.1f}", f"{b.last_login / b.ideal:.2f}",
-             str(b.fail_opens) if b.mode == "iamdb" else "-"]
+             f"{b.ideal:.2f}", f"{b.last_login / b.ideal:.2f}",
+             str(b.fail_opens) if b.mode == "iamdb" else "-",
+             f"{b.writes / max(1, b.k - b.failures):.2f}" if b.mode == "iamdb" else "-"]
             for b in bursts
         ],
     )  # fmt: skip
-    print("\nGoal (iamdb rows): 0 failures, 0 refused by the server, last / ideal <= 1.2.")
+    print(
+        "\nPaced ideal: (K - 1) / (0.9 x rate), the last login of K spaced at iamdb's pace."
+        "\nGoal (iamdb rows): 0 failures, 0 refused by the server, last / paced ideal <= 1.05."
+    )
 
 
 def main() -> None:

@@ -253,8 +253,12 @@ _WRITES = ("update_item", "put_item", "delete_item", "transact_write_items", "ba
 _write_lock = threading.RLock()
 
 
+dynamodb_writes = 0
+"""DynamoDB writes moto received since devstack started (successful or not): benches read it."""
+
+
 def atomic_dynamodb_writes() -> None:
-    """Make moto's DynamoDB writes atomic, as DynamoDB's are (idempotent).
+    """Make moto's DynamoDB writes atomic, as DynamoDB's are (idempotent), and count them.
 
     moto's threaded server runs concurrent requests on threads with no lock around an
     item's read-modify-write: 16 threads x 40 ``SET c = c + 1`` ended at 625-631 instead of
@@ -270,7 +274,9 @@ def atomic_dynamodb_writes() -> None:
 
         @functools.wraps(original)
         def atomic(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            global dynamodb_writes
             with _write_lock:
+                dynamodb_writes += 1  # failed conditional writes count too, as DynamoDB bills
                 return _original(self, *args, **kwargs)
 
         atomic._devstack_atomic = True  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 
 from iamdb._runtime import Runtime
+from iamdb.telemetry import Telemetry
 
 START = 1_700_000_000.0
 
@@ -72,3 +73,22 @@ def runtime(environ: dict[str, str], t: FakeTime | None = None, *, random: float
     if t is None:
         return Runtime(environ=environ, random=lambda: random)
     return Runtime(environ=environ, clock=t.clock, sleep=t.sleep, random=lambda: random)
+
+
+class RecordingTelemetry(Telemetry):
+    """Telemetry that keeps what each flush would print, for tests: ``totals()`` sums it."""
+
+    def __init__(self) -> None:
+        super().__init__("IamDbTests")
+        self.emitted: list[tuple[dict[str, str], dict[str, list[float]]]] = []
+
+    def emit(self, dimensions: dict[str, str], values: dict[str, list[float]]) -> None:
+        self.emitted.append((dict(dimensions), values))
+
+    def totals(self, engine: str | None = None) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for dims, values in self.emitted:
+            if engine is None or dims["engine"] == engine:
+                for metric, points in values.items():
+                    out[metric] = out.get(metric, 0.0) + sum(points)
+        return out

@@ -280,17 +280,18 @@ def _xml_answer(answer: Response) -> Element:
         root = ElementTree.fromstring(answer.body)
     except ElementTree.ParseError:
         raise AwsError("sts", "MalformedResponse", "not XML", status=answer.status) from None
-    rid = xml_text(root, "RequestId") or xml_text(root, "ResponseMetadata/RequestId") or ""
+    rid = answer.headers.get("x-amzn-requestid") or xml_text(root, ".//RequestId") or ""
     if answer.status == 200:
         return root
-    code = xml_text(root, "Error/Code") or f"HTTP{answer.status}"
-    message = xml_text(root, "Error/Message") or ""
+    error = root.find(".//{*}Error")  # ErrorResponse/Error, or ErrorResponse/Errors/Error
+    code = (xml_text(error, "Code") if error is not None else None) or f"HTTP{answer.status}"
+    message = (xml_text(error, "Message") if error is not None else None) or ""
     raise AwsError("sts", code, message, status=answer.status, request_id=rid)
 
 
 def xml_text(root: Element, path: str) -> str | None:
-    """The text at ``path`` (``/``-separated tag names, any namespace) below ``root``."""
-    found = root.find("/".join(f"{{*}}{tag}" for tag in path.split("/")))
-    if found is None:
-        found = root.find(path)  # no namespace at all
+    """The text at ``path`` (``/``-separated tag names, in any or no namespace) below ``root``."""
+    found = root.find(
+        "/".join(tag if tag in ("", ".") else f"{{*}}{tag}" for tag in path.split("/"))
+    )
     return None if found is None or found.text is None else found.text.strip()

@@ -132,7 +132,8 @@ class Limits:
             self._rt.sleep(wait)
         ticket = None
         if self.fleet is not None:
-            ticket = self.fleet.acquire(endpoint, self.rate, deadline)
+            with probe.span("fleet ticket"):
+                ticket = self.fleet.acquire(endpoint, self.rate, deadline)
             if ticket is None:
                 probe.count("LimiterFailOpen")
         probe.count("ThrottleWaitMs", 1000.0 * max(0.0, self._rt.clock() - started))

@@ -37,8 +37,15 @@ class Registry:
     """Connections, tokens and credentials of one process, created on first use."""
 
     def __init__(
-        self, *, runtime: Runtime | None = None, resolver: CredentialResolver | None = None
+        self,
+        *,
+        runtime: Runtime | None = None,
+        resolver: CredentialResolver | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        """``runtime``: the environment, clock, sleep and random source (default: the
+        process); ``telemetry``: where metrics go (default: from the settings; tests pass one
+        that records)."""
         self.runtime = runtime or PROCESS
         self._live = runtime is None  # the process itself: it may join Powertools' Logger
         self._resolver = resolver or (
@@ -55,7 +62,8 @@ class Registry:
         self._limits: Limits | None = None
         self._aws: AwsClient | None = None
         self._mongo: dict[str | None, MongoHandle] = {}
-        self._telemetry: Telemetry | None = None
+        self._telemetry: Telemetry | None = telemetry
+        self._given_telemetry = telemetry
         self._joined_powertools = False
         self.warn_once = WarnOnce()
 
@@ -205,7 +213,8 @@ class Registry:
             managed, self._managed = self._managed, {}
             mongo, self._mongo = self._mongo, {}
             aws, self._aws = self._aws, None
-            self._settings, self._tokens, self._telemetry = None, None, None
+            self._settings, self._tokens = None, None
+            self._telemetry = self._given_telemetry
             self._limits = None
             self.deadline.set_context(None)
             self._resolver.reset()

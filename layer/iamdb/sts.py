@@ -132,7 +132,7 @@ def _as_error(role_arn: str, exc: IamDbError, attempts: int) -> IamDbError:
             f"STS refused the function's own credentials while assuming {role_arn} ({code}{rid})"
         )
     if retryable(exc):
-        detail = f"{code}{rid}" if isinstance(exc, AwsError) else str(exc)
+        detail = f"{code} (HTTP {exc.status}){rid}" if isinstance(exc, AwsError) else str(exc)
         return ConnectError(
             f"STS AssumeRole on {role_arn} failed {attempts} time(s) before the deadline, last "
             f"with {detail}: STS is throttling, unavailable or unreachable"

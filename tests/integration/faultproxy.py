@@ -39,6 +39,7 @@ class Fault:
     status: int | None = None
     body: str = ""
     delay: float = 0.0
+    dribble: float = 0.0  # seconds between bytes: the answer trickles in, one byte at a time
 
 
 PASS = Fault()
@@ -53,6 +54,17 @@ def server_error(status: int = 500) -> Fault:
 
 def slow(seconds: float) -> Fault:
     return Fault(delay=seconds)
+
+
+def dribble(every: float) -> Fault:
+    """Forward the request, then send the answer one byte every ``every`` seconds."""
+    return Fault(dribble=every)
+
+
+def dynamodb_error(code: str, status: int = 400) -> Fault:
+    """A DynamoDB JSON 1.0 error answer (e.g. ``ThrottlingException``)."""
+    body = f'{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"injected"}}'
+    return Fault(status, body)
 
 
 class FaultProxy:
@@ -136,17 +148,28 @@ class FaultProxy:
                 except OSError:
                     self._answer(502, b"upstream unreachable", "text/plain")
                     return
-                self._answer(status, payload, headers.get("Content-Type", "text/xml"))
+                content_type = headers.get("Content-Type", "text/xml")
+                self._answer(status, payload, content_type, fault.dribble)
 
-            def _answer(self, status: int, payload: bytes, content_type: str) -> None:
+            def _answer(
+                self, status: int, payload: bytes, content_type: str, every: float = 0.0
+            ) -> None:
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
-                    self.wfile.write(payload)
+                    if not every:
+                        self.wfile.write(payload)
+                        return
+                    self.wfile.flush()
+                    for i in range(len(payload)):
+                        if proxy._stopping.wait(every):
+                            return
+                        self.wfile.write(payload[i : i + 1])
+                        self.wfile.flush()
                 except OSError:
-                    pass  # the client gave up (its read timeout): nothing to tell it
+                    pass  # the client gave up (its deadline): nothing to tell it
 
         return Handler
 

@@ -1,188 +1,324 @@
-"""The fleet-wide IAM login limiter against devstack's DynamoDB (moto, signatures checked).
+"""The fleet-wide ticket queue against devstack's DynamoDB (moto, signatures checked).
 
 The limiter signs its ``UpdateItem`` calls with the function's credentials, whose IAM
-policy allows ``dynamodb:UpdateItem`` on the throttle table only. The tests read the
-table through moto's in-process state (the function itself may not read it).
+policy allows ``dynamodb:UpdateItem`` only. The tests read the table through moto's
+in-process state (the function itself may not read it). Most tests run on a frozen fake
+clock, so the slots are exact; the concurrency tests use real time and real processes.
 """
 
 from __future__ import annotations
 
-import itertools
+import json
 import logging
-import math
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-import iamdb
 from devstack.aws import ACCOUNT, REGION, THROTTLE_TABLE
 from devstack.procs import free_port
-from devstack.stack import Stack
+from devstack.stack import PG_ENDPOINT, Stack
+from iamdb._aws import AwsClient
 from iamdb.credentials import CredentialResolver
-from iamdb.fleet import TTL_SECONDS, FleetLimiter
+from iamdb.errors import ThrottleError
+from iamdb.fleet import COOLDOWN_SECONDS, TOLERANCE_US, TTL_SECONDS, FleetLimiter
 from iamdb.limiter import paced_rate
-from tests.fakes import FakeTime
+from iamdb.log import WarnOnce
+from iamdb.registry import Registry
+from tests.fakes import FakeTime, RecordingTelemetry, runtime
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[2]
 
-def table_items(prefix: str) -> dict[str, dict[str, Any]]:
-    """The throttle table's items whose key starts with ``prefix``: pk -> attributes."""
+
+def table_item(endpoint: str) -> dict[str, Any] | None:
+    """The queue item of ``endpoint`` (attributes as DynamoDB JSON), or None."""
     from moto.dynamodb.models import dynamodb_backends
 
     table = dynamodb_backends[ACCOUNT][REGION].get_table(THROTTLE_TABLE)
-    found = {}
     for item in table.all_items():
         attrs = item.to_json()["Attributes"]
-        if attrs["pk"]["S"].startswith(prefix):
-            found[attrs["pk"]["S"]] = attrs
-    return found
+        if attrs["pk"]["S"] == f"q#{endpoint}":
+            return dict(attrs)
+    return None
+
+
+def put_item(endpoint: str, **numbers: int) -> None:
+    """Set the queue item of ``endpoint`` to ``numbers`` (test setup, as moto's backend)."""
+    from moto.dynamodb.models import dynamodb_backends
+
+    item = {"pk": {"S": f"q#{endpoint}"}, **{k: {"N": str(v)} for k, v in numbers.items()}}
+    dynamodb_backends[ACCOUNT][REGION].put_item(THROTTLE_TABLE, item)
 
 
 @pytest.fixture
 def endpoint() -> str:
-    """A fresh endpoint name, so tests never share windows."""
+    """A fresh endpoint name, so tests never share a queue."""
     return f"fleet-{uuid.uuid4().hex[:12]}.c0devstack00.us-east-1.rds.amazonaws.com:5432"
 
 
-def limiter(stack: Stack, **kw: Any) -> FleetLimiter:
-    env = {**stack.env, **kw.pop("env", {})}
-    return FleetLimiter(THROTTLE_TABLE, environ=env, resolver=CredentialResolver(env), **kw)
+class Counting(AwsClient):
+    """The real AWS client, counting its DynamoDB calls."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.calls = 0
+        self.sent = 0
+
+    def dynamodb(self, operation: str, payload: Any, deadline: float) -> Any:
+        self.calls += 1
+        return super().dynamodb(operation, payload, deadline)
+
+    def dynamodb_send(self, operation: str, payload: Any, deadline: float) -> None:
+        self.sent += 1
+        super().dynamodb_send(operation, payload, deadline)
 
 
-def test_slots_start_at_the_first_unstarted_one_and_fill_the_window(
+def limiter(
+    stack: Stack, t: FakeTime | None = None, table: str = THROTTLE_TABLE, **env: str
+) -> tuple[FleetLimiter, Counting]:
+    rt = runtime({**stack.env, **env}, t, random=0.5)
+    aws = Counting(rt, CredentialResolver(rt.environ))
+    return FleetLimiter(table, aws, rt, WarnOnce()), aws
+
+
+def us(seconds: float) -> int:
+    return int(seconds * 1_000_000)
+
+
+def test_the_first_ticket_of_an_idle_queue_is_now_and_costs_one_write(
     stack: Stack, endpoint: str
 ) -> None:
-    window = math.floor(time.time()) + 100  # a window of our own, in the future
-    t = FakeTime(window + 0.35, frozen=True)
-    fleet = limiter(stack, clock=t.clock, sleep=t.sleep, uniform=lambda low, high: 0.0)
-    # rate 10 -> 9 slots per second, 1/9 s apart; slots 0-3 began before 0.35 s.
-    got = [fleet.acquire(endpoint, 10) for _ in range(6)]
-    assert got == pytest.approx([window + i / 9 for i in (4, 5, 6, 7, 8)] + [window + 1], abs=1e-6)
-    assert fleet.full_windows == 1
-    items = table_items(endpoint)
-    assert items[f"{endpoint}#{window}"]["count"] == {"N": "9"}
-    assert items[f"{endpoint}#{window + 1}"]["count"] == {"N": "1"}
-    # Waited for each slot; the full window's caller first paused until just before the next.
-    waits = [s - t.now for s in got]
-    assert t.sleeps == pytest.approx([*waits[:5], window + 1 - t.now, waits[5]], abs=1e-6)
+    t = FakeTime(frozen=True)
+    fleet, aws = limiter(stack, t)
+    ticket = fleet.acquire(endpoint, 10, t.now + 5)
+    assert ticket is not None and ticket.slot == us(t.now) and ticket.started
+    assert aws.calls == 1 and t.sleeps == []
+    spacing = round(1e6 / paced_rate(10))
+    item = table_item(endpoint)
+    assert item is not None and item["n"] == {"N": str(us(t.now) + spacing)}
+    assert int(item["expires_at"]["N"]) >= int(t.now) + TTL_SECONDS
 
 
-def test_a_quiet_window_moves_its_count_forward_instead_of_bursting(
+def test_a_backlog_gets_evenly_spaced_slots_one_write_each(stack: Stack, endpoint: str) -> None:
+    t = FakeTime(frozen=True)
+    fleet, aws = limiter(stack, t)
+    tickets = [fleet.acquire(endpoint, 10, t.now + 5) for _ in range(5)]
+    spacing = round(1e6 / paced_rate(10))
+    assert [x.slot for x in tickets if x] == [us(t.now) + i * spacing for i in range(5)]
+    assert aws.calls == 5
+    assert t.sleeps == pytest.approx([i * spacing / 1e6 for i in range(1, 5)], abs=1e-6)
+
+
+def test_the_deadline_is_in_the_condition_and_the_refusal_is_immediate(
     stack: Stack, endpoint: str
 ) -> None:
-    window = math.floor(time.time()) + 200
-    t = FakeTime(window + 0.05, frozen=True)
-    fleet = limiter(stack, clock=t.clock, sleep=t.sleep)
-    assert fleet.acquire(endpoint, 10) == pytest.approx(window + 1 / 9, abs=1e-6)
-    t.now = window + 0.6  # slots 2-5 went unused; the next login takes slot 6, not 2
-    assert fleet.acquire(endpoint, 10) == pytest.approx(window + 6 / 9, abs=1e-6)
-    assert fleet.acquire(endpoint, 10) == pytest.approx(window + 7 / 9, abs=1e-6)
-    assert table_items(endpoint)[f"{endpoint}#{window}"]["count"] == {"N": "8"}
+    t = FakeTime(frozen=True)
+    put_item(endpoint, n=us(t.now + 30))  # the queue reaches 30 s ahead
+    fleet, aws = limiter(stack, t)
+    with pytest.raises(ThrottleError, match=r"queue reaches 30\.00 s ahead"):
+        fleet.acquire(endpoint, 10, t.now + 8)
+    assert aws.calls == 1 and t.sleeps == []  # one failed write, no waiting
+    item = table_item(endpoint)
+    assert item is not None and item["n"] == {"N": str(us(t.now + 30))}  # nothing taken
 
 
-def test_items_carry_a_ttl_a_few_minutes_ahead(stack: Stack, endpoint: str) -> None:
-    from moto.dynamodb.models import dynamodb_backends
-
-    ttl = dynamodb_backends[ACCOUNT][REGION].describe_time_to_live(THROTTLE_TABLE)
-    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
-    fleet = limiter(stack)
-    at = fleet.acquire(endpoint, 50)
-    assert at is not None
-    [item] = table_items(endpoint).values()
-    assert int(item["expires_at"]["N"]) == math.floor(at) + TTL_SECONDS
-    assert 120 <= TTL_SECONDS <= 900
+def test_a_stale_queue_restarts_at_the_callers_instant(stack: Stack, endpoint: str) -> None:
+    t = FakeTime(frozen=True)
+    put_item(endpoint, n=us(t.now - 60))  # the last run ended a minute ago
+    fleet, aws = limiter(stack, t)
+    ticket = fleet.acquire(endpoint, 10, t.now + 5)
+    assert ticket is not None and ticket.slot == us(t.now) and ticket.started
+    assert aws.calls == 2 and t.sleeps == []  # the failed take, then the restart
 
 
-def test_many_threads_never_exceed_the_rate_in_any_window(stack: Stack, endpoint: str) -> None:
-    rate, threads, each = 30, 8, 6
-    fleet = limiter(stack)  # one limiter, real clock and sleep: the threads contend for real
-    instants: list[float] = []
+def test_a_slot_just_past_is_still_taken_by_a_trickle(stack: Stack, endpoint: str) -> None:
+    t = FakeTime(frozen=True)
+    put_item(endpoint, n=us(t.now) - TOLERANCE_US // 2)
+    fleet, aws = limiter(stack, t)
+    ticket = fleet.acquire(endpoint, 10, t.now + 5)
+    assert ticket is not None and ticket.slot == us(t.now) - TOLERANCE_US // 2
+    assert not ticket.started and aws.calls == 1 and t.sleeps == []
+
+
+def test_release_marks_an_idle_queue_so_the_next_login_pays_one_write(
+    stack: Stack, endpoint: str
+) -> None:
+    t = FakeTime(frozen=True)
+    fleet, aws = limiter(stack, t)
+    first = fleet.acquire(endpoint, 10, t.now + 5)
+    assert first is not None and first.started
+    fleet.release(first)
+    assert aws.sent == 1
+    deadline = time.time() + 10
+    while (item := table_item(endpoint)) is not None and "n" in item and time.time() < deadline:
+        time.sleep(0.01)  # the idle mark is sent without waiting for its answer
+    assert item is not None and "n" not in item and item["f"] == {"N": str(first.next)}
+    # Within the fence: the next caller is told where the queue stands and waits for it.
+    second = fleet.acquire(endpoint, 10, t.now + 5)
+    assert second is not None and second.slot == first.next and aws.calls == 3
+    fleet.release(second)  # started a run after the fence: marks the queue idle again
+    # Much later: one write, slot at once.
+    t.now += 600
+    third = fleet.acquire(endpoint, 10, t.now + 5)
+    assert third is not None and third.slot == us(t.now) and aws.calls == 4
+
+
+def test_release_leaves_a_queue_others_joined(stack: Stack, endpoint: str) -> None:
+    t = FakeTime(frozen=True)
+    fleet, aws = limiter(stack, t)
+    first = fleet.acquire(endpoint, 10, t.now + 5)
+    second = fleet.acquire(endpoint, 10, t.now + 5)
+    assert first is not None and second is not None and not second.started
+    fleet.release(second)  # not the one that started the run: nothing sent
+    assert aws.sent == 0
+    fleet.release(first)  # the condition fails: someone took a ticket after it
+    fleet.acquire(endpoint, 10, t.now + 5)  # drains the answer of the idle mark
+    item = table_item(endpoint)
+    assert item is not None and "n" in item and "f" not in item
+
+
+def test_many_threads_and_processes_never_share_a_slot_or_exceed_the_rate(
+    stack: Stack, endpoint: str
+) -> None:
+    rate, threads, each, procs = 40, 4, 5, 3
+    slots: list[int] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
 
     def worker() -> None:
         try:
-            other = limiter(stack)  # separate limiters too, as separate environments would be
-            for i in range(each):
-                at = (fleet if i % 2 else other).acquire(endpoint, rate, time.time() + 30)
-                assert at is not None
+            fleet, _ = limiter(stack)  # real clock and sleep: the threads contend for real
+            for _ in range(each):
+                ticket = fleet.acquire(endpoint, rate, time.time() + 60)
+                assert ticket is not None
                 with lock:
-                    instants.append(at)
+                    slots.append(ticket.slot)
         except BaseException as exc:
             errors.append(exc)
 
+    child = (
+        "import json, sys, time\n"
+        "from iamdb._aws import AwsClient\n"
+        "from iamdb._runtime import PROCESS\n"
+        "from iamdb.credentials import CredentialResolver\n"
+        "from iamdb.fleet import FleetLimiter\n"
+        "from iamdb.log import WarnOnce\n"
+        "fleet = FleetLimiter(sys.argv[1], AwsClient(PROCESS, CredentialResolver()), PROCESS,"
+        " WarnOnce())\n"
+        f"print(json.dumps([fleet.acquire(sys.argv[2], {rate}, time.time() + 60).slot"
+        f" for _ in range({each})]))\n"
+    )
+    env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT / "layer")}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", child, THROTTLE_TABLE, endpoint],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(procs)
+    ]
     pool = [threading.Thread(target=worker) for _ in range(threads)]
     for th in pool:
         th.start()
     for th in pool:
         th.join(timeout=60)
-    assert not errors and len(instants) == threads * each
-    slots = math.floor(paced_rate(rate))
-    counts = [int(item["count"]["N"]) for item in table_items(endpoint).values()]
-    assert sum(counts) >= threads * each and max(counts) <= slots <= rate
-    instants.sort()
-    assert all(b - a >= 1 / slots - 1e-6 for a, b in itertools.pairwise(instants))
-    for i, start in enumerate(instants):  # rolling one-second windows too
-        assert sum(1 for x in instants[i:] if x < start + 1.0) <= rate
+    for proc in children:
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        slots.extend(json.loads(out))
+    assert not errors and len(slots) == (threads + procs) * each
+    spacing = round(1e6 / paced_rate(rate))
+    slots.sort()
+    assert all(b - a >= spacing for a, b in zip(slots, slots[1:], strict=False))
+    for i, start in enumerate(slots):  # no rolling second holds more than the rate
+        assert sum(1 for x in slots[i:] if x < start + 1_000_000) <= rate
 
 
-def test_unreachable_dynamodb_fails_open_warns_once_and_counts(
+def test_unreachable_dynamodb_fails_open_warns_once_and_cools_down(
     stack: Stack, endpoint: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    t = FakeTime(frozen=True)
     closed = f"http://127.0.0.1:{free_port()}"
-    fleet = limiter(stack, env={"AWS_ENDPOINT_URL_DYNAMODB": closed})
+    fleet, aws = limiter(stack, t, AWS_ENDPOINT_URL_DYNAMODB=closed)
     with caplog.at_level(logging.WARNING, logger="iamdb"):
-        assert fleet.acquire(endpoint, 10) is None
-        assert fleet.acquire(endpoint, 10) is None  # within the cool-down: DynamoDB left alone
-    assert fleet.fail_opens == 2
+        assert fleet.acquire(endpoint, 10, t.now + 5) is None
+        assert fleet.acquire(endpoint, 10, t.now + 5) is None  # cool-down: DynamoDB left alone
+    assert aws.calls == 0  # the connection itself failed (TCP refused)
     warnings = [r for r in caplog.records if "fleet limiter" in r.getMessage()]
     assert len(warnings) == 1 and THROTTLE_TABLE in warnings[0].getMessage()
-    # A connect never hangs on the limiter: one attempt, short timeouts.
-    config = fleet._dynamodb().meta.config
-    assert config.retries["total_max_attempts"] == 1
-    assert config.connect_timeout <= 1 and config.read_timeout <= 1
+    t.now += COOLDOWN_SECONDS + 1
+    assert fleet.acquire(endpoint, 10, t.now + 5) is None
 
 
-def test_a_missing_table_fails_open(stack: Stack, endpoint: str) -> None:
-    other = FleetLimiter(
-        "not-the-throttle-table", environ=stack.env, resolver=CredentialResolver(stack.env)
-    )
-    assert other.acquire(endpoint, 10) is None
-    assert other.fail_opens == 1
+@pytest.mark.parametrize(
+    ("table", "env"),
+    [
+        ("not-the-throttle-table", {}),  # ResourceNotFoundException
+        (THROTTLE_TABLE, {"AWS_SECRET_ACCESS_KEY": "not-the-secret"}),  # signature refused
+    ],
+)
+def test_a_table_that_cannot_be_used_fails_open(
+    stack: Stack, endpoint: str, table: str, env: dict[str, str]
+) -> None:
+    t = FakeTime(frozen=True)
+    fleet, aws = limiter(stack, t, table, **env)
+    assert fleet.acquire(endpoint, 10, t.now + 5) is None and aws.calls == 1
 
 
-def test_refused_credentials_fail_open(stack: Stack, endpoint: str) -> None:
-    fleet = limiter(stack, env={"AWS_SECRET_ACCESS_KEY": "not-the-secret"})  # 403 from DynamoDB
-    assert fleet.acquire(endpoint, 10) is None
-    assert fleet.fail_opens == 1
+# -- through get_pg() -----------------------------------------------------------------------
 
 
 @pytest.fixture
-def no_dynamodb(stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def registry(stack_env: dict[str, str]) -> Iterator[tuple[Registry, RecordingTelemetry]]:
+    telemetry = RecordingTelemetry()
+    reg = Registry(runtime=runtime(os.environ), telemetry=telemetry)  # type: ignore[arg-type]
+    try:
+        yield reg, telemetry
+    finally:
+        reg.reset()
+
+
+def test_get_pg_uses_the_fleet_limiter(
+    stack: Stack, registry: tuple[Registry, RecordingTelemetry]
+) -> None:
+    reg, telemetry = registry
+    assert stack.env["IAMDB_THROTTLE_TABLE"] == THROTTLE_TABLE
+    assert reg.get_pg().execute("SELECT 1").fetchone() == (1,)
+    totals = telemetry.totals("pg")
+    assert totals.get("LimiterFailOpen", 0) == 0 and totals["ConnectionsOpened"] == 1
+    assert table_item(f"{PG_ENDPOINT.lower()}:{stack.pg.port if stack.pg else 0}") is not None
+
+
+def test_get_pg_still_logs_in_when_dynamodb_is_down(
+    stack: Stack,
+    registry: tuple[Registry, RecordingTelemetry],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", f"http://127.0.0.1:{free_port()}")
-    yield
+    reg, telemetry = registry
+    assert reg.get_pg().execute("SELECT 1").fetchone() == (1,)
+    assert telemetry.totals("pg")["LimiterFailOpen"] == 1
 
 
-def test_get_pg_uses_the_fleet_limiter(stack: Stack, stack_env: dict[str, str]) -> None:
-    from devstack.stack import PG_ENDPOINT
-
-    assert stack_env["IAMDB_THROTTLE_TABLE"] == THROTTLE_TABLE
-    iamdb.get_pg().execute("SELECT 1")
-    from iamdb.registry import default
-
-    fleet = default.admission.fleet
-    assert fleet is not None and fleet.fail_opens == 0
-    assert table_items(f"{PG_ENDPOINT.lower()}:{stack.pg.port if stack.pg else 0}#")
-
-
-def test_get_pg_still_logs_in_when_dynamodb_is_down(stack: Stack, no_dynamodb: None) -> None:
-    from iamdb.registry import default
-
-    assert iamdb.get_pg().execute("SELECT 1").fetchone() == (1,)
-    fleet = default.admission.fleet
-    assert fleet is not None and fleet.fail_opens == 1
+def test_fleet_limited_get_pg_loads_no_boto3(stack: Stack) -> None:
+    code = (
+        "import json, sys, iamdb\n"
+        "iamdb.get_pg().execute('SELECT 1')\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in"
+        " ('boto3', 'botocore'))))\n"
+    )
+    env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT / "layer")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == []

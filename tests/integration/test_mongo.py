@@ -31,6 +31,7 @@ from devstack.aws import (
 )
 from devstack.stack import Stack
 from iamdb.errors import AuthError, ConfigError
+from iamdb._runtime import Runtime
 from iamdb.registry import Registry
 from tests.fakes import FakeClock
 from tests.integration.cli import run_iamdb
@@ -285,7 +286,7 @@ def test_peer_refuses_expired_credentials(stack: Stack, peer: Any, fake_clock: F
 def test_refresh_swaps_the_client_and_an_in_flight_cursor_completes(
     mongo_env: dict[str, str], peer: Any, fake_clock: FakeClock
 ) -> None:
-    registry = Registry(clock=fake_clock)
+    registry = Registry(runtime=Runtime(clock=fake_clock))
     try:
         old = registry.get_mongo()
         coll = old.app.inflight
@@ -318,7 +319,7 @@ def test_refresh_swaps_the_client_and_an_in_flight_cursor_completes(
 def test_three_hours_of_invocations_with_one_hour_credentials(
     mongo_env: dict[str, str], peer: Any, fake_clock: FakeClock
 ) -> None:
-    registry = Registry(clock=fake_clock)
+    registry = Registry(runtime=Runtime(clock=fake_clock))
     keys: list[str] = []
     try:
         for minute in range(0, 181, 7):  # an invocation every 7 minutes for 3 hours

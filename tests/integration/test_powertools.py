@@ -138,10 +138,13 @@ def test_example_logs_meters_and_traces_through_powertools(
     for subsegment in connects:
         parent = handlers[subsegment["parent_id"]]
         assert parent["trace_id"] == subsegment["trace_id"]
-    # The fleet limiter's DynamoDB call (patched by the app's Tracer) sits inside the login.
+    # The fleet limiter's ticket (its DynamoDB call, made without botocore) sits inside the
+    # first login; the reconnect reused the token the server had accepted: no ticket.
     connect_ids = {c["id"] for c in connects}
-    dynamodb = [d for d in subsegments(documents) if d.get("name") == "dynamodb"]
-    assert dynamodb and all(d["parent_id"] in connect_ids for d in dynamodb)
+    tickets = [d for d in subsegments(documents) if d.get("name") == "iamdb fleet ticket"]
+    assert len(tickets) == 1 and tickets[0]["parent_id"] in connect_ids
+    assert tickets[0]["annotations"] == {"engine": "pg", "instance": "default"}
+    assert not [d for d in subsegments(documents) if d.get("name") == "dynamodb"]
 
 
 # -- powertools_app.py against devstack --------------------------------------------------------

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 import iamdb
+from iamdb._runtime import Runtime
 from iamdb.registry import Registry
+from tests.fakes import RecordingTelemetry
 
 pytestmark = pytest.mark.integration
 
@@ -114,23 +116,28 @@ def test_silently_dead_connection_is_caught_by_the_idle_ping(
 ) -> None:
     """After IAMDB_HEALTHCHECK_IDLE_SECONDS, get() makes a round trip before handing out."""
     now = [time.time()]
-    registry = Registry(clock=lambda: now[0])
+    telemetry = RecordingTelemetry()
+    registry = Registry(runtime=Runtime(clock=lambda: now[0]), telemetry=telemetry)
     managed = registry.managed(engine)  # type: ignore[arg-type]
     try:
         first = managed.get()
         now[0] += 31
         assert managed.get() is first  # alive: the ping succeeded, no new login
-        assert managed.connects == 1
+        managed.probe.flush()
+        assert telemetry.totals(engine)["ConnectionsOpened"] == 1
     finally:
         registry.reset()
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_old_tokens_are_refused_and_iamdb_never_presents_one(
-    stack: Any, stack_env: Any, engine: str
+    stack: Any, stack_env: Any, engine: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A clock 21 minutes behind would also be 21 minutes behind the fleet's queue: this test
+    # is about tokens, so it runs without the fleet limiter.
+    monkeypatch.delenv("IAMDB_THROTTLE_TABLE")
     now = [time.time() - 1300]  # 21 minutes ago: beyond 900 s lifetime + 300 s skew
-    registry = Registry(clock=lambda: now[0])
+    registry = Registry(runtime=Runtime(clock=lambda: now[0]))
     try:
         # A connection made "back then" carries a token the verifier must refuse today ...
         with pytest.raises(iamdb.AuthError):
@@ -138,7 +145,7 @@ def test_old_tokens_are_refused_and_iamdb_never_presents_one(
         # ... but a token signed back then and cached is never presented once it is old.
         registry.reset()
         cfg = registry.config(engine)  # type: ignore[arg-type]
-        old = registry.tokens.get(cfg.signing_host, cfg.signing_port, cfg.user, cfg.region)
+        old = registry.tokens.get(cfg.endpoint)
         now[0] = time.time()
         conn = registry.managed(engine).get()  # type: ignore[arg-type]
         assert query(engine, conn, "SELECT 1")[0] == 1
