@@ -8,6 +8,7 @@ clock, so the slots are exact; the concurrency tests use real time and real proc
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -239,7 +240,7 @@ def test_many_threads_and_processes_never_share_a_slot_or_exceed_the_rate(
     assert not errors and len(slots) == (threads + procs) * each
     spacing = round(1e6 / paced_rate(rate))
     slots.sort()
-    assert all(b - a >= spacing for a, b in zip(slots, slots[1:], strict=False))
+    assert all(b - a >= spacing for a, b in itertools.pairwise(slots))
     for i, start in enumerate(slots):  # no rolling second holds more than the rate
         assert sum(1 for x in slots[i:] if x < start + 1_000_000) <= rate
 

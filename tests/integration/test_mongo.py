@@ -30,8 +30,8 @@ from devstack.aws import (
     MONGO_UNTRUSTED_ROLE_ARN,
 )
 from devstack.stack import Stack
-from iamdb.errors import AuthError, ConfigError
 from iamdb._runtime import Runtime
+from iamdb.errors import AuthError, ConfigError
 from iamdb.registry import Registry
 from tests.fakes import FakeClock
 from tests.integration.cli import run_iamdb
