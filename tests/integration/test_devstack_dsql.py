@@ -7,6 +7,7 @@ these tests check devstack independently of the code it is meant to test.
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -129,7 +130,7 @@ def test_the_template_policy_refuses_db_connect_to_the_function(stack: Stack) ->
 
 
 def test_rds_tokens_and_dsql_tokens_stay_at_their_endpoints(stack: Stack) -> None:
-    assert stack.dsql is not None and stack.pg is not None
+    assert stack.dsql is not None and stack.pg is not None and stack.tls is not None
     creds = function_creds(stack)
     rds_at_dsql = rds_token(DSQL_ENDPOINT, stack.dsql.port, ADMIN, creds)
     assert refusal(stack, rds_at_dsql).reason == "wrong service"
@@ -137,6 +138,23 @@ def test_rds_tokens_and_dsql_tokens_stay_at_their_endpoints(stack: Stack) -> Non
     assert refusal(stack, dsql_at_pg, "iamdb_app", server="pg").reason == "wrong service"
     pg_token = rds_token(PG_ENDPOINT, stack.pg.port, ADMIN, creds)  # the RDS endpoint's
     assert refusal(stack, pg_token).reason == "wrong service"
+    if stack.mysql is not None:
+        import pymysql
+
+        before = len(stack.verifier.events)
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            pymysql.connect(
+                host="127.0.0.1",
+                port=stack.mysql.port,
+                user="iamdb_app",
+                password=dsql_token(MYSQL_ENDPOINT, creds, admin=False),
+                ssl=ssl.create_default_context(cafile=str(stack.tls.ca)),
+                connect_timeout=10,
+                read_timeout=10,
+            )
+        assert info.value.args[0] == 1045
+        [event] = list(stack.verifier.events)[before:]
+        assert (event.server, event.ok, event.reason) == ("mysql", False, "wrong service")
 
 
 def test_lifetime_comes_from_x_amz_expires(stack: Stack) -> None:
@@ -249,7 +267,6 @@ def test_env_carries_the_dsql_endpoint(stack: Stack) -> None:
         connect_timeout=10,
     ) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("admin",)
-    assert MYSQL_ENDPOINT not in env["IAMDB_DSQL_IAM_HOST"]
 
 
 def test_max_age_is_a_stack_option_and_an_up_flag() -> None:

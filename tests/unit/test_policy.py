@@ -27,20 +27,21 @@ def test_other_principals_are_not_judged() -> None:
     assert policy("arn:aws:iam::123456789012:user/dev", "pg", "postgres", CONNECT)[0]
 
 
-def _copy(tmp_path: Path, old: str, new: str, samconfig: tuple[str, str] = ("", "")) -> Path:
-    """template.yaml and samconfig.toml copied into ``tmp_path`` with one change each."""
-    text = (REPO / "template.yaml").read_text()
-    assert old in text
-    (tmp_path / "template.yaml").write_text(text.replace(old, new))
-    config = (REPO / "samconfig.toml").read_text()
-    assert samconfig[0] in config
-    (tmp_path / "samconfig.toml").write_text(config.replace(*samconfig) if samconfig[0] else config)
+def _copy(
+    tmp_path: Path, template: tuple[str, str] = ("", ""), samconfig: tuple[str, str] = ("", "")
+) -> Path:
+    """template.yaml and samconfig.toml copied into ``tmp_path``, each with one (old, new)
+    replacement (empty old: unchanged)."""
+    for name, (old, new) in (("template.yaml", template), ("samconfig.toml", samconfig)):
+        text = (REPO / name).read_text()
+        assert old in text
+        (tmp_path / name).write_text(text.replace(old, new) if old else text)
     return tmp_path / "template.yaml"
 
 
 def test_a_typo_in_the_templates_resource_arn_is_refused(tmp_path: Path) -> None:
     # A copy-paste slip: the PostgreSQL statement names the MySQL instance's resource id.
-    typo = _copy(tmp_path, ":dbuser:${PgDbiResourceId}/", ":dbuser:${MySqlDbiResourceId}/")
+    typo = _copy(tmp_path, (":dbuser:${PgDbiResourceId}/", ":dbuser:${MySqlDbiResourceId}/"))
     policy = TemplatePolicy.from_template("iamdb-example-function", typo)
     assert not policy(ROLE, "pg", "iamdb_app", CONNECT)[0]
     assert policy(ROLE, "mysql", "iamdb_app", CONNECT)[0]
@@ -57,7 +58,7 @@ def test_dsql_admin_is_allowed_db_connect_admin_only() -> None:
 
 
 def test_dsql_custom_role_gets_db_connect(tmp_path: Path) -> None:
-    template = _copy(tmp_path, "", "", ('"DsqlUser=admin",\n]', '"DsqlUser=iamdb_dsql_app",\n]'))
+    template = _copy(tmp_path, samconfig=('"DsqlUser=admin",\n]', '"DsqlUser=iamdb_dsql_app",\n]'))
     policy = TemplatePolicy.from_template("iamdb-example-function", template)
     assert policy(ROLE, "dsql", "iamdb_dsql_app", "dsql:DbConnect")[0]
     assert not policy(ROLE, "dsql", "admin", "dsql:DbConnectAdmin")[0]
@@ -73,5 +74,5 @@ def test_dsql_custom_role_gets_db_connect(tmp_path: Path) -> None:
     ids=["cluster-id", "action", "service"],
 )
 def test_a_typo_in_the_dsql_policy_is_refused(tmp_path: Path, old: str, new: str) -> None:
-    policy = TemplatePolicy.from_template("iamdb-example-function", _copy(tmp_path, old, new))
+    policy = TemplatePolicy.from_template("iamdb-example-function", _copy(tmp_path, (old, new)))
     assert not policy(ROLE, "dsql", "admin", "dsql:DbConnectAdmin")[0]
