@@ -6,6 +6,7 @@
    time measured inside the child from before the import to the token.
 2. Warm signing: time per token in an already warm process, user name varying so that
    no whole-token cache could help (iamdb's derived-key cache may, as botocore's would).
+   Aurora DSQL tokens likewise, against the ``dsql`` client, the lifetime varying.
 
 Run: ``python bench/signing.py`` (prints a markdown table); ``rows()`` returns the
 same rows for a runner.
@@ -31,6 +32,7 @@ LAYER = ROOT / "layer"
 COLD_RUNS = 15
 
 HOST = "mydb.c9akciq32.us-east-1.rds.amazonaws.com"
+DSQL_HOST = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws"
 REGION = "us-east-1"
 ACCESS_KEY = "ASIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -142,6 +144,38 @@ def warm_signing() -> tuple[float, float]:
     return _per_call_us(botocore_once, 1000), _per_call_us(iamdb_once, 20000)
 
 
+def warm_dsql_signing() -> tuple[float, float]:
+    """(botocore us/token, iamdb us/token) for DSQL tokens, lifetimes varying."""
+    _ensure_paths()
+    import boto3
+
+    from iamdb.credentials import Credentials
+    from iamdb.signer import generate_dsql_auth_token
+
+    dsql = boto3.client(
+        "dsql",
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        aws_session_token=SESSION_TOKEN,
+    )
+    creds = Credentials(ACCESS_KEY, SECRET_KEY, SESSION_TOKEN)
+    lifetimes_b = cycle(range(900, 1900))
+    lifetimes_i = cycle(range(900, 1900))
+
+    def botocore_once() -> None:
+        dsql.generate_db_connect_admin_auth_token(DSQL_HOST, REGION, next(lifetimes_b))
+
+    def iamdb_once() -> None:
+        generate_dsql_auth_token(
+            DSQL_HOST, REGION, admin=True, expires_in=next(lifetimes_i), credentials=creds
+        )
+
+    botocore_once()
+    iamdb_once()
+    return _per_call_us(botocore_once, 1000), _per_call_us(iamdb_once, 20000)
+
+
 def rows() -> list[Row]:
     """The benchmark rows (cold start in ms, warm signing in microseconds per token)."""
     _ensure_paths()
@@ -149,6 +183,7 @@ def rows() -> list[Row]:
 
     cold = cold_start()
     warm_botocore, warm_iamdb = warm_signing()
+    dsql_botocore, dsql_iamdb = warm_dsql_signing()
     return [
         Row(
             f"cold start, whole process, median of {COLD_RUNS} (ms)",
@@ -163,6 +198,7 @@ def rows() -> list[Row]:
             "(info)",
         ),
         Row("warm signing, per token (us)", warm_botocore, warm_iamdb, "<= 0.1 (>= 10x faster)"),
+        Row("warm DSQL signing, per token (us)", dsql_botocore, dsql_iamdb, "<= 0.1"),
     ]
 
 

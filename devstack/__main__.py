@@ -16,23 +16,41 @@ import threading
 import time
 from pathlib import Path
 
+from devstack.reaper import DSQL_MAX_AGE
 from devstack.stack import Stack
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    up = commands.add_parser("up", help="start moto, PostgreSQL and MariaDB; write env files")
+    up = commands.add_parser(
+        "up", help="start moto, PostgreSQL, MariaDB, the Mongo peer and DSQL; write env files"
+    )
     up.add_argument("--iam-rate", type=float, default=None, help="new IAM logins/s per server")
     up.add_argument("--dir", type=Path, default=Path(".devstack"), help="where env files go")
     up.add_argument("--no-mysql", action="store_true", help="do not start MariaDB")
     up.add_argument("--no-pg", action="store_true", help="do not start PostgreSQL")
+    up.add_argument("--no-dsql", action="store_true", help="no Aurora DSQL endpoint")
+    up.add_argument(
+        "--dsql-max-age",
+        type=_seconds,
+        default=DSQL_MAX_AGE,
+        metavar="SECONDS",
+        help=f"the DSQL endpoint drops connections older than this (DSQL: {DSQL_MAX_AGE:g})",
+    )
     from devstack import invoke
 
     invoke.add_arguments(
         commands.add_parser("invoke", help="run a template function like Lambda, without Docker")
     )
     return parser
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def up(args: argparse.Namespace) -> int:
@@ -43,7 +61,13 @@ def up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    stack = Stack(iam_rate=args.iam_rate, pg=not args.no_pg, mysql=not args.no_mysql)
+    stack = Stack(
+        iam_rate=args.iam_rate,
+        pg=not args.no_pg,
+        mysql=not args.no_mysql,
+        dsql=not args.no_dsql,
+        dsql_max_age=args.dsql_max_age,
+    )
     env_files: tuple[Path, ...] = ()
     try:
         started = time.monotonic()

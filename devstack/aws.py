@@ -287,16 +287,34 @@ def rds_token(
     host: str, port: int, user: str, credentials: Credentials, region: str = REGION
 ) -> str:
     """An RDS IAM auth token signed by botocore (the reference implementation)."""
-    client = _rds_client(credentials, region)
+    client = _signing_client("rds", credentials, region)
     return str(
         client.generate_db_auth_token(DBHostname=host, Port=port, DBUsername=user, Region=region)
     )
 
 
+def dsql_token(
+    host: str,
+    credentials: Credentials,
+    *,
+    admin: bool,
+    expires_in: int = 900,
+    region: str = REGION,
+) -> str:
+    """An Aurora DSQL auth token signed by botocore: ``DbConnectAdmin`` when ``admin``."""
+    client = _signing_client("dsql", credentials, region)
+    sign = (
+        client.generate_db_connect_admin_auth_token
+        if admin
+        else client.generate_db_connect_auth_token
+    )
+    return str(sign(Hostname=host, Region=region, ExpiresIn=expires_in))
+
+
 @functools.lru_cache(maxsize=16)
-def _rds_client(credentials: Credentials, region: str) -> Any:
+def _signing_client(service: str, credentials: Credentials, region: str) -> Any:
     import botocore.session
 
     session = botocore.session.get_session()
     session.set_credentials(credentials.access_key, credentials.secret_key, credentials.token)
-    return session.create_client("rds", region_name=region)
+    return session.create_client(service, region_name=region)

@@ -1,10 +1,12 @@
 """devstack holds the example function to the IAM policy that template.yaml gives it.
 
-AWS refuses an IAM login whose principal has no ``rds-db:connect`` on that exact
-``dbuser`` ARN. devstack reads the example functions' policy statements from
-``template.yaml`` (parameters from ``samconfig.toml``'s ``local_invoke`` section: devstack's
-DbiResourceIds and users) and the verifier asks :class:`TemplatePolicy` after the
-signature checks, so a typo in the template's resource ARN fails locally too.
+AWS refuses an IAM login whose principal may not make it: ``rds-db:connect`` on that exact
+``dbuser`` ARN (RDS), ``dsql:DbConnect`` / ``dsql:DbConnectAdmin`` on the cluster ARN
+(Aurora DSQL). devstack reads the example functions' policy statements, and those of the
+template's managed policies (``DsqlConnectPolicy``, made to be attached to function roles),
+from ``template.yaml`` with the parameters of ``samconfig.toml``'s ``local_invoke`` section
+(devstack's DbiResourceIds, cluster id and users). The verifier asks :class:`TemplatePolicy`
+after the signature checks, so a typo in the template's resource ARN fails locally too.
 
 Only the example function's role is judged: other principals (a developer's key, the
 tests' own roles) have no template policy to be held to.
@@ -15,17 +17,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from devstack.template import Template, dbuser_arn, function_statements, load_samconfig
+from devstack.template import (
+    ACCOUNT,
+    PARTITION,
+    REGION,
+    Template,
+    dbuser_arn,
+    function_statements,
+    load_samconfig,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 # devstack's instances, as samconfig.toml's local_invoke parameters name them.
 DBI_RESOURCE_IDS = {"pg": "db-IAMDBDEVSTACKPG0000000000", "mysql": "db-IAMDBDEVSTACKMYSQL0000000"}
+DSQL_CLUSTER_ID = "iamdbdevstack0000000000000"  # 26 of [a-z0-9], as DSQL's cluster ids
+DSQL_CLUSTER_ARN = f"arn:{PARTITION}:dsql:{REGION}:{ACCOUNT}:cluster/{DSQL_CLUSTER_ID}"
+DSQL_SERVER = "dsql"  # the verifier's name for the DSQL endpoint
 # devstack's own grant for the named-instance user the template does not know.
 EXTRA_USERS = ("iamdb_reporting",)
 
 
 class TemplatePolicy:
-    """``authorize(principal_arn, server, user) -> (ok, reason)`` for the Verifier."""
+    """``authorize(principal_arn, server, user, action) -> (ok, reason)`` for the Verifier."""
 
     def __init__(self, role_name: str, statements: list[dict[str, Any]]) -> None:
         self._role = role_name
@@ -38,16 +51,32 @@ class TemplatePolicy:
         overrides = load_samconfig(template.parent / "samconfig.toml", "local_invoke")
         loaded = Template.load(template, overrides.parameter_overrides)
         statements = [s for group in function_statements(loaded).values() for s in group]
+        statements += _managed_policy_statements(loaded)
         extra = [dbuser_arn(dbi, user) for dbi in DBI_RESOURCE_IDS.values() for user in EXTRA_USERS]
         statements.append({"Effect": "Allow", "Action": "rds-db:connect", "Resource": extra})
         return cls(role_name, statements)
 
-    def __call__(self, principal_arn: str, server: str, user: str) -> tuple[bool, str]:
+    def __call__(self, principal_arn: str, server: str, user: str, action: str) -> tuple[bool, str]:
         from devstack.template import policy_allows
 
         if f":assumed-role/{self._role}/" not in principal_arn:
             return True, "not the example function"
-        resource = dbuser_arn(DBI_RESOURCE_IDS[server], user)
-        if policy_allows(self._statements, "rds-db:connect", resource):
+        if server == DSQL_SERVER:
+            resource = DSQL_CLUSTER_ARN
+        else:
+            resource = dbuser_arn(DBI_RESOURCE_IDS[server], user)
+        if policy_allows(self._statements, action, resource):
             return True, "allowed"
-        return False, f"no rds-db:connect on {resource} in template.yaml's policies"
+        return False, f"no {action} on {resource} in template.yaml's policies"
+
+
+def _managed_policy_statements(template: Template) -> list[dict[str, Any]]:
+    """The statements of the template's ``AWS::IAM::ManagedPolicy`` resources, resolved."""
+    found: list[dict[str, Any]] = []
+    for resource in template.resources.values():
+        if resource.get("Type") != "AWS::IAM::ManagedPolicy":
+            continue
+        document = template.resolve((resource.get("Properties") or {}).get("PolicyDocument"))
+        statements = (document or {}).get("Statement", [])
+        found.extend(statements if isinstance(statements, list) else [statements])
+    return found

@@ -84,9 +84,9 @@ class Postgres:
             connect_timeout=10,
         )
 
-    def create_iam_user(self, user: str, database: str) -> None:
+    def create_iam_user(self, user: str, database: str | None) -> None:
         """A LOGIN role in ``rds_iam`` without password (it logs in with a token only) that
-        owns ``database``."""
+        owns ``database`` (created if missing; None: no database of its own)."""
         from psycopg import sql
 
         with self.admin() as conn:
@@ -99,14 +99,18 @@ class Postgres:
             conn.execute(
                 sql.SQL("GRANT {} TO {}").format(sql.Identifier(IAM_ROLE), sql.Identifier(user))
             )
+            if database is None:
+                return
             if not conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
             ).fetchone():
-                conn.execute(
-                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        sql.Identifier(database), sql.Identifier(user)
-                    )
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            # An existing database changes hands too (DSQL's admin owns "postgres").
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                    sql.Identifier(database), sql.Identifier(user)
                 )
+            )
 
     def kill_connections(self, user: str) -> int:
         """Terminate ``user``'s backends, waiting up to 5 s for each; return how many ended."""

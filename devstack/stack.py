@@ -1,9 +1,11 @@
-"""The whole devstack: moto, the token verifier, PostgreSQL (via LDAP) and MariaDB.
+"""The whole devstack: moto, the token verifier, PostgreSQL (via LDAP), MariaDB, the Mongo
+peer and an Aurora DSQL endpoint (a second small PostgreSQL cluster).
 
-iamdb connects to 127.0.0.1 but signs tokens for RDS-style endpoint names, as users do
-behind tunnels or custom DNS; the verifier holds each server to its endpoint name, its real
-port and region ``us-east-1``. :attr:`Stack.env` is the environment a Lambda function using
-iamdb would see (``env.sh`` / ``env.json`` on disk).
+iamdb connects to 127.0.0.1 but signs tokens for RDS- and DSQL-style endpoint names, as users
+do behind tunnels or custom DNS; the verifier holds each server to its endpoint name, its real
+port (DSQL: none) and region ``us-east-1``. The DSQL endpoint's reaper drops connections older
+than ``dsql_max_age``, as DSQL does after an hour. :attr:`Stack.env` is the environment a
+Lambda function using iamdb would see (``env.sh`` / ``env.json`` on disk).
 """
 
 from __future__ import annotations
@@ -22,13 +24,24 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devstack.aws import MONGO_ROLE_ARN, ROLE_NAME, THROTTLE_TABLE, MotoAws, rds_token
+from devstack.aws import (
+    ACCOUNT,
+    FUNCTION_ROLE_ARN,
+    MONGO_ROLE_ARN,
+    ROLE_NAME,
+    THROTTLE_TABLE,
+    USER_NAME,
+    MotoAws,
+    dsql_token,
+    rds_token,
+)
 from devstack.ldap import LdapBridge
-from devstack.policy import TemplatePolicy
+from devstack.policy import DSQL_CLUSTER_ID, DSQL_SERVER, TemplatePolicy
 from devstack.postgres import LDAP_PREFIX, LDAP_SUFFIX, Postgres
 from devstack.procs import RunAs, free_port, make_traversable
+from devstack.reaper import DSQL_MAX_AGE, Reaper
 from devstack.tls import TlsFiles, make_tls
-from devstack.verifier import Verifier
+from devstack.verifier import DSQL, DSQL_ADMIN, RDS, Kind, Verifier
 
 if TYPE_CHECKING:
     from devstack.mariadb import MariaDB
@@ -41,6 +54,10 @@ PG_ENDPOINT = "iamdb-pg.c0devstack00.us-east-1.rds.amazonaws.com"
 MYSQL_ENDPOINT = "iamdb-mysql.c0devstack00.us-east-1.rds.amazonaws.com"
 # (env infix, database user, database): the default instance and the named one.
 USERS = (("", "iamdb_app", "app"), ("REPORTING_", "iamdb_reporting", "reporting"))
+DSQL_ENDPOINT = f"{DSQL_CLUSTER_ID}.dsql.{REGION}.on.aws"
+DSQL_DBNAME = "postgres"  # DSQL's one database
+DSQL_USER = "iamdb_dsql_app"  # a custom role, granted to the function's role and developer
+DEVELOPER_ARN = f"arn:aws:iam::{ACCOUNT}:user/{USER_NAME}"
 FUNCTION_NAME = "iamdb-example"
 
 
@@ -49,6 +66,7 @@ class Stack:
 
     pg_server = "pg"  # names the verifier knows the servers by (Event.server)
     mysql_server = "mysql"
+    dsql_server = DSQL_SERVER
 
     def __init__(
         self,
@@ -58,20 +76,24 @@ class Stack:
         pg: bool = True,
         mysql: bool = True,
         mongo: bool = True,
+        dsql: bool = True,
+        dsql_max_age: float = DSQL_MAX_AGE,
     ) -> None:
         self._root_arg = root
         self.root: Path | None = None
         self.iam_rate = iam_rate
-        self._want_pg, self._want_mysql = pg, mysql
+        self._want_pg, self._want_mysql, self._want_dsql = pg, mysql, dsql
         self.aws = MotoAws()
         self.verifier = Verifier(self.aws.lookup, authorize=TemplatePolicy.from_template(ROLE_NAME))
         self.pg: Postgres | None = None
         self.mysql: MariaDB | None = None
         self._want_mongo = mongo
         self.mongo: MongoPeer | None = None  # the MONGODB-AWS verifying peer
+        self.dsql: Postgres | None = None  # the Aurora DSQL endpoint's cluster
+        self.dsql_reaper = Reaper(self._dsql_admin, server=DSQL_SERVER, max_age=dsql_max_age)
         self.tls: TlsFiles | None = None
         self.env: dict[str, str] = {}
-        self._ldap: LdapBridge | None = None
+        self._ldap_bridges: list[LdapBridge] = []
         self._lock = threading.Lock()
         self._running = False
 
@@ -96,10 +118,12 @@ class Stack:
             self._running = False
         atexit.unregister(self.stop)
         steps: list[tuple[str, Callable[[], None] | None]] = [
+            ("dsql reaper", self.dsql_reaper.stop),
             ("mariadb", self.mysql.stop if self.mysql else None),
             ("mongo", self.mongo.stop if self.mongo else None),
             ("postgres", self.pg.stop if self.pg else None),
-            ("ldap", self._ldap.stop if self._ldap else None),
+            ("dsql", self.dsql.stop if self.dsql else None),
+            *(("ldap", bridge.stop) for bridge in self._ldap_bridges),
             ("moto", self.aws.stop),
             ("temp data", self._remove_data),
         ]
@@ -113,10 +137,13 @@ class Stack:
 
     def _start(self) -> None:
         root = self._make_root()
-        self.tls = make_tls(root / "tls", ["localhost", PG_ENDPOINT, MYSQL_ENDPOINT], ["127.0.0.1"])
+        names = ["localhost", PG_ENDPOINT, MYSQL_ENDPOINT, DSQL_ENDPOINT]
+        self.tls = make_tls(root / "tls", names, ["127.0.0.1"])
         jobs: list[Callable[[], None]] = [self.aws.start]
         if self._want_pg:
             jobs.append(self._start_pg)
+        if self._want_dsql:
+            jobs.append(self._start_dsql)
         if self._want_mysql:
             jobs.append(self._start_mysql)
         if self._want_mongo:
@@ -143,27 +170,47 @@ class Stack:
         if self._root_arg is None:
             shutil.rmtree(self.root, ignore_errors=True)
         else:
-            for sub in ("tls", "pg", "mysql"):
+            for sub in ("tls", "pg", "mysql", "dsql"):
                 shutil.rmtree(self.root / sub, ignore_errors=True)
 
     def _start_pg(self) -> None:
-        assert self.root is not None and self.tls is not None
-        port = free_port()
-        self.verifier.register_server(self.pg_server, PG_ENDPOINT, port, REGION, self.iam_rate)
-        self._ldap = LdapBridge(
-            self._verify_for(self.pg_server), prefix=LDAP_PREFIX, suffix=LDAP_SUFFIX
-        )
-        self._ldap.start()
-        self.pg = Postgres(
-            workdir=self.root / "pg",
-            port=port,
-            tls=self.tls,
-            ldap_port=self._ldap.port,
-            run_as=RunAs.for_servers("postgres"),
-        )
-        self.pg.start()
+        self.pg = self._postgres(self.pg_server, PG_ENDPOINT, RDS)
         for _, user, database in USERS:
             self.pg.create_iam_user(user, database)
+
+    def _start_dsql(self) -> None:
+        """DSQL's roles: ``admin`` (owns ``postgres``, as DSQL's admin may create tables) and
+        a custom role that ``AWS IAM GRANT`` maps to the function's role and the developer."""
+        grants = {DSQL_USER: [FUNCTION_ROLE_ARN, DEVELOPER_ARN]}
+        self.dsql = self._postgres(self.dsql_server, DSQL_ENDPOINT, DSQL, iam_grants=grants)
+        self.dsql.create_iam_user(DSQL_ADMIN, DSQL_DBNAME)
+        self.dsql.create_iam_user(DSQL_USER, None)
+        self.dsql_reaper.start()
+
+    def _postgres(self, server: str, endpoint: str, kind: Kind, **register: Any) -> Postgres:
+        """A PostgreSQL cluster in ``<root>/<server>`` whose IAM logins ``server`` verifies."""
+        assert self.root is not None and self.tls is not None
+        port = free_port()
+        signed_port = port if kind.signs_port else None
+        self.verifier.register_server(
+            server, endpoint, signed_port, REGION, self.iam_rate, kind=kind, **register
+        )
+        bridge = LdapBridge(self._verify_for(server), prefix=LDAP_PREFIX, suffix=LDAP_SUFFIX)
+        bridge.start()
+        self._ldap_bridges.append(bridge)
+        pg = Postgres(
+            workdir=self.root / server,
+            port=port,
+            tls=self.tls,
+            ldap_port=bridge.port,
+            run_as=RunAs.for_servers("postgres"),
+        )
+        pg.start()
+        return pg
+
+    def _dsql_admin(self) -> Any:
+        assert self.dsql is not None
+        return self.dsql.admin()
 
     def _start_mysql(self) -> None:
         from devstack.mariadb import MariaDB
@@ -225,6 +272,16 @@ class Stack:
                 f"mongodb://localhost:{self.mongo.port}/app?tls=true&tlsCAFile={ca}"
             )
             env["IAMDB_MONGO_ROLE_ARN"] = MONGO_ROLE_ARN
+        if self.dsql is not None:
+            env.update(
+                IAMDB_DSQL_HOST="127.0.0.1",
+                IAMDB_DSQL_PORT=str(self.dsql.port),
+                IAMDB_DSQL_IAM_HOST=DSQL_ENDPOINT,
+                IAMDB_DSQL_USER=DSQL_ADMIN,
+                IAMDB_DSQL_DBNAME=DSQL_DBNAME,
+                IAMDB_DSQL_REGION=REGION,
+                IAMDB_DSQL_SSLROOTCERT=str(self.tls.ca),  # DSQL's real CAs: the public store
+            )
         servers = [("PG", self.pg, PG_ENDPOINT), ("MYSQL", self.mysql, MYSQL_ENDPOINT)]
         for engine, server, endpoint in servers:
             if server is None:
@@ -255,24 +312,34 @@ class Stack:
     # -- checks ------------------------------------------------------------------------
 
     def token(self, engine: str, user: str = "iamdb_app") -> str:
-        """A botocore-signed token for ``engine`` ("pg" or "mysql") with the function's keys."""
+        """A botocore-signed token for ``engine`` ("pg", "mysql" or "dsql") with the
+        function's keys (DSQL: DbConnectAdmin for ``admin``, DbConnect for other users)."""
+        creds = self.aws.function_credentials
+        assert creds is not None
+        if engine == "dsql":
+            return dsql_token(DSQL_ENDPOINT, creds, admin=user == DSQL_ADMIN)
         server = self.pg if engine == "pg" else self.mysql
-        assert server is not None and self.aws.function_credentials is not None
+        assert server is not None
         endpoint = PG_ENDPOINT if engine == "pg" else MYSQL_ENDPOINT
-        return rds_token(endpoint, server.port, user, self.aws.function_credentials)
+        return rds_token(endpoint, server.port, user, creds)
 
     def check_logins(self) -> None:
         """Log in once per server with a botocore token over verified TLS (raises otherwise)."""
         assert self.tls is not None
-        if self.pg is not None:
+        for engine, pg, user, dbname in (
+            ("pg", self.pg, "iamdb_app", "app"),
+            ("dsql", self.dsql, DSQL_ADMIN, DSQL_DBNAME),
+        ):
+            if pg is None:
+                continue
             import psycopg
 
             with psycopg.connect(
                 host="127.0.0.1",
-                port=self.pg.port,
-                user="iamdb_app",
-                dbname="app",
-                password=self.token("pg"),
+                port=pg.port,
+                user=user,
+                dbname=dbname,
+                password=self.token(engine, user),
                 sslmode="verify-full",
                 sslrootcert=str(self.tls.ca),
                 connect_timeout=10,

@@ -1,10 +1,13 @@
-"""Check RDS IAM auth tokens the way RDS does, for devstack's database servers.
+"""Check IAM auth tokens the way RDS and Aurora DSQL do, for devstack's database servers.
 
-A token is a SigV4 presigned URL without its scheme (``host:port/?Action=connect&DBUser=...``).
-The databases hand every login (user name + token) to :meth:`Verifier.verify`, which checks
-shape, endpoint, scope, user, lifetime, credentials, signature and (optionally) RDS's
-per-instance throttling of new IAM logins. This is an independent implementation on purpose:
-iamdb is the thing under test, so nothing here imports it.
+A token is a SigV4 presigned URL without its scheme: ``host:port/?Action=connect&DBUser=...``
+for RDS, ``host/?Action=DbConnect`` (``DbConnectAdmin`` for the ``admin`` role) for DSQL.
+Each server is registered with its :class:`Kind` (:data:`RDS` or :data:`DSQL`). The
+databases hand every login (user name + token) to :meth:`Verifier.verify`, which checks
+shape, scope, endpoint, action and user, lifetime, credentials, signature, the IAM policy,
+DSQL's ``AWS IAM GRANT`` of custom roles and (optionally) the throttling of new IAM logins.
+This is an independent implementation on purpose: iamdb is the thing under test, so nothing
+here imports it.
 
 Refusals are logged at INFO on ``devstack.verifier`` with server, user, access key id and
 reason; tokens, session tokens and signatures never appear in logs or events.
@@ -12,35 +15,49 @@ reason; tokens, session tokens and signatures never appear in logs or events.
 
 from __future__ import annotations
 
-import calendar
-import hashlib
 import hmac
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote
+
+from devstack.sigv4 import OPTIONAL_PARAMS, SIGV4_PARAMS, Refused, Token, parse, signature_for
 
 log = logging.getLogger("devstack.verifier")
 
-ALGORITHM = "AWS4-HMAC-SHA256"
-SERVICE = "rds-db"
-MAX_EXPIRES = 900  # RDS tokens live at most 15 minutes
 SKEW = 300  # seconds of clock skew tolerated either way
-_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-_REQUIRED = (
-    "Action",
-    "DBUser",
-    "X-Amz-Algorithm",
-    "X-Amz-Credential",
-    "X-Amz-Date",
-    "X-Amz-Expires",
-    "X-Amz-SignedHeaders",
-    "X-Amz-Signature",
-)
-_ALLOWED = {*_REQUIRED, "X-Amz-Security-Token"}
+DSQL_ADMIN = "admin"  # the one DSQL role that logs in with DbConnectAdmin
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a server's tokens must look like: the service they are signed for, their
+    longest lifetime, whether the signed host carries the port, the ``Action`` each user
+    needs and the parameter naming the user (if any)."""
+
+    name: str
+    service: str
+    max_expires: int
+    signs_port: bool
+    action: str
+    admin_action: str | None = None  # the action the admin role needs instead
+    user_param: str | None = None
+
+    def action_for(self, user: str) -> str:
+        return self.admin_action if self.admin_action and user == DSQL_ADMIN else self.action
+
+    @property
+    def params(self) -> frozenset[str]:
+        """The parameters a token must carry (besides the optional session token)."""
+        return frozenset(SIGV4_PARAMS + ((self.user_param,) if self.user_param else ()))
+
+
+RDS = Kind("rds", "rds-db", 900, True, "connect", user_param="DBUser")
+"""RDS and Aurora (and RDS Proxy): ``rds-db``, 15 minutes, ``host:port``, ``DBUser``."""
+DSQL = Kind("dsql", "dsql", 604_800, False, "DbConnect", admin_action="DbConnectAdmin")
+"""Aurora DSQL: ``dsql``, up to a week, host without port, ``DbConnectAdmin`` for admin."""
 
 
 @dataclass(frozen=True)
@@ -75,41 +92,23 @@ class Event:
 
 @dataclass
 class _Server:
+    kind: Kind
     host: str
-    port: int
+    port: int | None  # None: tokens are signed without a port (DSQL)
     region: str
     iam_rate: float | None
+    iam_grants: dict[str, frozenset[str]]  # DSQL: role -> IAM ARNs (AWS IAM GRANT)
     accepted_at: deque[float]  # when new tokens were accepted (rolling one-second window)
     live_tokens: dict[str, float]  # signature -> time after which the token is dead
 
 
-class Refused(Exception):
-    """Internal: a check failed. ``reason`` is a short fixed code, ``detail`` is safe to log."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(frozen=True)
-class _Token:
-    host: str
-    port: int
-    params: dict[str, str]
-    access_key: str
-    scope_date: str
-    region: str
-    service: str
-    signed_at: float
-    expires: int
-
-
 class Verifier:
-    """Verify RDS IAM tokens for registered servers.
+    """Verify IAM auth tokens for registered servers.
 
     ``lookup(access_key_id)`` returns the key's :class:`KeyInfo` or None (devstack reads
     moto's state; unit tests pass a dict's ``get``). ``clock`` returns epoch seconds.
+    ``authorize(principal_arn, server, user, action)`` is the IAM policy check AWS makes
+    (``action`` is ``rds-db:connect``, ``dsql:DbConnect`` or ``dsql:DbConnectAdmin``).
     """
 
     def __init__(
@@ -118,10 +117,9 @@ class Verifier:
         *,
         clock: Callable[[], float] = time.time,
         max_events: int = 10_000,
-        authorize: Callable[[str, str, str], tuple[bool, str]] | None = None,
+        authorize: Callable[[str, str, str, str], tuple[bool, str]] | None = None,
     ) -> None:
         self._lookup = lookup
-        # (principal ARN, server, user) -> (ok, detail): the IAM policy check AWS makes
         self.authorize = authorize
         self._clock = clock
         self._servers: dict[str, _Server] = {}
@@ -129,12 +127,29 @@ class Verifier:
         self.events: deque[Event] = deque(maxlen=max_events)
 
     def register_server(
-        self, name: str, endpoint_host: str, port: int, region: str, iam_rate: float | None = None
+        self,
+        name: str,
+        endpoint_host: str,
+        port: int | None,
+        region: str,
+        iam_rate: float | None = None,
+        *,
+        kind: Kind = RDS,
+        iam_grants: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
-        """Declare the ``host:port`` and region that tokens for ``name`` must be signed for."""
+        """Declare the endpoint (``host:port``; DSQL: the host, ``port=None``) and region
+        that tokens for ``name`` must be signed for. ``iam_grants`` (DSQL only) maps each
+        custom role to the IAM role or user ARNs granted it (``AWS IAM GRANT``)."""
+        if kind.signs_port != (port is not None):
+            raise ValueError(
+                f"{kind.name} servers need port={'a number' if kind.signs_port else None}"
+            )
+        if iam_grants and kind is not DSQL:
+            raise ValueError("iam_grants are DSQL's")
+        grants = {role: frozenset(arns) for role, arns in (iam_grants or {}).items()}
         with self._lock:
             self._servers[name] = _Server(
-                endpoint_host.lower(), port, region, iam_rate, deque(), {}
+                kind, endpoint_host.lower(), port, region, iam_rate, grants, deque(), {}
             )
 
     def set_iam_rate(self, name: str, iam_rate: float | None) -> None:
@@ -147,7 +162,7 @@ class Verifier:
         """Check one login; record an :class:`Event`; log refusals (without secrets)."""
         access_key = ""
         try:
-            parsed = _parse(token)
+            parsed = parse(token)
             access_key = parsed.access_key
             self._check(server, user, parsed)
             verdict = Verdict(True, "ok")
@@ -164,28 +179,29 @@ class Verifier:
         self.events.append(Event(server, user, verdict.ok, verdict.reason, access_key))
         return verdict
 
-    def _check(self, server: str, user: str, token: _Token) -> None:
+    def _check(self, server: str, user: str, token: Token) -> None:
         spec = self._servers.get(server)
         if spec is None:
             raise Refused("unknown server", server)
-        _check_endpoint(spec, token)
         _check_scope(spec, token)
-        if token.params["DBUser"] != user:
-            raise Refused("wrong user", f"token is for {token.params['DBUser']!r:.80}")
+        _check_endpoint(spec, token)
+        _check_request(spec.kind, user, token)
         now = self._clock()
-        _check_time(token, now)
+        _check_time(spec.kind, token, now)
         key = self._lookup(token.access_key)
         if key is None:
             raise Refused("unknown access key")
         _check_credentials(key, token, now)
         _check_signature(key, token)
         if self.authorize is not None:
-            allowed, detail = self.authorize(key.arn, server, user)
+            action = f"{token.service}:{token.params['Action']}"
+            allowed, detail = self.authorize(key.arn, server, user, action)
             if not allowed:
                 raise Refused("not authorized", detail)
+        _check_grant(spec, user, key)
         self._admit(spec, token, now)
 
-    def _admit(self, spec: _Server, token: _Token, now: float) -> None:
+    def _admit(self, spec: _Server, token: Token, now: float) -> None:
         """RDS throttles new IAM logins per instance; a reused live token is not counted."""
         signature = token.params["X-Amz-Signature"]
         with self._lock:
@@ -204,66 +220,70 @@ class Verifier:
             live[signature] = token.signed_at + token.expires + SKEW
 
 
-def _parse(token: str) -> _Token:
-    """Split ``host:port/?query`` and check the query has exactly the expected parameters."""
-    hostport, sep, query = token.partition("/?")
-    host, colon, port_text = hostport.rpartition(":")
-    if not sep or not colon or not host or not port_text.isdigit() or len(port_text) > 5:
-        raise Refused("malformed", "expected host:port/?query")
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
-    except ValueError:
-        raise Refused("malformed", "bad query string") from None
-    params = dict(pairs)
-    if len(params) != len(pairs):
-        raise Refused("malformed", "repeated parameter")
-    missing = [k for k in _REQUIRED if not params.get(k)]
-    extra = sorted(set(params) - _ALLOWED)
-    if missing or extra:
-        raise Refused("malformed", f"missing {missing} unexpected {extra}")
-    if params["Action"] != "connect" or params["X-Amz-Algorithm"] != ALGORITHM:
-        raise Refused("malformed", "Action must be connect, algorithm AWS4-HMAC-SHA256")
-    if params["X-Amz-SignedHeaders"] != "host":
-        raise Refused("malformed", "signed headers must be exactly 'host'")
-    parts = params["X-Amz-Credential"].split("/")
-    if len(parts) != 5 or parts[4] != "aws4_request" or not parts[0]:
-        raise Refused("malformed", "bad credential scope")
-    try:
-        signed_at = float(calendar.timegm(time.strptime(params["X-Amz-Date"], "%Y%m%dT%H%M%SZ")))
-        expires = int(params["X-Amz-Expires"])
-    except ValueError:
-        raise Refused("malformed", "bad X-Amz-Date or X-Amz-Expires") from None
-    return _Token(
-        host, int(port_text), params, parts[0], parts[1], parts[2], parts[3], signed_at, expires
-    )
-
-
-def _check_endpoint(spec: _Server, token: _Token) -> None:
-    if token.host.lower() != spec.host:
-        raise Refused("wrong host", f"signed for {token.host!r:.100}, server is {spec.host}")
-    if token.port != spec.port:
-        raise Refused("wrong port", f"signed for port {token.port}, server is {spec.port}")
-
-
-def _check_scope(spec: _Server, token: _Token) -> None:
-    if token.service != SERVICE:
-        raise Refused("wrong service", f"signed for {token.service!r:.40}")
+def _check_scope(spec: _Server, token: Token) -> None:
+    if token.service != spec.kind.service:
+        raise Refused(
+            "wrong service", f"signed for {token.service!r:.40}, server wants {spec.kind.service}"
+        )
     if token.region != spec.region:
         raise Refused("wrong region", f"signed for {token.region!r:.40}, server is {spec.region}")
     if token.scope_date != token.params["X-Amz-Date"][:8]:
         raise Refused("wrong scope date", "credential date differs from X-Amz-Date")
 
 
-def _check_time(token: _Token, now: float) -> None:
-    if not 1 <= token.expires <= MAX_EXPIRES:
-        raise Refused("bad expiry", f"X-Amz-Expires={token.expires}, allowed 1..{MAX_EXPIRES}")
+def _check_endpoint(spec: _Server, token: Token) -> None:
+    if token.host.lower() != spec.host:
+        raise Refused("wrong host", f"signed for {token.host!r:.100}, server is {spec.host}")
+    if spec.kind.signs_port and token.port is None:
+        raise Refused("malformed", "expected host:port/?query")
+    if token.port != spec.port:
+        wanted = "no port" if spec.port is None else f"port {spec.port}"
+        raise Refused("wrong port", f"signed for port {token.port}, server wants {wanted}")
+
+
+def _check_request(kind: Kind, user: str, token: Token) -> None:
+    """The parameters are exactly the kind's, and the action and user are this login's."""
+    params = token.params
+    missing = sorted(kind.params - set(params))
+    extra = sorted(set(params) - kind.params - set(OPTIONAL_PARAMS))
+    if missing or extra:
+        raise Refused("malformed", f"missing {missing} unexpected {extra}")
+    if params["Action"] not in (kind.action, kind.admin_action):
+        raise Refused("malformed", f"Action {params['Action']!r:.40} is not a {kind.name} action")
+    if kind.user_param and params[kind.user_param] != user:
+        raise Refused("wrong user", f"token is for {params[kind.user_param]!r:.80}")
+    needed = kind.action_for(user)
+    if params["Action"] != needed:
+        raise Refused("wrong action", f"{user!r:.80} logs in with {needed}")
+
+
+def _check_grant(spec: _Server, user: str, key: KeyInfo) -> None:
+    """DSQL: a custom role admits only the IAM identities ``AWS IAM GRANT`` mapped to it."""
+    if spec.kind is not DSQL or user == DSQL_ADMIN:
+        return
+    identity = iam_identity(key.arn)
+    if identity not in spec.iam_grants.get(user, frozenset()):
+        raise Refused("no IAM grant", f"no AWS IAM GRANT {user:.80} TO '{identity}'")
+
+
+def iam_identity(arn: str) -> str:
+    """The IAM role or user ARN behind a principal (an assumed-role session maps to its role)."""
+    prefix, sep, rest = arn.partition(":assumed-role/")
+    if not sep:
+        return arn
+    return f"{prefix.replace(':sts:', ':iam:', 1)}:role/{rest.split('/', 1)[0]}"
+
+
+def _check_time(kind: Kind, token: Token, now: float) -> None:
+    if not 1 <= token.expires <= kind.max_expires:
+        raise Refused("bad expiry", f"X-Amz-Expires={token.expires}, allowed 1..{kind.max_expires}")
     if token.signed_at > now + SKEW:
         raise Refused("future-dated", f"signed {token.signed_at - now:.0f} s in the future")
     if now > token.signed_at + token.expires + SKEW:
         raise Refused("expired", f"signed {now - token.signed_at:.0f} s ago")
 
 
-def _check_credentials(key: KeyInfo, token: _Token, now: float) -> None:
+def _check_credentials(key: KeyInfo, token: Token, now: float) -> None:
     presented = token.params.get("X-Amz-Security-Token")
     if key.session_token is None:
         if presented is not None:
@@ -276,37 +296,7 @@ def _check_credentials(key: KeyInfo, token: _Token, now: float) -> None:
         raise Refused("credentials expired")
 
 
-def _check_signature(key: KeyInfo, token: _Token) -> None:
+def _check_signature(key: KeyInfo, token: Token) -> None:
     expected = signature_for(key.secret_key, token)
     if not hmac.compare_digest(expected.encode(), token.params["X-Amz-Signature"].encode()):
         raise Refused("bad signature")
-
-
-def _encode(text: str) -> str:
-    return quote(text, safe="-_.~")
-
-
-def signature_for(secret_key: str, token: _Token) -> str:
-    """Recompute the SigV4 query signature of a ``GET /`` with only the ``host`` header."""
-    query = "&".join(
-        f"{k}={v}"
-        for k, v in sorted(
-            (_encode(k), _encode(v)) for k, v in token.params.items() if k != "X-Amz-Signature"
-        )
-    )
-    # As SigV4 clients do: lower-case host, no port when it is HTTPS's default.
-    host = token.host.lower() if token.port == 443 else f"{token.host.lower()}:{token.port}"
-    canonical = "\n".join(["GET", "/", query, f"host:{host}\n", "host", _EMPTY_SHA256])
-    scope = f"{token.scope_date}/{token.region}/{token.service}/aws4_request"
-    to_sign = "\n".join(
-        [
-            ALGORITHM,
-            token.params["X-Amz-Date"],
-            scope,
-            hashlib.sha256(canonical.encode()).hexdigest(),
-        ]
-    )
-    key = f"AWS4{secret_key}".encode()
-    for part in (token.scope_date, token.region, token.service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from iamdb.pg import PgConnection
     from iamdb.registry import Registry
-    from iamdb.signer import generate_db_auth_token
+    from iamdb.signer import generate_db_auth_token, generate_dsql_auth_token
 
 __all__ = [
     "AuthError",
@@ -44,6 +44,7 @@ __all__ = [
     "IamDbError",
     "ThrottleError",
     "generate_db_auth_token",
+    "generate_dsql_auth_token",
     "get_mongo",
     "get_mysql",
     "get_pg",
@@ -113,8 +114,8 @@ def _default() -> Registry:
 
 
 def __getattr__(name: str) -> object:
-    if name == "generate_db_auth_token":
-        from iamdb.signer import generate_db_auth_token
+    if name in ("generate_db_auth_token", "generate_dsql_auth_token"):
+        from iamdb import signer
 
-        return generate_db_auth_token
+        return getattr(signer, name)
     raise AttributeError(f"module 'iamdb' has no attribute {name!r}")

@@ -170,9 +170,21 @@ def test_repository_template_and_samconfig() -> None:
             "Resource": "arn:aws:iam::123456789012:role/iamdb-mongo-access",
         }
     ]
+    dsql = template.resolve(template.resource("DsqlConnectPolicy")["Properties"])
+    assert dsql["PolicyDocument"]["Statement"] == [
+        {
+            "Sid": "DsqlConnect",
+            "Effect": "Allow",
+            "Action": "dsql:DbConnectAdmin",  # devstack's DsqlUser is admin
+            "Resource": "arn:aws:dsql:us-east-1:123456789012:cluster/iamdbdevstack0000000000000",
+        }
+    ]
     deploy = load_samconfig(REPO / "samconfig.toml", "deploy")
     assert deploy.values["capabilities"] == "CAPABILITY_IAM"
     Template.load(TEMPLATE, deploy.parameter_overrides)  # every deploy override is valid
+    custom = Template.load(TEMPLATE, {**local.parameter_overrides, "DsqlUser": "iamdb_dsql_app"})
+    statement = custom.resolve(custom.resource("DsqlConnectPolicy")["Properties"])
+    assert statement["PolicyDocument"]["Statement"][0]["Action"] == "dsql:DbConnect"
 
 
 # -- CI validation on broken copies --------------------------------------------------------------
@@ -206,13 +218,14 @@ def test_repository_template_validates() -> None:
         ("      - !Ref IamDbLayer\n", "      - !Ref IamDbLayr\n", "IamDbLayr"),
         ("    Runtime: !Ref PythonRuntime\n", "    Runtime: python3.21\n", "python3.21"),
         ("dbuser:${PgDbiResourceId}/", "dbuser:${PgDbiResourceID}/", "PgDbiResourceID"),
+        ("cluster/${DsqlClusterId}", "cluster/${DsqlClusterID}", "DsqlClusterID"),
         (
             "Handler: app.handler\n      Policies:",
             "Handler: app.handler\n      Polices:",
             "Polices",
         ),
     ],
-    ids=["bad-ref", "bad-runtime", "typo-in-policy-arn", "misspelt-property"],
+    ids=["bad-ref", "bad-runtime", "typo-in-policy-arn", "typo-in-dsql-arn", "misspelt-property"],
 )
 def test_validation_catches_a_broken_copy(
     tmp_path: Path, old: str, new: str, expected: str

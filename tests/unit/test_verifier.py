@@ -1,4 +1,8 @@
-"""devstack's token verifier against tokens signed by botocore, with a fake clock and key store."""
+"""devstack's token verifier against tokens signed by botocore, with a fake clock and key store.
+
+RDS tokens (service ``rds-db``, ``host:port``) and Aurora DSQL tokens (service ``dsql``, no
+port, ``DbConnectAdmin`` for ``admin``) alike.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from botocore.auth import SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from devstack.verifier import KeyInfo, Verifier
+from devstack.verifier import DSQL, KeyInfo, Verifier, iam_identity
 
 HOST = "mydb.c0abc.us-east-1.rds.amazonaws.com"
 PORT = 5432
@@ -239,3 +243,172 @@ def test_refusals_are_logged_without_secrets(caplog: pytest.LogCaptureFixture) -
             assert secret not in text
     assert all(secret not in repr(list(verifier.events)) for secret in secrets)
     assert SESSION.secret_key not in repr(KEYS[SESSION.access_key])
+
+
+# --- Aurora DSQL ------------------------------------------------------------------------
+
+DSQL_HOST = "iamdbdevstack0000000000000.dsql.us-east-1.on.aws"
+SESSION_ROLE = "arn:aws:iam::123456789012:role/r"  # the role behind SESSION's assumed-role ARN
+
+
+def sign_dsql(
+    action: str = "DbConnectAdmin",
+    *,
+    host: str = DSQL_HOST,
+    port: int | None = None,
+    region: str = REGION,
+    service: str = "dsql",
+    creds: Credentials = SESSION,
+    expires: int = 900,
+    extra: dict[str, str] | None = None,
+) -> str:
+    """A token made the way botocore's dsql client makes it, with every knob exposed."""
+    netloc = host if port is None else f"{host}:{port}"
+    request = AWSRequest(
+        method="GET", url=f"https://{netloc}/", params={"Action": action, **(extra or {})}
+    )
+    SigV4QueryAuth(creds, service, region, expires=expires).add_auth(request)
+    return str(request.prepare().url)[len("https://") :]
+
+
+def make_dsql(clock: list[float] | None = None, grants: list[str] | None = None) -> Verifier:
+    now = clock if clock is not None else [NOW]
+    verifier = Verifier(KEYS.get, clock=lambda: now[0])
+    verifier.register_server("pg", HOST, PORT, REGION)
+    verifier.register_server(
+        "dsql",
+        DSQL_HOST,
+        None,
+        REGION,
+        kind=DSQL,
+        iam_grants={"app": [SESSION_ROLE] if grants is None else grants},
+    )
+    return verifier
+
+
+def dsql_reason(token: str, user: str = "admin", clock: list[float] | None = None) -> str:
+    verdict = make_dsql(clock).verify("dsql", user, token)
+    assert verdict.ok == (verdict.reason == "ok")
+    return verdict.reason
+
+
+def test_sign_dsql_matches_botocores_dsql_client() -> None:
+    session = botocore.session.get_session()
+    session.set_credentials(SESSION.access_key, SESSION.secret_key, SESSION.token)
+    client = session.create_client("dsql", region_name=REGION)
+    admin = client.generate_db_connect_admin_auth_token(DSQL_HOST, REGION, ExpiresIn=3600)
+    assert admin == sign_dsql("DbConnectAdmin", expires=3600)
+    assert client.generate_db_connect_auth_token(DSQL_HOST, REGION) == sign_dsql("DbConnect")
+    assert dsql_reason(admin) == "ok"
+
+
+@pytest.mark.parametrize("creds", [LONG, SESSION], ids=["long-term", "session"])
+def test_dsql_admin_logs_in_with_db_connect_admin(creds: Credentials) -> None:
+    verifier = make_dsql()
+    assert verifier.verify("dsql", "admin", sign_dsql(creds=creds)).ok
+    assert [(e.server, e.user, e.ok) for e in verifier.events] == [("dsql", "admin", True)]
+
+
+def test_dsql_action_must_match_the_role() -> None:
+    assert dsql_reason(sign_dsql("DbConnect"), user="admin") == "wrong action"
+    assert dsql_reason(sign_dsql("DbConnectAdmin"), user="app") == "wrong action"
+    assert dsql_reason(sign_dsql("DbConnect"), user="app") == "ok"
+    assert dsql_reason(sign_dsql("connect"), user="app") == "malformed"
+
+
+def test_dsql_custom_roles_need_an_iam_grant() -> None:
+    """``AWS IAM GRANT app TO '<role ARN>'``: the session's role is granted, a user is not."""
+    assert dsql_reason(sign_dsql("DbConnect", creds=LONG), user="app") == "no IAM grant"
+    verifier = make_dsql(grants=["arn:aws:iam::123456789012:user/dev"])
+    assert verifier.verify("dsql", "app", sign_dsql("DbConnect", creds=LONG)).ok
+    assert verifier.verify("dsql", "app", sign_dsql("DbConnect")).reason == "no IAM grant"
+    assert verifier.verify("dsql", "other", sign_dsql("DbConnect")).reason == "no IAM grant"
+    assert verifier.verify("dsql", "admin", sign_dsql(creds=LONG)).ok  # admin needs none
+
+
+def test_iam_identity_of_a_principal() -> None:
+    assert iam_identity("arn:aws:sts::123456789012:assumed-role/r/s") == SESSION_ROLE
+    assert iam_identity("arn:aws-cn:sts::1:assumed-role/a/b") == "arn:aws-cn:iam::1:role/a"
+    assert iam_identity("arn:aws:iam::1:user/dev") == "arn:aws:iam::1:user/dev"
+
+
+def test_rds_and_dsql_tokens_are_refused_at_each_others_endpoints() -> None:
+    verifier = make_dsql()
+    rds_token = sign("admin", host=DSQL_HOST, port=5432)  # even signed for the DSQL name
+    assert verifier.verify("dsql", "admin", rds_token).reason == "wrong service"
+    assert verifier.verify("pg", "app", sign_dsql("DbConnect", host=HOST)).reason == (
+        "wrong service"
+    )
+    rds_shaped = sign("admin", host=DSQL_HOST, port=5432, service="dsql")
+    assert verifier.verify("dsql", "admin", rds_shaped).reason == "wrong port"
+
+
+@pytest.mark.parametrize(
+    ("token_kw", "expected"),
+    [
+        ({"host": "other0000000000000000000000.dsql.us-east-1.on.aws"}, "wrong host"),
+        ({"port": 443}, "wrong port"),  # DSQL signs no port, not even HTTPS's own
+        ({"region": "us-east-2"}, "wrong region"),
+        ({"service": "rds-db"}, "wrong service"),
+        ({"expires": 604_801}, "bad expiry"),
+        ({"extra": {"DBUser": "admin"}}, "malformed"),
+        ({"creds": Credentials("AKIAUNKNOWNKEY000000", "x" * 40)}, "unknown access key"),
+    ],
+)
+def test_dsql_refusals(token_kw: dict[str, object], expected: str) -> None:
+    assert dsql_reason(sign_dsql(**token_kw)) == expected  # type: ignore[arg-type]
+
+
+def test_dsql_lifetime_comes_from_x_amz_expires() -> None:
+    week = sign_dsql(expires=604_800, creds=LONG)  # SESSION's credentials end after an hour
+    assert dsql_reason(week, clock=[NOW + 604_800 + 300]) == "ok"
+    assert dsql_reason(week, clock=[NOW + 604_800 + 301]) == "expired"
+    hour = sign_dsql(expires=3600)
+    assert dsql_reason(hour, clock=[NOW + 3600]) == "ok"
+    assert dsql_reason(hour, clock=[NOW + 3600 + 301]) == "expired"
+    assert dsql_reason(sign_dsql(), clock=[NOW + 1201]) == "expired"
+
+
+def test_dsql_tampered_action_breaks_the_signature() -> None:
+    token = sign_dsql("DbConnect").replace("Action=DbConnect&", "Action=DbConnectAdmin&")
+    assert dsql_reason(token) == "bad signature"
+
+
+def test_authorize_is_asked_for_the_iam_action_of_the_token() -> None:
+    asked: list[tuple[str, str, str, str]] = []
+
+    def authorize(principal: str, server: str, user: str, action: str) -> tuple[bool, str]:
+        asked.append((principal, server, user, action))
+        return user != "app", "policy says no"
+
+    verifier = Verifier(KEYS.get, clock=lambda: NOW, authorize=authorize)
+    verifier.register_server("pg", HOST, PORT, REGION)
+    verifier.register_server("dsql", DSQL_HOST, None, REGION, kind=DSQL)
+    assert verifier.verify("pg", "other", sign("other")).ok
+    assert verifier.verify("dsql", "admin", sign_dsql()).ok
+    assert verifier.verify("dsql", "app", sign_dsql("DbConnect")).reason == "not authorized"
+    arn = KEYS[SESSION.access_key].arn
+    assert asked == [
+        (arn, "pg", "other", "rds-db:connect"),
+        (arn, "dsql", "admin", "dsql:DbConnectAdmin"),
+        (arn, "dsql", "app", "dsql:DbConnect"),
+    ]
+
+
+def test_register_server_checks_the_kind() -> None:
+    verifier = Verifier(KEYS.get)
+    with pytest.raises(ValueError):
+        verifier.register_server("dsql", DSQL_HOST, 5432, REGION, kind=DSQL)
+    with pytest.raises(ValueError):
+        verifier.register_server("pg", HOST, None, REGION)
+    with pytest.raises(ValueError):
+        verifier.register_server("pg", HOST, PORT, REGION, iam_grants={"app": ["arn"]})
+
+
+def test_dsql_rate_limit_counts_new_tokens() -> None:
+    verifier = make_dsql()
+    verifier.set_iam_rate("dsql", 1)
+    first = sign_dsql()
+    assert verifier.verify("dsql", "admin", first).ok
+    assert verifier.verify("dsql", "admin", first).ok  # reused: not counted
+    assert verifier.verify("dsql", "admin", sign_dsql(expires=901)).reason == "throttled"
