@@ -186,11 +186,12 @@ class Stack:
 
     def _start_mongo(self) -> None:
         from devstack.mongo import MongoPeer
+        from devstack.mongo_auth import Role
 
         self.mongo = MongoPeer(
             sts_endpoint=self.aws.endpoint_url,
             lookup=self.aws.lookup,
-            users=[MONGO_ROLE_ARN],
+            users={MONGO_ROLE_ARN: [Role("readWrite", "app")]},
             tls=self.tls,
         )
         self.mongo.start()
