@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(MONGOSH_STAMP):
-	npm install --prefix build/node --no-audit --no-fund --loglevel=error mongosh@$(MONGOSH_VERSION)
+	npm install --prefix build/node --no-audit --no-fund --no-update-notifier --loglevel=error mongosh@$(MONGOSH_VERSION)
 	touch $@
 
 ## mongosh: the MongoDB shell (pinned) in build/node, used by tests/integration/test_mongo_clients.py
