@@ -269,15 +269,18 @@ class MongoPeer:
         Offers no compression (``compression`` is left out) and no speculative authentication
         (MONGODB-AWS has none): real servers answer so when they have neither.
         """
-        if "client" in body:
+        client = body.get("client")
+        if client is not None:
             if conn.greeted:
                 raise CommandError(
                     186,
                     "ClientMetadataCannotBeMutated",
                     "The client metadata document may only be sent in the first hello",
                 )
+            if not isinstance(client, dict):
+                raise CommandError(14, "TypeMismatch", "'client' must be a document")
             conn.greeted = True
-            log.debug("mongo peer: connection %d from %s", conn.id, body["client"].get("driver"))
+            log.debug("mongo peer: connection %d from %s", conn.id, client.get("driver"))
         reply: dict[str, Any] = {
             "isWritablePrimary": True,
             "maxBsonObjectSize": 16 * 1024 * 1024,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from devstack.aws import MONGO_ROLE_ARN, ROLE_NAME, THROTTLE_TABLE, MotoAws, rds_token
 from devstack.ldap import LdapBridge
+from devstack.mongo_auth import Role
 from devstack.policy import TemplatePolicy
 from devstack.postgres import LDAP_PREFIX, LDAP_SUFFIX, Postgres
 from devstack.procs import RunAs, free_port, make_traversable
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("devstack")
 
 REGION = "us-east-1"
+# What the Mongo role's $external user is granted (reported by connectionStatus).
+MONGO_ROLES = (Role("readWrite", "app"),)
 PG_ENDPOINT = "iamdb-pg.c0devstack00.us-east-1.rds.amazonaws.com"
 MYSQL_ENDPOINT = "iamdb-mysql.c0devstack00.us-east-1.rds.amazonaws.com"
 # (env infix, database user, database): the default instance and the named one.
@@ -186,12 +189,11 @@ class Stack:
 
     def _start_mongo(self) -> None:
         from devstack.mongo import MongoPeer
-        from devstack.mongo_auth import Role
 
         self.mongo = MongoPeer(
             sts_endpoint=self.aws.endpoint_url,
             lookup=self.aws.lookup,
-            users={MONGO_ROLE_ARN: [Role("readWrite", "app")]},
+            users={MONGO_ROLE_ARN: MONGO_ROLES},
             tls=self.tls,
         )
         self.mongo.start()

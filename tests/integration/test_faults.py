@@ -22,7 +22,7 @@ from pymongo.errors import OperationFailure
 
 import iamdb
 from devstack.aws import MONGO_ROLE_ARN
-from devstack.stack import Stack
+from devstack.stack import MONGO_ROLES, Stack
 from iamdb.errors import AuthError, ConnectError
 from tests.integration.faultproxy import THROTTLE, BlackHole, FaultProxy, server_error, slow
 
@@ -299,7 +299,7 @@ def revocable(
     try:
         yield peer
     finally:
-        peer.add_user(MONGO_ROLE_ARN)
+        peer.add_user(MONGO_ROLE_ARN, MONGO_ROLES)
 
 
 def drop_sockets(peer: Any) -> None:
