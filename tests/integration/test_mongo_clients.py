@@ -73,6 +73,7 @@ def _mongosh_env(home: Path) -> dict[str, str]:
         **{k: v for k, v in os.environ.items() if k in keep},
         "HOME": str(home),
         "MONGOSH_GLOBAL_CONFIG_FILE_FOR_TESTING": str(config),
+        "MONGOSH_TELEMETRY_ENDPOINT": "",  # empty: mongosh builds no telemetry client at all
     }
 
 
