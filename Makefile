@@ -4,14 +4,24 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# mongosh from npm, for the tests that log in with real MongoDB clients (local prefix, not global)
+MONGOSH_VERSION := 2.12.0
+MONGOSH_STAMP   := build/node/.mongosh-$(MONGOSH_VERSION)
 
-.PHONY: setup test unit lint bench ca-bundle devstack layer demo validate clean
+.PHONY: setup test unit lint bench ca-bundle devstack layer demo validate clean mongosh
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+$(MONGOSH_STAMP):
+	npm install --prefix build/node --no-audit --no-fund --no-update-notifier --loglevel=error mongosh@$(MONGOSH_VERSION)
+	touch $@
+
+## mongosh: the MongoDB shell (pinned) in build/node, used by tests/integration/test_mongo_clients.py
+mongosh: $(MONGOSH_STAMP)
 
 ## setup: system packages (PostgreSQL, MariaDB, compiler; needs root) and the venv
 setup:
@@ -21,6 +31,7 @@ setup:
 ## test: lint, type-check, then the whole suite (unit + integration against devstack)
 test: $(STAMP)
 	@bash .ci/system-packages --check || $(MAKE) setup
+	$(MAKE) mongosh
 	$(PY) -m ruff check layer devstack tests bench scripts functions
 	$(PY) -m ruff format --check layer devstack tests bench scripts functions
 	$(PY) -m mypy

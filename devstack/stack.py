@@ -36,6 +36,7 @@ from devstack.aws import (
     rds_token,
 )
 from devstack.ldap import LdapBridge
+from devstack.mongo_auth import Role
 from devstack.policy import DSQL_CLUSTER_ID, DSQL_SERVER, TemplatePolicy
 from devstack.postgres import LDAP_PREFIX, LDAP_SUFFIX, Postgres
 from devstack.procs import RunAs, free_port, make_traversable
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("devstack")
 
 REGION = "us-east-1"
+# What the Mongo role's $external user is granted (reported by connectionStatus).
+MONGO_ROLES = (Role("readWrite", "app"),)
 PG_ENDPOINT = "iamdb-pg.c0devstack00.us-east-1.rds.amazonaws.com"
 MYSQL_ENDPOINT = "iamdb-mysql.c0devstack00.us-east-1.rds.amazonaws.com"
 # (env infix, database user, database): the default instance and the named one.
@@ -237,7 +240,7 @@ class Stack:
         self.mongo = MongoPeer(
             sts_endpoint=self.aws.endpoint_url,
             lookup=self.aws.lookup,
-            users=[MONGO_ROLE_ARN],
+            users={MONGO_ROLE_ARN: MONGO_ROLES},
             tls=self.tls,
         )
         self.mongo.start()

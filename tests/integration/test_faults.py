@@ -24,7 +24,7 @@ from pymongo.errors import OperationFailure
 
 import iamdb
 from devstack.aws import MONGO_ROLE_ARN
-from devstack.stack import Stack
+from devstack.stack import MONGO_ROLES, Stack
 from iamdb._runtime import Runtime
 from iamdb.errors import AuthError, ConnectError, ThrottleError
 from iamdb.registry import Registry
@@ -376,7 +376,7 @@ def revocable(
     try:
         yield peer
     finally:
-        peer.add_user(MONGO_ROLE_ARN)
+        peer.add_user(MONGO_ROLE_ARN, MONGO_ROLES)
 
 
 def drop_sockets(peer: Any) -> None:
