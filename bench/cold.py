@@ -128,7 +128,7 @@ def measure(env: dict[str, str]) -> dict[str, float]:
     if wrapper is not None:
         variants["AWS Advanced Python Wrapper, iam plugin"] = (wrapper, WRAPPER, plain)
     samples: dict[str, list[float]] = {name: [] for name in variants}
-    for name, (python, code, child_env) in variants.items():
+    for python, code, child_env in variants.values():
         run_child(python, code, child_env)  # warm the page cache and .pyc files once
     for _ in range(RUNS):
         for name, (python, code, child_env) in variants.items():
