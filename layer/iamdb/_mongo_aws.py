@@ -20,6 +20,7 @@ import sys
 import threading
 from base64 import standard_b64encode
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from iamdb import signer
@@ -99,24 +100,7 @@ class AwsSaslContext:
         creds = self._credentials
         if not (creds.username and creds.password):
             raise PyMongoAuthAwsError("MONGODB-AWS credentials are incomplete")
-        headers = {
-            "content-length": str(len(_BODY)),
-            "content-type": "application/x-www-form-urlencoded",
-            "host": sts_host,
-            "x-mongodb-gs2-cb-flag": "n",
-            "x-mongodb-server-nonce": standard_b64encode(nonce).decode(),
-        }
-        added = signer.sign_headers(
-            "POST",
-            headers,
-            _BODY.encode(),
-            service="sts",
-            region=sts_region(sts_host),
-            credentials=Credentials(creds.username, creds.password, creds.token or None),
-        )
-        answer = {"a": added["authorization"], "d": added["x-amz-date"]}
-        if creds.token:
-            answer["t"] = creds.token
+        answer = auth_header(creds, nonce, sts_host)
         return self.binary_type()(self.bson_encode(answer))
 
     # pymongo's subclass provides these (dependency injection, as in pymongo-auth-aws)
@@ -128,6 +112,34 @@ class AwsSaslContext:
 
     def bson_decode(self, data: bytes) -> Mapping[str, Any]:
         raise NotImplementedError
+
+
+def auth_header(
+    creds: AwsCredential, server_nonce: bytes, sts_host: str, now: datetime | None = None
+) -> dict[str, str]:
+    """The signed ``GetCallerIdentity`` request the server forwards to STS: ``a`` (the
+    Authorization header), ``d`` (X-Amz-Date) and ``t`` (the session token, if any)."""
+    assert creds.username and creds.password
+    headers = {
+        "content-length": str(len(_BODY)),
+        "content-type": "application/x-www-form-urlencoded",
+        "host": sts_host,
+        "x-mongodb-gs2-cb-flag": "n",
+        "x-mongodb-server-nonce": standard_b64encode(server_nonce).decode(),
+    }
+    added = signer.sign_headers(
+        "POST",
+        headers,
+        _BODY.encode(),
+        service="sts",
+        region=sts_region(sts_host),
+        credentials=Credentials(creds.username, creds.password, creds.token or None),
+        now=now,
+    )
+    answer = {"a": added["authorization"], "d": added["x-amz-date"]}
+    if creds.token:
+        answer["t"] = creds.token
+    return answer
 
 
 def sts_region(sts_host: str) -> str:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
-from iamdb import redact
+from iamdb import _mongo_aws, redact
 from iamdb.credentials import CredentialResolver, Credentials
 from iamdb.errors import AuthError, ConfigError, ConnectError, IamDbError
 from iamdb.log import logger
@@ -349,7 +349,8 @@ def open_client(cfg: MongoConfig, lease: Lease, environ: Mapping[str, str]) -> M
         from pymongo import errors
     except ImportError:
         raise ConfigError(cfg.prefix + "URI", "pymongo is not installed (iamdb[mongo])") from None
-    redact.install()  # pymongo-auth-aws signs with botocore's SigV4 during the ping
+    if not _mongo_aws.install():  # the application imported pymongo-auth-aws (botocore) itself
+        redact.install()  # its botocore DEBUG logs would show the session token
     kwargs = client_options(cfg, lease.credentials, environ.get("AWS_LAMBDA_FUNCTION_NAME"))
     kwargs["event_listeners"] = [_refusal_watch()]
     try:

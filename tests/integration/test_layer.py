@@ -27,7 +27,7 @@ _PROBE = r"""
 import json, os, sys
 sys.path[:0] = sys.argv[1:]  # the layer (/opt/python), then the runtime's boto3 (/var/runtime)
 before = sum(len(f) for _, _, f in os.walk(sys.argv[1]))
-import iamdb, iamdb.registry, iamdb.pg, iamdb.mysql, psycopg, pymysql, pymongo, pymongo_auth_aws
+import iamdb, iamdb.registry, iamdb.pg, iamdb.mysql, iamdb._mongo_aws, psycopg, pymysql, pymongo
 after = sum(len(f) for _, _, f in os.walk(sys.argv[1]))
 print(json.dumps({
     "impl": psycopg.pq.__impl__,

@@ -40,13 +40,15 @@ print(EJSON.stringify({db: db.getName(), found: found, authInfo: status.authInfo
 """
 
 PYMONGO_SCRIPT = """
-import json, pymongo, iamdb
+import json, sys, pymongo, iamdb
 db = iamdb.get_mongo().get_default_database()
 db.clients.delete_many({})
 db.clients.insert_one({"client": "pymongo", "version": pymongo.version})
 found = list(db.clients.find({"client": "pymongo"}, {"_id": 0}))
 status = db.command("connectionStatus")
-print(json.dumps({"version": pymongo.version, "found": found, "authInfo": status["authInfo"]}))
+aws_sdk = sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore"))
+print(json.dumps({"version": pymongo.version, "found": found, "authInfo": status["authInfo"],
+                  "aws_sdk": aws_sdk}))
 """
 
 
@@ -158,12 +160,8 @@ def _pyproject_pin(package: str, operator: str) -> str:
 def floor_pymongo() -> tuple[Path, str]:
     """(python, version) of a virtual environment with the lowest pymongo iamdb admits."""
     version = _pyproject_pin("pymongo", ">=")
-    requirements = [
-        f"pymongo=={version}",
-        f"pymongo-auth-aws=={_pyproject_pin('pymongo-auth-aws', '>=')}",
-        f"boto3=={_pyproject_pin('boto3', '==')}",
-        f"botocore=={_pyproject_pin('botocore', '==')}",
-    ]
+    # Neither pymongo-auth-aws nor boto3: iamdb signs the MONGODB-AWS login itself.
+    requirements = [f"pymongo=={version}"]
     venv = VENVS / f"pymongo-{version}"
     python = venv / "bin" / "python"
     stamp = venv / "requirements.txt"
@@ -197,3 +195,4 @@ def test_lowest_admitted_pymongo_runs_get_mongo(
         "authenticatedUserRoles": ROLES,
     }
     assert [e.ok for e in peer.events] == [True]
+    assert reported["aws_sdk"] == []  # AssumeRole and the MONGODB-AWS signature, without boto3

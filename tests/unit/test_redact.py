@@ -158,6 +158,10 @@ def wire() -> Iterator[Wire]:
             logging.getLogger(name).setLevel(level)
         for logger in had_filter:
             logger.addFilter(redact.FILTER)
+        # The real pymongo-auth-aws must not stay imported: it would take the place of iamdb's
+        # own MONGODB-AWS signing (iamdb/_mongo_aws.py) for the rest of the session.
+        for name in [m for m in sys.modules if m.split(".")[0] == "pymongo_auth_aws"]:
+            del sys.modules[name]
     secrets |= {sig for auth in FakeAws.authorizations for sig in AUTHORIZATION.findall(auth)}
     yield Wire(capture.records, secrets)
 
