@@ -24,6 +24,7 @@ EPOCH = 1_800_000_000.0
 windows, TTLs, token dates) works as it does on a real clock."""
 
 _STACK_BYTES = 1 << 20  # 1 MiB per simulated thread: thousands of them stay cheap
+_Entry = tuple[float, int, "_thread.LockType | None", "Callable[[], None] | None"]
 
 
 class SimError(RuntimeError):
@@ -41,8 +42,7 @@ class Sim:
     def __init__(self, start: float = EPOCH) -> None:
         self._now = start
         # (instant, sequence, gate of a sleeping thread or None, function to start or None)
-        self._queue: list[tuple[float, int, _thread.LockType | None, Callable[[], None] | None]]
-        self._queue = []
+        self._queue: list[_Entry] = []
         self._seq = 0
         self._local = threading.local()
         self._idle = _thread.allocate_lock()  # released when nothing is left to run
