@@ -5,7 +5,8 @@ latency, statistics.
 ``DeleteItem`` and ``GetItem`` and answers the wire response (``{"Attributes": ...}``,
 ``{"Item": ...}``) or raises :class:`~bench.fleetsim.values.DynamoError` with what the wire
 would carry. Requests are validated first (payload keys, key schema, expressions, placeholders
-defined and used), then charged, then applied.
+defined and used), then charged, then applied (errors that depend on the item, such as a SET
+operand missing from it, come after the charge).
 
 Capacity, per item (as if every item had a partition of its own, which flatters the limiter
 under test): at most :data:`WRITE_UNITS` writes accepted in any rolling second ``(t - 1, t]``,
