@@ -8,12 +8,14 @@
 - layer: layer size per architecture, cold import with/without ``.pyc``, local invoke overhead;
 - observability: cold and warm cost of logging, metrics and tracing through Powertools;
 - burst: 60 cold environments logging in at once to a server limiting new IAM logins to
-  10/s: naive, retry-only and iamdb's limiters (starts its own devstack).
+  10/s: naive, retry-only and iamdb's limiters (starts its own devstack);
+- fleet: the fleet limiter's code at 60-3,000 environments against modelled DynamoDB and RDS,
+  in virtual time (no devstack).
 """
 
 from __future__ import annotations
 
-from bench import burst, layer, mongo, observability, signing, sql
+from bench import burst, fleet, layer, mongo, observability, signing, sql
 
 
 def main() -> None:
@@ -23,6 +25,7 @@ def main() -> None:
     layer.main()
     observability.main()
     burst.main()
+    fleet.main([])
 
 
 if __name__ == "__main__":
