@@ -253,17 +253,22 @@ class Client:
         self.requests = 0
         """Requests this environment sent (all operations)."""
         self.writes = 0
-        """Of which writes (UpdateItem, PutItem, DeleteItem)."""
+        """Of which writes DynamoDB took (UpdateItem, PutItem, DeleteItem), billed ones: a
+        failed condition is a write, a throttled request is not."""
 
     def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Send one request; its answer (or DynamoError) comes back a round trip later."""
         self.requests += 1
-        self.writes += operation in WRITES
         trip = self._rng.uniform(*LATENCY)
         self._sim.sleep(trip / 2)
+        billed = operation in WRITES
         try:
             return self.table.call(operation, payload, self._sim.now())
+        except DynamoError as exc:
+            billed = billed and exc.code != "ThrottlingException"
+            raise
         finally:
+            self.writes += billed
             self._sim.sleep(trip / 2)
 
 

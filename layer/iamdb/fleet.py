@@ -100,7 +100,7 @@ class FleetLimiter:
         spacing = round(1e6 / paced_rate(rate))
         key = f"q#{endpoint}"
         start = 0  # the earliest slot this caller may take (a fence raises it)
-        backoff = DecorrelatedJitter(0.05, 1.0, uniform=self._rt.uniform)
+        backoff = DecorrelatedJitter(0.2, 2.0, uniform=self._rt.uniform)
         while True:
             try:
                 outcome = self._attempt(endpoint, rate, key, spacing, start, deadline)
