@@ -7,8 +7,9 @@ Each rule lives here once so that ``get_pg``, ``get_mysql``, ``get_mongo`` and
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from iamdb.errors import ConfigError
 
@@ -22,6 +23,21 @@ _HOSTNAME = re.compile(
     re.ASCII,
 )
 _MAX_CA_BYTES = 10 * 1024 * 1024  # the RDS bundle is ~160 KiB
+
+
+_SETTINGS_NAMES = ("AWS_REGION", "AWS_DEFAULT_REGION", "POWERTOOLS_METRICS_NAMESPACE")
+
+
+def settings_environ(environ: Mapping[str, str] | None) -> dict[str, str]:
+    """The variables the settings readers use (``IAMDB_*``, the region, Powertools' metrics
+    namespace) out of ``environ`` (None: ``os.environ``).
+
+    Readers keep this copy in their frames, never ``os.environ``: a ConfigError's traceback
+    is what a crash reporter serialises, locals included, and ``os.environ`` holds the
+    function's secret key and session token.
+    """
+    env = os.environ if environ is None else environ
+    return {k: v for k, v in env.items() if k.startswith("IAMDB_") or k in _SETTINGS_NAMES}
 
 
 def instance_name(name: object, suffixes: Iterable[str]) -> str:

@@ -9,14 +9,20 @@ variable and what was expected. Instance names are case-insensitive (see
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from iamdb._checks import ca_file_problem, instance_name, is_ip, is_region, valid_host
+from iamdb._checks import (
+    ca_file_problem,
+    instance_name,
+    is_ip,
+    is_region,
+    settings_environ,
+    valid_host,
+)
 from iamdb.errors import ConfigError
 
 Engine = Literal["pg", "mysql"]
@@ -100,7 +106,7 @@ def env_prefix(engine: Engine, name: str | None) -> str:
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the process-wide ``IAMDB_*`` settings."""
-    env = os.environ if environ is None else environ
+    env = settings_environ(environ)
     refresh = _number(env, "IAMDB_TOKEN_REFRESH_SECONDS", 840.0, low=1.0, high=900.0)
     idle = _number(env, "IAMDB_HEALTHCHECK_IDLE_SECONDS", 30.0, low=0.0, high=86400.0)
     level = env.get("IAMDB_LOG_LEVEL", "").strip().upper() or None
@@ -169,7 +175,7 @@ def load_sql_config(
     engine: Engine, name: str | None = None, environ: Mapping[str, str] | None = None
 ) -> SqlConfig:
     """Read and validate one SQL instance's configuration."""
-    env = os.environ if environ is None else environ
+    env = settings_environ(environ)
     p = env_prefix(engine, name)
     name = None if name is None else instance_name(name, SQL_SUFFIXES)
     host = _host(env, p + "HOST", required=True)

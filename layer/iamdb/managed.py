@@ -41,7 +41,7 @@ class Driver(Protocol[C]):
 
     engine: str
 
-    def connect(self, cfg: SqlConfig, token: str) -> C: ...
+    def connect(self, cfg: SqlConfig, token: Token) -> C: ...
     def fileno(self, conn: C) -> int: ...
     def is_closed(self, conn: C) -> bool: ...
     def ping(self, conn: C) -> None: ...
@@ -136,7 +136,7 @@ class ManagedConnection(Generic[C]):
         if permit is not None and token is not self.last_token:
             permit()  # only a token the server has not accepted yet counts against its rate
         try:
-            conn = self._driver.connect(cfg, token.value)
+            conn = self._driver.connect(cfg, token)
         except AuthError:
             self.probe.count("AuthFailures")
             # The next attempt signs anew: the credentials may have changed since.

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from iamdb import redact
-from iamdb._checks import instance_name, is_region
+from iamdb._checks import instance_name, is_region, settings_environ
 from iamdb._mongo_uri import EXTERNAL, MECHANISM, parse_uri, split_query
 from iamdb.credentials import CredentialResolver, Credentials
 from iamdb.errors import AuthError, ConfigError, ConnectError, IamDbError
@@ -103,7 +103,7 @@ def load_mongo_config(
 
     Imports pymongo's URI parser: the URI is checked as pymongo will read it.
     """
-    env = os.environ if environ is None else environ
+    env = settings_environ(environ)
     p = mongo_prefix(name)
     uri = parse_uri(p + "URI", _get(env, p + "URI"))
     role_arn = _get(env, p + "ROLE_ARN")

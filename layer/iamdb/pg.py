@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from iamdb.config import SqlConfig
 from iamdb.errors import IamDbError
 from iamdb.failures import auth_refused, connect_failed
+from iamdb.tokens import Token
 
 if TYPE_CHECKING:
     import psycopg
@@ -30,9 +31,14 @@ class PgDriver:
 
     engine = "pg"
 
-    def connect(self, cfg: SqlConfig, token: str) -> PgConnection:
+    def connect(self, cfg: SqlConfig, token: Token) -> PgConnection:
         """Log in with ``token`` over TLS as configured; autocommit on (no transaction is left
-        open across invocations)."""
+        open across invocations).
+
+        The token's value exists only inside the call, and a failure is raised outside the
+        ``except``: psycopg's error keeps its ``pgconn``, whose ``password`` is the token, so
+        it must not become the ``__context__`` of ours (``from None`` only hides it).
+        """
         import psycopg
 
         try:
@@ -40,7 +46,7 @@ class PgDriver:
                 host=cfg.host,
                 port=cfg.port,
                 user=cfg.user,
-                password=token,
+                password=token.value,
                 dbname=cfg.dbname or cfg.user,
                 sslmode=cfg.sslmode,
                 sslrootcert=cfg.sslrootcert,
@@ -49,7 +55,8 @@ class PgDriver:
                 autocommit=True,
             )
         except psycopg.Error as exc:
-            raise _classify(cfg, exc, token) from None
+            failure = _classify(cfg, exc, token)
+        raise failure
 
     def fileno(self, conn: PgConnection) -> int:
         return int(conn.pgconn.socket)
@@ -65,7 +72,7 @@ class PgDriver:
             conn.close()
 
 
-def _classify(cfg: SqlConfig, exc: Exception, token: str) -> IamDbError:
+def _classify(cfg: SqlConfig, exc: Exception, token: Token) -> IamDbError:
     detail = str(exc)
     sqlstate = (getattr(exc, "sqlstate", None) or "").lower()
     if sqlstate.startswith("28") or any(m in detail.lower() for m in _AUTH_MARKERS):

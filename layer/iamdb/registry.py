@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from iamdb.config import Engine, Settings, SqlConfig, load_settings, load_sql_config
+from iamdb._checks import instance_name
+from iamdb.config import SQL_SUFFIXES, Engine, Settings, SqlConfig, load_settings, load_sql_config
 from iamdb.credentials import CredentialResolver, default_resolver
 from iamdb.errors import ConfigError
 from iamdb.log import WarnOnce, apply_level, join_powertools_logger
@@ -89,9 +90,10 @@ class Registry:
 
     def mongo_handle(self, name: str | None = None) -> MongoHandle:
         """The :class:`~iamdb.mongo.MongoHandle` behind a Mongo instance (config read once)."""
-        from iamdb.mongo import MongoHandle, load_mongo_config
+        from iamdb.mongo import MONGO_SUFFIXES, MongoHandle, load_mongo_config
         from iamdb.sts import StsClient, default_sts
 
+        name = None if name is None else instance_name(name, MONGO_SUFFIXES)  # "Reports" too
         with self._lock:
             found = self._mongo.get(name)
             if found is None:
@@ -114,6 +116,7 @@ class Registry:
         found = self._managed.get((engine, name))
         if found is not None:
             return found
+        name = None if name is None else instance_name(name, SQL_SUFFIXES)  # "REPORTING" too
         with self._lock:
             found = self._managed.get((engine, name))
             if found is None:

@@ -20,7 +20,7 @@ from iamdb.limiter import PACE, Admission, ProcessLimiter, TokenBucket, paced_ra
 from iamdb.managed import ManagedConnection
 from iamdb.registry import Registry
 from iamdb.retry import DecorrelatedJitter
-from iamdb.tokens import TokenCache
+from iamdb.tokens import Token, TokenCache
 from tests.fakes import FakeTime
 
 ENV = {
@@ -140,8 +140,8 @@ class FakeDriver:
     refusals: int = 0
     pairs: list[tuple[socket.socket, socket.socket]] = field(default_factory=list)
 
-    def connect(self, cfg: object, token: str) -> socket.socket:
-        self.tokens.append(token)
+    def connect(self, cfg: object, token: Token) -> socket.socket:
+        self.tokens.append(token.value)
         if self.refusals > 0:
             self.refusals -= 1
             raise AuthError("pg: the server refused the IAM login of user 'app'.")

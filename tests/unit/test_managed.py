@@ -16,7 +16,7 @@ from iamdb.config import load_sql_config
 from iamdb.credentials import CredentialResolver
 from iamdb.errors import AuthError
 from iamdb.managed import ManagedConnection
-from iamdb.tokens import TokenCache
+from iamdb.tokens import Token, TokenCache
 from tests.fakes import FakeClock
 
 ENV = {
@@ -43,8 +43,8 @@ class FakeDriver:
     refuse: bool = False
     ping_fails: bool = False
 
-    def connect(self, cfg: object, token: str) -> FakeConn:
-        self.tokens.append(token)
+    def connect(self, cfg: object, token: Token) -> FakeConn:
+        self.tokens.append(token.value)
         if self.refuse:
             raise AuthError("refused")
         a, b = socket.socketpair()

@@ -466,3 +466,15 @@ def test_close_closes_everything() -> None:
     handle.get()
     handle.close()
     assert all(c.closed for c in made) and handle.lease is None
+
+
+def test_one_mongo_instance_whatever_the_spelling() -> None:
+    from iamdb.registry import Registry
+
+    environ = {**BASE, "IAMDB_MONGO_REPORTS_URI": "mongodb://db.example.com/reports"}
+    registry = Registry(environ=environ)
+    try:
+        handle = registry.mongo_handle("reports")
+        assert registry.mongo_handle("REPORTS") is handle and handle.cfg.name == "reports"
+    finally:
+        registry.reset()
