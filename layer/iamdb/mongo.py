@@ -4,7 +4,8 @@ Configuration (``IAMDB_MONGO_*``, or ``IAMDB_MONGO_<NAME>_*`` for ``get_mongo("n
 
 - ``URI``: ``mongodb://`` or ``mongodb+srv://`` with the database in the path; options in
   it are kept and override iamdb's Lambda defaults. No user name or password: nobody
-  handles a Mongo password.
+  handles a Mongo password. Checked by pymongo's parser and iamdb's TLS rules at
+  configuration time (:mod:`iamdb._mongo_uri`).
 - ``ROLE_ARN``: the role to assume; its ARN is the user in ``$external``. Unset: the
   execution role's own credentials log in (its role ARN is then the ``$external`` user).
 - ``SESSION_SECONDS`` (900-43200, default 3600), ``REFRESH_SECONDS`` (assume again when
@@ -552,7 +553,7 @@ def connection_string(cfg: MongoConfig, lease: Lease) -> str:
     ]
     options = [*kept, f"authMechanism={MECHANISM}", "authSource=%24external"]
     if "tls" not in cfg.options and not cfg.srv:  # as client_options: TLS explicit, ...
-        options.append(f"tls={str(cfg.tls).lower()}")
+        options.append("tls=true")
     if not cfg.tls and "directconnection" not in cfg.options:  # ... plaintext only direct
         options.append("directConnection=true")
     if creds.token:

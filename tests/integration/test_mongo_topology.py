@@ -23,6 +23,7 @@ import pytest
 
 import iamdb
 import iamdb.mongo
+from devstack.stack import Stack
 from iamdb.errors import AuthError, ConnectError
 from iamdb.mongo import Lease
 
@@ -183,3 +184,32 @@ def test_without_tls_false_a_plaintext_seed_gets_no_login(
         iamdb.get_mongo()
     assert leases and not seed.commands and bytes(member.received) == b""
     assert bytes(seed.received[:1]) == b"\x16"  # a TLS handshake record, not a MongoDB message
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        "tlsCAFile=/dev/null",
+        "tlsCAFile=/nonexistent/ca.pem",
+        "tlsCAFile={ca}&serverSelectionTimeoutMS=abc",
+        "tlsCAFile={ca}&directConnection=true&loadBalanced=true",
+        "tlsCAFile={ca}&tlsAllowInvalidCertificates=true",
+        "tlsCAFile={ca}&TLSALLOWINVALIDHOSTNAMES=true",
+        "tls=false&replicaSet=rs0",
+    ],
+)
+def test_a_bad_uri_is_refused_before_assume_role(
+    stack: Stack, stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, options: str
+) -> None:
+    """devstack's peer, one bad option: ConfigError, and STS was never called."""
+    from iamdb.sts import StsClient
+
+    assert stack.mongo is not None and stack.tls is not None
+    calls: list[object] = []
+    monkeypatch.setattr(StsClient, "assume_role", lambda *a, **k: calls.append(a))
+    query = options.format(ca=stack.tls.ca)
+    monkeypatch.setenv("IAMDB_MONGO_URI", f"mongodb://localhost:{stack.mongo.port}/app?{query}")
+    iamdb.reset()
+    with pytest.raises(iamdb.ConfigError) as info:
+        iamdb.get_mongo()
+    assert info.value.variable == "IAMDB_MONGO_URI" and not calls
