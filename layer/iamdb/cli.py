@@ -25,27 +25,36 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from iamdb.config import Engine, SqlConfig
-from iamdb.errors import IamDbError
+from iamdb._checks import instance_name
+from iamdb.config import SQL_SUFFIXES, Engine, SqlConfig, env_prefix
+from iamdb.errors import ConfigError, IamDbError
 from iamdb.registry import Registry
 
-_INSTANCE_HOST = re.compile(r"IAMDB_(PG|MYSQL)_(?:([A-Z][A-Z0-9_]*)_)?HOST")
+_INSTANCE_HOST = re.compile(r"IAMDB_(PG|MYSQL)_(?:(.+)_)?HOST")
 
 
 def configured_instances(environ: Mapping[str, str]) -> list[tuple[Engine, str | None]]:
-    """(engine, name) of every instance that has an ``IAMDB_<ENGINE>[_<NAME>]_HOST``."""
+    """(engine, name) of every instance that has an ``IAMDB_<ENGINE>[_<NAME>]_HOST``.
+
+    Names follow get_pg()'s rule (:func:`iamdb._checks.instance_name`): a variable that no
+    name reads as its HOST (``IAMDB_PG_IAM_HOST`` is the default instance's IAM_HOST, a
+    lower-case or malformed name) is not an instance.
+    """
     found: list[tuple[Engine, str | None]] = []
     for var in sorted(environ):
         match = _INSTANCE_HOST.fullmatch(var)
-        name_part = match.group(2) or "" if match else ""
-        if (
-            match
-            and environ[var].strip()
-            and not (name_part == "IAM" or name_part.endswith("_IAM"))
-        ):
-            engine: Engine = "pg" if match.group(1) == "PG" else "mysql"
-            name = match.group(2).lower() if match.group(2) else None
-            found.append((engine, name))
+        if match is None or not environ[var].strip():
+            continue
+        engine: Engine = "pg" if match.group(1) == "PG" else "mysql"
+        name = match.group(2)
+        if name is not None:
+            try:
+                name = instance_name(name, SQL_SUFFIXES)
+            except ConfigError:
+                continue
+            if env_prefix(engine, name) + "HOST" != var:  # IAMDB_PG_reporting_HOST
+                continue
+        found.append((engine, name))
     return found
 
 

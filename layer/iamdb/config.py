@@ -3,19 +3,26 @@
 Every SQL instance is described by ``IAMDB_<ENGINE>_*`` variables (the default instance)
 or ``IAMDB_<ENGINE>_<NAME>_*`` (``get_pg("reporting")`` reads ``IAMDB_PG_REPORTING_*``).
 A missing or malformed value raises :class:`~iamdb.errors.ConfigError` naming the
-variable and what was expected.
+variable and what was expected. Instance names are case-insensitive (see
+:func:`iamdb._checks.instance_name`); numbers, ports and regions are ASCII.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from iamdb._checks import (
+    ca_file_problem,
+    instance_name,
+    is_ip,
+    is_region,
+    settings_environ,
+    valid_host,
+)
 from iamdb.errors import ConfigError
 from iamdb.tokens import Endpoint
 
@@ -32,18 +39,26 @@ _MYSQL_SSLMODES = {
 }
 DEFAULT_CA_BUNDLE = str(Path(__file__).resolve().parent / "data" / "rds-ca-bundle.pem")
 
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
-_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
-_HOSTNAME = re.compile(
-    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+# What load_sql_config reads after the instance's prefix (instance names must not collide).
+SQL_SUFFIXES = (
+    "HOST",
+    "PORT",
+    "USER",
+    "DBNAME",
+    "REGION",
+    "IAM_HOST",
+    "SSLMODE",
+    "SSLROOTCERT",
+    "CONNECT_TIMEOUT",
 )
 # <id>.<cluster-|cluster-ro-|cluster-custom-|proxy-|><hash>.<region>.rds.amazonaws.com[.cn]
 _RDS_ENDPOINT = re.compile(
     r"[^.]+\.(?:cluster-(?:ro-|custom-)?|proxy-)?[a-z0-9]+\."
-    r"(?P<region>[a-z]{2}(?:-[a-z]+)+-\d{1,2})\.rds\.amazonaws\.com(?:\.cn)?\.?",
-    re.IGNORECASE,
+    r"(?P<region>[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2})\.rds\.amazonaws\.com(?:\.cn)?\.?",
+    re.IGNORECASE | re.ASCII,  # else [a-z] also matches U+017F, U+212A
 )
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)  # int() also reads Arabic digits and '1_0'
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -64,7 +79,7 @@ class SqlConfig:
     """Everything needed to open one IAM-authenticated SQL connection."""
 
     engine: Engine
-    name: str | None
+    name: str | None  # lower case: names are case-insensitive
     prefix: str  # "IAMDB_PG_" or "IAMDB_PG_REPORTING_": used in messages
     host: str
     port: int
@@ -92,16 +107,12 @@ def env_prefix(engine: Engine, name: str | None) -> str:
     """``IAMDB_PG_`` for the default instance, ``IAMDB_PG_<NAME>_`` for a named one."""
     if name is None:
         return f"IAMDB_{engine.upper()}_"
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ConfigError(
-            "name", f"expected a letter then up to 31 letters, digits or '_', got {name!r:.40}"
-        )
-    return f"IAMDB_{engine.upper()}_{name.upper()}_"
+    return f"IAMDB_{engine.upper()}_{instance_name(name, SQL_SUFFIXES).upper()}_"
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the process-wide ``IAMDB_*`` settings."""
-    env = os.environ if environ is None else environ
+    env = settings_environ(environ)
     refresh = _number(env, "IAMDB_TOKEN_REFRESH_SECONDS", 840.0, low=1.0, high=900.0)
     idle = _number(env, "IAMDB_HEALTHCHECK_IDLE_SECONDS", 30.0, low=0.0, high=86400.0)
     level = env.get("IAMDB_LOG_LEVEL", "").strip().upper() or None
@@ -170,11 +181,12 @@ def load_sql_config(
     engine: Engine, name: str | None = None, environ: Mapping[str, str] | None = None
 ) -> SqlConfig:
     """Read and validate one SQL instance's configuration."""
-    env = os.environ if environ is None else environ
+    env = settings_environ(environ)
     p = env_prefix(engine, name)
+    name = None if name is None else instance_name(name, SQL_SUFFIXES)
     host = _host(env, p + "HOST", required=True)
     port = int(_number(env, p + "PORT", DEFAULT_PORTS[engine], low=1, high=65535, integer=True))
-    signing_host, signing_port = _iam_host(env, p + "IAM_HOST", host, port)
+    signing_host, signing_port = _iam_host(env, p + "IAM_HOST", p + "HOST", host, port)
     return SqlConfig(
         engine=engine,
         name=name,
@@ -221,35 +233,38 @@ def _host(env: Mapping[str, str], var: str, *, required: bool) -> str:
     value = _get(env, var)
     if value is None:
         raise ConfigError(var, "is required and not set (the database host name or IP)")
-    if not _valid_host(value):
+    if not valid_host(value):
         raise ConfigError(var, f"expected a host name or IP address, got {value!r:.80}")
     return value
 
 
-def _valid_host(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-        return "%" not in value  # no IPv6 scope id: it admits any text ("fe80::1%x y=z")
-    except ValueError:
-        return bool(_HOSTNAME.fullmatch(value))
+def _iam_host(
+    env: Mapping[str, str], var: str, host_var: str, host: str, port: int
+) -> tuple[str, int]:
+    """``IAM_HOST`` is ``name`` or ``name:port``; default: the connect host and port.
 
-
-def _iam_host(env: Mapping[str, str], var: str, host: str, port: int) -> tuple[str, int]:
-    """``IAM_HOST`` is ``name`` or ``name:port``; default: the connect host and port."""
+    Never an IP: RDS accepts only tokens signed for its endpoint name.
+    """
     value = _get(env, var)
     if value is None:
+        if is_ip(host):
+            raise ConfigError(
+                var,
+                f"not set while {host_var}={host} is an IP address: RDS accepts only tokens "
+                "signed for its endpoint name; set it to that name (mydb.xxxx.<region>"
+                ".rds.amazonaws.com)",
+            )
         return host, port
     name, sep, port_text = value.rpartition(":") if value.count(":") == 1 else ("", "", "")
     if not sep:
         name = value
-    if not _valid_host(name):
+    if not valid_host(name) or is_ip(name):
         raise ConfigError(
             var, f"expected an RDS endpoint name, optionally ':port', got {value!r:.80}"
         )
     if not sep:
         return name, port
-    digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
-    if not digits or not 1 <= int(port_text) <= 65535:
+    if not _INTEGER.fullmatch(port_text) or len(port_text) > 5 or not 1 <= int(port_text) <= 65535:
         raise ConfigError(var, f"expected a port number 1-65535 after ':', got {port_text!r:.20}")
     return name, int(port_text)
 
@@ -257,14 +272,14 @@ def _iam_host(env: Mapping[str, str], var: str, host: str, port: int) -> tuple[s
 def _region(env: Mapping[str, str], var: str, signing_host: str) -> str:
     value = _get(env, var)
     if value is not None:
-        if not _REGION.fullmatch(value):
+        if not is_region(value):
             raise ConfigError(var, f"expected an AWS region such as 'us-east-1', got {value!r:.40}")
         return value
     parsed = region_from_endpoint(signing_host)
     if parsed:
         return parsed
     fallback = _get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION")
-    if fallback is None or not _REGION.fullmatch(fallback):
+    if fallback is None or not is_region(fallback):
         raise ConfigError(
             var,
             f"not set, {signing_host!r:.80} is not an RDS endpoint name, and AWS_REGION "
@@ -293,8 +308,9 @@ def _rootcert(env: Mapping[str, str], var: str) -> str:
     value = _get(env, var)
     if value is None:
         return DEFAULT_CA_BUNDLE
-    if "\0" in value or not os.path.isfile(value):
-        raise ConfigError(var, f"expected the path of a PEM CA bundle, no file at {value!r:.200}")
+    problem = ca_file_problem(value)
+    if problem is not None:
+        raise ConfigError(var, f"expected the path of a PEM CA bundle: {problem}")
     return value
 
 
@@ -311,12 +327,10 @@ def _number(
     if value is None:
         return default
     kind = "an integer" if integer else "a number"
-    try:
-        number = int(value) if integer else float(value)
-    except ValueError:
-        raise ConfigError(
-            var, f"expected {kind} from {low:g} to {high:g}, got {value!r:.40}"
-        ) from None
-    if not low <= number <= high:  # also rejects NaN
+    pattern = _INTEGER if integer else _DECIMAL
+    if len(value) > 40 or not pattern.fullmatch(value):  # ASCII: no 'nan', '1e9', '1_0'
+        raise ConfigError(var, f"expected {kind} from {low:g} to {high:g}, got {value!r:.40}")
+    number = int(value) if integer else float(value)
+    if not low <= number <= high:
         raise ConfigError(var, f"expected {kind} from {low:g} to {high:g}, got {value!r:.40}")
     return number

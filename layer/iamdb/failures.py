@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from iamdb.config import SqlConfig
 from iamdb.errors import AuthError, ConnectError
+from iamdb.tokens import Token
 
 _DB_USER_SETUP = {
     "pg": "GRANT rds_iam TO {user}",
@@ -24,14 +25,14 @@ def scrub(text: str, *secrets: str) -> str:
     return text
 
 
-def auth_refused(cfg: SqlConfig, detail: str, token: str) -> AuthError:
+def auth_refused(cfg: SqlConfig, detail: str, token: Token) -> AuthError:
     """The server refused the IAM login."""
     setup = _DB_USER_SETUP[cfg.engine].format(user=cfg.user)
     return AuthError(
         f"{cfg.label}: the server at {cfg.host}:{cfg.port} refused the IAM login of user "
         f"{cfg.user!r} (token signed for {cfg.signing_host}:{cfg.signing_port}, region "
-        f"{cfg.region}): {scrub(detail, token).strip()}. Usual causes: the database user is not "
-        f"set up for IAM ({setup}); the function's IAM policy lacks rds-db:connect on "
+        f"{cfg.region}): {scrub(detail, token.value).strip()}. Usual causes: the database user "
+        f"is not set up for IAM ({setup}); the function's IAM policy lacks rds-db:connect on "
         f"arn:aws:rds-db:{cfg.region}:<account>:dbuser:<DbiResourceId>/{cfg.user}; IAM "
         "connection throttling (CloudWatch metric IamDbAuthConnectionFailureThrottling); the "
         "token was signed for another name than the RDS endpoint (set "
@@ -40,7 +41,7 @@ def auth_refused(cfg: SqlConfig, detail: str, token: str) -> AuthError:
     )
 
 
-def connect_failed(cfg: SqlConfig, detail: str, token: str) -> ConnectError:
+def connect_failed(cfg: SqlConfig, detail: str, token: Token) -> ConnectError:
     """The connection failed before or around the login: network, timeout or TLS."""
     hint = ""
     lowered = detail.lower()
@@ -52,5 +53,5 @@ def connect_failed(cfg: SqlConfig, detail: str, token: str) -> ConnectError:
         )
     return ConnectError(
         f"{cfg.label}: could not connect to {cfg.host}:{cfg.port} as {cfg.user!r} within "
-        f"{cfg.connect_timeout} s: {scrub(detail, token).strip()}.{hint}"
+        f"{cfg.connect_timeout} s: {scrub(detail, token.value).strip()}.{hint}"
     )

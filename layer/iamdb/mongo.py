@@ -4,7 +4,8 @@ Configuration (``IAMDB_MONGO_*``, or ``IAMDB_MONGO_<NAME>_*`` for ``get_mongo("n
 
 - ``URI``: ``mongodb://`` or ``mongodb+srv://`` with the database in the path; options in
   it are kept and override iamdb's Lambda defaults. No user name or password: nobody
-  handles a Mongo password.
+  handles a Mongo password. Checked by pymongo's parser and iamdb's TLS rules at
+  configuration time (:mod:`iamdb._mongo_uri`).
 - ``ROLE_ARN``: the role to assume; its ARN is the user in ``$external``. Unset: the
   execution role's own credentials log in (its role ARN is then the ``$external`` user).
 - ``SESSION_SECONDS`` (900-43200, default 3600), ``REFRESH_SECONDS`` (assume again when
@@ -20,16 +21,17 @@ its credentials expire, so no socket ever authenticates with expired credentials
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import quote
 
 from iamdb import _mongo_aws, redact
+from iamdb._checks import instance_name, is_region, settings_environ
+from iamdb._mongo_uri import EXTERNAL, MECHANISM, parse_uri, split_query
 from iamdb.credentials import CredentialResolver, Credentials
 from iamdb.errors import AuthError, ConfigError, ConnectError, IamDbError
 from iamdb.log import logger
@@ -44,8 +46,6 @@ if TYPE_CHECKING:
     from iamdb.limiter import Deadline
 
 
-EXTERNAL = "$external"
-MECHANISM = "MONGODB-AWS"
 # Lambda-fit defaults, each overridable by the same option in the URI (case-insensitive).
 DEFAULTS: dict[str, Any] = {
     "maxPoolSize": 4,  # one invocation at a time: a few sockets are plenty
@@ -59,19 +59,13 @@ MIN_LEFT_SECONDS = 60.0
 _RETRY_REFRESH_SECONDS = 10.0
 _CONNECT_SECONDS = 5.0  # waits for credentials end by twice this without a Lambda context
 
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+# What load_mongo_config reads after the instance's prefix (instance names must not collide).
+MONGO_SUFFIXES = ("URI", "ROLE_ARN", "SESSION_SECONDS", "REFRESH_SECONDS", "EXTERNAL_ID")
 _ROLE_ARN = re.compile(
     r"arn:aws(?:-cn|-us-gov|-iso|-iso-b)?:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}",
     re.ASCII,
 )
 _EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
-_DATABASE = re.compile(r"[^/\\. \"$\x00]{1,63}")
-_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
-_FORBIDDEN_OPTIONS = {
-    "authmechanismproperties": "iamdb passes the session token itself",
-    "username": "iamdb logs in with MONGODB-AWS; no user name belongs in the URI",
-    "password": "iamdb logs in with MONGODB-AWS; no password belongs in the URI",
-}
 
 
 # -- configuration -----------------------------------------------------------------------
@@ -81,13 +75,14 @@ _FORBIDDEN_OPTIONS = {
 class MongoConfig:
     """One MongoDB instance: where it is and which AWS identity logs in."""
 
-    name: str | None
+    name: str | None  # lower case: names are case-insensitive
     prefix: str  # "IAMDB_MONGO_" or "IAMDB_MONGO_<NAME>_": used in messages
     uri: str
     srv: bool
     hosts: tuple[str, ...]
     database: str
-    options: Mapping[str, str] = field(repr=False)  # lower-cased URI option -> value
+    options: Mapping[str, Any] = field(repr=False)  # pymongo's reading, lower-case names
+    tls: bool  # on unless the URI says tls=false (then: one loopback host, direct)
     role_arn: str | None
     session_seconds: int
     refresh_seconds: int
@@ -98,33 +93,24 @@ class MongoConfig:
         """``mongo`` or ``mongo:<name>``: how logs and errors name this instance."""
         return "mongo" if self.name is None else f"mongo:{self.name}"
 
-    @property
-    def tls(self) -> bool:
-        """Whether the client uses TLS: as the URI says, else on unless every host is loopback."""
-        for key in ("tls", "ssl"):
-            if key in self.options:
-                return self.options[key].lower() == "true"
-        return self.srv or not all(_is_loopback(h) for h in self.hosts)
-
 
 def mongo_prefix(name: str | None) -> str:
     """``IAMDB_MONGO_`` for the default instance, ``IAMDB_MONGO_<NAME>_`` for a named one."""
     if name is None:
         return "IAMDB_MONGO_"
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ConfigError(
-            "name", f"expected a letter then up to 31 letters, digits or '_', got {name!r:.40}"
-        )
-    return f"IAMDB_MONGO_{name.upper()}_"
+    return f"IAMDB_MONGO_{instance_name(name, MONGO_SUFFIXES).upper()}_"
 
 
 def load_mongo_config(
     name: str | None = None, environ: Mapping[str, str] | None = None
 ) -> MongoConfig:
-    """Read and validate one instance's ``IAMDB_MONGO_*`` settings (no network)."""
-    env = os.environ if environ is None else environ
+    """Read and validate one instance's ``IAMDB_MONGO_*`` settings (no network).
+
+    Imports pymongo's URI parser: the URI is checked as pymongo will read it.
+    """
+    env = settings_environ(environ)
     p = mongo_prefix(name)
-    srv, hosts, database, options = parse_uri(p + "URI", _get(env, p + "URI"))
+    uri = parse_uri(p + "URI", _get(env, p + "URI"))
     role_arn = _get(env, p + "ROLE_ARN")
     if role_arn is not None and not _ROLE_ARN.fullmatch(role_arn):
         raise ConfigError(
@@ -148,16 +134,17 @@ def load_mongo_config(
             raise ConfigError(
                 p + "EXTERNAL_ID", "expected 2-1224 characters of letters, digits and +=,.@:/-_"
             )
-    if role_arn is not None and not (_get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION")):
-        raise ConfigError("AWS_REGION", f"not set: needed to call STS for {p}ROLE_ARN")
+    if role_arn is not None:
+        _sts_region(env, p + "ROLE_ARN")
     return MongoConfig(
-        name=name,
+        name=None if name is None else instance_name(name, MONGO_SUFFIXES),
         prefix=p,
         uri=_get(env, p + "URI") or "",
-        srv=srv,
-        hosts=hosts,
-        database=database,
-        options=options,
+        srv=uri.srv,
+        hosts=uri.hosts,
+        database=uri.database,
+        options=uri.options,
+        tls=uri.tls,
         role_arn=role_arn,
         session_seconds=session,
         refresh_seconds=refresh,
@@ -165,98 +152,17 @@ def load_mongo_config(
     )
 
 
-def parse_uri(var: str, uri: str | None) -> tuple[bool, tuple[str, ...], str, dict[str, str]]:
-    """(srv, hosts, database, lower-cased options) of a credential-free MongoDB URI."""
-    if uri is None:
-        raise ConfigError(var, "is required and not set (mongodb://host/database?options)")
-    if not uri.isprintable():  # pymongo ignores an option whose value it cannot read
-        raise ConfigError(var, "expected printable characters only (no control characters)")
-    scheme, sep, rest = uri.partition("://")
-    if not sep or scheme not in ("mongodb", "mongodb+srv"):
-        raise ConfigError(var, "expected a mongodb:// or mongodb+srv:// URI")
-    hostpart, slash, tail = rest.partition("/")
-    if "@" in hostpart:
-        raise ConfigError(
-            var, "must not contain a user name or password: iamdb logs in with MONGODB-AWS"
-        )
-    database, _, query = tail.partition("?")
-    if not slash or not _DATABASE.fullmatch(database):
-        raise ConfigError(var, "expected the database name in the path: mongodb://host/<database>")
-    hosts = tuple(hostpart.split(","))
-    for host in hosts:
-        if not _valid_hostport(host):
-            raise ConfigError(var, f"expected host[:port] entries, got {host!r:.80}")
-    srv = scheme == "mongodb+srv"
-    if srv and (len(hosts) != 1 or ":" in hosts[0]):
-        raise ConfigError(var, "mongodb+srv:// takes exactly one host name and no port")
-    try:
-        # pymongo also splits options on ';': so must the checks below, or they miss some.
-        pairs = parse_qsl(
-            query.replace(";", "&"), keep_blank_values=True, strict_parsing=bool(query)
-        )
-    except ValueError:
-        raise ConfigError(var, "malformed options after '?'") from None
-    options = {key.lower(): value for key, value in pairs}
-    _check_options(var, options, hosts, srv)
-    return srv, hosts, database, options
-
-
-def _check_options(var: str, options: Mapping[str, str], hosts: tuple[str, ...], srv: bool) -> None:
-    for key, why in _FORBIDDEN_OPTIONS.items():
-        if key in options:
-            raise ConfigError(var, f"remove {key}: {why}")
-    mechanism = options.get("authmechanism")
-    if mechanism is not None and mechanism != MECHANISM:
-        raise ConfigError(var, f"authMechanism must be {MECHANISM} (or absent), got {mechanism!r}")
-    source = options.get("authsource")
-    if source is not None and source != EXTERNAL:
-        raise ConfigError(var, f"authSource must be {EXTERNAL} (or absent), got {source!r:.40}")
-    for key in ("tls", "ssl"):
-        value = options.get(key)
-        if value is None:
-            continue
-        if value not in ("true", "false"):  # pymongo warns and ignores any other: TLS off
-            raise ConfigError(var, f"{key} must be 'true' or 'false', got {value!r:.20}")
-        if value == "false" and (srv or not all(_is_loopback(h) for h in hosts)):
-            raise ConfigError(
-                var, f"{key}=false: TLS is required for every host that is not loopback"
-            )
-    if options.get("tlsinsecure", "").lower() == "true":
-        raise ConfigError(var, "tlsInsecure=true would send the login to an unverified server")
-
-
-def _valid_hostport(entry: str) -> bool:
-    if entry.startswith("["):  # [ipv6]:port
-        addr, _, port = entry[1:].partition("]")
-        host_ok = _is_ip(addr)
-        port = port[1:] if port.startswith(":") else port
-    else:
-        host, _, port = entry.partition(":")
-        host_ok = bool(_HOST.fullmatch(host)) or _is_ip(host)
-    return host_ok and (port == "" or (_digits(port, 5) and 1 <= int(port) <= 65535))
-
-
-def _digits(text: str, most: int) -> bool:
-    """1 to ``most`` ASCII digits (``str.isdigit`` admits '²', which ``int`` refuses)."""
-    return text.isascii() and text.isdigit() and len(text) <= most
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return "%" not in text  # no IPv6 scope id: it admits any text
-    except ValueError:
-        return False
-
-
-def _is_loopback(entry: str) -> bool:
-    host = entry[1:].partition("]")[0] if entry.startswith("[") else entry.partition(":")[0]
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _sts_region(env: Mapping[str, str], role_var: str) -> None:
+    """STS is called on the regional endpoint of ``AWS_REGION`` (else ``AWS_DEFAULT_REGION``)."""
+    for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        region = _get(env, var)
+        if region is not None:
+            if not is_region(region):
+                raise ConfigError(
+                    var, f"expected an AWS region such as 'us-east-1', got {region!r:.40}"
+                )
+            return
+    raise ConfigError("AWS_REGION", f"not set: needed to call STS for {role_var}")
 
 
 def _get(env: Mapping[str, str], var: str) -> str | None:
@@ -268,7 +174,9 @@ def _int(env: Mapping[str, str], var: str, default: int, low: int, high: int) ->
     value = _get(env, var)
     if value is None:
         return default
-    if not _digits(value, 9) or not low <= int(value) <= high:
+    # 1 to 9 ASCII digits (str.isdigit admits '²', which int refuses, and other scripts' digits)
+    digits = value.isascii() and value.isdigit() and len(value) <= 9
+    if not digits or not low <= int(value) <= high:
         raise ConfigError(var, f"expected an integer from {low} to {high}, got {value!r:.40}")
     return int(value)
 
@@ -322,14 +230,21 @@ def client_options(
 
     Lambda defaults are added only for options the URI does not set (pymongo lets keyword
     arguments win over the URI, so a default given for a URI option would override it).
+    TLS is explicit; without it, the connection is direct: plaintext reaches only the one
+    loopback host of the URI, never members a server names.
     """
+    options = cfg.options
     kwargs: dict[str, Any] = {
-        key: value for key, value in DEFAULTS.items() if key.lower() not in cfg.options
+        key: value for key, value in DEFAULTS.items() if key.lower() not in options
     }
-    if "appname" not in cfg.options:
+    if "maxPoolSize" in kwargs:  # pymongo refuses a minPoolSize above maxPoolSize
+        kwargs["maxPoolSize"] = max(DEFAULTS["maxPoolSize"], options.get("minpoolsize", 0))
+    if "appname" not in options:
         kwargs["appname"] = function_name or "iamdb"
-    if "tls" not in cfg.options and "ssl" not in cfg.options and cfg.tls:
-        kwargs["tls"] = True
+    if "tls" not in options:
+        kwargs["tls"] = cfg.tls
+    if not cfg.tls and "directconnection" not in options:
+        kwargs["directConnection"] = True
     kwargs.update(
         username=credentials.access_key,
         password=credentials.secret_key,
@@ -342,8 +257,15 @@ def client_options(
     return kwargs
 
 
-def open_client(cfg: MongoConfig, lease: Lease, environ: Mapping[str, str]) -> MongoClient[Any]:
-    """Create a client for ``lease`` and log one socket in (``ping``), mapping failures."""
+def open_client(
+    cfg: MongoConfig, lease: Lease, environ: Mapping[str, str] | None
+) -> MongoClient[Any]:
+    """Create a client for ``lease`` and log one socket in (``ping``), mapping failures.
+
+    ``environ`` (None: ``os.environ``) gives the function name. Secrets are built into the
+    call, never kept in a local, and errors are raised outside ``except``, so neither this
+    frame (what a crash reporter captures) nor a ``__context__`` holds the credentials.
+    """
     try:
         import pymongo
         from pymongo import errors
@@ -351,29 +273,48 @@ def open_client(cfg: MongoConfig, lease: Lease, environ: Mapping[str, str]) -> M
         raise ConfigError(cfg.prefix + "URI", "pymongo is not installed (iamdb[mongo])") from None
     if not _mongo_aws.install():  # the application imported pymongo-auth-aws (botocore) itself
         redact.install()  # its botocore DEBUG logs would show the session token
-    kwargs = client_options(cfg, lease.credentials, environ.get("AWS_LAMBDA_FUNCTION_NAME"))
-    kwargs["event_listeners"] = [_refusal_watch()]
+    function_name = (os.environ if environ is None else environ).get("AWS_LAMBDA_FUNCTION_NAME")
     try:
-        client: MongoClient[Any] = pymongo.MongoClient(cfg.uri, connect=False, **kwargs)
-    except errors.ConfigurationError as exc:
-        raise ConfigError(cfg.prefix + "URI", str(exc)) from None
+        client: MongoClient[Any] = pymongo.MongoClient(
+            cfg.uri,
+            connect=False,
+            event_listeners=[_refusal_watch()],
+            **client_options(cfg, lease.credentials, function_name),
+        )
+    except (errors.ConfigurationError, ValueError, TypeError) as exc:  # load_mongo_config's gap
+        problem = f"{exc}"[:300]
+    else:
+        failure = _first_login(cfg, lease, client)
+        if failure is None:
+            return client
+        del client  # closed; its init arguments hold the credentials
+        raise failure
+    raise ConfigError(cfg.prefix + "URI", f"pymongo refuses it: {problem}")
+
+
+def _first_login(cfg: MongoConfig, lease: Lease, client: MongoClient[Any]) -> IamDbError | None:
+    """None when ``client`` logged a socket in; else the error (``client`` is then closed)."""
+    from pymongo import errors
+
+    failure: IamDbError
     try:
         client.admin.command("ping")
+        return None
     except errors.OperationFailure as exc:
-        client.close()
         if exc.code == 18:
-            raise refused(cfg, lease) from None
-        raise AuthError(f"{cfg.label}: MongoDB answered the login with code {exc.code}") from None
+            failure = refused(cfg, lease)
+        else:
+            failure = AuthError(f"{cfg.label}: MongoDB answered the login with code {exc.code}")
     except errors.PyMongoError as exc:
-        client.close()
-        raise ConnectError(
+        failure = ConnectError(
             f"{cfg.label}: could not reach {','.join(cfg.hosts)} "
             f"({type(exc).__name__}; tls={'on' if cfg.tls else 'off'}): {_short(exc)}"
-        ) from None
+        )
     except BaseException:
         client.close()
         raise
-    return client
+    client.close()
+    return failure  # made, not raised, in the except: it carries no __context__
 
 
 def refused(cfg: MongoConfig, lease: Lease) -> AuthError:
@@ -458,7 +399,9 @@ class MongoHandle:
         sources: Sources,
         deadline: Deadline,
         probe: Probe,
-        opener: Callable[[MongoConfig, Lease, Mapping[str, str]], MongoClient[Any]] = open_client,
+        opener: Callable[
+            [MongoConfig, Lease, Mapping[str, str] | None], MongoClient[Any]
+        ] = open_client,
     ) -> None:
         self.cfg = cfg
         self.probe = probe  # metrics and subsegments
@@ -621,12 +564,14 @@ def connection_string(cfg: MongoConfig, lease: Lease) -> str:
     database, _, query = tail.partition("?")
     kept = [
         part
-        for part in query.split("&")
-        if part and part.split("=", 1)[0].lower() not in ("authmechanism", "authsource")
+        for part in split_query(query)
+        if part.split("=", 1)[0].lower() not in ("authmechanism", "authsource")
     ]
     options = [*kept, f"authMechanism={MECHANISM}", "authSource=%24external"]
-    if "tls" not in cfg.options and "ssl" not in cfg.options and cfg.tls and not cfg.srv:
+    if "tls" not in cfg.options and not cfg.srv:  # as client_options: TLS explicit, ...
         options.append("tls=true")
+    if not cfg.tls and "directconnection" not in cfg.options:  # ... plaintext only direct
+        options.append("directConnection=true")
     if creds.token:
         options.append("authMechanismProperties=AWS_SESSION_TOKEN:" + quote(creds.token, safe=""))
     userinfo = f"{quote(creds.access_key, safe='')}:{quote(creds.secret_key, safe='')}"

@@ -16,7 +16,7 @@ import ssl
 from typing import Any
 
 from iamdb.config import SqlConfig
-from iamdb.errors import ConnectError, IamDbError
+from iamdb.errors import ConfigError, ConnectError, IamDbError
 from iamdb.failures import auth_refused, connect_failed
 from iamdb.tokens import Token
 
@@ -34,10 +34,15 @@ class MySqlDriver:
         self._contexts: dict[tuple[str, str], ssl.SSLContext] = {}
 
     def connect(self, cfg: SqlConfig, token: Token) -> MySqlConnection:
-        """Log in with ``token`` (cleartext plugin, TLS enforced); autocommit on."""
+        """Log in with ``token`` (cleartext plugin, TLS enforced); autocommit on.
+
+        Failures are raised from this frame, outside ``except``: PyMySQL's frames hold the
+        token (its ``password`` argument), so no traceback or ``__context__`` may keep them.
+        """
         import pymysql
 
         tls = None if cfg.sslmode == "disable" else self._context(cfg)
+        failure: IamDbError
         try:
             conn = _connection_class()(
                 host=cfg.host,
@@ -55,10 +60,14 @@ class MySqlDriver:
                 program_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "iamdb")[:64],
             )
         except pymysql.err.MySQLError as exc:
-            raise _classify(cfg, exc, token.value) from None
-        conn._read_timeout = None  # queries may run as long as the invocation allows
-        conn._write_timeout = None
-        return conn
+            failure = _classify(cfg, exc, token)
+        except ConnectError as exc:  # TlsFirstConnection's, raised deep in PyMySQL's frames
+            failure = exc.with_traceback(None)
+        else:
+            conn._read_timeout = None  # queries may run as long as the invocation allows
+            conn._write_timeout = None
+            return conn
+        raise failure
 
     def fileno(self, conn: MySqlConnection) -> int:
         return int(conn._sock.fileno())
@@ -78,7 +87,13 @@ class MySqlDriver:
         key = (cfg.sslmode, cfg.sslrootcert)
         ctx = self._contexts.get(key)
         if ctx is None:
-            ctx = ssl.create_default_context(cafile=cfg.sslrootcert)
+            try:  # checked at configuration time; the file may have changed since
+                ctx = ssl.create_default_context(cafile=cfg.sslrootcert)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    cfg.prefix + "SSLROOTCERT",
+                    f"cannot load {cfg.sslrootcert!r:.200} ({type(exc).__name__})",
+                ) from None
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             if cfg.sslmode != "verify-full":
                 ctx.check_hostname = False
@@ -107,7 +122,7 @@ def _connection_class() -> type:
     return TlsFirstConnection
 
 
-def _classify(cfg: SqlConfig, exc: Exception, token: str) -> IamDbError:
+def _classify(cfg: SqlConfig, exc: Exception, token: Token) -> IamDbError:
     code = exc.args[0] if exc.args else None
     detail = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
     if code == _ACCESS_DENIED:

@@ -33,7 +33,12 @@ class PgDriver:
 
     def connect(self, cfg: SqlConfig, token: Token) -> PgConnection:
         """Log in with ``token`` over TLS as configured; autocommit on (no transaction is left
-        open across invocations)."""
+        open across invocations).
+
+        The token's value exists only inside the call, and a failure is raised outside the
+        ``except``: psycopg's error keeps its ``pgconn``, whose ``password`` is the token, so
+        it must not become the ``__context__`` of ours (``from None`` only hides it).
+        """
         import psycopg
 
         try:
@@ -50,7 +55,8 @@ class PgDriver:
                 autocommit=True,
             )
         except psycopg.Error as exc:
-            raise _classify(cfg, exc, token.value) from None
+            failure = _classify(cfg, exc, token)
+        raise failure
 
     def fileno(self, conn: PgConnection) -> int:
         return int(conn.pgconn.socket)
@@ -66,7 +72,7 @@ class PgDriver:
             conn.close()
 
 
-def _classify(cfg: SqlConfig, exc: Exception, token: str) -> IamDbError:
+def _classify(cfg: SqlConfig, exc: Exception, token: Token) -> IamDbError:
     detail = str(exc)
     sqlstate = (getattr(exc, "sqlstate", None) or "").lower()
     if sqlstate.startswith("28") or any(m in detail.lower() for m in _AUTH_MARKERS):

@@ -13,8 +13,9 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from iamdb._checks import instance_name
 from iamdb._runtime import PROCESS, Runtime
-from iamdb.config import Engine, Settings, SqlConfig, load_settings, load_sql_config
+from iamdb.config import SQL_SUFFIXES, Engine, Settings, SqlConfig, load_settings, load_sql_config
 from iamdb.credentials import CredentialResolver, default_resolver
 from iamdb.errors import ConfigError
 from iamdb.limiter import Deadline
@@ -96,8 +97,9 @@ class Registry:
     def mongo_handle(self, name: str | None = None) -> MongoHandle:
         """The :class:`~iamdb.mongo.MongoHandle` behind a Mongo instance (config read once)."""
         from iamdb._aws import resolve_endpoint
-        from iamdb.mongo import MongoHandle, Sources, load_mongo_config
+        from iamdb.mongo import MONGO_SUFFIXES, MongoHandle, Sources, load_mongo_config
 
+        name = None if name is None else instance_name(name, MONGO_SUFFIXES)  # "Reports" too
         with self._lock:
             found = self._mongo.get(name)
             if found is None:
@@ -118,6 +120,7 @@ class Registry:
         found = self._managed.get((engine, name))
         if found is not None:
             return found
+        name = None if name is None else instance_name(name, SQL_SUFFIXES)  # "REPORTING" too
         with self._lock:
             found = self._managed.get((engine, name))
             if found is None:

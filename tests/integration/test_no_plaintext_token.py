@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 import iamdb
+import iamdb.registry
+from tests.integration.kept_alive import kept_alive
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +27,9 @@ ENV = {
     "IAMDB_MYSQL_USER": "app",
     "IAMDB_PG_HOST": "127.0.0.1",
     "IAMDB_MYSQL_HOST": "127.0.0.1",
+    # Tokens are signed for the endpoint name, never an IP (the socket goes to 127.0.0.1).
+    "IAMDB_PG_IAM_HOST": "app.c9akciq32.us-east-1.rds.amazonaws.com",
+    "IAMDB_MYSQL_IAM_HOST": "app.c9akciq32.us-east-1.rds.amazonaws.com",
     "AWS_REGION": "us-east-1",
     "IAMDB_PG_CONNECT_TIMEOUT": "3",
     "IAMDB_MYSQL_CONNECT_TIMEOUT": "3",
@@ -94,10 +99,18 @@ def test_mysql_server_without_tls_never_receives_the_token(
 ) -> None:
     server = Recorder(_GREETING, None)
     monkeypatch.setenv("IAMDB_MYSQL_PORT", str(server.port))
-    with pytest.raises(iamdb.ConnectError, match="does not offer TLS"):
+    with pytest.raises(iamdb.ConnectError, match="does not offer TLS") as info:
         iamdb.get_mysql()
     server.close()
     assert b"X-Amz" not in server.received and b"Action=connect" not in server.received
+    # Refused deep inside PyMySQL, whose frames hold the token: the error must not keep them.
+    cfg = iamdb.registry.default.config("mysql")
+    token = iamdb.registry.default.tokens.get(
+        cfg.signing_host, cfg.signing_port, cfg.user, cfg.region
+    )
+    assert iamdb.registry.default.tokens.signed_count == 1  # the very token it was about to send
+    held = [path for path, text in kept_alive(info.value) if token.value in text]
+    assert not held, held
 
 
 def test_pg_server_without_tls_never_receives_the_token(

@@ -6,15 +6,19 @@ check --connect``) run against devstack's real servers with the root, iamdb, psy
 and pymongo loggers at DEBUG. Every secret involved is collected as it is made: the function's
 secret key and session token, every auth token iamdb signed and its X-Amz-Signature, the
 assumed Mongo role's secret key and session token. None may appear anywhere we can see.
+
+A raised exception is searched as far as it reaches (see tests/integration/kept_alive.py).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import types
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -25,12 +29,13 @@ import iamdb.mongo
 import iamdb.registry
 from devstack.aws import MONGO_UNLISTED_ROLE_ARN
 from devstack.stack import Stack
-from iamdb.config import load_settings
+from iamdb.config import DEFAULT_CA_BUNDLE, load_settings
 from iamdb.credentials import Credentials
-from iamdb.errors import AuthError, ConfigError
+from iamdb.errors import AuthError, ConfigError, ConnectError
 from iamdb.mongo import Lease
 from iamdb.sts import AssumedRole
 from iamdb.tokens import Token, TokenCache
+from tests.integration.kept_alive import kept_alive
 
 pytestmark = pytest.mark.integration
 
@@ -69,14 +74,8 @@ class Secrets:
         self.texts.append((where, text if isinstance(text, str) else repr(text)))
 
     def see_exception(self, where: str, exc: BaseException) -> None:
-        seen: set[int] = set()
-        current: BaseException | None = exc
-        while current is not None and id(current) not in seen:  # the whole chain
-            seen.add(id(current))
-            self.see(where + " str", str(current))
-            self.see(where + " repr", repr(current))
-            self.see(where + " args", current.args)
-            current = current.__cause__ or current.__context__
+        for path, text in kept_alive(exc):
+            self.see(f"{where}: {path}", text)
 
     def leaks(self) -> list[str]:
         return [
@@ -248,6 +247,82 @@ def test_failure_paths_leak_nothing(
         secrets.see("warning", str(warning.message))
     leaks = secrets.leaks()
     assert not leaks, "\n".join(sorted(set(leaks)))
+
+
+def test_tls_and_network_failures_leak_nothing(
+    secrets: Secrets, stack: Stack, caplog: Any, recwarn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server whose certificate does not verify, and nothing listening: ConnectError, and
+    nothing the error reaches holds a secret (tokens were signed for both)."""
+    assert stack.tls is not None
+    errors: list[tuple[str, BaseException]] = []
+    for what, variable, value in (
+        ("TLS", "SSLROOTCERT", DEFAULT_CA_BUNDLE),  # the RDS CAs did not sign devstack's cert
+        ("unreachable", "PORT", str(_closed_port())),
+    ):
+        for engine, call in (("pg", iamdb.get_pg), ("mysql", iamdb.get_mysql)):
+            var = f"IAMDB_{engine.upper()}_{variable}"
+            monkeypatch.setenv(var, value)
+            iamdb.reset()
+            with pytest.raises(ConnectError) as info:
+                call()
+            monkeypatch.setenv(var, stack.env.get(var, ""))
+            errors.append((f"{engine} {what}", info.value))
+    ca = stack.tls.ca
+    monkeypatch.setenv(
+        "IAMDB_MONGO_URI",
+        f"mongodb://localhost:{_closed_port()}/app?tls=true&tlsCAFile={ca}"
+        "&serverSelectionTimeoutMS=300&connectTimeoutMS=300",
+    )
+    iamdb.reset()
+    with pytest.raises(ConnectError) as info:
+        iamdb.get_mongo()
+    errors.append(("mongo unreachable", info.value))
+    assert len(secrets.tokens) >= 4 and secrets.leases
+
+    for where, exc in errors:
+        secrets.see_exception(where, exc)
+    _see_logs(secrets, caplog)
+    for warning in recwarn.list:
+        secrets.see("warning", str(warning.message))
+    leaks = secrets.leaks()
+    assert not leaks, "\n".join(sorted(set(leaks)))
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_the_walk_sees_what_an_exception_keeps_alive(secrets: Secrets) -> None:
+    """The deep checks can fail: a secret in a hidden ``__context__``'s attribute, in a dict
+    local of a traceback frame, or in ``os.environ`` referenced by a local is found."""
+
+    class DriverError(Exception):
+        def __init__(self, password: str) -> None:
+            super().__init__("login failed")
+            self.pgconn = types.SimpleNamespace(password=password.encode())
+
+    def login(kwargs: dict[str, str], environ: Mapping[str, str]) -> None:
+        try:
+            raise DriverError(kwargs["password"])
+        except DriverError:
+            raise AuthError("refused") from None  # from None hides the context, keeps it
+
+    token = "tok-" + "x" * 40
+    secrets.add_secret(token)
+    secrets.add_secret(os.environ["AWS_SECRET_ACCESS_KEY"])
+    try:
+        login({"password": token}, os.environ)
+    except AuthError as exc:
+        secrets.see_exception("walk", exc)
+    leaks = "\n".join(secrets.leaks())
+    assert "__context__.pgconn" in leaks  # the driver's object behind `from None`
+    assert "login().kwargs['password']" in leaks  # a frame's dict local
+    assert "login().environ" in leaks  # os.environ through a local
 
 
 def test_check_connect_output_leaks_nothing(secrets: Secrets, stack: Stack) -> None:

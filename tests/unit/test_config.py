@@ -147,3 +147,51 @@ def test_settings() -> None:
         with pytest.raises(ConfigError) as info:
             load_settings({var: bad})
         assert info.value.variable == var
+
+
+def test_check_discovers_exactly_the_instances_get_pg_would_read() -> None:
+    """``python -m iamdb check`` and get_pg()/get_mysql() agree on which names exist."""
+    from iamdb.cli import configured_instances
+
+    environ = {
+        "IAMDB_PG_HOST": RDS,
+        "IAMDB_PG_IAM_HOST": RDS,  # the default instance's IAM_HOST, not an instance "iam"
+        "IAMDB_PG_REPORTING_HOST": RDS,
+        "IAMDB_PG_REPORTING_IAM_HOST": RDS,  # reporting's IAM_HOST, not "reporting_iam"
+        "IAMDB_MYSQL_A_B_HOST": RDS,
+        "IAMDB_PG_reporting_HOST": RDS,  # get_pg("reporting") reads IAMDB_PG_REPORTING_HOST
+        "IAMDB_PG_9X_HOST": RDS,  # no name reads it
+        "IAMDB_PG_" + "A" * 40 + "_HOST": RDS,
+        "IAMDB_MYSQL_EMPTY_HOST": " ",
+    }
+    found = configured_instances(environ)
+    assert found == [("mysql", "a_b"), ("pg", None), ("pg", "reporting")]
+    for engine, name in found:
+        cfg = load_sql_config(engine, name, {**environ, "IAMDB_PG_USER": "u", **_users(name)})
+        assert cfg.prefix + "HOST" in environ
+
+
+def _users(name: str | None) -> dict[str, str]:
+    return {} if name is None else {f"IAMDB_{e}_{name.upper()}_USER": "u" for e in ("PG", "MYSQL")}
+
+
+def test_reserved_and_case_variant_names() -> None:
+    e = env(IAMDB_PG_REPORTING_HOST=RDS, IAMDB_PG_REPORTING_USER="rep")
+    assert load_sql_config("pg", "Reporting", e) == load_sql_config("pg", "reporting", e)
+    for name in ("iam", "IAM", "x_iam"):
+        with pytest.raises(ConfigError, match="IAM_HOST") as info:
+            load_sql_config("pg", name, e)
+        assert info.value.variable == "name"
+
+
+def test_one_configuration_is_one_connection_whatever_the_spelling() -> None:
+    from iamdb.registry import Registry
+
+    registry = Registry(environ=env(IAMDB_PG_REPORTING_HOST=RDS, IAMDB_PG_REPORTING_USER="rep"))
+    try:
+        managed = registry.managed("pg", "reporting")
+        assert registry.managed("pg", "REPORTING") is managed
+        assert registry.managed("pg", "Reporting") is managed
+        assert managed.cfg.name == "reporting"
+    finally:
+        registry.reset()

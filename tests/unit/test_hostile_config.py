@@ -6,6 +6,8 @@ traversal) into one variable on top of a valid environment. Reading the configur
 then either raise :class:`~iamdb.errors.ConfigError` whose ``variable`` is the mutated one
 (or one listed in ``DEPENDENT``), or return a configuration that passes the invariants below.
 Any other exception fails, and so does any attempt to open a socket or resolve a name.
+A Mongo configuration that passes is also handed to a real ``pymongo.MongoClient`` (never
+connected), which must accept it and verify TLS, or connect directly to one loopback host.
 """
 
 from __future__ import annotations
@@ -14,22 +16,38 @@ import ipaddress
 import math
 import re
 import socket
+import ssl
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from pymongo import uri_parser
+from pymongo import MongoClient
 
-from iamdb.config import DEFAULT_CA_BUNDLE, SSLMODES, load_settings, load_sql_config
+from iamdb.config import (
+    DEFAULT_CA_BUNDLE,
+    SSLMODES,
+    env_prefix,
+    load_settings,
+    load_sql_config,
+)
+from iamdb.credentials import Credentials
 from iamdb.errors import ConfigError
-from iamdb.mongo import MECHANISM, load_mongo_config
+from iamdb.mongo import (
+    MECHANISM,
+    MONGO_SUFFIXES,
+    client_options,
+    load_mongo_config,
+    mongo_prefix,
+)
 
 # pymongo warns about URI options it ignores; the checks below assert what it kept.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 RDS_ENDPOINT = "app.c9akciq32.us-east-1.rds.amazonaws.com"
+CREDS = Credentials("ASIAROLEKEY", "role-secret", "role-token")
 SQL_SUFFIXES = (
     "HOST",
     "PORT",
@@ -64,7 +82,8 @@ ALL_VARS = SQL_VARS + SETTINGS_VARS + MONGO_VARS
 DEPENDENT: dict[str, set[str]] = {
     # Without IAMDB_*_REGION the region comes from the RDS endpoint name the token is signed
     # for (IAM_HOST, else HOST); for any other name it is AWS_REGION, absent in BASE_NO_REGION.
-    **{p + "HOST": {p + "REGION"} for p in SQL_PREFIXES},
+    # An IP address as HOST needs an IAM_HOST (tokens are signed for the endpoint name).
+    **{p + "HOST": {p + "REGION", p + "IAM_HOST"} for p in SQL_PREFIXES},
     **{p + "IAM_HOST": {p + "REGION"} for p in SQL_PREFIXES},
     # Assuming a role calls STS, which needs a region (absent in BASE_NO_REGION).
     "IAMDB_MONGO_ROLE_ARN": {"AWS_REGION"},
@@ -140,6 +159,11 @@ HOSTILE = [
     "[::1]",
     "::1",
     "127.0.0.1",
+    "10.0.0.5",
+    "\u0665\u0664\u0663\u0662",
+    "5432\u0660",
+    "us-east-\u0661",
+    "u\u017f-east-1",
     "evil.example.com:0",
     "evil.example.com:²",
     "evil.example.com:99999",
@@ -171,6 +195,41 @@ HOSTILE = [
     "mongodb://db.example.com",
     "mongodb://db.example.com/app#frag",
     "mongodb://localhost/app?tls=false",
+    "mongodb://localhost:27017,127.0.0.1:27018/app?tls=false",
+    "mongodb://localhost/app?tls=false&replicaSet=rs0",
+    "mongodb://localhost/app?tls=false&directConnection=false",
+    "mongodb://localhost/app?tls=false&loadBalanced=true",
+    "mongodb://localhost/app?ssl=false&tlsCAFile=/etc/passwd",
+    "mongodb://[::1]:27017/app?tls=false",
+    "mongodb://127.0.0.2/app?tls=false",
+    "mongodb://localhost./app?tls=false",
+    "mongodb://db.example.com/app%24x",
+    "mongodb://db.example.com/app?directConnection=true&loadBalanced=true",
+    "mongodb://db.example.com,db2.example.com/app?directConnection=true",
+    "mongodb://db.example.com/app?serverSelectionTimeoutMS=abc",
+    "mongodb://db.example.com/app?serverSelectionTimeoutMS=-5",
+    "mongodb://db.example.com/app?tlsAllowInvalidCertificates=true",
+    "mongodb://db.example.com/app?TLSALLOWINVALIDCERTIFICATES=true",
+    "mongodb://db.example.com/app?tlsAllowInvalidHostnames=true",
+    "mongodb://db.example.com/app?tlsDisableOCSPEndpointCheck=true",
+    "mongodb://db.example.com/app?tlsDisableCertificateRevocationCheck=true",
+    "mongodb://db.example.com/app?ssl_cert_reqs=CERT_NONE",
+    "mongodb://db.example.com/app?ssl_match_hostname=false",
+    "mongodb://db.example.com/app?tlsCAFile=/nonexistent",
+    "mongodb://db.example.com/app?tlsCAFile=/dev/null",
+    "mongodb://db.example.com/app?tlsCAFile=/etc/passwd",
+    "mongodb://db.example.com/app?tlsCertificateKeyFile=/etc/passwd",
+    "mongodb://db.example.com/app?tlsCRLFile=/etc/passwd",
+    "mongodb://db.example.com/app?minPoolSize=10",
+    "mongodb://db.example.com/app?minPoolSize=10&maxPoolSize=2",
+    "mongodb://db.example.com/app?appname=%00",
+    "mongodb://db.example.com/app?unknownOption=1",
+    "mongodb://db.example.com/app?w=1&W=2",
+    "mongodb://db.example.com/app?w=1;tls=true&x=1",
+    "mongodb+srv://cluster0.example.com/app?tls=false",
+    "mongodb+srv://cluster0.example.com/app?directConnection=true",
+    "mongodb+srv://cluster0.example.com/app?srvMaxHosts=abc",
+    "mongodb://db.example.com/app?srvMaxHosts=2",
     "postgresql://u:p@h/db",
     "arn:aws:iam::123456789012:role/../../admin",
     "arn:aws:iam::123456789012:role/ok\n",
@@ -260,31 +319,56 @@ def _check_valid(configs: list[object]) -> None:
         cfg: Any = c
         _check_host(cfg.host)
         _check_host(cfg.signing_host.rstrip("."))
+        assert not _is_ip(cfg.signing_host), "tokens are signed for an endpoint name, not an IP"
         for port in (cfg.port, cfg.signing_port):
             assert isinstance(port, int) and 1 <= port <= 65535
         for text in (cfg.user, cfg.dbname or "x"):
             assert text.isprintable() and text == text.strip() and len(text) <= 128
-        assert re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d{1,2}", cfg.region), cfg.region
+        assert re.fullmatch(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}", cfg.region, re.ASCII), cfg.region
         assert cfg.sslmode in SSLMODES
         assert "\0" not in cfg.sslrootcert
         assert isinstance(cfg.connect_timeout, int) and 1 <= cfg.connect_timeout <= 300
-    m: Any = mongo
+    _check_mongo(mongo)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_mongo(m: Any) -> None:
+    """What pymongo itself makes of an accepted configuration (a client never connected)."""
     assert m.uri.startswith(("mongodb://", "mongodb+srv://")) and "@" not in m.uri.split("/")[2]
-    assert m.options.get("authmechanism", MECHANISM) == MECHANISM
-    assert m.options.get("authsource", "$external") == "$external"
-    assert not {"username", "password", "authmechanismproperties"} & set(m.options)
-    assert m.options.get("tlsinsecure", "false").lower() != "true"
-    assert {m.options.get("tls", "true"), m.options.get("ssl", "true")} <= {"true", "false"}
-    if not m.srv:  # what pymongo itself will read from the URI (mongodb+srv:// would use DNS)
-        parsed = uri_parser.parse_uri(m.uri, warn=True)["options"]
-        assert parsed.get("tlsInsecure") is not True
-        assert parsed.get("authMechanism", MECHANISM) == MECHANISM
-        if m.tls is False:
-            assert parsed.get("tls") is not True
-    if not all(h.startswith(("localhost", "127.", "[::1]")) for h in m.hosts):
-        assert m.tls
     assert 900 <= m.session_seconds <= 43200
     assert 30 <= m.refresh_seconds <= m.session_seconds - 300
+    if not m.tls:
+        assert not m.srv and len(m.hosts) == 1
+        assert m.hosts[0].rpartition(":")[0] in ("localhost", "[::1]") or m.hosts[0].startswith(
+            "127."
+        )
+    if m.srv:
+        return  # pymongo would resolve the name in DNS to go further
+    client: MongoClient[Any] = MongoClient(
+        m.uri, connect=False, **client_options(m, CREDS, "orders-api")
+    )
+    try:
+        options = client.options
+        pool = options.pool_options
+        context = pool._ssl_context
+        if m.tls:
+            assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
+            assert context.check_hostname and not pool.tls_allow_invalid_hostnames
+        else:  # plaintext: that one loopback host, never the members it may name
+            assert context is None and options.direct_connection is True
+        credentials = pool._credentials
+        assert (credentials.mechanism, credentials.source) == (MECHANISM, "$external")
+        assert credentials.username == CREDS.access_key
+        assert options.server_selection_timeout > 0  # iamdb's 5 s or the URI's valid value
+    finally:
+        client.close()
 
 
 def _outcome(base: Mapping[str, str], var: str, value: str) -> None:
@@ -359,6 +443,28 @@ def test_several_hostile_variables(mutations: dict[str, str]) -> None:
         ("IAMDB_MONGO_URI", "mongodb://db.example.com/app?tls="),
         ("IAMDB_MONGO_URI", "mongodb://db.example.com/app?tls=TRUE"),
         ("IAMDB_MONGO_URI", "mongodb://db.example.com/app?ssl=yes"),
+        ("IAMDB_PG_PORT", "\u0665\u0664\u0663\u0662"),
+        ("IAMDB_PG_CONNECT_TIMEOUT", "1_0"),
+        ("IAMDB_PG_REGION", "us-east-\u0661"),
+        ("IAMDB_PG_REGION", "u\u017f-east-1"),
+        ("IAMDB_TOKEN_REFRESH_SECONDS", "\u0665\u0660\u0660"),
+        ("IAMDB_PG_IAM_HOST", "10.0.0.5"),
+        ("IAMDB_PG_SSLROOTCERT", "/dev/null"),
+        ("IAMDB_PG_SSLROOTCERT", "/etc/passwd"),
+        ("IAMDB_MYSQL_SSLROOTCERT", "/etc/passwd"),
+        ("IAMDB_MONGO_URI", "mongodb://localhost:1,localhost:2/app?tls=false"),
+        ("IAMDB_MONGO_URI", "mongodb://localhost/app?tls=false&replicaSet=rs0"),
+        ("IAMDB_MONGO_URI", "mongodb://db.example.com/app%24x"),
+        ("IAMDB_MONGO_URI", "mongodb://db.example.com/app?directConnection=true&loadBalanced=true"),
+        ("IAMDB_MONGO_URI", "mongodb://db.example.com/app?serverSelectionTimeoutMS=abc"),
+        ("IAMDB_MONGO_URI", "mongodb://db.example.com/app?TLSAllowInvalidCertificates=true"),
+        ("IAMDB_MONGO_URI", "mongodb://db.example.com/app?tlsallowinvalidhostnames=true"),
+        ("IAMDB_MONGO_URI", "mongodb://db.example.com/app?tlsDisableOCSPEndpointCheck=true"),
+        ("IAMDB_MONGO_URI", "mongodb://db.example.com/app?SSL_CERT_REQS=CERT_NONE"),
+        ("IAMDB_MONGO_URI", "mongodb://db.example.com/app?tlsCAFile=/nonexistent"),
+        ("IAMDB_MONGO_URI", "mongodb://db.example.com/app?tlsCAFile=/dev/null"),
+        ("IAMDB_MONGO_URI", "mongodb://db.example.com/app?tlsCAFile=/etc/passwd"),
+        ("IAMDB_MONGO_URI", "mongodb://db.example.com/app?w=1&W=2"),
     ],
 )
 def test_regressions_are_config_errors(var: str, value: str) -> None:
@@ -366,3 +472,123 @@ def test_regressions_are_config_errors(var: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         _load_all({**BASE, var: value})
     assert info.value.variable == var
+
+
+@pytest.mark.parametrize("host", ["::1", "127.0.0.1", "10.0.0.5", "2001:db8::7"])
+@pytest.mark.parametrize("prefix", SQL_PREFIXES)
+def test_an_ip_host_needs_an_iam_host(prefix: str, host: str) -> None:
+    """Tokens are signed for the endpoint name: an IP HOST alone is the IAM_HOST's fault."""
+    env = {k: v for k, v in BASE.items() if k != prefix + "IAM_HOST"}
+    with pytest.raises(ConfigError) as info:
+        _load_all({**env, prefix + "HOST": host})
+    assert info.value.variable == prefix + "IAM_HOST"
+    assert host in str(info.value)
+
+
+def _ca_files(tmp_path: Any) -> dict[str, str]:
+    empty = tmp_path / "empty.pem"
+    empty.write_text("\n")
+    der = tmp_path / "ca.der"
+    der.write_bytes(ssl.PEM_cert_to_DER_cert(Path(DEFAULT_CA_BUNDLE).read_text().split("\n\n")[0]))
+    text = tmp_path / "notes.pem"
+    text.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    return {
+        "missing": str(tmp_path / "nope.pem"),
+        "a directory": str(tmp_path),
+        "empty": str(empty),
+        "DER": str(der),
+        "not a certificate": str(text),
+    }
+
+
+@pytest.mark.parametrize("prefix", SQL_PREFIXES)
+def test_sql_ca_bundles_that_cannot_load_are_config_errors(prefix: str, tmp_path: Any) -> None:
+    for what, path in _ca_files(tmp_path).items():
+        with pytest.raises(ConfigError) as info:
+            _load_all({**BASE, prefix + "SSLROOTCERT": path})
+        assert info.value.variable == prefix + "SSLROOTCERT", what
+
+
+def test_mongo_tls_files_that_cannot_load_are_config_errors(tmp_path: Any) -> None:
+    for what, path in _ca_files(tmp_path).items():
+        for option in ("tlsCAFile", "tlsCertificateKeyFile", "tlsCRLFile"):
+            uri = f"mongodb://db.example.com/app?{option}={path}"
+            with pytest.raises(ConfigError) as info:
+                _load_all({**BASE, "IAMDB_MONGO_URI": uri})
+            assert info.value.variable == "IAMDB_MONGO_URI", (what, option)
+
+
+def test_a_ca_bundle_that_loads_is_accepted() -> None:
+    env = {**BASE, "IAMDB_MONGO_URI": f"mongodb://db.example.com/app?tlsCAFile={DEFAULT_CA_BUNDLE}"}
+    configs = _load_all({**env, "IAMDB_MYSQL_SSLROOTCERT": DEFAULT_CA_BUNDLE})
+    _check_valid(configs)
+
+
+def test_without_pymongo_mongo_configuration_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pymongo", None)  # import pymongo now raises ImportError
+    with pytest.raises(ConfigError) as info:
+        load_mongo_config(None, BASE)
+    assert info.value.variable == "IAMDB_MONGO_URI" and "iamdb[mongo]" in str(info.value)
+
+
+# -- instance names --------------------------------------------------------------------------
+
+names = st.one_of(
+    st.sampled_from(["iam", "IAM", "Iam", "a_iam", "A_IAM", "iam_a", "connect", "reporting"]),
+    st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,31}", fullmatch=True),
+    st.text(max_size=40),
+)
+
+
+def _variables(engine: str, name: str | None) -> set[str]:
+    """The variables an instance reads (the prefix is all a name decides)."""
+    if engine == "mongo":
+        return {mongo_prefix(name) + s for s in MONGO_SUFFIXES}
+    return {env_prefix("pg", name) + s for s in SQL_SUFFIXES}
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=names, second=names, engine=st.sampled_from(["pg", "mongo"]))
+def test_instance_names_are_case_insensitive_and_never_share_a_variable(
+    first: str, second: str, engine: str
+) -> None:
+    """A name is refused (variable 'name'), or it reads its own variables only: none of the
+    default instance's, none of another name's; two spellings of a name are one instance."""
+    try:
+        mine = _variables(engine, first)
+    except ConfigError as exc:
+        assert exc.variable == "name"
+        return
+    assert mine == _variables(engine, first.upper()) == _variables(engine, first.lower())
+    assert not mine & _variables(engine, None)
+    try:
+        theirs = _variables(engine, second)
+    except ConfigError:
+        return
+    if first.lower() != second.lower():
+        assert not mine & theirs
+
+
+@pytest.mark.parametrize("name", ["iam", "IAM", "reports_iam", "A_Iam"])
+def test_names_that_would_read_another_instances_variables_are_refused(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_sql_config("pg", name, BASE)
+    assert info.value.variable == "name" and "IAM_HOST" in str(info.value)
+
+
+def test_two_spellings_are_one_instance() -> None:
+    upper, lower = (
+        load_sql_config("pg", "REPORTING", BASE),
+        load_sql_config("pg", "reporting", BASE),
+    )
+    assert upper == lower and upper.name == "reporting" and upper.label == "pg:reporting"
+    assert (
+        load_mongo_config(
+            "Reports", {**BASE, "IAMDB_MONGO_REPORTS_URI": BASE["IAMDB_MONGO_URI"]}
+        ).name
+        == "reports"
+    )

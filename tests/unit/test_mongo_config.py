@@ -84,7 +84,8 @@ def test_named_instance_reads_its_own_prefix() -> None:
         ({"IAMDB_MONGO_URI": "mongodb://u:p@h/app"}, "IAMDB_MONGO_URI", "password"),
         ({"IAMDB_MONGO_URI": "mongodb://h"}, "IAMDB_MONGO_URI", "database"),
         ({"IAMDB_MONGO_URI": "mongodb://h/"}, "IAMDB_MONGO_URI", "database"),
-        ({"IAMDB_MONGO_URI": "mongodb://h:99999/app"}, "IAMDB_MONGO_URI", "host[:port]"),
+        ({"IAMDB_MONGO_URI": "mongodb://h:99999/app"}, "IAMDB_MONGO_URI", "pymongo refuses"),
+        ({"IAMDB_MONGO_URI": "mongodb://%2Ftmp%2Fm.sock/app"}, "IAMDB_MONGO_URI", "host[:port]"),
         ({"IAMDB_MONGO_URI": "mongodb+srv://a,b/app"}, "IAMDB_MONGO_URI", "exactly one"),
         (
             {"IAMDB_MONGO_URI": "mongodb://h/app?authMechanism=SCRAM-SHA-256"},
@@ -93,7 +94,37 @@ def test_named_instance_reads_its_own_prefix() -> None:
         ),
         ({"IAMDB_MONGO_URI": "mongodb://h/app?authSource=admin"}, "IAMDB_MONGO_URI", "$external"),
         ({"IAMDB_MONGO_URI": "mongodb://h/app?tls=false"}, "IAMDB_MONGO_URI", "TLS"),
-        ({"IAMDB_MONGO_URI": "mongodb://h/app?tlsInsecure=true"}, "IAMDB_MONGO_URI", "unverified"),
+        ({"IAMDB_MONGO_URI": "mongodb://h/app?tlsInsecure=true"}, "IAMDB_MONGO_URI", "off"),
+        (
+            {"IAMDB_MONGO_URI": "mongodb://h/app?tlsAllowInvalidCertificates=true"},
+            "IAMDB_MONGO_URI",
+            "certificate verification off",
+        ),
+        (
+            {"IAMDB_MONGO_URI": "mongodb://h/app?tlsAllowInvalidHostnames=true"},
+            "IAMDB_MONGO_URI",
+            "host-name verification off",
+        ),
+        (
+            {"IAMDB_MONGO_URI": "mongodb://h/app?tlsDisableOCSPEndpointCheck=true"},
+            "IAMDB_MONGO_URI",
+            "revocation",
+        ),
+        (
+            {"IAMDB_MONGO_URI": "mongodb://h/app?tlsDisableCertificateRevocationCheck=false"},
+            "IAMDB_MONGO_URI",
+            "revocation",
+        ),
+        ({"IAMDB_MONGO_URI": "mongodb://h/app?ssl_cert_reqs=0"}, "IAMDB_MONGO_URI", "certificate"),
+        (
+            {"IAMDB_MONGO_URI": "mongodb://h/app?serverSelectionTimeoutMS=abc"},
+            "IAMDB_MONGO_URI",
+            "serverselectiontimeoutms",
+        ),
+        ({"IAMDB_MONGO_URI": "mongodb://h/app%24x"}, "IAMDB_MONGO_URI", "database"),
+        ({"IAMDB_MONGO_URI": "mongodb://h/app?bogus=1"}, "IAMDB_MONGO_URI", "Unknown option"),
+        ({"IAMDB_MONGO_URI": "mongodb://h/app?w=1&W=2"}, "IAMDB_MONGO_URI", "twice"),
+        ({"AWS_REGION": "us-east-\u0661"}, "AWS_REGION", "region"),
         (
             {"IAMDB_MONGO_URI": "mongodb://h/app?authMechanismProperties=AWS_SESSION_TOKEN:x"},
             "IAMDB_MONGO_URI",
@@ -134,11 +165,53 @@ def test_bad_instance_name() -> None:
     assert info.value.variable == "name"
 
 
-def test_plaintext_allowed_only_to_loopback() -> None:
-    c = cfg(IAMDB_MONGO_URI="mongodb://localhost:27017,127.0.0.1:27018/app?tls=false")
-    assert c.tls is False
-    assert cfg(IAMDB_MONGO_URI="mongodb://[::1]:27017/app").tls is False  # loopback default
-    assert cfg(IAMDB_MONGO_URI="mongodb://10.0.0.5/app").tls is True
+def test_tls_is_on_unless_the_uri_says_tls_false() -> None:
+    for uri in ("mongodb://[::1]:27017/app", "mongodb://localhost/app", "mongodb://10.0.0.5/app"):
+        c = cfg(IAMDB_MONGO_URI=uri)
+        assert c.tls is True
+        assert client_options(c, Credentials("AKIA1", "s"), None)["tls"] is True
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "mongodb://localhost/app?tls=false",
+        "mongodb://127.0.0.1:27018/app?ssl=false",
+        "mongodb://[::1]:27017/app?tls=false&directConnection=true",
+    ],
+)
+def test_plaintext_goes_directly_to_one_loopback_host(uri: str) -> None:
+    c = cfg(IAMDB_MONGO_URI=uri)
+    assert c.tls is False and len(c.hosts) == 1
+    kwargs = client_options(c, Credentials("AKIA1", "s"), None)
+    assert kwargs.get("directConnection", c.options.get("directconnection")) is True
+    assert "directConnection=true" in connection_string(
+        c, Lease(Credentials("AKIA1", "s"), 0, ROLE)
+    )
+
+
+@pytest.mark.parametrize(
+    ("uri", "fragment"),
+    [
+        ("mongodb://localhost:27017,127.0.0.1:27018/app?tls=false", "single loopback host"),
+        ("mongodb://10.0.0.5/app?tls=false", "single loopback host"),
+        ("mongodb://localhost./app?tls=false", "single loopback host"),
+        ("mongodb+srv://localhost/app?tls=false", "single loopback host"),
+        ("mongodb://localhost/app?tls=false&replicaSet=rs0", "replicaset"),
+        ("mongodb://localhost/app?tls=false&loadBalanced=true", "loadbalanced"),
+        ("mongodb://localhost/app?tls=false&directConnection=false", "directConnection=true"),
+        ("mongodb://localhost/app?tls=false&tlsAllowInvalidHostnames=false", "TLS options"),
+    ],
+)
+def test_plaintext_anywhere_else_is_refused(uri: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        cfg(IAMDB_MONGO_URI=uri)
+    assert info.value.variable == "IAMDB_MONGO_URI" and fragment in str(info.value)
+
+
+def test_a_larger_min_pool_size_raises_the_default_max() -> None:
+    c = cfg(IAMDB_MONGO_URI="mongodb://db.example.com/app?minPoolSize=10")
+    assert client_options(c, Credentials("AKIA1", "s"), None)["maxPoolSize"] == 10
 
 
 # -- client options ----------------------------------------------------------------------------
@@ -164,10 +237,11 @@ def test_client_options_lambda_defaults_and_explicit_credentials() -> None:
 
 def test_uri_options_override_the_defaults() -> None:
     uri = "mongodb://db.example.com/app?maxpoolsize=50&appName=mine&TLS=true&maxIdleTimeMS=1"
+    uri += "&SERVERSELECTIONTIMEOUTMS=7000"
     kwargs = client_options(cfg(IAMDB_MONGO_URI=uri), Credentials("AKIA1", "s"), None)
     for key in ("maxPoolSize", "appname", "tls", "maxIdleTimeMS", "authMechanismProperties"):
         assert key not in kwargs
-    assert kwargs["serverSelectionTimeoutMS"] == 5_000
+    assert "serverSelectionTimeoutMS" not in kwargs and kwargs["connectTimeoutMS"] == 5_000
 
 
 def test_connection_string_quotes_the_credentials() -> None:
@@ -384,3 +458,15 @@ def test_close_closes_everything() -> None:
     handle.get()
     handle.close()
     assert all(c.closed for c in made) and handle.lease is None
+
+
+def test_one_mongo_instance_whatever_the_spelling() -> None:
+    from iamdb.registry import Registry
+
+    environ = {**BASE, "IAMDB_MONGO_REPORTS_URI": "mongodb://db.example.com/reports"}
+    registry = Registry(environ=environ)
+    try:
+        handle = registry.mongo_handle("reports")
+        assert registry.mongo_handle("REPORTS") is handle and handle.cfg.name == "reports"
+    finally:
+        registry.reset()

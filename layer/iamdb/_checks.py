@@ -1,0 +1,117 @@
+"""Rules shared by the SQL and MongoDB settings readers: instance names, regions, CA files.
+
+Each rule lives here once so that ``get_pg``, ``get_mysql``, ``get_mongo`` and
+``python -m iamdb check`` agree on it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterable, Mapping
+
+from iamdb.errors import ConfigError
+
+# ASCII only: without re.ASCII, \d admits Arabic-Indic digits and IGNORECASE lets [a-z]
+# match U+017F (long s) and U+212A (Kelvin sign).
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}", re.ASCII)
+REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}", re.ASCII)
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?",
+    re.ASCII,
+)
+_MAX_CA_BYTES = 10 * 1024 * 1024  # the RDS bundle is ~160 KiB
+
+
+_SETTINGS_NAMES = ("AWS_REGION", "AWS_DEFAULT_REGION", "POWERTOOLS_METRICS_NAMESPACE")
+
+
+def settings_environ(environ: Mapping[str, str] | None) -> dict[str, str]:
+    """The variables the settings readers use (``IAMDB_*``, the region, Powertools' metrics
+    namespace) out of ``environ`` (None: ``os.environ``).
+
+    Readers keep this copy in their frames, never ``os.environ``: a ConfigError's traceback
+    is what a crash reporter serialises, locals included, and ``os.environ`` holds the
+    function's secret key and session token.
+    """
+    env = os.environ if environ is None else environ
+    return {k: v for k, v in env.items() if k.startswith("IAMDB_") or k in _SETTINGS_NAMES}
+
+
+def instance_name(name: object, suffixes: Iterable[str]) -> str:
+    """The canonical (lower-case) form of an instance name, or ConfigError ``name``.
+
+    Names are case-insensitive because environment variables carry them upper-cased:
+    ``get_pg("Reporting")`` and ``get_pg("reporting")`` both read ``IAMDB_PG_REPORTING_*``
+    and are one instance. A name is refused when one of its variables would be another
+    instance's: with the suffix ``IAM_HOST``, ``get_pg("iam")`` would read
+    ``IAMDB_PG_IAM_HOST`` (the default instance's) as its ``HOST``, and ``get_pg("a_iam")``
+    would read ``IAMDB_PG_A_IAM_HOST`` (instance ``a``'s).
+    """
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(
+            "name", f"expected a letter then up to 31 letters, digits or '_', got {name!r:.40}"
+        )
+    upper = name.upper()
+    names = set(suffixes)
+    for suffix in names:
+        head, _, tail = suffix.rpartition("_")
+        while head:  # IAM_HOST: the name may not be IAM nor end in _IAM
+            if tail in names and (upper == head or upper.endswith("_" + head)):
+                raise ConfigError(
+                    "name",
+                    f"{name!r} is reserved: its {tail} variable would be "
+                    f"the {suffix} variable of another instance",
+                )
+            head, _, rest = head.rpartition("_")
+            tail = f"{rest}_{tail}"
+    return name.lower()
+
+
+def is_region(text: str) -> bool:
+    """An AWS region name such as ``us-east-1`` (ASCII letters and digits only)."""
+    return bool(REGION.fullmatch(text))
+
+
+def is_ip(text: str) -> bool:
+    """An IPv4 or IPv6 address (IPv6 without brackets)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def valid_host(text: str) -> bool:
+    """A DNS host name or an IP address without an IPv6 scope id (that admits any text)."""
+    if is_ip(text):
+        return "%" not in text
+    return bool(_HOSTNAME.fullmatch(text))
+
+
+def ca_file_problem(path: str) -> str | None:
+    """Why ``path`` is not a usable PEM CA bundle, or None when it is one.
+
+    Reads and loads it as the drivers will, so a missing, unreadable, empty or non-PEM
+    file is a configuration error, not an ``ssl.SSLError`` after a token was signed.
+    """
+    import ssl  # only for a bundle the user chose: the bundled one is known good
+
+    if "\0" in path:
+        return "a path cannot contain NUL"
+    try:
+        with open(path, "rb") as file:
+            data = file.read(_MAX_CA_BYTES + 1)
+    except OSError as exc:
+        return f"cannot read {path!r:.200} ({exc.strerror or type(exc).__name__})"
+    if not data.strip():
+        return f"{path!r:.200} is empty"
+    if len(data) > _MAX_CA_BYTES:
+        return f"{path!r:.200} is larger than {_MAX_CA_BYTES // (1024 * 1024)} MiB"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=data.decode("ascii"))
+    except (UnicodeDecodeError, ValueError, ssl.SSLError):
+        return f"{path!r:.200} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    return None
