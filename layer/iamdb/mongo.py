@@ -203,6 +203,7 @@ class Sources:
     aws: AwsClient
     runtime: Runtime
     resolver: CredentialResolver
+    environ: Mapping[str, str] | None = None  # what the opener reads; None: os.environ
 
 
 def fetch_lease(cfg: MongoConfig, sources: Sources, deadline: float) -> Lease:
@@ -499,7 +500,7 @@ class MongoHandle:
             )
         try:
             with self.probe.span("connect"):
-                client = self._opener(self.cfg, lease, self._sources.runtime.environ)
+                client = self._opener(self.cfg, lease, self._sources.environ)
         except AuthError:
             self.probe.count("AuthFailures")
             raise

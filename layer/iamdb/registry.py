@@ -49,6 +49,9 @@ class Registry:
         that records)."""
         self.runtime = runtime or PROCESS
         self._live = runtime is None  # the process itself: it may join Powertools' Logger
+        # What the settings readers get: None reads os.environ there, so no frame that can be
+        # on a traceback holds the whole environment (secret key included) as an argument.
+        self._environ = None if runtime is None else runtime.environ
         self._resolver = resolver or (
             default_resolver
             if runtime is None
@@ -103,12 +106,12 @@ class Registry:
         with self._lock:
             found = self._mongo.get(name)
             if found is None:
-                cfg = load_mongo_config(name, self.runtime.environ)
+                cfg = load_mongo_config(name, self._environ)
                 if cfg.role_arn is not None:
                     resolve_endpoint("sts", self.runtime.environ)  # ConfigError before any call
                 found = MongoHandle(
                     cfg,
-                    sources=Sources(self.aws, self.runtime, self._resolver),
+                    sources=Sources(self.aws, self.runtime, self._resolver, self._environ),
                     deadline=self.deadline,
                     probe=self.telemetry.probe("mongo", name),
                 )
@@ -130,7 +133,7 @@ class Registry:
 
     def config(self, engine: Engine, name: str | None = None) -> SqlConfig:
         """Read and validate an instance's configuration (no network)."""
-        return load_sql_config(engine, name, self.runtime.environ)
+        return load_sql_config(engine, name, self._environ)
 
     @property
     def tokens(self) -> TokenCache:
@@ -147,7 +150,7 @@ class Registry:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = load_settings(self.runtime.environ)
+            self._settings = load_settings(self._environ)
             apply_level(self._settings.log_level)
             self._join_powertools_logger()
         return self._settings

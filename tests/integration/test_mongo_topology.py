@@ -202,11 +202,11 @@ def test_a_bad_uri_is_refused_before_assume_role(
     stack: Stack, stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, options: str
 ) -> None:
     """devstack's peer, one bad option: ConfigError, and STS was never called."""
-    from iamdb.sts import StsClient
+    import iamdb.mongo
 
     assert stack.mongo is not None and stack.tls is not None
     calls: list[object] = []
-    monkeypatch.setattr(StsClient, "assume_role", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(iamdb.mongo, "assume_role", lambda *a, **k: calls.append(a))
     query = options.format(ca=stack.tls.ca)
     monkeypatch.setenv("IAMDB_MONGO_URI", f"mongodb://localhost:{stack.mongo.port}/app?{query}")
     iamdb.reset()

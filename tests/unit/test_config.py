@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from iamdb._runtime import Runtime
 from iamdb.config import (
     DEFAULT_CA_BUNDLE,
     load_settings,
@@ -187,7 +188,9 @@ def test_reserved_and_case_variant_names() -> None:
 def test_one_configuration_is_one_connection_whatever_the_spelling() -> None:
     from iamdb.registry import Registry
 
-    registry = Registry(environ=env(IAMDB_PG_REPORTING_HOST=RDS, IAMDB_PG_REPORTING_USER="rep"))
+    registry = Registry(
+        runtime=Runtime(environ=env(IAMDB_PG_REPORTING_HOST=RDS, IAMDB_PG_REPORTING_USER="rep"))
+    )
     try:
         managed = registry.managed("pg", "reporting")
         assert registry.managed("pg", "REPORTING") is managed

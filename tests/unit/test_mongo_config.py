@@ -16,6 +16,7 @@ from xml.etree import ElementTree
 import pytest
 
 from iamdb._aws import AwsError
+from iamdb._runtime import Runtime
 from iamdb.credentials import CredentialResolver, Credentials
 from iamdb.errors import AuthError, ConfigError, ConnectError, CredentialsError
 from iamdb.limiter import Deadline
@@ -464,7 +465,7 @@ def test_one_mongo_instance_whatever_the_spelling() -> None:
     from iamdb.registry import Registry
 
     environ = {**BASE, "IAMDB_MONGO_REPORTS_URI": "mongodb://db.example.com/reports"}
-    registry = Registry(environ=environ)
+    registry = Registry(runtime=Runtime(environ=environ))
     try:
         handle = registry.mongo_handle("reports")
         assert registry.mongo_handle("REPORTS") is handle and handle.cfg.name == "reports"

@@ -36,6 +36,7 @@ SSO_TOKEN = "aoaAAAAAGZssobearertoken0123456789abcdef/+="
 REGION = "us-east-1"
 AUTHORIZATION = re.compile(r"Signature=([0-9a-f]{64})")
 LOGGERS = ("botocore", "boto3", "urllib3", "pymongo_auth_aws")
+PMA = "pymongo_auth_aws"
 
 ASSUME_ROLE_XML = f"""<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <AssumeRoleResult>
@@ -145,6 +146,9 @@ def wire() -> Iterator[Wire]:
     logging.getLogger().addHandler(capture)
     for name in LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG)
+    # The real pymongo-auth-aws is needed here, not iamdb's stand-in an earlier test may have
+    # registered under its name; afterwards the stand-in is put back (see iamdb/_mongo_aws.py).
+    stand_in = {m: sys.modules.pop(m) for m in list(sys.modules) if m.split(".")[0] == PMA}
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeAws)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -158,10 +162,9 @@ def wire() -> Iterator[Wire]:
             logging.getLogger(name).setLevel(level)
         for logger in had_filter:
             logger.addFilter(redact.FILTER)
-        # The real pymongo-auth-aws must not stay imported: it would take the place of iamdb's
-        # own MONGODB-AWS signing (iamdb/_mongo_aws.py) for the rest of the session.
-        for name in [m for m in sys.modules if m.split(".")[0] == "pymongo_auth_aws"]:
+        for name in [m for m in sys.modules if m.split(".")[0] == PMA]:
             del sys.modules[name]
+        sys.modules.update(stand_in)
     secrets |= {sig for auth in FakeAws.authorizations for sig in AUTHORIZATION.findall(auth)}
     yield Wire(capture.records, secrets)
 
