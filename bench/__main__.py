@@ -1,6 +1,8 @@
 """``python -m bench`` (``make bench``): every benchmark, one table each.
 
 - signing: cold start and warm signing, iamdb against boto3/botocore;
+- cold: the first get_pg() of a fresh process, with and without the fleet limiter, against
+  boto3 + psycopg and the AWS Advanced Python Wrapper (starts its own devstack);
 - sql: warm ``get_pg()`` against connect-per-invocation, and first login against a
   hand-written ``psycopg.connect`` with a botocore token (starts its own devstack);
 - mongo: cold get_mongo() by phase, warm get_mongo(), new-socket login against pymongo's
@@ -15,12 +17,13 @@
 
 from __future__ import annotations
 
-from bench import burst, fleet, layer, mongo, observability, signing, sql
+from bench import burst, cold, fleet, layer, mongo, observability, signing, sql
 
 
 def main() -> None:
     signing.main()
     sql.main()
+    cold.main()
     mongo.main()
     layer.main()
     observability.main()

@@ -34,6 +34,7 @@ def rows(env: dict[str, str]) -> list[Row]:
     import psycopg
 
     import iamdb
+    from iamdb._runtime import Runtime
     from iamdb.registry import Registry
 
     rds = boto3.client(
@@ -71,10 +72,12 @@ def rows(env: dict[str, str]) -> list[Row]:
 
     # Issue 2's comparison is like for like: no fleet limiter (one DynamoDB call per new login).
     plain = {k: v for k, v in env.items() if k != "IAMDB_THROTTLE_TABLE"}
-    fleet_registry = Registry(environ=env)  # one per process, as in Lambda: client reused
+    fleet_registry = Registry(
+        runtime=Runtime(environ=env)
+    )  # one per process, as in Lambda: client reused
 
     def first_login_iamdb() -> None:
-        r = Registry(environ=plain)
+        r = Registry(runtime=Runtime(environ=plain))
         r.get_pg()
         r.reset()
 
