@@ -1,8 +1,9 @@
 """Take secrets out of botocore's (and urllib3's) DEBUG log records before any handler sees them.
 
-With DEBUG logging on, botocore prints secrets through its own loggers; iamdb's STS and
-DynamoDB clients and pymongo-auth-aws's MONGODB-AWS signing all go through them. Lines that
-can hold a secret (botocore 1.44, urllib3 2.x):
+With DEBUG logging on, botocore prints secrets through its own loggers. iamdb's own AWS
+calls do not use botocore; botocore's default credential chain (iamdb's last resort), the real
+pymongo-auth-aws (when the application imported it) and the application's own boto3 clients
+do. Lines that can hold a secret (botocore 1.44, urllib3 2.x):
 
 - ``botocore.endpoint``: ``Sending http request: <AWSPreparedRequest ... headers={...}>``
   (``X-Amz-Security-Token``, ``Authorization: ... Signature=<hex>``, SSO's

@@ -10,6 +10,7 @@ the default one.
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +110,7 @@ class Registry:
                 cfg = load_mongo_config(name, self._environ)
                 if cfg.role_arn is not None:
                     resolve_endpoint("sts", self.runtime.environ)  # ConfigError before any call
+                _filter_botocore_logs()
                 found = MongoHandle(
                     cfg,
                     sources=Sources(self.aws, self.runtime, self._resolver, self._environ),
@@ -234,6 +236,7 @@ class Registry:
 
     def _create(self, engine: Engine, name: str | None) -> ManagedConnection[Any]:
         cfg = self.config(engine, name)
+        _filter_botocore_logs()
         if cfg.sslmode in ("disable", "require"):
             self.warn_once(
                 f"sslmode:{cfg.prefix}",
@@ -270,6 +273,15 @@ class Registry:
                 driver = MySqlDriver()
             self._drivers[engine] = driver
         return driver
+
+
+def _filter_botocore_logs() -> None:
+    """Take secrets out of botocore's DEBUG logs when the application uses boto3 itself
+    (iamdb's own AWS calls do not go through botocore): never imports it."""
+    if "botocore" in sys.modules:
+        from iamdb import redact
+
+        redact.install()
 
 
 default = Registry()
