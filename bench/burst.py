@@ -95,6 +95,7 @@ class Burst:
     failures: int
     refused: int  # logins the server refused as throttled
     last_login: float  # seconds from the start instant to the last successful login
+    first_login: float  # ... to the first one (on 2 cores, K cold processes need a moment)
     errors: tuple[str, ...]
     fail_opens: int = 0  # logins the fleet limiter let through unpaced (DynamoDB unusable)
     writes: int = 0  # DynamoDB writes devstack received during the burst (failed ones too)
@@ -179,6 +180,7 @@ def run_burst(
         failures=k - len(oks),
         refused=refused,
         last_login=max(oks) - start if oks else float("nan"),
+        first_login=min(oks) - start if oks else float("nan"),
         errors=tuple(sorted(str(r["error"]) for r in results if r.get("ok_at") is None)),
         fail_opens=sum(int(r.get("fail_opens", 0)) for r in results),
         writes=writes,
@@ -272,18 +274,22 @@ def print_bursts(bursts: list[Burst]) -> None:
     }
     print_grid(
         f"Burst: {K} cold environments, server limit {IAM_RATE} new IAM logins/s",
-        ["engine", "strategy", "failures", "refused by server", "last login (s)",
-         "paced ideal (s)", "last / paced ideal", "fleet fail-opens", "writes / login"],
+        ["engine", "strategy", "failures", "refused by server", "first / last login (s)",
+         "paced ideal (s)", "last / ideal", "(last - first) / ideal", "fleet fail-opens",
+         "writes / login"],
         [
-            [b.engine, names[b.mode], str(b.failures), str(b.refused), f"{b.last_login:.2f}",
-             f"{b.ideal:.2f}", f"{b.last_login / b.ideal:.2f}",
+            [b.engine, names[b.mode], str(b.failures), str(b.refused),
+             f"{b.first_login:.2f} / {b.last_login:.2f}", f"{b.ideal:.2f}",
+             f"{b.last_login / b.ideal:.2f}", f"{(b.last_login - b.first_login) / b.ideal:.2f}",
              str(b.fail_opens) if b.mode == "iamdb" else "-",
              f"{b.writes / max(1, b.k - b.failures):.2f}" if b.mode == "iamdb" else "-"]
             for b in bursts
         ],
     )  # fmt: skip
     print(
-        "\nPaced ideal: (K - 1) / (0.9 x rate), the last login of K spaced at iamdb's pace."
+        "\nPaced ideal: (K - 1) / (0.9 x rate), the last login of K spaced at iamdb's pace. The"
+        "\nfirst login comes late here because K cold processes start at once on 2 cores"
+        "\n(real environments each have their own); (last - first) / ideal leaves that out."
         "\nGoal (iamdb rows): 0 failures, 0 refused by the server, last / paced ideal <= 1.05."
     )
 
