@@ -163,18 +163,18 @@ class _RdsDriver:
 def ticket_environment(ctx: Ctx) -> Outcome:
     """One cold environment's first ``get_pg()`` through today's login path.
 
-    The real ``ManagedConnection`` login loop, ``Limits`` (the per-process bucket, then the
+    The real login loop (``iamdb._login.Login``), ``Limits`` (the per-process bucket, then the
     fleet's ticket queue ``FleetLimiter``), ``TokenCache``, ``Deadline`` from the Lambda
     context and the default retries, on a Runtime of virtual time and the environment's RNG;
     DynamoDB is the model (through :class:`_SimAws`), the database the RDS model.
     """
+    from iamdb._login import Login
     from iamdb._runtime import Runtime
     from iamdb.config import load_sql_config
     from iamdb.credentials import CredentialResolver
     from iamdb.fleet import FleetLimiter
     from iamdb.limiter import Deadline, Limits
     from iamdb.log import WarnOnce
-    from iamdb.managed import ManagedConnection
     from iamdb.tokens import TokenCache
 
     env = {
@@ -191,19 +191,18 @@ def ticket_environment(ctx: Ctx) -> Outcome:
     deadline = Deadline(ctx.now)
     deadline.set_context(ctx.context.get_remaining_time_in_millis)
     probe = _Probe()
-    managed = ManagedConnection(
+    login = Login(
         load_sql_config("pg", None, env),
         _RdsDriver(ctx),
         TokenCache(resolver=CredentialResolver(env), clock=ctx.now),
         runtime=rt,
-        idle_seconds=30,
         limits=Limits(ctx.rate, fleet, rt),
         deadline=deadline,
         retries=AUTH_RETRIES,
         probe=probe,  # type: ignore[arg-type]
     )
     try:
-        login = managed.get()
+        answer = login.connect()
     except IamDbError as exc:
         return Outcome.failure(ctx, exc, fail_opens=probe.fail_opens)
-    return Outcome.success(ctx, login.at, fail_opens=probe.fail_opens)
+    return Outcome.success(ctx, answer.at, fail_opens=probe.fail_opens)

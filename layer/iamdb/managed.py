@@ -17,70 +17,51 @@ token; the caller never sees the dead one.
 
 from __future__ import annotations
 
-import itertools
 import select
 import threading
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from iamdb.config import SqlConfig
-from iamdb.errors import AuthError
+from iamdb._login import Driver, Login
 from iamdb.log import logger
-from iamdb.retry import DecorrelatedJitter, final_auth_error
-from iamdb.telemetry import Probe
-from iamdb.tokens import Token, TokenCache
 
 if TYPE_CHECKING:
     from iamdb._runtime import Runtime
-    from iamdb.limiter import Deadline, Limits
+    from iamdb.config import SqlConfig
+    from iamdb.telemetry import Probe
+    from iamdb.tokens import Token
+
+__all__ = ["Driver", "ManagedConnection"]
 
 C = TypeVar("C")
 
 _SUSPECT = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
-class Driver(Protocol[C]):
-    """What :class:`ManagedConnection` needs from a database driver."""
-
-    engine: str
-
-    def connect(self, cfg: SqlConfig, token: Token) -> C: ...
-    def fileno(self, conn: C) -> int: ...
-    def is_closed(self, conn: C) -> bool: ...
-    def ping(self, conn: C) -> None: ...
-    def close(self, conn: C) -> None: ...
-
-
 class ManagedConnection(Generic[C]):
     """Holds one connection, checks it on every :meth:`get`, replaces it when dead."""
 
-    def __init__(
-        self,
-        cfg: SqlConfig,
-        driver: Driver[C],
-        tokens: TokenCache,
-        *,
-        runtime: Runtime,
-        idle_seconds: float,
-        limits: Limits,
-        deadline: Deadline,
-        retries: int,
-        probe: Probe,
-    ) -> None:
-        self.cfg = cfg
-        self.probe = probe  # metrics and subsegments
-        self._driver = driver
-        self._tokens = tokens
+    def __init__(self, login: Login[C], *, runtime: Runtime, idle_seconds: float) -> None:
+        self.login = login  # how a new connection is made (token, permits, retries)
         self._rt = runtime
         self._idle_seconds = idle_seconds
-        self._limits = limits
-        self._deadline = deadline
-        self._retries = retries
         self._lock = threading.Lock()
         self._conn: C | None = None
         self._poll: select.poll | None = None
         self._last_used = 0.0
         self.reused = False  # whether the last get() handed out an already open connection
-        self.last_token: Token | None = None  # the token the server last accepted
+
+    @property
+    def cfg(self) -> SqlConfig:
+        return self.login.cfg
+
+    @property
+    def probe(self) -> Probe:
+        return self.login.probe
+
+    @property
+    def last_token(self) -> Token | None:
+        """The token the server last accepted for this instance."""
+        return self.login.accepted
 
     def get(self) -> C:
         """The live connection, opening or replacing it when needed."""
@@ -89,7 +70,10 @@ class ManagedConnection(Generic[C]):
             conn = self._conn
             reused = conn is not None and self._healthy(conn, now)
             if conn is None or not reused:
-                conn = self._open()
+                conn = self.login.connect()
+                poller = select.poll()
+                poller.register(self.login.driver.fileno(conn), _SUSPECT)
+                self._conn, self._poll = conn, poller
             self.reused = reused
             self._last_used = now
             return conn
@@ -109,70 +93,21 @@ class ManagedConnection(Generic[C]):
         return False
 
     def _problem(self, conn: C, now: float) -> str | None:
-        if self._driver.is_closed(conn):
+        driver = self.login.driver
+        if driver.is_closed(conn):
             return "closed by the driver"
         assert self._poll is not None
         suspect = bool(self._poll.poll(0))
         if not suspect and now - self._last_used < self._idle_seconds:
             return None
         try:
-            self._driver.ping(conn)
+            driver.ping(conn)
         except Exception as exc:
             seen = "socket readable while idle, " if suspect else ""
             return f"{seen}ping failed: {type(exc).__name__}"
         return None
 
-    def _open(self) -> C:
-        """A new login, top to bottom: for each attempt before the deadline, get the token,
-        take a permit if the server has not seen that token, connect; a refusal (which may be
-        throttling) is retried with backoff, at most ``IAMDB_AUTH_RETRIES`` times."""
-        cfg, endpoint = self.cfg, self.cfg.endpoint
-        deadline = self._deadline.at(cfg.connect_timeout)
-        started = self._rt.clock()
-        backoff = DecorrelatedJitter(uniform=self._rt.uniform)
-        with self.probe.span("connect"):
-            for attempt in itertools.count(1):
-                if attempt > 1:
-                    self.probe.count("AuthRetries")
-                token = self._tokens.get(endpoint, deadline=deadline, on_sign=self._signed)
-                ticket = None
-                if token is not self.last_token:  # a token the server accepted is not counted
-                    ticket = self._limits.permit(endpoint.key, deadline, self.probe)
-                try:
-                    conn = self._driver.connect(cfg, token)
-                except AuthError as exc:
-                    refusal = str(exc)
-                else:
-                    self._limits.release(ticket)
-                    self._adopt(conn, token)
-                    return conn
-                self.probe.count("AuthFailures")
-                self._tokens.invalidate(endpoint)  # the next attempt signs anew
-                delay = backoff.next_delay()
-                if attempt > self._retries or self._rt.clock() + delay > deadline:
-                    elapsed = self._rt.clock() - started
-                    raise final_auth_error(refusal, attempt, elapsed)
-                self._rt.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _signed(self) -> None:
-        self.probe.count("TokensSigned")
-
-    def _adopt(self, conn: C, token: Token) -> None:
-        poller = select.poll()
-        poller.register(self._driver.fileno(conn), _SUSPECT)
-        self._conn, self._poll, self.last_token = conn, poller, token
-        self.probe.count("ConnectionsOpened")
-        logger.info(
-            "%s: logged in to %s:%s as %s (token age %.0f s)",
-            self.cfg.label,
-            self.cfg.host,
-            self.cfg.port,
-            self.cfg.user,
-            token.age(self._rt.clock()),
-        )
-
     def _discard(self) -> None:
         if self._conn is not None:
-            self._driver.close(self._conn)
+            self.login.driver.close(self._conn)
         self._conn, self._poll = None, None

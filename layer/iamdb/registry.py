@@ -15,13 +15,14 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from iamdb._checks import instance_name
+from iamdb._login import Driver, Login
 from iamdb._runtime import PROCESS, Runtime
 from iamdb.config import SQL_SUFFIXES, Engine, Settings, SqlConfig, load_settings, load_sql_config
 from iamdb.credentials import CredentialResolver, default_resolver
 from iamdb.errors import ConfigError
 from iamdb.limiter import Deadline
 from iamdb.log import WarnOnce, apply_level, join_powertools_logger
-from iamdb.managed import Driver, ManagedConnection
+from iamdb.managed import ManagedConnection
 from iamdb.snapstart import register_after_restore
 from iamdb.telemetry import Telemetry
 from iamdb.tokens import TokenCache
@@ -249,15 +250,26 @@ class Registry:
                 else "goes to an unverified server",
             )
         return ManagedConnection(
-            cfg,
-            self._driver(engine),
-            self.tokens,
+            self._login(cfg),
             runtime=self.runtime,
             idle_seconds=self.settings.healthcheck_idle_seconds,
+        )
+
+    def login(self, engine: Engine, name: str | None = None) -> Login[Any]:
+        """How new connections to an instance are made (the pools' and async getters' way in):
+        the singleton's token cache, permits, retries and TLS settings."""
+        return self.managed(engine, name).login
+
+    def _login(self, cfg: SqlConfig) -> Login[Any]:
+        return Login(
+            cfg,
+            self._driver(cfg.engine),
+            self.tokens,
+            runtime=self.runtime,
             limits=self.limits,
             deadline=self.deadline,
             retries=self.settings.auth_retries,
-            probe=self.telemetry.probe(engine, name),
+            probe=self.telemetry.probe(cfg.engine, cfg.name),
         )
 
     def _driver(self, engine: Engine) -> Driver[Any]:

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from iamdb._login import Login
 from iamdb.config import load_settings, load_sql_config
 from iamdb.credentials import CredentialResolver
 from iamdb.errors import AuthError, ConfigError, ThrottleError
@@ -190,17 +191,17 @@ def managed(
     probe: RecordingProbe | None = None,
 ) -> ManagedConnection[socket.socket]:
     tokens = TokenCache(resolver=CredentialResolver(ENV), clock=t.clock)
-    return ManagedConnection(
+    login = Login(
         load_sql_config("pg", None, ENV),
         driver,
         tokens,
         runtime=runtime(ENV, t),
-        idle_seconds=30,
         limits=lim,
         deadline=deadline or Deadline(t.clock),
         retries=retries,
         probe=probe or RecordingProbe(),  # type: ignore[arg-type]
     )
+    return ManagedConnection(login, runtime=runtime(ENV, t), idle_seconds=30)
 
 
 @pytest.fixture
@@ -270,7 +271,7 @@ def test_no_permit_before_the_deadline_raises_throttle_error(driver: FakeDriver)
     d.set_context(lambda: 4000.0)
     m = managed(t, driver, CountingLimits(t, rate=0.1), deadline=d)  # one login every ~11 s
     m.get().close()
-    m._tokens.clear()  # the next login needs a new token, hence a permit
+    m.login._tokens.clear()  # the next login needs a new token, hence a permit
     with pytest.raises(ThrottleError):
         m.get()
     assert t.sleeps == [] and len(driver.tokens) == 1

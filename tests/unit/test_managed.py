@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from iamdb._login import Login
 from iamdb._runtime import Runtime
 from iamdb.config import load_sql_config
 from iamdb.credentials import CredentialResolver
@@ -79,17 +80,18 @@ def setup() -> Setup:
     clock = FakeClock()
     driver = FakeDriver()
     tokens = TokenCache(resolver=CredentialResolver(ENV), clock=clock, refresh_seconds=840)
-    managed = ManagedConnection(
+    rt = Runtime(environ=ENV, clock=clock)
+    login = Login(
         load_sql_config("pg", None, ENV),
         driver,
         tokens,
-        runtime=Runtime(environ=ENV, clock=clock),
-        idle_seconds=30,
-        limits=Limits(200, None, Runtime(environ=ENV, clock=clock)),
+        runtime=rt,
+        limits=Limits(200, None, rt),
         deadline=Deadline(clock),
         retries=0,
         probe=RecordingProbe(),  # type: ignore[arg-type]
     )
+    managed = ManagedConnection(login, runtime=rt, idle_seconds=30)
     return managed, driver, clock, tokens
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from iamdb._login import Login
 from iamdb._runtime import Runtime
 from iamdb.config import load_settings, load_sql_config
 from iamdb.credentials import CredentialResolver
@@ -81,17 +82,17 @@ def managed_with(telemetry: Telemetry) -> tuple[ManagedConnection[Any], FakeDriv
     driver = FakeDriver()
     tokens = TokenCache(resolver=CredentialResolver(ENV), clock=clock)
     rt = Runtime(environ=ENV, clock=clock)
-    managed = ManagedConnection(
+    login = Login(
         load_sql_config("pg", None, ENV),
         driver,
         tokens,
         runtime=rt,
-        idle_seconds=30,
         limits=Limits(200, None, rt),
         deadline=Deadline(clock),
         retries=0,
         probe=telemetry.probe("pg", None),
     )
+    managed = ManagedConnection(login, runtime=rt, idle_seconds=30)
     return managed, driver, clock
 
 
