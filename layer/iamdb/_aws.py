@@ -259,7 +259,7 @@ def _json_answer(answer: Response) -> Any:
     rid = answer.headers.get("x-amzn-requestid", "")
     try:
         data = json.loads(answer.body) if answer.body else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: garbage nested past the stack
         data = None
     if not isinstance(data, dict):
         status = answer.status

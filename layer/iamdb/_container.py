@@ -88,7 +88,7 @@ class ContainerCredentials:
             connection.close()
         try:
             data = json.loads(answer.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: garbage nested past the stack
             data = None
         if answer.status != 200 or not isinstance(data, dict):
             why = data.get("message") or data.get("Message") if isinstance(data, dict) else None
