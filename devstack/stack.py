@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devstack.aws import MONGO_ROLE_ARN, ROLE_NAME, THROTTLE_TABLE, MotoAws, rds_token
+from devstack.container_credentials import iso8601
 from devstack.ldap import LdapBridge
 from devstack.policy import TemplatePolicy
 from devstack.postgres import LDAP_PREFIX, LDAP_SUFFIX, Postgres
@@ -207,10 +208,13 @@ class Stack:
     def _make_env(self) -> dict[str, str]:
         creds = self.aws.function_credentials
         assert creds is not None and creds.token is not None and self.tls is not None
+        assert creds.expiration is not None
         env = {
             "AWS_ACCESS_KEY_ID": creds.access_key,
             "AWS_SECRET_ACCESS_KEY": creds.secret_key,
             "AWS_SESSION_TOKEN": creds.token,
+            # botocore's name; devstack invoke serves it to SnapStart functions as Expiration
+            "AWS_CREDENTIAL_EXPIRATION": iso8601(creds.expiration),
             "AWS_REGION": REGION,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_ENDPOINT_URL_STS": self.aws.endpoint_url,
