@@ -289,8 +289,11 @@ def _xml_answer(answer: Response) -> Element:
     rid = xml_text(root, "RequestId") or xml_text(root, "ResponseMetadata/RequestId") or ""
     if answer.status == 200:
         return root
-    code = xml_text(root, "Error/Code") or f"HTTP{answer.status}"
-    message = xml_text(root, "Error/Message") or ""
+    # STS writes <Error> under the root; some compatible servers (moto) wrap it in <Errors>,
+    # which botocore's parser accepts too.
+    code = xml_text(root, "Error/Code") or xml_text(root, "Errors/Error/Code")
+    message = xml_text(root, "Error/Message") or xml_text(root, "Errors/Error/Message") or ""
+    code = code or f"HTTP{answer.status}"
     raise AwsError("sts", code, message, status=answer.status, request_id=rid)
 
 

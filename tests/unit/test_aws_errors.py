@@ -355,6 +355,22 @@ def test_sts_garbage_is_a_malformed_response(
     assert_no_secret(info.value)
 
 
+def test_sts_errors_in_the_errors_wrapper_are_read_as_botocore_reads_them(
+    script: Scripted, client: AwsClient
+) -> None:
+    """``<ErrorResponse><Errors><Error>``, as moto (devstack's STS) writes them."""
+    body = (
+        b'<?xml version="1.0" encoding="utf-8"?>\n<ErrorResponse><Errors><Error>'
+        b"<Code>AccessDenied</Code><Message>not authorized to perform: sts:AssumeRole</Message>"
+        b"<Type>Sender</Type></Error></Errors></ErrorResponse>"
+    )
+    script.answers = [response(403, body, XML)]
+    with pytest.raises(AwsError) as info:
+        _sts(client)
+    assert info.value.code == "AccessDenied"
+    assert "not authorized" in str(info.value)
+
+
 def test_sts_error_without_a_code_is_named_by_its_status(
     script: Scripted, client: AwsClient
 ) -> None:
