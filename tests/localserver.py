@@ -14,9 +14,8 @@ import ssl
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from devstack.tls import TlsFiles, make_tls
+from devstack.tls import TlsFiles
 
 Handler = Callable[[socket.socket, "LocalServer"], None]
 
@@ -34,10 +33,6 @@ class Captured:
         found = [v for k, v in self.headers if k.lower() == name.lower()]
         assert len(found) <= 1, f"header {name} sent {len(found)} times"
         return found[0] if found else None
-
-    @property
-    def names(self) -> list[str]:
-        return [k.lower() for k, _ in self.headers]
 
 
 def read_request(conn: socket.socket) -> Captured | None:
@@ -176,12 +171,8 @@ def answering(
     return handle
 
 
-def server_tls(directory: Path, names: list[str], ips: list[str] | None = None) -> TlsFiles:
-    """A throwaway CA and a server certificate for ``names`` (devstack's generator)."""
-    return make_tls(directory, names, ips or [])
-
-
 def tls_context(files: TlsFiles) -> ssl.SSLContext:
+    """A server context presenting ``files`` (made by :func:`devstack.tls.make_tls`)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(files.cert), str(files.key))
     return context

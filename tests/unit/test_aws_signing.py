@@ -33,10 +33,11 @@ from botocore.credentials import ReadOnlyCredentials
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devstack.tls import make_tls
 from iamdb._aws import USER_AGENT, AwsClient
 from iamdb._runtime import Runtime
 from iamdb.credentials import CredentialResolver
-from tests.localserver import Captured, LocalServer, answering, response, server_tls, tls_context
+from tests.localserver import Captured, LocalServer, answering, response, tls_context
 
 ACCESS_KEY = "ASIAEXAMPLEEXAMPLE01"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -93,7 +94,7 @@ def _answer(request: Captured) -> bytes:
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Any:
     names = ["localhost", *(h for _, *hosts in [*REGIONAL, FIPS] for h in hosts)]
-    return server_tls(tmp_path_factory.mktemp("tls"), names, ["127.0.0.1"])
+    return make_tls(tmp_path_factory.mktemp("tls"), names, ["127.0.0.1"])
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 from botocore.utils import ContainerMetadataFetcher
 
+from devstack.tls import make_tls
 from iamdb import _container
 from iamdb._container import ContainerCredentials
 from iamdb.credentials import CredentialResolver, Credentials
@@ -138,9 +139,9 @@ def test_no_token_sends_no_authorization(server: LocalServer, endpoint: Endpoint
 
 
 def test_https_full_uri_with_the_ca_from_aws_ca_bundle(tmp_path: Path, clock: FakeClock) -> None:
-    from tests.localserver import server_tls, tls_context
+    from tests.localserver import tls_context
 
-    files = server_tls(tmp_path, ["localhost"])
+    files = make_tls(tmp_path, ["localhost"])
     with LocalServer(answering(Endpoint(clock)), tls=tls_context(files)) as local:
         env = {
             "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"https://localhost:{local.port}/creds",

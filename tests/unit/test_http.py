@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from devstack.tls import make_tls
 from iamdb._http import HttpConnection, Response, TransportError
 from iamdb.errors import IamDbError
 from tests.fakes import FakeClock
@@ -33,7 +34,6 @@ from tests.localserver import (
     answering,
     read_request,
     response,
-    server_tls,
     tls_context,
 )
 
@@ -483,12 +483,12 @@ def test_garbage_answers_are_transport_errors(answer: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return server_tls(tmp_path_factory.mktemp("tls"), ["localhost"], ["127.0.0.1"])
+    return make_tls(tmp_path_factory.mktemp("tls"), ["localhost"], ["127.0.0.1"])
 
 
 @pytest.fixture(scope="module")
 def other_ca(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return server_tls(tmp_path_factory.mktemp("other"), ["localhost"], ["127.0.0.1"])
+    return make_tls(tmp_path_factory.mktemp("other"), ["localhost"], ["127.0.0.1"])
 
 
 @pytest.fixture
@@ -552,7 +552,7 @@ def test_tls_with_a_wrong_ca_is_refused(tls_server: LocalServer, other_ca: Any, 
 def test_tls_to_a_name_the_certificate_does_not_hold_is_refused(
     tmp_path: Path, tls_files: Any
 ) -> None:
-    elsewhere = server_tls(tmp_path, ["db.example.internal"])
+    elsewhere = make_tls(tmp_path, ["db.example.internal"])
     with LocalServer(answering(ok()), tls=tls_context(elsewhere)) as server:
         conn = HttpConnection(
             "https",
