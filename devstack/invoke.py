@@ -7,7 +7,9 @@ and nothing else (``python -S``: no site-packages of the machine). ``awslambdari
 client of Lambda's Python images, drives the handler against :mod:`devstack.runtime_api`, so the
 handler gets a real context (function name, memory, ARN, request id, deadline). The child's
 environment is Lambda's reserved variables plus the template's ``Environment`` overridden by
-``--env-vars`` (as ``sam local invoke`` does), never the caller's whole environment.
+``--env-vars`` (as ``sam local invoke`` does), never the caller's whole environment. A function
+with ``SnapStart: ApplyOn: PublishedVersions`` gets no ``AWS_ACCESS_KEY_ID``: as on Lambda, its
+credentials come from a container credentials endpoint (:mod:`devstack.container_credentials`).
 
 ``--repeat N`` sends N events to the same warm process, as Lambda reuses an environment. A
 handler that raises, or runs past the function's ``Timeout`` (the process is then killed and
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from devstack.container_credentials import CredentialsServer, serve_instead_of_keys
 from devstack.runtime_api import Invocation, RuntimeApi
 from devstack.template import FunctionSpec, Template, TemplateError, load_samconfig
 from devstack.xray import XRayDaemon
@@ -314,6 +317,7 @@ class Environment:
         self._proc: subprocess.Popen[bytes] | None = None
         self._pump: threading.Thread | None = None
         self._output_tail: list[str] = []
+        self._credentials: CredentialsServer | None = None  # SnapStart: the role's credentials
         # Tracing: Active: the function's X-Ray SDK sends its segments here (kept across restarts)
         self.xray = XRayDaemon() if spec.tracing else None
 
@@ -347,6 +351,9 @@ class Environment:
         if self._api is not None:
             self._api.stop()
             self._api = None
+        if self._credentials is not None:
+            self._credentials.stop()
+            self._credentials = None
 
     def __enter__(self) -> Environment:
         return self
@@ -370,6 +377,10 @@ class Environment:
         if self.xray is not None:  # Lambda's reserved variables of a traced function
             env["AWS_XRAY_DAEMON_ADDRESS"] = self.xray.address
             env["AWS_XRAY_CONTEXT_MISSING"] = "LOG_ERROR"
+        if self.spec.snapstart:  # Lambda serves a SnapStart function's keys over HTTP
+            settings = {**os.environ, **self._overrides}
+            self._credentials = serve_instead_of_keys(env, settings, self.spec.function_name)
+            env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
         started = time.monotonic()
         self._output_tail = []
         self._proc = subprocess.Popen(

@@ -3,9 +3,12 @@
 Lambda's runtime client long-polls ``GET /2018-06-01/runtime/invocation/next`` for the next
 event, then posts the handler's result to ``.../invocation/<id>/response`` or its error to
 ``.../invocation/<id>/error``; a handler that cannot even be imported is reported to
-``.../runtime/init/error``. This server speaks HTTP/1.1 (awslambdaric's C client fails on
-HTTP/1.0 replies), hands out one queued event per ``next`` and lets the caller wait for the
-outcome with a timeout, so nothing here can hang.
+``.../runtime/init/error``. A SnapStart function's runtime (``AWS_LAMBDA_INITIALIZATION_TYPE``
+``snap-start``) asks ``GET .../runtime/restore/next`` after init, where Lambda takes the
+snapshot; here the restore follows at once, so the runtime's after-restore hooks run before
+the first event (their failure is reported to ``.../restore/error``). This server speaks
+HTTP/1.1 (awslambdaric's C client fails on HTTP/1.0 replies), hands out one queued event per
+``next`` and lets the caller wait for the outcome with a timeout, so nothing here can hang.
 """
 
 from __future__ import annotations
@@ -131,6 +134,9 @@ def _handler_class(api: RuntimeApi) -> type[BaseHTTPRequestHandler]:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def do_GET(self) -> None:
+            if self.path == f"{PREFIX}/restore/next":  # SnapStart: snapshot, then restore
+                self._reply(200, {})
+                return
             if self.path != f"{PREFIX}/invocation/next":
                 self._reply(404, {"errorMessage": f"unknown path {self.path}"})
                 return
@@ -155,7 +161,7 @@ def _handler_class(api: RuntimeApi) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else b""
             error_type = self.headers.get("Lambda-Runtime-Function-Error-Type")
             parts = self.path[len(PREFIX) :].strip("/").split("/")
-            if parts == ["init", "error"]:
+            if parts in (["init", "error"], ["restore", "error"]):
                 api.record_init_error(body, error_type)
                 self._reply(202, {"status": "OK"})
             elif len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):

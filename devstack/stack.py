@@ -35,6 +35,7 @@ from devstack.aws import (
     dsql_token,
     rds_token,
 )
+from devstack.container_credentials import iso8601
 from devstack.ldap import LdapBridge
 from devstack.mongo_auth import Role
 from devstack.policy import DSQL_CLUSTER_ID, DSQL_SERVER, TemplatePolicy
@@ -257,10 +258,13 @@ class Stack:
     def _make_env(self) -> dict[str, str]:
         creds = self.aws.function_credentials
         assert creds is not None and creds.token is not None and self.tls is not None
+        assert creds.expiration is not None
         env = {
             "AWS_ACCESS_KEY_ID": creds.access_key,
             "AWS_SECRET_ACCESS_KEY": creds.secret_key,
             "AWS_SESSION_TOKEN": creds.token,
+            # botocore's name; devstack invoke serves it to SnapStart functions as Expiration
+            "AWS_CREDENTIAL_EXPIRATION": iso8601(creds.expiration),
             "AWS_REGION": REGION,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_ENDPOINT_URL_STS": self.aws.endpoint_url,

@@ -150,6 +150,7 @@ class FunctionSpec:
     architecture: str
     policy_statements: list[dict[str, Any]]
     tracing: bool = False  # Tracing: Active (X-Ray)
+    snapstart: bool = False  # SnapStart: ApplyOn: PublishedVersions
 
     @property
     def arn(self) -> str:
@@ -355,6 +356,7 @@ class Template:
             architecture=str(architectures[0]),
             policy_statements=_statements(props.get("Policies")),
             tracing=props.get("Tracing") == "Active",
+            snapstart=(props.get("SnapStart") or {}).get("ApplyOn") == "PublishedVersions",
         )
 
     def _layers(self, logical_id: str, raw: list[Any]) -> tuple[list[str], list[str]]:

@@ -39,7 +39,6 @@ _PARTITIONS = (
     (re.compile(r"eu-isoe-\w+-\d+", re.ASCII), "cloud.adc-e.uk"),
     (re.compile(r"us-isof-\w+-\d+", re.ASCII), "csp.hci.ic.gov"),
 )
-_TRUE = ("true", "1", "yes")
 # Error codes that mean "slow down / try later": back-pressure, not a broken setup.
 THROTTLING = frozenset(
     {
@@ -132,24 +131,30 @@ def resolve_endpoint(service: str, environ: Mapping[str, str]) -> AwsEndpoint:
     FIPS already). Raises ConfigError naming the variable, before any call.
     """
     region = aws_region(environ)
-    if (environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") or "").strip().lower() not in _TRUE:
+    if not _flag(environ, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
         for var in (f"AWS_ENDPOINT_URL_{service.upper()}", "AWS_ENDPOINT_URL"):
             url = (environ.get(var) or "").strip()
             if url:
                 return _parse_endpoint_url(var, url, region)
     suffix = next((s for p, s in _PARTITIONS if p.fullmatch(region)), "amazonaws.com")
-    fips = (environ.get("AWS_USE_FIPS_ENDPOINT") or "").strip().lower() in _TRUE
+    fips = _flag(environ, "AWS_USE_FIPS_ENDPOINT")
     if fips and not (service == "sts" and region.startswith("us-gov-")):
         service = f"{service}-fips"
     return AwsEndpoint("https", f"{service}.{region}.{suffix}", 443, region)
 
 
+def _flag(environ: Mapping[str, str], var: str) -> bool:
+    """A boolean setting read as botocore's ``ensure_boolean`` does: only ``true`` (any case)."""
+    return (environ.get(var) or "").lower() == "true"
+
+
 def _parse_endpoint_url(var: str, url: str, region: str) -> AwsEndpoint:
+    shown = re.sub(r"//[^/?#]*@", "//<userinfo>@", url)  # a password in the URL is not repeated
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise ConfigError(var, f"expected http(s)://host[:port], got {url!r:.120}") from None
+        raise ConfigError(var, f"expected http(s)://host[:port], got {shown!r:.120}") from None
     host = parts.hostname or ""
     if (
         parts.scheme not in ("http", "https")
@@ -159,9 +164,10 @@ def _parse_endpoint_url(var: str, url: str, region: str) -> AwsEndpoint:
         or parts.path not in ("", "/")
         or parts.query
         or parts.fragment
+        or port == 0
         or host.strip("abcdefghijklmnopqrstuvwxyz0123456789.-:") != ""
     ):
-        raise ConfigError(var, f"expected http(s)://host[:port] (no path), got {url!r:.120}")
+        raise ConfigError(var, f"expected http(s)://host[:port] (no path), got {shown!r:.120}")
     if ":" in host:
         host = f"[{host}]"
     return AwsEndpoint(parts.scheme, host, port or (443 if parts.scheme == "https" else 80), region)
@@ -253,7 +259,7 @@ def _json_answer(answer: Response) -> Any:
     rid = answer.headers.get("x-amzn-requestid", "")
     try:
         data = json.loads(answer.body) if answer.body else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: garbage nested past the stack
         data = None
     if not isinstance(data, dict):
         status = answer.status

@@ -73,7 +73,12 @@ class ContainerCredentials:
 
     def _fetch(self, deadline: float | None) -> tuple[Credentials, float]:
         scheme, host, port, path = _target(self._environ)
-        headers = {"host": host if ":" not in host else f"[{host}]", "accept": "application/json"}
+        named = host if ":" not in host else f"[{host}]"
+        default = 443 if scheme == "https" else 80
+        headers = {
+            "host": named if port == default else f"{named}:{port}",
+            "accept": "application/json",
+        }
         token = _authorization(self._environ)
         if token is not None:
             headers["authorization"] = token
@@ -88,7 +93,7 @@ class ContainerCredentials:
             connection.close()
         try:
             data = json.loads(answer.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: garbage nested past the stack
             data = None
         if answer.status != 200 or not isinstance(data, dict):
             why = data.get("message") or data.get("Message") if isinstance(data, dict) else None
@@ -110,10 +115,9 @@ class ContainerCredentials:
 
 def _target(environ: Mapping[str, str]) -> tuple[str, str, int, str]:
     """(scheme, host, port, path?query) of the endpoint; ConfigError when not allowed."""
-    full = (environ.get(FULL_URI) or "").strip()
-    var, url = (FULL_URI, full) if full else (RELATIVE_URI, "")
-    if not full:
-        relative = (environ.get(RELATIVE_URI) or "").strip()
+    relative = (environ.get(RELATIVE_URI) or "").strip()  # botocore: it wins over FULL_URI
+    var, url = (RELATIVE_URI, "") if relative else (FULL_URI, (environ.get(FULL_URI) or "").strip())
+    if relative:
         if not relative.startswith("/"):
             raise ConfigError(RELATIVE_URI, "expected a path starting with '/'")
         url = f"http://169.254.170.2{relative}"

@@ -167,18 +167,20 @@ class HttpConnection:
 
     def _read(self, deadline: float, method: str) -> Response:
         reader = _Reader(self, deadline)
-        head = reader.until(b"\r\n\r\n", _MAX_HEAD)
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise reader.broken("not an HTTP/1.x status line")
-        status = int(parts[1])
+        status = 100
+        while 100 <= status < 200:  # interim answers (100 Continue...) precede the final one
+            head = reader.until(b"\r\n\r\n", _MAX_HEAD)
+            lines = head.decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ", 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+                raise reader.broken("not an HTTP/1.x status line")
+            status = int(parts[1])
         headers: dict[str, str] = {}
         for line in lines[1:]:
             name, sep, value = line.partition(":")
             if sep:
                 headers[name.strip().lower()] = value.strip()
-        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        if method == "HEAD" or status in (204, 304):
             body = b""
         elif headers.get("transfer-encoding", "").lower() == "chunked":
             body = reader.chunked()
@@ -288,7 +290,20 @@ def _readable(sock: socket.socket) -> bool:
         return True
     poller = select.poll()
     poller.register(sock, select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR)
-    return bool(poller.poll(0))
+    if not poller.poll(0):
+        return False
+    if not isinstance(sock, ssl.SSLSocket):
+        return True
+    # TLS 1.3 session tickets arrive after the handshake: bytes on the socket that are no
+    # answer and no close. Read them; only application data or the end count.
+    sock.setblocking(False)  # every later wait sets its own timeout again
+    try:
+        sock.recv(1)
+    except ssl.SSLWantReadError:
+        return False
+    except OSError:
+        pass
+    return True
 
 
 def _reason(exc: BaseException) -> str:
