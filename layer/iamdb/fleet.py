@@ -26,9 +26,9 @@ slot; slots are ``s = 1 / (0.9 R)`` apart. A login takes its slot with **one** c
 - **Back-pressure is not an outage**: DynamoDB throttling and 5xx answers are retried with
   jittered backoff inside the deadline, then ThrottleError. Only when the table cannot be used at
   all (access denied, no such table, endpoint unreachable or not answering within
-  :data:`CALL_SECONDS`, an answer that makes no sense) does the limiter fail open: the login
-  goes ahead under the per-process limiter, one warning per process, and DynamoDB is left alone
-  for :data:`COOLDOWN_SECONDS`.
+  :data:`CALL_SECONDS` twice in a row, an answer that makes no sense) does the limiter fail
+  open: the login goes ahead under the per-process limiter, one warning per process, and
+  DynamoDB is left alone for :data:`COOLDOWN_SECONDS`.
 
 Clocks: slots are instants on each environment's own clock, so the pace holds as long as the
 fleet's clocks agree to within a few milliseconds (Lambda's are NTP-disciplined by Amazon Time
@@ -41,6 +41,7 @@ import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from iamdb._aws import AwsError, retryable
+from iamdb._http import TransportError
 from iamdb.errors import ConfigError, IamDbError, ThrottleError
 from iamdb.limiter import paced_rate
 from iamdb.log import WarnOnce, logger
@@ -101,6 +102,7 @@ class FleetLimiter:
         key = f"q#{endpoint}"
         start = 0  # the earliest slot this caller may take (a fence raises it)
         backoff = DecorrelatedJitter(0.2, 2.0, uniform=self._rt.uniform)
+        stalled = False
         while True:
             try:
                 outcome = self._attempt(endpoint, rate, key, spacing, start, deadline)
@@ -119,6 +121,10 @@ class FleetLimiter:
                 self._rt.sleep(delay)
                 continue
             except IamDbError as exc:  # unreachable, no credentials: the table is not usable
+                if isinstance(exc, TransportError) and exc.sent and not stalled:
+                    stalled = True  # one answer late: a stall, maybe; ask once more
+                    self._rt.sleep(min(backoff.next_delay(), max(0.0, deadline - self._rt.clock())))
+                    continue
                 self._fail_open(exc)
                 return None
             if isinstance(outcome, int):

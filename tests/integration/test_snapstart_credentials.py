@@ -109,14 +109,15 @@ def run_child(engine: str, env: dict[str, str]) -> dict[str, Any]:
     return report
 
 
-def _queue_item() -> dict[str, Any] | None:
+def _queue_item(stack: Stack) -> dict[str, Any] | None:
     """The fleet limiter's queue item for devstack's PostgreSQL (moto's in-process state)."""
     from moto.dynamodb.models import dynamodb_backends
 
+    assert stack.pg is not None
     table = dynamodb_backends[ACCOUNT][REGION].get_table(THROTTLE_TABLE)
     for item in table.all_items():
         attrs: dict[str, Any] = item.to_json()["Attributes"]
-        if attrs["pk"]["S"].startswith(f"q#{PG_ENDPOINT}"):
+        if attrs["pk"]["S"] == f"q#{PG_ENDPOINT}:{stack.pg.port}":
             return attrs
     return None
 
@@ -126,14 +127,14 @@ def test_get_pg_with_the_fleet_limiter_loads_no_botocore(
 ) -> None:
     env = child_env(stack, endpoint)
     assert env["IAMDB_THROTTLE_TABLE"] == THROTTLE_TABLE
-    before = _queue_item()
+    before = _queue_item(stack)
     with caplog.at_level(logging.INFO, logger="devstack"):
         report = run_child("pg", env)
     assert report["value"] == 1 and report["keys_seen"] == []
     assert report["loaded"] == [] and report["imported_by"] == {}
     assert "served" in caplog.text  # the credentials came from the endpoint
     # the ticket was written to DynamoDB with them (moto checks signatures): not failed open
-    assert _queue_item() not in (None, before)
+    assert _queue_item(stack) not in (None, before)
     assert "not usable" not in report["stderr"]
 
 

@@ -168,7 +168,6 @@ def test_throttling_is_back_pressure_then_a_throttle_error() -> None:
         AwsError("dynamodb", "UnrecognizedClientException", "bad key", status=400),
         AwsError("dynamodb", "MalformedResponse", "not JSON", status=200),
         TransportError("cannot connect to 127.0.0.1:1: refused", sent=False),
-        TransportError("no complete answer in time", sent=True),
         CredentialsError("no AWS credentials found"),
     ],
     ids=lambda e: getattr(e, "code", type(e).__name__),
@@ -180,6 +179,16 @@ def test_a_table_that_cannot_be_used_fails_open_and_cools_down(error: IamDbError
     assert fleet.acquire(EP, 10, t.now + 5) is None and len(aws.calls) == 1  # left alone
     t.now += COOLDOWN_SECONDS
     assert fleet.acquire(EP, 10, t.now + 5) is not None and len(aws.calls) == 2
+
+
+def test_one_late_answer_is_asked_again_two_fail_open() -> None:
+    fleet, aws, t, _ = setup()
+    late = TransportError("no complete answer in time", sent=True)
+    aws.fail = [late]
+    assert fleet.acquire(EP, 10, t.now + 5) is not None and len(aws.calls) == 2
+    aws.fail = [late, late]
+    t.now += 1
+    assert fleet.acquire(EP, 10, t.now + 5) is None and len(aws.calls) == 4
 
 
 def test_a_configuration_error_is_raised_not_swallowed() -> None:
