@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     import psycopg
 
     PgConnection = psycopg.Connection[Any]
+    PgAsyncConnection = psycopg.AsyncConnection[Any]
 else:
-    PgConnection = Any
+    PgConnection = PgAsyncConnection = Any
 
 # SQLSTATE class 28 (invalid authorization) and libpq's text for refused logins.
 _AUTH_MARKERS = ("authentication failed", "password authentication", "28000", "28p01")
@@ -42,18 +43,17 @@ class PgDriver:
         import psycopg
 
         try:
-            return psycopg.connect(
-                host=cfg.host,
-                port=cfg.port,
-                user=cfg.user,
-                password=token.value,
-                dbname=cfg.dbname or cfg.user,
-                sslmode=cfg.sslmode,
-                sslrootcert=cfg.sslrootcert,
-                connect_timeout=cfg.connect_timeout,
-                application_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "iamdb")[:63],
-                autocommit=True,
-            )
+            return psycopg.connect(**_params(cfg), password=token.value)
+        except psycopg.Error as exc:
+            failure = _classify(cfg, exc, token)
+        raise failure
+
+    async def connect_async(self, cfg: SqlConfig, token: Token) -> PgAsyncConnection:
+        """:meth:`connect` for asyncio: a ``psycopg.AsyncConnection``, same settings and rules."""
+        import psycopg
+
+        try:
+            return await psycopg.AsyncConnection.connect(**_params(cfg), password=token.value)
         except psycopg.Error as exc:
             failure = _classify(cfg, exc, token)
         raise failure
@@ -70,6 +70,21 @@ class PgDriver:
     def close(self, conn: PgConnection) -> None:
         with contextlib.suppress(Exception):  # closing a dead connection must not fail
             conn.close()
+
+
+def _params(cfg: SqlConfig) -> dict[str, Any]:
+    """Everything psycopg's connect takes from ``cfg`` (the password apart)."""
+    return {
+        "host": cfg.host,
+        "port": cfg.port,
+        "user": cfg.user,
+        "dbname": cfg.dbname or cfg.user,
+        "sslmode": cfg.sslmode,
+        "sslrootcert": cfg.sslrootcert,
+        "connect_timeout": cfg.connect_timeout,
+        "application_name": os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "iamdb")[:63],
+        "autocommit": True,
+    }
 
 
 def _classify(cfg: SqlConfig, exc: Exception, token: Token) -> IamDbError:
