@@ -11,6 +11,9 @@ Configuration (``IAMDB_MONGO_*``, or ``IAMDB_MONGO_<NAME>_*`` for ``get_mongo("n
 - ``SESSION_SECONDS`` (900-43200, default 3600), ``REFRESH_SECONDS`` (assume again when
   fewer than this remain, default 300), ``EXTERNAL_ID`` (optional).
 
+Amazon DocumentDB endpoints get the bundled RDS CA bundle and ``retryWrites=false`` unless
+the URI sets them (:func:`iamdb._mongo_uri.documentdb_options`).
+
 Why a swap: pymongo fixes a client's credentials for its whole life, and every socket it
 opens after they expired fails to log in (code 18). So when the credentials enter the
 refresh window, :meth:`MongoHandle.get` assumes the role again, logs a new client in, and
@@ -31,7 +34,7 @@ from urllib.parse import quote
 
 from iamdb import _mongo_aws, redact
 from iamdb._checks import instance_name, is_region, settings_environ
-from iamdb._mongo_uri import EXTERNAL, MECHANISM, parse_uri, split_query
+from iamdb._mongo_uri import EXTERNAL, MECHANISM, documentdb_options, parse_uri, split_query
 from iamdb.credentials import CredentialResolver, Credentials
 from iamdb.errors import AuthError, ConfigError, ConnectError, IamDbError
 from iamdb.log import logger
@@ -87,6 +90,7 @@ class MongoConfig:
     session_seconds: int
     refresh_seconds: int
     external_id: str | None = field(repr=False)
+    documentdb: bool = False  # Amazon DocumentDB endpoints: see documentdb_options
 
     @property
     def label(self) -> str:
@@ -149,6 +153,7 @@ def load_mongo_config(
         session_seconds=session,
         refresh_seconds=refresh,
         external_id=external_id,
+        documentdb=uri.documentdb,
     )
 
 
@@ -246,6 +251,8 @@ def client_options(
         kwargs["tls"] = cfg.tls
     if not cfg.tls and "directconnection" not in options:
         kwargs["directConnection"] = True
+    if cfg.documentdb:
+        kwargs.update(documentdb_options(options))
     kwargs.update(
         username=credentials.access_key,
         password=credentials.secret_key,
@@ -573,6 +580,9 @@ def connection_string(cfg: MongoConfig, lease: Lease) -> str:
         options.append("tls=true")
     if not cfg.tls and "directconnection" not in cfg.options:  # ... plaintext only direct
         options.append("directConnection=true")
+    if cfg.documentdb:  # ... and DocumentDB's CA bundle, no retryable writes
+        for key, value in documentdb_options(cfg.options).items():
+            options.append(f"{key}={'false' if value is False else quote(str(value), safe='/')}")
     if creds.token:
         options.append("authMechanismProperties=AWS_SESSION_TOKEN:" + quote(creds.token, safe=""))
     userinfo = f"{quote(creds.access_key, safe='')}:{quote(creds.secret_key, safe='')}"
