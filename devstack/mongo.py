@@ -19,6 +19,8 @@ Authentication is done the way Atlas and Percona Server for MongoDB do it:
    for tests that simulate hours).
 
 Every login attempt is recorded in :attr:`MongoPeer.events` (no secrets in them or in logs).
+With ``documentdb=`` it plays an Amazon DocumentDB 5.0 cluster instead of a standalone
+(:mod:`devstack.mongo_docdb`): a replica-set primary that refuses retryable writes.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ import bson
 from bson.binary import Binary
 
 from devstack.mongo_auth import AuthEvent, AuthFailed, Role, verify_caller
+from devstack.mongo_docdb import VERSION as DOCDB_VERSION
+from devstack.mongo_docdb import DocumentDB
 from devstack.mongo_store import Store
 from devstack.mongo_wire import CommandError, ProtocolError, answer, frame, read_message
 from devstack.tls import TlsFiles
@@ -79,8 +83,10 @@ class MongoPeer:
         port: int = 0,
         clock: Callable[[], float] = time.time,
         sts_host: str = "sts.amazonaws.com",
+        documentdb: DocumentDB | None = None,
     ) -> None:
         self.sts_endpoint = sts_endpoint
+        self.documentdb = documentdb
         self.sts_host = sts_host
         self.users = {arn: tuple(roles) for arn, roles in (users or {}).items()}
         self.clock = clock
@@ -193,6 +199,8 @@ class MongoPeer:
         try:
             if lname not in PRE_AUTH and conn.user is None:
                 raise CommandError(13, "Unauthorized", f"command {name} requires authentication")
+            if self.documentdb is not None:
+                self.documentdb.check(body)
             if lname in ("saslstart", "saslcontinue"):
                 return await self._sasl(conn, lname, body)
             handler = getattr(self, f"_cmd_{lname}", None)
@@ -264,7 +272,8 @@ class MongoPeer:
     # -- commands ------------------------------------------------------------------------
 
     def _cmd_hello(self, conn: _Conn, body: dict[str, Any]) -> dict[str, Any]:
-        """A standalone's handshake reply (no ``topologyVersion``: no streaming monitor).
+        """A standalone's handshake reply, a DocumentDB primary's with ``documentdb`` (no
+        ``topologyVersion`` either way: no streaming monitor).
 
         Offers no compression (``compression`` is left out) and no speculative authentication
         (MONGODB-AWS has none): real servers answer so when they have neither.
@@ -293,6 +302,8 @@ class MongoPeer:
             "maxWireVersion": 21,
             "readOnly": False,
         }
+        if self.documentdb is not None:
+            reply.update(self.documentdb.hello(self.port))
         if body.get("helloOk"):
             reply["helloOk"] = True
         if body.get("saslSupportedMechs") in {f"$external.{arn}" for arn in self.users}:
@@ -308,9 +319,10 @@ class MongoPeer:
         return {}
 
     def _cmd_buildinfo(self, conn: _Conn, body: dict[str, Any]) -> dict[str, Any]:
+        version = "7.0.0" if self.documentdb is None else DOCDB_VERSION
         return {
-            "version": "7.0.0",
-            "versionArray": [7, 0, 0, 0],
+            "version": version,
+            "versionArray": [*map(int, version.split(".")), 0],
             "gitVersion": "iamdb-devstack-peer",
             "modules": ["iamdb-devstack"],
             "maxBsonObjectSize": 16 * 1024 * 1024,

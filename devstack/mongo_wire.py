@@ -66,7 +66,11 @@ class CommandError(Exception):
         self.code, self.name, self.message = code, name, message
 
     def reply(self) -> dict[str, Any]:
-        return {"ok": 0.0, "errmsg": self.message, "code": self.code, "codeName": self.name}
+        """The error document; without ``codeName`` when ``name`` is empty (DocumentDB's)."""
+        reply: dict[str, Any] = {"ok": 0.0, "errmsg": self.message, "code": self.code}
+        if self.name:
+            reply["codeName"] = self.name
+        return reply
 
 
 class ProtocolError(Exception):

@@ -4,7 +4,10 @@ peer and an Aurora DSQL endpoint (a second small PostgreSQL cluster).
 iamdb connects to 127.0.0.1 but signs tokens for RDS- and DSQL-style endpoint names, as users
 do behind tunnels or custom DNS; the verifier holds each server to its endpoint name, its real
 port (DSQL: none) and region ``us-east-1``. The DSQL endpoint's reaper drops connections older
-than ``dsql_max_age``, as DSQL does after an hour. :attr:`Stack.env` is the environment a
+than ``dsql_max_age``, as DSQL does after an hour. A second Mongo peer plays an Amazon DocumentDB
+cluster (``Stack.docdb``) with a CA of its own (``Stack.docdb_tls``); its endpoint names
+resolve only where :func:`devstack.mongo_docdb.loopback_resolver` is installed, so it is left
+out of the environment files. :attr:`Stack.env` is the environment a
 Lambda function using iamdb would see (``env.sh`` / ``env.json`` on disk).
 """
 
@@ -48,6 +51,7 @@ from devstack.verifier import DSQL, DSQL_ADMIN, RDS, Kind, Verifier
 if TYPE_CHECKING:
     from devstack.mariadb import MariaDB
     from devstack.mongo import MongoPeer
+    from devstack.mongo_docdb import DocumentDB
 
 log = logging.getLogger("devstack")
 
@@ -62,6 +66,11 @@ DSQL_ENDPOINT = f"{DSQL_CLUSTER_ID}.dsql.{REGION}.on.aws"
 DSQL_DBNAME = "postgres"  # DSQL's one database
 DSQL_USER = "iamdb_dsql_app"  # a custom role, granted to the function's role and developer
 DEVELOPER_ARN = f"arn:aws:iam::{ACCOUNT}:user/{USER_NAME}"
+# The DocumentDB cluster's endpoints (the cluster's, its reader's) and its one instance's.
+DOCDB_ENDPOINT = f"iamdb-docdb.cluster-c0devstack00.{REGION}.docdb.amazonaws.com"
+DOCDB_READER_ENDPOINT = f"iamdb-docdb.cluster-ro-c0devstack00.{REGION}.docdb.amazonaws.com"
+DOCDB_INSTANCE = f"iamdb-docdb-1.c0devstack00.{REGION}.docdb.amazonaws.com"
+DOCDB_NAMES = (DOCDB_ENDPOINT, DOCDB_READER_ENDPOINT, DOCDB_INSTANCE)
 FUNCTION_NAME = "iamdb-example"
 
 
@@ -93,6 +102,8 @@ class Stack:
         self.mysql: MariaDB | None = None
         self._want_mongo = mongo
         self.mongo: MongoPeer | None = None  # the MONGODB-AWS verifying peer
+        self.docdb: MongoPeer | None = None  # the same, playing a DocumentDB cluster
+        self.docdb_tls: TlsFiles | None = None  # its own CA (DOCDB_NAMES only)
         self.dsql: Postgres | None = None  # the Aurora DSQL endpoint's cluster
         self.dsql_reaper = Reaper(self._dsql_admin, server=DSQL_SERVER, max_age=dsql_max_age)
         self.tls: TlsFiles | None = None
@@ -125,6 +136,7 @@ class Stack:
             ("dsql reaper", self.dsql_reaper.stop),
             ("mariadb", self.mysql.stop if self.mysql else None),
             ("mongo", self.mongo.stop if self.mongo else None),
+            ("docdb", self.docdb.stop if self.docdb else None),
             ("postgres", self.pg.stop if self.pg else None),
             ("dsql", self.dsql.stop if self.dsql else None),
             *(("ldap", bridge.stop) for bridge in self._ldap_bridges),
@@ -236,15 +248,26 @@ class Stack:
             self.mysql.create_iam_user(user, database)
 
     def _start_mongo(self) -> None:
+        from devstack.mongo_docdb import DocumentDB
+
+        assert self.root is not None
+        self.mongo = self._mongo_peer(self.tls, None)
+        self.docdb_tls = make_tls(self.root / "tls" / "docdb", list(DOCDB_NAMES))
+        self.docdb = self._mongo_peer(self.docdb_tls, DocumentDB(DOCDB_INSTANCE))
+
+    def _mongo_peer(self, tls: TlsFiles | None, documentdb: DocumentDB | None) -> MongoPeer:
+        """A started MONGODB-AWS peer admitting the Mongo role (``documentdb``: as DocumentDB)."""
         from devstack.mongo import MongoPeer
 
-        self.mongo = MongoPeer(
+        peer = MongoPeer(
             sts_endpoint=self.aws.endpoint_url,
             lookup=self.aws.lookup,
             users={MONGO_ROLE_ARN: MONGO_ROLES},
-            tls=self.tls,
+            tls=tls,
+            documentdb=documentdb,
         )
-        self.mongo.start()
+        peer.start()
+        return peer
 
     def _verify_for(self, server: str) -> Callable[[str, str], tuple[bool, str]]:
         def verify(user: str, token: str) -> tuple[bool, str]:
