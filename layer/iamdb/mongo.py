@@ -337,7 +337,8 @@ def refused(cfg: MongoConfig, lease: Lease) -> AuthError:
     return AuthError(
         f"{cfg.label}: MongoDB refused the {MECHANISM} login as {lease.principal} "
         f"(access key {lease.credentials.access_key}): the server expects {user} "
-        "(Atlas: Database Access > AWS IAM; Percona: db.getSiblingDB('$external').createUser), "
+        "(Atlas: Database Access > AWS IAM; Percona: db.getSiblingDB('$external').createUser; "
+        "DocumentDB: the same with mechanisms: ['MONGODB-AWS']), "
         "and credentials that have not expired"
     )
 

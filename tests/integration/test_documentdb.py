@@ -20,10 +20,10 @@ import pytest
 from pymongo.errors import OperationFailure
 
 import iamdb
-from devstack.aws import MONGO_ROLE_ARN
+from devstack.aws import MONGO_ROLE_ARN, MONGO_UNLISTED_ROLE_ARN
 from devstack.mongo_docdb import loopback_resolver
 from devstack.stack import DOCDB_ENDPOINT, DOCDB_INSTANCE, DOCDB_NAMES, Stack
-from iamdb.errors import ConnectError
+from iamdb.errors import AuthError, ConnectError
 
 pytestmark = [
     pytest.mark.integration,
@@ -119,3 +119,15 @@ def test_direct_connection_to_the_cluster_endpoint(
     client.app.direct.insert_one({"id": 1})
     assert client.topology_description.topology_type_name == "Single"
     assert client.address == (DOCDB_ENDPOINT, docdb.port)
+
+
+def test_a_role_that_is_no_external_user_is_told_how_documentdb_wants_it(
+    stack_env: dict[str, str], stack: Stack, docdb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IAMDB_MONGO_URI", _uri(stack))
+    monkeypatch.setenv("IAMDB_MONGO_ROLE_ARN", MONGO_UNLISTED_ROLE_ARN)
+    with pytest.raises(AuthError) as info:
+        iamdb.get_mongo()
+    assert MONGO_UNLISTED_ROLE_ARN in str(info.value)
+    assert "mechanisms: ['MONGODB-AWS']" in str(info.value)
+    assert docdb.events[-1].reason == f"no $external user {MONGO_UNLISTED_ROLE_ARN}"
