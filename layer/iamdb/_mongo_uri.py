@@ -62,8 +62,8 @@ _DOCDB_HOST = re.compile(
     re.IGNORECASE | re.ASCII,  # else [a-z] also matches U+017F, U+212A
 )
 # Regions whose "Amazon RDS <region> Root CA {RSA2048,RSA4096,ECC384} G1" the bundled
-# rds-ca-bundle.pem holds (tests/unit/test_documentdb.py reads them out of the bundle). China,
-# GovCloud and regions newer than the bundle are not among them.
+# rds-ca-bundle.pem holds (tests/unit/test_documentdb_config.py reads them out of the bundle).
+# China, GovCloud and regions newer than the bundle are not among them.
 # fmt: off
 RDS_BUNDLE_REGIONS = frozenset({
     "af-south-1", "ap-east-1", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1",
