@@ -25,6 +25,7 @@ from sqlalchemy import event
 
 from iamdb import registry
 from iamdb.errors import ConfigError
+from iamdb.snapstart import register_after_restore
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import Dialect
@@ -92,8 +93,9 @@ def attach(target: E, engine: Engine, name: str | None = None) -> E:
     (``postgresql+psycopg://``) or name the configured host, port, user and database; it may
     not hold a password, nor options that iamdb's connection would ignore (URL query,
     ``connect_args``): ConfigError, now or at the first connection. Connections already in
-    its pool are not replaced (call ``target.dispose()``). Another ``do_connect`` handler
-    that returns a connection, registered before this one, takes precedence.
+    its pool are not replaced (call ``target.dispose()``); after a SnapStart restore the pool
+    starts empty. Another ``do_connect`` handler that returns a connection, registered before
+    this one, takes precedence.
     """
     sync = getattr(target, "sync_engine", target)  # an AsyncEngine's events are its sync one's
     if not isinstance(sync, sqlalchemy.Engine):
@@ -119,6 +121,9 @@ def attach(target: E, engine: Engine, name: str | None = None) -> E:
             login.probe.flush()  # one EMF record for what this login did, as get_pg() prints
 
     event.listen(sync, "do_connect", connect)
+    # SnapStart: connections in the snapshot are not this environment's (every environment
+    # restored from it holds the same sockets): forget them, without a word on their sockets.
+    register_after_restore(functools.partial(sync.dispose, close=False))
     return target
 
 

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +29,7 @@ from iamdb.sqlalchemy import attach, create_async_engine, create_engine
 from iamdb.telemetry import quiet_probe
 from tests.fakes import RecordingTelemetry
 from tests.integration.test_fleet_limiter import table_item
+from tests.integration.test_snapstart import FAKE_RUNTIME
 from tests.registries import Install, own_registry_fixture  # noqa: F401  (own_registry)
 
 pytestmark = pytest.mark.integration
@@ -300,3 +306,34 @@ async def held(engine: Any, n: int) -> list[int]:
 
     await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), 60)
     return ids
+
+
+SNAPSTART_CHILD = """
+import json
+import snapshot_restore_py
+import sqlalchemy as sa
+from iamdb.sqlalchemy import create_engine
+
+engine = create_engine("pg")
+with engine.connect() as conn:  # init used the engine: its connection is in the snapshot
+    before = conn.scalar(sa.text("SELECT pg_backend_pid()"))
+for func, args, kwargs in snapshot_restore_py.after_restore:   # Lambda restores the snapshot
+    func(*args, **kwargs)
+with engine.connect() as conn:
+    after = conn.scalar(sa.text("SELECT pg_backend_pid()"))
+print(json.dumps({"hooks": len(snapshot_restore_py.after_restore), "new": after != before}))
+"""
+
+
+def test_after_a_snapstart_restore_the_pool_starts_empty(
+    stack: Stack, stack_env: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "snapshot_restore_py.py").write_text(FAKE_RUNTIME)
+    env = {**os.environ, **stack.env}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    out = subprocess.run(
+        [sys.executable, "-c", SNAPSTART_CHILD], env=env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"hooks": 2, "new": True}  # iamdb's reset, the engine's
