@@ -65,7 +65,7 @@ def create_engine(
     """
     cfg = _config(engine, name)
     kwargs = {**_defaults(engine_kwargs), **engine_kwargs}
-    return attach(sqlalchemy.create_engine(url(cfg), **kwargs), engine, name)
+    return attach(sqlalchemy.create_engine(_url(cfg), **kwargs), engine, name)
 
 
 def create_async_engine(
@@ -82,7 +82,7 @@ def create_async_engine(
 
     cfg = _config(engine, name)
     kwargs = {**_defaults(engine_kwargs), **engine_kwargs}
-    return attach(create(url(cfg), **kwargs), engine, name)
+    return attach(create(_url(cfg), **kwargs), engine, name)
 
 
 def attach(target: E, engine: Engine, name: str | None = None) -> E:
@@ -127,7 +127,7 @@ def attach(target: E, engine: Engine, name: str | None = None) -> E:
     return target
 
 
-def url(cfg: SqlConfig) -> sqlalchemy.URL:
+def _url(cfg: SqlConfig) -> sqlalchemy.URL:
     """The engine URL of an instance: dialect, host, port, user, database; never a password."""
     drivername = _DIALECTS[cfg.engine][0]
     database = cfg.dbname or (cfg.user if cfg.engine == "pg" else None)
