@@ -5,6 +5,9 @@
   boto3 + psycopg and the AWS Advanced Python Wrapper (starts its own devstack);
 - sql: warm ``get_pg()`` against connect-per-invocation, and first login against a
   hand-written ``psycopg.connect`` with a botocore token (starts its own devstack);
+- sqlalchemy: iamdb.sqlalchemy's and pg_pool()'s first connect against SQLAlchemy's do_connect
+  recipe and psycopg_pool's kwargs callable with boto3 tokens, and their warm checkout against
+  plain engines and pools (starts its own devstack);
 - mongo: cold get_mongo() by phase, warm get_mongo(), new-socket login against pymongo's
   boto3-session-per-socket path (starts its own devstack);
 - layer: layer size per architecture, cold import with/without ``.pyc``, local invoke overhead;
@@ -17,12 +20,13 @@
 
 from __future__ import annotations
 
-from bench import burst, cold, fleet, layer, mongo, observability, signing, sql
+from bench import burst, cold, fleet, layer, mongo, observability, signing, sql, sqlalchemy
 
 
 def main() -> None:
     signing.main()
     sql.main()
+    sqlalchemy.main()
     cold.main()
     mongo.main()
     layer.main()

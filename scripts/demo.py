@@ -28,6 +28,7 @@ EXAMPLES = (
     ("PgExampleFunction", "pg.json"),
     ("MySqlExampleFunction", "mysql.json"),
     ("MongoExampleFunction", "mongo.json"),
+    ("SqlAlchemyExampleFunction", "sqlalchemy.json"),
 )
 
 

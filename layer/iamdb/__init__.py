@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from pymongo import MongoClient
 
+    from iamdb._pool import pg_async_pool, pg_pool
     from iamdb.pg import PgConnection
     from iamdb.registry import Registry
     from iamdb.signer import generate_db_auth_token, generate_dsql_auth_token
@@ -48,6 +49,8 @@ __all__ = [
     "get_mongo",
     "get_mysql",
     "get_pg",
+    "pg_async_pool",
+    "pg_pool",
     "reset",
     "set_lambda_context",
 ]
@@ -118,4 +121,8 @@ def __getattr__(name: str) -> object:
         from iamdb import signer
 
         return getattr(signer, name)
+    if name in ("pg_pool", "pg_async_pool"):  # psycopg_pool pools (iamdb[pool])
+        from iamdb import _pool
+
+        return getattr(_pool, name)
     raise AttributeError(f"module 'iamdb' has no attribute {name!r}")

@@ -36,7 +36,7 @@ class Driver(Protocol[C]):
 
     engine: str
 
-    def connect(self, cfg: SqlConfig, token: Token) -> C: ...
+    def connect(self, cfg: SqlConfig, token: Token, **options: Any) -> C: ...
     def fileno(self, conn: C) -> int: ...
     def is_closed(self, conn: C) -> bool: ...
     def ping(self, conn: C) -> None: ...
@@ -85,9 +85,13 @@ class Login(Generic[C]):
         self.accepted: Token | None = None
         """The token the server last accepted: logins reusing it need no permit."""
 
-    def connect(self) -> C:
+    def connect(self, **options: Any) -> C:
         """Log in once more (blocking): a new connection, or AuthError / ThrottleError /
-        ConnectError when none could be had before the deadline."""
+        ConnectError when none could be had before the deadline.
+
+        ``options`` go to the driver's connect (``autocommit=False`` for the pools and
+        SQLAlchemy, the settings a SQLAlchemy dialect passes); they cannot replace iamdb's
+        connection, TLS or login parameters."""
         with self.probe.span("connect"):
             steps = self._steps()
             step = next(steps)
@@ -98,7 +102,7 @@ class Login(Generic[C]):
                     if isinstance(step, _Permit):
                         result = self._limits.permit(step.endpoint, step.deadline, self.probe)
                     elif isinstance(step, _Connect):
-                        result = self.driver.connect(self.cfg, step.token)
+                        result = self.driver.connect(self.cfg, step.token, **options)
                     else:
                         self._rt.sleep(step.seconds)
                 except AuthError as exc:

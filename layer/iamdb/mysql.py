@@ -33,8 +33,12 @@ class MySqlDriver:
     def __init__(self) -> None:
         self._contexts: dict[tuple[str, str], ssl.SSLContext] = {}
 
-    def connect(self, cfg: SqlConfig, token: Token) -> MySqlConnection:
-        """Log in with ``token`` (cleartext plugin, TLS enforced); autocommit on.
+    def connect(
+        self, cfg: SqlConfig, token: Token, *, autocommit: bool = True, **options: Any
+    ) -> MySqlConnection:
+        """Log in with ``token`` (cleartext plugin, TLS enforced); autocommit on unless asked
+        otherwise. ``options``: more of PyMySQL's arguments (SQLAlchemy's ``client_flag``),
+        never one iamdb sets (a duplicate is a TypeError).
 
         Failures are raised from this frame, outside ``except``: PyMySQL's frames hold the
         token (its ``password`` argument), so no traceback or ``__context__`` may keep them.
@@ -55,9 +59,10 @@ class MySqlDriver:
                 connect_timeout=cfg.connect_timeout,
                 read_timeout=cfg.connect_timeout,  # bounds the handshake; lifted below
                 write_timeout=cfg.connect_timeout,
-                autocommit=True,
+                autocommit=autocommit,
                 charset="utf8mb4",
                 program_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "iamdb")[:64],
+                **options,
             )
         except pymysql.err.MySQLError as exc:
             failure = _classify(cfg, exc, token)

@@ -32,9 +32,13 @@ class PgDriver:
 
     engine = "pg"
 
-    def connect(self, cfg: SqlConfig, token: Token) -> PgConnection:
-        """Log in with ``token`` over TLS as configured; autocommit on (no transaction is left
-        open across invocations).
+    def connect(
+        self, cfg: SqlConfig, token: Token, *, autocommit: bool = True, **options: Any
+    ) -> PgConnection:
+        """Log in with ``token`` over TLS as configured; autocommit on unless asked otherwise
+        (a singleton leaves no transaction open across invocations; pools and SQLAlchemy want
+        DB-API transactions). ``options``: more of psycopg's connect arguments, never one
+        iamdb sets (a duplicate is a TypeError).
 
         The token's value exists only inside the call, and a failure is raised outside the
         ``except``: psycopg's error keeps its ``pgconn``, whose ``password`` is the token, so
@@ -43,17 +47,23 @@ class PgDriver:
         import psycopg
 
         try:
-            return psycopg.connect(**_params(cfg), password=token.value)
+            return psycopg.connect(
+                **_params(cfg), autocommit=autocommit, password=token.value, **options
+            )
         except psycopg.Error as exc:
             failure = _classify(cfg, exc, token)
         raise failure
 
-    async def connect_async(self, cfg: SqlConfig, token: Token) -> PgAsyncConnection:
+    async def connect_async(
+        self, cfg: SqlConfig, token: Token, *, autocommit: bool = True, **options: Any
+    ) -> PgAsyncConnection:
         """:meth:`connect` for asyncio: a ``psycopg.AsyncConnection``, same settings and rules."""
         import psycopg
 
         try:
-            return await psycopg.AsyncConnection.connect(**_params(cfg), password=token.value)
+            return await psycopg.AsyncConnection.connect(
+                **_params(cfg), autocommit=autocommit, password=token.value, **options
+            )
         except psycopg.Error as exc:
             failure = _classify(cfg, exc, token)
         raise failure
@@ -73,7 +83,7 @@ class PgDriver:
 
 
 def _params(cfg: SqlConfig) -> dict[str, Any]:
-    """Everything psycopg's connect takes from ``cfg`` (the password apart)."""
+    """Everything psycopg's connect takes from ``cfg`` (the password and autocommit apart)."""
     return {
         "host": cfg.host,
         "port": cfg.port,
@@ -83,7 +93,6 @@ def _params(cfg: SqlConfig) -> dict[str, Any]:
         "sslrootcert": cfg.sslrootcert,
         "connect_timeout": cfg.connect_timeout,
         "application_name": os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "iamdb")[:63],
-        "autocommit": True,
     }
 
 

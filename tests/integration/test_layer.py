@@ -28,10 +28,12 @@ import json, os, sys
 sys.path[:0] = sys.argv[1:]  # the layer (/opt/python), then the runtime's boto3 (/var/runtime)
 before = sum(len(f) for _, _, f in os.walk(sys.argv[1]))
 import iamdb, iamdb.registry, iamdb.pg, iamdb.mysql, iamdb._mongo_aws, psycopg, pymysql, pymongo
+import iamdb._pool, psycopg_pool
 after = sum(len(f) for _, _, f in os.walk(sys.argv[1]))
 print(json.dumps({
     "impl": psycopg.pq.__impl__,
     "psycopg": psycopg.__file__,
+    "psycopg_pool": psycopg_pool.__file__,
     "iamdb": iamdb.__file__,
     "ca": iamdb.config.DEFAULT_CA_BUNDLE,
     "new_files": after - before,
@@ -72,6 +74,7 @@ def test_x86_64_layer_imports_with_psycopg_binary(layers: dict[str, Path], pytho
     probe = _probe(python312, layer_python)
     assert probe["impl"] == "binary"  # not the pure-Python fallback that needs libpq
     assert str(probe["psycopg"]).startswith(str(layer_python))
+    assert str(probe["psycopg_pool"]).startswith(str(layer_python))  # iamdb.pg_pool()
     assert str(probe["iamdb"]).startswith(str(layer_python))
     assert Path(str(probe["ca"])).is_file()
     assert probe["new_files"] == 0  # every .pyc was there already: /opt is read-only on Lambda

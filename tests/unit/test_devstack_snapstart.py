@@ -39,6 +39,7 @@ def test_only_the_mongo_example_enables_snapstart() -> None:
         "PgExampleFunction": False,
         "MySqlExampleFunction": False,
         "MongoExampleFunction": True,
+        "SqlAlchemyExampleFunction": False,
     }
 
 

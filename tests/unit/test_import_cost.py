@@ -49,7 +49,8 @@ def test_import_and_sign_without_boto3_or_botocore() -> None:
 LAZY_CHILD = """
 import json, sys
 import iamdb
-heavy = ("boto3", "botocore", "psycopg", "pymysql", "pymongo", "typing", "dataclasses", "logging")
+heavy = ("boto3", "botocore", "psycopg", "psycopg_pool", "pymysql", "pymongo", "sqlalchemy",
+         "typing", "dataclasses", "logging")
 print(json.dumps({
     "heavy": sorted(m for m in sys.modules if m.split(".")[0] in heavy),
     "iamdb": sorted(m for m in sys.modules if m.startswith("iamdb")),
@@ -98,3 +99,21 @@ def test_import_iamdb_and_get_mongo_load_neither_pymongo_nor_boto3() -> None:
         "after": ["bson", "pymongo"],
         "callable": True,
     }
+
+
+POOL_CHILD = """
+import json, sys
+import iamdb
+from iamdb import pg_async_pool, pg_pool  # the names resolve without importing the pool
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules}
+                        & {"psycopg", "psycopg_pool", "sqlalchemy"})))
+"""
+
+
+def test_the_pool_getters_resolve_without_importing_psycopg_pool() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(LAYER)
+    out = subprocess.run(
+        [sys.executable, "-c", POOL_CHILD], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == []

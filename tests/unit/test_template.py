@@ -152,6 +152,7 @@ def test_repository_template_and_samconfig() -> None:
         "MongoExampleFunction",
         "MySqlExampleFunction",
         "PgExampleFunction",
+        "SqlAlchemyExampleFunction",
     ]
     pg = template.function("PgExampleFunction")
     assert pg.handler == "app.handler" and pg.code_uri == REPO / "functions" / "pg_example"
