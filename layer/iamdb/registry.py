@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from pymongo import MongoClient
 
     from iamdb._aws import AwsClient
+    from iamdb._mongo_handle import MongoHandle
     from iamdb.limiter import Limits
-    from iamdb.mongo import MongoHandle
     from iamdb.pg import PgConnection
 
 
@@ -100,9 +100,10 @@ class Registry:
             managed.probe.flush()  # one EMF record for what this call did, if anything
 
     def mongo_handle(self, name: str | None = None) -> MongoHandle:
-        """The :class:`~iamdb.mongo.MongoHandle` behind a Mongo instance (config read once)."""
+        """The :class:`~iamdb._mongo_handle.MongoHandle` of a Mongo instance (config read once)."""
         from iamdb._aws import resolve_endpoint
-        from iamdb.mongo import MONGO_SUFFIXES, MongoHandle, Sources, load_mongo_config
+        from iamdb._mongo_handle import MongoHandle
+        from iamdb.mongo import MONGO_SUFFIXES, Sources, load_mongo_config
 
         name = None if name is None else instance_name(name, MONGO_SUFFIXES)  # "Reports" too
         with self._lock:
