@@ -59,6 +59,9 @@ class Clients:
     retired: list[Held] = field(default_factory=list)
     hold_until: float = 0.0  # a renewal failed: keep the current client until then
 
+    def all(self) -> list[Held]:
+        return [*self.retired, *([self.current] if self.current is not None else [])]
+
 
 class _Term(NamedTuple):
     lease: Lease
@@ -76,7 +79,7 @@ class OpenClient(NamedTuple):
 
 
 class CloseClient(NamedTuple):
-    """Step: close a retired client (:func:`forget_sessions` first)."""
+    """Step: close a retired client (:meth:`MongoHandle.before_close` first)."""
 
     held: Held
 
@@ -142,13 +145,18 @@ class MongoHandle:
         """Close every blocking client this handle made, forget the credentials (reset)."""
         with self._lock:
             clients, self._clients, self._term = self._clients, Clients(), None
-        current = [clients.current] if clients.current is not None else []
-        for held in [*clients.retired, *current]:
-            try:
-                forget_sessions(held, self._clock())
-                held.client.close()
-            except Exception as exc:  # closing must never break the caller
-                logger.info("%s: closing a client: %s", self.cfg.label, exc)
+        for held in clients.all():
+            self._close_client(held)
+
+    def before_close(self, held: Held) -> None:
+        """Before closing a client whose credentials are (nearly) expired: drop its sessions,
+        so ``close()`` sends no ``endSessions``, which opens a new socket when the idle ones
+        were dropped (``maxIdleTimeMS``) and that login would fail. Sessions not ended expire
+        on the server by themselves (30 minutes)."""
+        if held.lease.left(self._clock()) <= MIN_LEFT_SECONDS:
+            topology = getattr(held.client, "_topology", None)
+            if topology is not None:
+                topology.pop_all_sessions()
 
     def steps(self, clients: Clients) -> Generator[MongoStep, Any, Any]:
         """One call's steps for ``clients``: close the retired clients, then hand out the
@@ -224,16 +232,18 @@ class MongoHandle:
                 if isinstance(step, OpenClient):
                     result = self._opener(self.cfg, step.lease, self.environ)
                 elif isinstance(step, CloseClient):
-                    forget_sessions(step.held, self._clock())
-                    step.held.client.close()
+                    self._close_client(step.held)
                 else:
                     result = self.fresh_lease()
             except IamDbError as exc:
                 failure = exc
-            except Exception as exc:  # closing a retired client must never break the caller
-                if not isinstance(step, CloseClient):
-                    raise
-                logger.info("%s: closing a retired client: %s", self.cfg.label, exc)
+
+    def _close_client(self, held: Held) -> None:
+        try:
+            self.before_close(held)
+            held.client.close()
+        except Exception as exc:  # closing must never break the caller
+            logger.info("%s: closing a client: %s", self.cfg.label, exc)
 
     def _usable(self, clients: Clients, now: float) -> Any:
         held, term = clients.current, self._term
@@ -269,14 +279,3 @@ class MongoHandle:
             return self._sources.resolver.resolve() == lease.credentials
         except IamDbError:
             return False
-
-
-def forget_sessions(held: Held, now: float) -> None:
-    """Before closing a client whose credentials are (nearly) expired: drop its sessions, so
-    ``close()`` sends no ``endSessions``, which opens a new socket when the idle ones were
-    dropped (``maxIdleTimeMS``) and that login would fail. Sessions not ended expire on the
-    server by themselves (30 minutes)."""
-    if held.lease.left(now) <= MIN_LEFT_SECONDS:
-        topology = getattr(held.client, "_topology", None)
-        if topology is not None:
-            topology.pop_all_sessions()
