@@ -62,7 +62,6 @@ class _MongoSlot:
         self.clients = Clients()
         self.loop = asyncio.get_running_loop()
         self._owner = owner
-        self._closing: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
         async with self.lock:
@@ -72,8 +71,7 @@ class _MongoSlot:
 
     def discard(self) -> None:
         if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self._close_soon)  # on its loop, when it runs
-            return
+            return  # closed on its loop: at the next call there, or at its shutdown
         clients, self.clients = self.clients, Clients()
         if clients.all():
             logger.warning(
@@ -82,11 +80,6 @@ class _MongoSlot:
                 "call loop.run_until_complete(loop.shutdown_asyncgens()) before loop.close())",
                 self._owner.cfg.label,
             )
-
-    def _close_soon(self) -> None:
-        task = self.loop.create_task(self.aclose())
-        self._closing.add(task)  # the loop keeps only a weak reference
-        task.add_done_callback(self._closing.discard)
 
 
 class AsyncMongoHandle:
@@ -122,7 +115,8 @@ class AsyncMongoHandle:
         return client
 
     def close(self) -> None:
-        """Close every loop's clients (reset): on their loops, the next time they run."""
+        """Let every loop's clients go (reset): closed on their loops, at the next call there
+        or when the loop shuts down."""
         self._loops.close()
 
     async def close_client(self, held: Held) -> None:
