@@ -1,6 +1,9 @@
 """``python -m bench`` (``make bench``): every benchmark, one table each.
 
 - signing: cold start and warm signing, iamdb against boto3/botocore;
+- aio: warm ``aio.get_pg()`` against ``get_pg()``, an ``asyncio.run()`` invocation (new loop,
+  new connection) against a module-level loop's, first async login against first blocking
+  login (starts its own devstack);
 - cold: the first get_pg() of a fresh process, with and without the fleet limiter, against
   boto3 + psycopg and the AWS Advanced Python Wrapper (starts its own devstack);
 - sql: warm ``get_pg()`` against connect-per-invocation, and first login against a
@@ -20,13 +23,14 @@
 
 from __future__ import annotations
 
-from bench import burst, cold, fleet, layer, mongo, observability, signing, sql, sqlalchemy
+from bench import aio, burst, cold, fleet, layer, mongo, observability, signing, sql, sqlalchemy
 
 
 def main() -> None:
     signing.main()
     sql.main()
     sqlalchemy.main()
+    aio.main()
     cold.main()
     mongo.main()
     layer.main()

@@ -162,6 +162,10 @@ class MongoPeer:
     def remove_user(self, arn: str) -> None:
         self.users.pop(arn, None)
 
+    def open_connections(self) -> int:
+        """Client connections the peer is serving now (closed ones leave once it saw EOF)."""
+        return len(self._writers)
+
     def _ssl_context(self) -> ssl.SSLContext | None:
         if self._tls is None:
             return None

@@ -125,4 +125,8 @@ def __getattr__(name: str) -> object:
         from iamdb import _pool
 
         return getattr(_pool, name)
+    if name == "aio":  # the asyncio getters: ``await iamdb.aio.get_pg()``
+        import importlib  # not ``from iamdb import aio``: that asks this function again
+
+        return importlib.import_module("iamdb.aio")
     raise AttributeError(f"module 'iamdb' has no attribute {name!r}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import select
 import threading
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 from iamdb._login import Driver, Login
 from iamdb.log import logger
@@ -71,9 +71,7 @@ class ManagedConnection(Generic[C]):
             reused = conn is not None and self._healthy(conn, now)
             if conn is None or not reused:
                 conn = self.login.connect()
-                poller = select.poll()
-                poller.register(self.login.driver.fileno(conn), _SUSPECT)
-                self._conn, self._poll = conn, poller
+                self._conn, self._poll = conn, watch(self.login.driver.fileno(conn))
             self.reused = reused
             self._last_used = now
             return conn
@@ -93,21 +91,47 @@ class ManagedConnection(Generic[C]):
         return False
 
     def _problem(self, conn: C, now: float) -> str | None:
-        driver = self.login.driver
-        if driver.is_closed(conn):
-            return "closed by the driver"
         assert self._poll is not None
-        suspect = bool(self._poll.poll(0))
-        if not suspect and now - self._last_used < self._idle_seconds:
-            return None
+        closed = self.login.driver.is_closed(conn)
+        seen = look(closed, self._poll, now - self._last_used, self._idle_seconds)
+        if not seen.confirm:
+            return seen.dead
         try:
-            driver.ping(conn)
+            self.login.driver.ping(conn)
         except Exception as exc:
-            seen = "socket readable while idle, " if suspect else ""
-            return f"{seen}ping failed: {type(exc).__name__}"
+            return seen.failed(exc)
         return None
 
     def _discard(self) -> None:
         if self._conn is not None:
             self.login.driver.close(self._conn)
         self._conn, self._poll = None, None
+
+
+def watch(fileno: int) -> select.poll:
+    """A poller of a new connection's socket for :func:`look`."""
+    poller = select.poll()
+    poller.register(fileno, _SUSPECT)
+    return poller
+
+
+class Look(NamedTuple):
+    """What a connection shows without a round trip (steps 1 and 2 of the module docstring)."""
+
+    dead: str | None  # why it is plainly dead
+    confirm: bool  # a round trip must confirm it first: socket suspect, or idle too long
+    suspect: bool
+
+    def failed(self, exc: BaseException) -> str:
+        """Why the confirming round trip says the connection is dead."""
+        seen = "socket readable while idle, " if self.suspect else ""
+        return f"{seen}ping failed: {type(exc).__name__}"
+
+
+def look(closed: bool, poller: select.poll, idle_for: float, idle: float) -> Look:
+    """The cheap checks of a connection the driver says is ``closed`` (or broken), idle for
+    ``idle_for`` seconds (``idle``: the limit)."""
+    if closed:
+        return Look("closed by the driver", False, False)
+    suspect = bool(poller.poll(0))
+    return Look(None, suspect or idle_for >= idle, suspect)

@@ -14,22 +14,17 @@ Configuration (``IAMDB_MONGO_*``, or ``IAMDB_MONGO_<NAME>_*`` for ``get_mongo("n
 Amazon DocumentDB endpoints get the bundled RDS CA bundle and ``retryWrites=false`` unless
 the URI sets them (:func:`iamdb._mongo_uri.documentdb_options`).
 
-Why a swap: pymongo fixes a client's credentials for its whole life, and every socket it
-opens after they expired fails to log in (code 18). So when the credentials enter the
-refresh window, :meth:`MongoHandle.get` assumes the role again, logs a new client in, and
-hands that out from then on. The old client is closed on the next call, not at once, so a
-caller still iterating one of its cursors is not broken; it is always closed well before
-its credentials expire, so no socket ever authenticates with expired credentials.
+Credentials are renewed and the client swapped before they expire by
+:class:`iamdb._mongo_handle.MongoHandle`.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from iamdb import _mongo_aws, redact
@@ -37,16 +32,13 @@ from iamdb._checks import instance_name, is_region, settings_environ
 from iamdb._mongo_uri import EXTERNAL, MECHANISM, documentdb_options, parse_uri, split_query
 from iamdb.credentials import CredentialResolver, Credentials
 from iamdb.errors import AuthError, ConfigError, ConnectError, IamDbError
-from iamdb.log import logger
 from iamdb.sts import assume_role
-from iamdb.telemetry import Probe
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
     from iamdb._aws import AwsClient
     from iamdb._runtime import Runtime
-    from iamdb.limiter import Deadline
 
 
 # Lambda-fit defaults, each overridable by the same option in the URI (case-insensitive).
@@ -56,11 +48,6 @@ DEFAULTS: dict[str, Any] = {
     "serverSelectionTimeoutMS": 5_000,  # fail within a Lambda timeout, not after 30 s
     "connectTimeoutMS": 5_000,
 }
-# Keep a retired client's credentials at least this far from expiry; a failed refresh
-# falls back to the current client only while it has this much left.
-MIN_LEFT_SECONDS = 60.0
-_RETRY_REFRESH_SECONDS = 10.0
-_CONNECT_SECONDS = 5.0  # waits for credentials end by twice this without a Lambda context
 
 # What load_mongo_config reads after the instance's prefix (instance names must not collide).
 MONGO_SUFFIXES = ("URI", "ROLE_ARN", "SESSION_SECONDS", "REFRESH_SECONDS", "EXTERNAL_ID")
@@ -270,10 +257,34 @@ def open_client(
 ) -> MongoClient[Any]:
     """Create a client for ``lease`` and log one socket in (``ping``), mapping failures.
 
-    ``environ`` (None: ``os.environ``) gives the function name. Secrets are built into the
-    call, never kept in a local, and errors are raised outside ``except``, so neither this
-    frame (what a crash reporter captures) nor a ``__context__`` holds the credentials.
+    Secrets are built into the call, never kept in a local, and errors are raised outside
+    ``except``, so neither this frame (what a crash reporter captures) nor a ``__context__``
+    holds the credentials.
     """
+    client: MongoClient[Any] = new_client("MongoClient", cfg, lease, environ)
+    failure: IamDbError | None = None
+    try:
+        client.admin.command("ping")
+    except BaseException as exc:
+        failure = login_failure(cfg, lease, exc)
+        if failure is None:
+            client.close()
+            raise
+    if failure is None:
+        return client
+    client.close()
+    del client  # its init arguments hold the credentials
+    raise failure  # made, not raised, in the except: it carries no __context__
+
+
+def new_client(
+    kind: Literal["MongoClient", "AsyncMongoClient"],
+    cfg: MongoConfig,
+    lease: Lease,
+    environ: Mapping[str, str] | None,
+) -> Any:
+    """``pymongo.<kind>`` for ``lease``, not connected yet; ConfigError when pymongo refuses
+    the options. ``environ`` (None: ``os.environ``) gives the function name."""
     try:
         import pymongo
         from pymongo import errors
@@ -283,7 +294,7 @@ def open_client(
         redact.install()  # its botocore DEBUG logs would show the session token
     function_name = (os.environ if environ is None else environ).get("AWS_LAMBDA_FUNCTION_NAME")
     try:
-        client: MongoClient[Any] = pymongo.MongoClient(
+        return getattr(pymongo, kind)(
             cfg.uri,
             connect=False,
             event_listeners=[_refusal_watch()],
@@ -291,38 +302,24 @@ def open_client(
         )
     except (errors.ConfigurationError, ValueError, TypeError) as exc:  # load_mongo_config's gap
         problem = f"{exc}"[:300]
-    else:
-        failure = _first_login(cfg, lease, client)
-        if failure is None:
-            return client
-        del client  # closed; its init arguments hold the credentials
-        raise failure
     raise ConfigError(cfg.prefix + "URI", f"pymongo refuses it: {problem}")
 
 
-def _first_login(cfg: MongoConfig, lease: Lease, client: MongoClient[Any]) -> IamDbError | None:
-    """None when ``client`` logged a socket in; else the error (``client`` is then closed)."""
+def login_failure(cfg: MongoConfig, lease: Lease, exc: BaseException) -> IamDbError | None:
+    """The iamdb error for a failed first login (``ping``), or None when ``exc`` is not
+    pymongo's (it is then the caller's to re-raise)."""
     from pymongo import errors
 
-    failure: IamDbError
-    try:
-        client.admin.command("ping")
-        return None
-    except errors.OperationFailure as exc:
+    if isinstance(exc, errors.OperationFailure):
         if exc.code == 18:
-            failure = refused(cfg, lease)
-        else:
-            failure = AuthError(f"{cfg.label}: MongoDB answered the login with code {exc.code}")
-    except errors.PyMongoError as exc:
-        failure = ConnectError(
+            return refused(cfg, lease)
+        return AuthError(f"{cfg.label}: MongoDB answered the login with code {exc.code}")
+    if isinstance(exc, errors.PyMongoError):
+        return ConnectError(
             f"{cfg.label}: could not reach {','.join(cfg.hosts)} "
             f"({type(exc).__name__}; tls={'on' if cfg.tls else 'off'}): {_short(exc)}"
         )
-    except BaseException:
-        client.close()
-        raise
-    client.close()
-    return failure  # made, not raised, in the except: it carries no __context__
+    return None
 
 
 def refused(cfg: MongoConfig, lease: Lease) -> AuthError:
@@ -396,170 +393,6 @@ def _refusal_watch() -> Any:
 def _short(exc: BaseException) -> str:
     text = str(exc).split(", Timeout:")[0]
     return text[:300]
-
-
-class MongoHandle:
-    """One instance's client: created on first use, swapped before its credentials expire."""
-
-    def __init__(
-        self,
-        cfg: MongoConfig,
-        *,
-        sources: Sources,
-        deadline: Deadline,
-        probe: Probe,
-        opener: Callable[
-            [MongoConfig, Lease, Mapping[str, str] | None], MongoClient[Any]
-        ] = open_client,
-    ) -> None:
-        self.cfg = cfg
-        self.probe = probe  # metrics and subsegments
-        self._sources = sources
-        self._deadline = deadline
-        self._clock = sources.runtime.clock
-        self._opener = opener
-        self._lock = threading.Lock()
-        self._client: MongoClient[Any] | None = None
-        self._lease: Lease | None = None
-        self._renew_at = 0.0  # when get() must take the slow path
-        self._retired: list[tuple[MongoClient[Any], Lease]] = []
-        self._watch: Any = None  # the current client's refusal listener (see login_refused)
-        self.swaps = 0  # clients replaced because their credentials were due
-
-    def fresh_lease(self) -> Lease:
-        """New credentials for this instance, not used by this handle (the admin helpers)."""
-        return fetch_lease(self.cfg, self._sources, self._deadline.at(_CONNECT_SECONDS))
-
-    @property
-    def lease(self) -> Lease | None:
-        """The current client's credentials (never printed: the repr hides secrets)."""
-        return self._lease
-
-    def get(self) -> MongoClient[Any]:
-        """The current client; assumes again and swaps when the credentials are due."""
-        client = self._client
-        if (
-            client is not None
-            and not self._retired
-            and self._valid(self._clock())
-            and not login_refused(client, self._watch)
-        ):
-            return client
-        with self._lock:
-            return self._get_locked()
-
-    def close(self) -> None:
-        """Close every client this handle made (tests, snapshots, reset)."""
-        with self._lock:
-            clients = list(self._retired)
-            if self._client is not None and self._lease is not None:
-                clients.append((self._client, self._lease))
-            self._client, self._lease, self._retired, self._renew_at = None, None, [], 0.0
-            self._watch = None
-        for client, lease in clients:
-            self._close_client(client, lease)
-
-    def _get_locked(self) -> MongoClient[Any]:
-        self._close_retired()
-        now = self._clock()
-        client, lease = self._client, self._lease
-        refused_now = client is not None and login_refused(client, self._watch)
-        if client is not None and lease is not None and self._valid(now) and not refused_now:
-            return client
-        if refused_now:
-            # The role was revoked or its user removed: assume again once (new credentials
-            # may be accepted); if the server refuses those too, the caller gets AuthError.
-            logger.warning(
-                "%s: MongoDB refused a new login; assuming the role again", self.cfg.label
-            )
-            self.probe.count("AuthFailures")
-            self.probe.count("AuthRetries")
-        try:
-            return self._swap(now)
-        except IamDbError as exc:
-            if (
-                not refused_now
-                and client is not None
-                and lease is not None
-                and lease.left(now) > MIN_LEFT_SECONDS
-            ):
-                logger.warning(
-                    "%s: renewing credentials failed (%s: %s); keeping the current client, "
-                    "%.0f s of validity left",
-                    self.cfg.label,
-                    type(exc).__name__,
-                    exc,
-                    lease.left(now),
-                )
-                self._renew_at = now + _RETRY_REFRESH_SECONDS
-                return client
-            raise
-
-    def _swap(self, now: float) -> MongoClient[Any]:
-        with self.probe.span("credentials"):
-            lease = fetch_lease(self.cfg, self._sources, self._deadline.at(_CONNECT_SECONDS))
-        if self.cfg.role_arn is not None:
-            self.probe.count("CredentialRefreshes")
-        left = lease.left(now)
-        if left <= self.cfg.refresh_seconds:
-            raise AuthError(
-                f"{self.cfg.label}: STS issued credentials for {lease.principal} that expire in "
-                f"{left:.0f} s, within {self.cfg.prefix}REFRESH_SECONDS={self.cfg.refresh_seconds}"
-            )
-        try:
-            with self.probe.span("connect"):
-                client = self._opener(self.cfg, lease, self._sources.environ)
-        except AuthError:
-            self.probe.count("AuthFailures")
-            raise
-        self.probe.count("ConnectionsOpened")
-        old, old_lease = self._client, self._lease
-        if old is not None and old_lease is not None:
-            self._retired.append((old, old_lease))  # closed on the next call: maybe mid-cursor
-            self.swaps += 1
-        self._client, self._lease, self._watch = client, lease, refusal_watch(client)
-        self._renew_at = now + left - self.cfg.refresh_seconds
-        logger.info(
-            "%s: logged in to %s as %s (access key %s%s)",
-            self.cfg.label,
-            ",".join(self.cfg.hosts),
-            lease.principal,
-            lease.credentials.access_key,
-            "" if lease.expires_at is None else f", credentials expire in {left:.0f} s",
-        )
-        return client
-
-    def _valid(self, now: float) -> bool:
-        """Whether the current client may be handed out as it is."""
-        return now < self._renew_at and (self.cfg.role_arn is not None or self._same_credentials())
-
-    def _same_credentials(self) -> bool:
-        lease = self._lease
-        try:
-            return lease is not None and self._sources.resolver.resolve() == lease.credentials
-        except IamDbError:
-            return False
-
-    def _close_retired(self) -> None:
-        retired, self._retired = self._retired, []
-        for client, lease in retired:
-            self._close_client(client, lease)
-
-    def _close_client(self, client: MongoClient[Any], lease: Lease) -> None:
-        """Close ``client``; without ``endSessions`` when its credentials are (nearly) expired.
-
-        ``MongoClient.close()`` sends ``endSessions``, which opens a new socket when the idle
-        ones were dropped (``maxIdleTimeMS``): with expired credentials that login would fail.
-        Sessions not ended expire on the server by themselves (30 minutes).
-        """
-        try:
-            if lease.left(self._clock()) <= MIN_LEFT_SECONDS:
-                topology = getattr(client, "_topology", None)
-                if topology is not None:
-                    topology.pop_all_sessions()
-            client.close()
-        except Exception as exc:  # closing must never break the caller
-            logger.info("%s: closing a retired client: %s", self.cfg.label, exc)
 
 
 # -- admin helpers -----------------------------------------------------------------------

@@ -68,10 +68,10 @@ class PgDriver:
             failure = _classify(cfg, exc, token)
         raise failure
 
-    def fileno(self, conn: PgConnection) -> int:
+    def fileno(self, conn: PgConnection | PgAsyncConnection) -> int:
         return int(conn.pgconn.socket)
 
-    def is_closed(self, conn: PgConnection) -> bool:
+    def is_closed(self, conn: PgConnection | PgAsyncConnection) -> bool:
         return bool(conn.closed or conn.broken)
 
     def ping(self, conn: PgConnection) -> None:
@@ -80,6 +80,20 @@ class PgDriver:
     def close(self, conn: PgConnection) -> None:
         with contextlib.suppress(Exception):  # closing a dead connection must not fail
             conn.close()
+
+    async def ping_async(self, conn: PgAsyncConnection) -> None:
+        await (await conn.execute("SELECT 1")).fetchone()
+
+    def finish(self, conn: PgAsyncConnection) -> None:
+        """Close an ``AsyncConnection`` without awaiting: libpq's ``finish`` (Terminate, then the
+        socket closed), all that ``AsyncConnection.close()`` does, so it needs no event loop
+        and works after the connection's loop is gone."""
+        with contextlib.suppress(Exception):
+            conn.pgconn.finish()
+
+    def busy(self, conn: PgAsyncConnection) -> bool:
+        """A command or transaction in progress: another task is using the connection."""
+        return bool(conn.info.transaction_status.name != "IDLE")
 
 
 def _params(cfg: SqlConfig) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from iamdb._checks import instance_name
 from iamdb._login import Driver, Login
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from pymongo import MongoClient
 
     from iamdb._aws import AwsClient
+    from iamdb._mongo_handle import MongoHandle
     from iamdb.limiter import Limits
-    from iamdb.mongo import MongoHandle
     from iamdb.pg import PgConnection
 
 
@@ -68,6 +68,7 @@ class Registry:
         self._limits: Limits | None = None
         self._aws: AwsClient | None = None
         self._mongo: dict[str | None, MongoHandle] = {}
+        self._aio: dict[tuple[str, str | None], Any] = {}  # iamdb.aio's handles
         self._telemetry: Telemetry | None = telemetry
         self._given_telemetry = telemetry
         self._joined_powertools = False
@@ -100,9 +101,10 @@ class Registry:
             managed.probe.flush()  # one EMF record for what this call did, if anything
 
     def mongo_handle(self, name: str | None = None) -> MongoHandle:
-        """The :class:`~iamdb.mongo.MongoHandle` behind a Mongo instance (config read once)."""
+        """The :class:`~iamdb._mongo_handle.MongoHandle` of a Mongo instance (config read once)."""
         from iamdb._aws import resolve_endpoint
-        from iamdb.mongo import MONGO_SUFFIXES, MongoHandle, Sources, load_mongo_config
+        from iamdb._mongo_handle import MongoHandle
+        from iamdb.mongo import MONGO_SUFFIXES, Sources, load_mongo_config
 
         name = None if name is None else instance_name(name, MONGO_SUFFIXES)  # "Reports" too
         with self._lock:
@@ -120,6 +122,30 @@ class Registry:
                 )
                 self._mongo[name] = found
             return found
+
+    def aio_handle(self, engine: Literal["pg", "mongo"], name: str | None = None) -> Any:
+        """The :mod:`iamdb.aio` side of an instance (made on first use, closed by reset):
+        SQL logs in through the singleton's Login, Mongo uses its MongoHandle's credentials."""
+        found = self._aio.get((engine, name))
+        if found is not None:
+            return found
+        made: Any
+        if engine == "mongo":
+            from iamdb._aio_mongo import AsyncMongoHandle
+
+            handle = self.mongo_handle(name)
+            key: tuple[str, str | None] = (engine, handle.cfg.name)
+            made = self._aio.get(key) or AsyncMongoHandle(handle)
+        else:
+            from iamdb._aio import AsyncManaged
+
+            login = self.login(engine, name)
+            key = (engine, login.cfg.name)
+            made = self._aio.get(key) or AsyncManaged(
+                login, runtime=self.runtime, idle_seconds=self.settings.healthcheck_idle_seconds
+            )
+        with self._lock:
+            return self._aio.setdefault(key, made)
 
     def managed(self, engine: Engine, name: str | None = None) -> ManagedConnection[Any]:
         """The :class:`ManagedConnection` behind an instance (configuration read once)."""
@@ -221,6 +247,7 @@ class Registry:
         with self._lock:
             managed, self._managed = self._managed, {}
             mongo, self._mongo = self._mongo, {}
+            aio, self._aio = self._aio, {}
             aws, self._aws = self._aws, None
             self._settings, self._tokens = None, None
             self._telemetry = self._given_telemetry
@@ -228,6 +255,8 @@ class Registry:
             self.deadline.set_context(None)
             self._resolver.reset()
             self.warn_once.clear()
+        for handle in aio.values():
+            handle.close()
         if aws is not None:
             aws.close()
         for m in managed.values():

@@ -4,12 +4,15 @@
 (``__cause__``, ``__context__`` even behind ``from None``), its attributes and everything
 those reference (``gc.get_referents``), and the frames of its traceback as a crash reporter
 captures them (Sentry's default): the repr of every local, containers (``os.environ``
-included) expanded. iamdb's own secret holders (``Token``, ``Lease``, ``Credentials``) may
-sit in those frames: their repr hides the value, and the walk does not open them.
+included) expanded, and what generators and asyncio keep behind those locals (a suspended
+generator's or coroutine's frame, a task's coroutine, a future's result or exception).
+iamdb's own secret holders (``Token``, ``Lease``, ``Credentials``) may sit in those frames:
+their repr hides the value, and the walk does not open them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 import types
@@ -26,6 +29,7 @@ def _harness(frame: types.FrameType) -> bool:
     return frame.f_code.co_name.startswith("test_") or frame.f_code.co_filename.startswith(_HARNESS)
 
 
+_SUSPENDED = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
 _OPAQUE = (
     type,
     types.ModuleType,
@@ -69,6 +73,18 @@ def kept_alive(exc: BaseException) -> Iterator[tuple[str, str]]:
         if isinstance(obj, types.TracebackType):
             todo += [(path, obj.tb_frame, mode), (path, obj.tb_next, mode)]
             continue
+        if isinstance(obj, _SUSPENDED):
+            # A generator, coroutine or async generator (a login's steps, a task's coroutine)
+            # keeps its frame, locals included, until it finishes.
+            for attribute in ("gi_frame", "cr_frame", "ag_frame"):  # None once it finished
+                todo.append((f"{path} {type(obj).__name__}", getattr(obj, attribute, None), mode))
+            continue
+        if isinstance(obj, asyncio.Future):  # a task keeps its coroutine, a future its outcome
+            coro = obj.get_coro() if isinstance(obj, asyncio.Task) else None
+            outcome = None
+            if obj.done() and not obj.cancelled():
+                outcome = obj.exception() or obj.result()
+            todo += [(f"{path}.coro", coro, mode), (f"{path}.outcome", outcome, mode)]
         try:
             yield path + " repr", repr(obj)
         except Exception as err:  # a repr that fails shows nothing

@@ -12,6 +12,7 @@ A raised exception is searched as far as it reaches (see tests/integration/kept_
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -323,6 +324,79 @@ def test_the_walk_sees_what_an_exception_keeps_alive(secrets: Secrets) -> None:
     assert "__context__.pgconn" in leaks  # the driver's object behind `from None`
     assert "login().kwargs['password']" in leaks  # a frame's dict local
     assert "login().environ" in leaks  # os.environ through a local
+
+
+def test_async_paths_leak_nothing(
+    secrets: Secrets, caplog: Any, recwarn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """iamdb.aio as an async handler runs it (asyncio.run): both engines' happy paths, then
+    refused logins (a wrong SQL user; a Mongo role that is no $external user)."""
+    from iamdb import aio
+
+    async def happy() -> list[tuple[str, object]]:
+        conn = await aio.get_pg()
+        assert await (await conn.execute("SELECT current_user")).fetchone() == ("iamdb_app",)
+        client = await aio.get_mongo()
+        await client.get_default_database().hygiene.insert_one({"aio": True})
+        return [
+            ("psycopg async repr", repr(conn)),
+            ("psycopg async dsn", conn.info.dsn),
+            ("psycopg async params", conn.info.get_parameters()),
+            ("pymongo async repr", repr(client)),
+            ("pymongo async pool options", str(client.options.pool_options)),
+        ]
+
+    for where, text in asyncio.run(happy()):
+        secrets.see(where, text)
+    for key, handle in iamdb.registry.default._aio.items():
+        secrets.see(f"aio handle {key}", handle)
+    monkeypatch.setenv("IAMDB_PG_USER", "nobody")
+    monkeypatch.setenv("IAMDB_MONGO_ROLE_ARN", MONGO_UNLISTED_ROLE_ARN)
+    iamdb.reset()
+    errors: list[tuple[str, BaseException]] = []
+    for where, get in (
+        ("aio pg wrong user", aio.get_pg),
+        ("aio mongo not in $external", aio.get_mongo),
+    ):
+        with pytest.raises(AuthError) as info:
+            asyncio.run(get())  # type: ignore[arg-type]
+        errors.append((where, info.value))
+    assert len(secrets.tokens) >= 2 and len(secrets.leases) >= 2
+
+    for where, exc in errors:
+        secrets.see_exception(where, exc)
+    _see_iamdb_objects(secrets)
+    _see_logs(secrets, caplog)
+    for warning in recwarn.list:
+        secrets.see("warning", str(warning.message))
+    leaks = secrets.leaks()
+    assert not leaks, "\n".join(sorted(set(leaks)))
+
+
+def test_the_walk_follows_what_generators_and_tasks_keep(secrets: Secrets) -> None:
+    """The async extension of the walk can fail: a secret in the frame of a suspended
+    generator, or in a finished future, both held by a local of a traceback frame (and
+    nowhere else: the walk sees each object once)."""
+    secrets.add_secret("tok-" + "y" * 40)
+
+    def steps() -> Iterator[int]:
+        password = "".join(["tok-", "y" * 40])  # a string of its own
+        yield len(password)
+
+    async def runner() -> None:
+        pending = steps()
+        next(pending)
+        answer = asyncio.get_running_loop().create_future()
+        answer.set_result({"password": "".join(["tok-", "y" * 40])})
+        raise AuthError("refused")
+
+    try:
+        asyncio.run(runner())
+    except AuthError as exc:
+        secrets.see_exception("walk", exc)
+    leaks = "\n".join(secrets.leaks())
+    assert "runner().pending generator steps().password" in leaks  # the generator's frame
+    assert "runner().answer.outcome['password']" in leaks  # the future's result
 
 
 def test_check_connect_output_leaks_nothing(secrets: Secrets, stack: Stack) -> None:

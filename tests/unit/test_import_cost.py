@@ -117,3 +117,31 @@ def test_the_pool_getters_resolve_without_importing_psycopg_pool() -> None:
         [sys.executable, "-c", POOL_CHILD], env=env, capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == []
+
+
+AIO_CHILD = """
+import json, sys
+import iamdb
+getter = iamdb.aio.get_pg  # the submodule, through iamdb's lazy attribute
+from iamdb.aio import get_mongo
+heavy = ("asyncio", "typing", "psycopg", "pymongo", "boto3", "botocore", "logging")
+print(json.dumps({
+    "heavy": sorted({m.split(".")[0] for m in sys.modules} & set(heavy)),
+    "iamdb": sorted(m for m in sys.modules if m.startswith("iamdb")),
+    "callable": callable(getter) and callable(get_mongo),
+}))
+"""
+
+
+def test_import_iamdb_aio_loads_neither_asyncio_nor_a_driver() -> None:
+    """``iamdb.aio`` costs its own small module: asyncio and the drivers load at the first call."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(LAYER)
+    out = subprocess.run(
+        [sys.executable, "-c", AIO_CHILD], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == {
+        "heavy": [],
+        "iamdb": ["iamdb", "iamdb.aio", "iamdb.errors"],
+        "callable": True,
+    }

@@ -16,6 +16,7 @@ from xml.etree import ElementTree
 import pytest
 
 from iamdb._aws import AwsError
+from iamdb._mongo_handle import MongoHandle
 from iamdb._runtime import Runtime
 from iamdb.credentials import CredentialResolver, Credentials
 from iamdb.errors import AuthError, ConfigError, ConnectError, CredentialsError
@@ -23,7 +24,6 @@ from iamdb.limiter import Deadline
 from iamdb.mongo import (
     Lease,
     MongoConfig,
-    MongoHandle,
     Sources,
     client_options,
     connection_string,

@@ -1,0 +1,147 @@
+"""``iamdb.aio.get_mongo()``: an ``AsyncMongoClient`` per event loop, on the instance's credentials.
+
+The credentials are the blocking singleton's (:class:`~iamdb._mongo_handle.MongoHandle`): one
+AssumeRole serves ``get_mongo()`` and every loop's client, and the renewal and swap rules are
+that handle's :meth:`~iamdb._mongo_handle.MongoHandle.steps`, run here with awaits (AssumeRole
+in a worker thread). A new loop (``asyncio.run()`` per invocation) costs a new client and a
+MONGODB-AWS login, not a new AssumeRole.
+
+An ``AsyncMongoClient`` belongs to its loop: its sockets are that loop's transports and its
+monitors that loop's tasks, so it can only be closed while that loop runs. asyncio.run()'s
+shutdown does it (see :mod:`iamdb._aio`); a loop closed without that shutdown leaves the client
+behind, and iamdb can only say so (pymongo then warns about it when it is collected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Generator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from iamdb._aio import PerLoop
+from iamdb._mongo_handle import Clients, CloseClient, Held, MongoHandle, MongoStep, OpenClient
+from iamdb.errors import ConfigError, IamDbError
+from iamdb.log import logger
+from iamdb.mongo import Lease, MongoConfig, login_failure, new_client
+
+if TYPE_CHECKING:
+    from pymongo import AsyncMongoClient
+
+    from iamdb.telemetry import Probe
+
+# 4.13 made the asyncio API stable; 4.13.2 stopped new connections blocking the event loop.
+MIN_PYMONGO = (4, 13, 2)
+
+
+async def open_client(
+    cfg: MongoConfig, lease: Lease, environ: Mapping[str, str] | None
+) -> AsyncMongoClient[Any]:
+    """:func:`iamdb.mongo.open_client` for asyncio: an ``AsyncMongoClient`` with one socket
+    logged in, failures mapped the same way (and raised outside ``except``)."""
+    client: AsyncMongoClient[Any] = new_client("AsyncMongoClient", cfg, lease, environ)
+    failure: IamDbError | None = None
+    try:
+        await client.admin.command("ping")
+    except BaseException as exc:
+        failure = login_failure(cfg, lease, exc)
+        if failure is None:
+            await client.close()
+            raise
+    if failure is None:
+        return client
+    await client.close()
+    del client  # its init arguments hold the credentials
+    raise failure
+
+
+class _MongoSlot:
+    """One event loop's clients of an instance."""
+
+    def __init__(self, owner: AsyncMongoHandle) -> None:
+        self.lock = asyncio.Lock()
+        self.clients = Clients()
+        self.loop = asyncio.get_running_loop()
+        self._owner = owner
+
+    async def aclose(self) -> None:
+        async with self.lock:
+            clients, self.clients = self.clients, Clients()
+            for held in clients.all():
+                await self._owner.close_client(held)
+
+    def discard(self) -> None:
+        if not self.loop.is_closed():
+            return  # closed on its loop: at the next call there, or at its shutdown
+        clients, self.clients = self.clients, Clients()
+        if clients.all():
+            logger.warning(
+                "%s: an event loop was closed without shutting down its async generators, so "
+                "its AsyncMongoClient could not be closed; run handlers with asyncio.run() (or "
+                "call loop.run_until_complete(loop.shutdown_asyncgens()) before loop.close())",
+                self._owner.cfg.label,
+            )
+
+
+class AsyncMongoHandle:
+    """An instance's ``AsyncMongoClient`` on each event loop, on its MongoHandle's credentials."""
+
+    def __init__(self, handle: MongoHandle) -> None:
+        import pymongo  # the configuration was read: pymongo is there
+
+        if tuple(pymongo.version_tuple[:3]) < MIN_PYMONGO:
+            raise ConfigError(
+                handle.cfg.prefix + "URI",
+                f"iamdb.aio.get_mongo() needs pymongo >= {'.'.join(map(str, MIN_PYMONGO))} "
+                f"(its stable asyncio API), found {pymongo.version}: pip install 'iamdb[aio]'",
+            )
+        self.handle = handle
+        self._loops = PerLoop(lambda: _MongoSlot(self))
+
+    @property
+    def cfg(self) -> MongoConfig:
+        return self.handle.cfg
+
+    @property
+    def probe(self) -> Probe:
+        return self.handle.probe
+
+    async def get(self) -> AsyncMongoClient[Any]:
+        """The running loop's client; assumes again and swaps when the credentials are due."""
+        slot = await self._loops.slot()
+        client: AsyncMongoClient[Any] | None = self.handle.ready(slot.clients)
+        if client is None:
+            async with slot.lock:
+                client = await self._run(self.handle.steps(slot.clients))
+        return client
+
+    def close(self) -> None:
+        """Let every loop's clients go (reset): closed on their loops, at the next call there
+        or when the loop shuts down."""
+        self._loops.close()
+
+    async def close_client(self, held: Held) -> None:
+        try:
+            self.handle.before_close(held)
+            await held.client.close()
+        except Exception as exc:  # closing must never break the caller
+            logger.info("%s: closing a client: %s", self.cfg.label, exc)
+
+    async def _run(self, steps: Generator[MongoStep, Any, Any]) -> Any:
+        """Run the handle's steps without blocking the loop."""
+        result: Any = None
+        failure: IamDbError | None = None
+        while True:
+            try:
+                step = steps.send(result) if failure is None else steps.throw(failure)
+            except StopIteration as done:
+                return done.value
+            result, failure = None, None
+            try:
+                if isinstance(step, OpenClient):
+                    result = await open_client(self.cfg, step.lease, self.handle.environ)
+                elif isinstance(step, CloseClient):
+                    await self.close_client(step.held)
+                else:
+                    result = await asyncio.to_thread(self.handle.fresh_lease)
+            except IamDbError as exc:
+                failure = exc

@@ -1,0 +1,281 @@
+"""The credentials and clients behind ``get_mongo()``: renewed before expiry, swapped safely.
+
+pymongo fixes a client's credentials for its whole life, and every socket it opens after they
+expired fails to log in (code 18). So when the credentials enter the refresh window
+(``IAMDB_MONGO_REFRESH_SECONDS``), the next call assumes the role again, logs a new client in,
+and hands that out from then on. The old client is closed on the following call, not at once,
+so a caller still iterating one of its cursors is not broken; it is always closed well before
+its credentials expire, so no socket ever authenticates with expired credentials.
+
+One instance has one set of credentials (:class:`MongoHandle`) and one client per runner
+(:class:`Clients`): the blocking ``get_mongo()``'s, and one ``AsyncMongoClient`` per event loop
+for :mod:`iamdb.aio`. What a call does is written once, as the generator
+:meth:`MongoHandle.steps`, which each runner drives with its own I/O.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from iamdb import mongo
+from iamdb.errors import AuthError, IamDbError
+from iamdb.log import logger
+from iamdb.mongo import Lease, MongoConfig, Sources, login_refused, open_client, refusal_watch
+from iamdb.telemetry import Probe
+
+if TYPE_CHECKING:
+    from pymongo import MongoClient
+
+    from iamdb.limiter import Deadline
+
+# Keep a retired client's credentials at least this far from expiry; a failed refresh
+# falls back to the current client only while it has this much left.
+MIN_LEFT_SECONDS = 60.0
+_RETRY_REFRESH_SECONDS = 10.0
+_CONNECT_SECONDS = 5.0  # waits for credentials end by twice this without a Lambda context
+
+
+@dataclass(frozen=True)
+class Held:
+    """A client, the lease it logged in with, and its refusal listener (see login_refused)."""
+
+    client: Any = field(repr=False)
+    lease: Lease
+    watch: Any = field(repr=False)
+
+    def refused(self) -> bool:
+        return login_refused(self.client, self.watch)
+
+
+@dataclass
+class Clients:
+    """One runner's clients (the blocking one's, or one event loop's): the current client, and
+    those a swap retired, closed on the next call (a caller may still be reading a cursor)."""
+
+    current: Held | None = None
+    retired: list[Held] = field(default_factory=list)
+    hold_until: float = 0.0  # a renewal failed: keep the current client until then
+
+    def all(self) -> list[Held]:
+        return [*self.retired, *([self.current] if self.current is not None else [])]
+
+
+class _Term(NamedTuple):
+    lease: Lease
+    renew_at: float  # when the credentials are due for renewal
+
+
+class FetchLease(NamedTuple):
+    """Step: new credentials (blocking: :meth:`MongoHandle.fresh_lease`); send back the Lease."""
+
+
+class OpenClient(NamedTuple):
+    """Step: a client logged in with ``lease``; send it back."""
+
+    lease: Lease
+
+
+class CloseClient(NamedTuple):
+    """Step: close a retired client (:meth:`MongoHandle.before_close` first)."""
+
+    held: Held
+
+
+MongoStep = FetchLease | OpenClient | CloseClient
+
+
+class MongoHandle:
+    """One instance's credentials and blocking client: assumed on first use, renewed and the
+    client swapped before they expire.
+
+    What a call does is one generator (:meth:`steps`) over a :class:`Clients`: this handle's
+    blocking :meth:`get` runs it with blocking I/O, :mod:`iamdb.aio` with awaits for each event
+    loop's ``AsyncMongoClient``, so both renew the same credentials by the same rules.
+    """
+
+    def __init__(
+        self,
+        cfg: MongoConfig,
+        *,
+        sources: Sources,
+        deadline: Deadline,
+        probe: Probe,
+        opener: Callable[
+            [MongoConfig, Lease, Mapping[str, str] | None], MongoClient[Any]
+        ] = open_client,
+    ) -> None:
+        self.cfg = cfg
+        self.probe = probe  # metrics and subsegments
+        self.environ = sources.environ  # what the openers read (None: os.environ)
+        self._sources = sources
+        self._deadline = deadline
+        self._clock = sources.runtime.clock
+        self._opener = opener
+        self._lock = threading.Lock()
+        self._term: _Term | None = None  # replaced whole: readers need no lock
+        self._clients = Clients()
+        self.swaps = 0  # clients replaced because their credentials were due
+
+    def fresh_lease(self) -> Lease:
+        """New credentials for this instance (blocking; also the admin helpers' way in)."""
+        return mongo.fetch_lease(self.cfg, self._sources, self._deadline.at(_CONNECT_SECONDS))
+
+    @property
+    def lease(self) -> Lease | None:
+        """The instance's current credentials (never printed: the repr hides secrets)."""
+        term = self._term
+        return None if term is None else term.lease
+
+    def get(self) -> MongoClient[Any]:
+        """The current client; assumes again and swaps when the credentials are due."""
+        client: MongoClient[Any] | None = self.ready(self._clients)
+        if client is None:
+            with self._lock:
+                client = self._run(self.steps(self._clients))
+        return client
+
+    def ready(self, clients: Clients) -> Any:
+        """``clients``' current client when it can be handed out with nothing to do, else None."""
+        return None if clients.retired else self._usable(clients, self._clock())
+
+    def close(self) -> None:
+        """Close every blocking client this handle made, forget the credentials (reset)."""
+        with self._lock:
+            clients, self._clients, self._term = self._clients, Clients(), None
+        for held in clients.all():
+            self._close_client(held)
+
+    def before_close(self, held: Held) -> None:
+        """Before closing a client whose credentials are (nearly) expired: drop its sessions,
+        so ``close()`` sends no ``endSessions``, which opens a new socket when the idle ones
+        were dropped (``maxIdleTimeMS``) and that login would fail. Sessions not ended expire
+        on the server by themselves (30 minutes)."""
+        if held.lease.left(self._clock()) <= MIN_LEFT_SECONDS:
+            topology = getattr(held.client, "_topology", None)
+            if topology is not None:
+                topology.pop_all_sessions()
+
+    def steps(self, clients: Clients) -> Generator[MongoStep, Any, Any]:
+        """One call's steps for ``clients``: close the retired clients, then hand out the
+        current one, or renew the credentials and/or log a new client in. The runner does
+        each step and sends its result back (or throws its IamDbError in)."""
+        retired, clients.retired = clients.retired, []
+        for old in retired:
+            yield CloseClient(old)
+        now = self._clock()
+        current = self._usable(clients, now)
+        if current is not None:
+            return current
+        held, term = clients.current, self._term
+        refused_now = held is not None and held.refused()
+        if refused_now:
+            # The role was revoked or its user removed: assume again once (new credentials
+            # may be accepted); if the server refuses those too, the caller gets AuthError.
+            logger.warning(
+                "%s: MongoDB refused a new login; assuming the role again", self.cfg.label
+            )
+            self.probe.count("AuthFailures")
+            self.probe.count("AuthRetries")
+        try:
+            if refused_now or term is None or not self._valid(term, now):
+                with self.probe.span("credentials"):
+                    term = self._renewed((yield FetchLease()), now)
+            with self.probe.span("connect"):
+                try:
+                    client = yield OpenClient(term.lease)
+                except AuthError:
+                    self.probe.count("AuthFailures")
+                    raise
+        except IamDbError as exc:
+            if not refused_now and held is not None and held.lease.left(now) > MIN_LEFT_SECONDS:
+                logger.warning(
+                    "%s: renewing credentials failed (%s: %s); keeping the current client, "
+                    "%.0f s of validity left",
+                    self.cfg.label,
+                    type(exc).__name__,
+                    exc,
+                    held.lease.left(now),
+                )
+                clients.hold_until = now + _RETRY_REFRESH_SECONDS
+                return held.client
+            raise
+        self.probe.count("ConnectionsOpened")
+        if held is not None:
+            clients.retired.append(held)  # closed on the next call: maybe mid-cursor
+            self.swaps += 1
+        clients.current, clients.hold_until = Held(client, term.lease, refusal_watch(client)), 0.0
+        lease = term.lease
+        logger.info(
+            "%s: logged in to %s as %s (access key %s%s)",
+            self.cfg.label,
+            ",".join(self.cfg.hosts),
+            lease.principal,
+            lease.credentials.access_key,
+            "" if lease.expires_at is None else f", credentials expire in {lease.left(now):.0f} s",
+        )
+        return client
+
+    def _run(self, steps: Generator[MongoStep, Any, Any]) -> Any:
+        """Run :meth:`steps` blocking."""
+        result: Any = None
+        failure: IamDbError | None = None
+        while True:
+            try:
+                step = steps.send(result) if failure is None else steps.throw(failure)
+            except StopIteration as done:
+                return done.value
+            result, failure = None, None
+            try:
+                if isinstance(step, OpenClient):
+                    result = self._opener(self.cfg, step.lease, self.environ)
+                elif isinstance(step, CloseClient):
+                    self._close_client(step.held)
+                else:
+                    result = self.fresh_lease()
+            except IamDbError as exc:
+                failure = exc
+
+    def _close_client(self, held: Held) -> None:
+        try:
+            self.before_close(held)
+            held.client.close()
+        except Exception as exc:  # closing must never break the caller
+            logger.info("%s: closing a client: %s", self.cfg.label, exc)
+
+    def _usable(self, clients: Clients, now: float) -> Any:
+        held, term = clients.current, self._term
+        if held is None or held.refused():
+            return None
+        if now < clients.hold_until or (
+            term is not None and held.lease is term.lease and self._valid(term, now)
+        ):
+            return held.client
+        return None
+
+    def _renewed(self, lease: Lease, now: float) -> _Term:
+        """The term of freshly fetched credentials (AuthError when they expire too soon)."""
+        if self.cfg.role_arn is not None:
+            self.probe.count("CredentialRefreshes")
+        left = lease.left(now)
+        if left <= self.cfg.refresh_seconds:
+            raise AuthError(
+                f"{self.cfg.label}: STS issued credentials for {lease.principal} that expire in "
+                f"{left:.0f} s, within {self.cfg.prefix}REFRESH_SECONDS={self.cfg.refresh_seconds}"
+            )
+        self._term = _Term(lease, now + left - self.cfg.refresh_seconds)
+        return self._term
+
+    def _valid(self, term: _Term, now: float) -> bool:
+        """Whether credentials may still be used as they are."""
+        return now < term.renew_at and (
+            self.cfg.role_arn is not None or self._same_credentials(term.lease)
+        )
+
+    def _same_credentials(self, lease: Lease) -> bool:
+        try:
+            return self._sources.resolver.resolve() == lease.credentials
+        except IamDbError:
+            return False
