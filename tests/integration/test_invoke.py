@@ -127,6 +127,7 @@ def _example(function: str, env_json: Path) -> Any:
     [
         ("PgExampleFunction", "pg.json", "postgresql"),
         ("MySqlExampleFunction", "mysql.json", "mysql"),
+        ("DsqlExampleFunction", "dsql.json", "aurora-dsql"),
     ],
 )
 def test_example_cold_then_warm_reuses_the_connection(
