@@ -1,10 +1,10 @@
 """``make demo``: the whole thing in one command.
 
-Starts devstack (moto + PostgreSQL + MariaDB that verify IAM tokens like RDS), invokes each
-example function of template.yaml twice in one environment (cold, then warm) through
-``python -m devstack invoke``'s machinery (awslambdaric + a local Runtime API, no Docker), prints
-a short report and stops devstack. ``make demo`` builds the layer first. Exit status 1 when an
-invocation failed.
+Starts devstack (moto, PostgreSQL and MariaDB that verify IAM tokens like RDS, the Mongo peer and
+an Aurora DSQL endpoint), invokes each example function of template.yaml twice in one
+environment (cold, then warm) through ``python -m devstack invoke``'s machinery (awslambdaric +
+a local Runtime API, no Docker), prints a short report and stops devstack. ``make demo`` builds
+the layer first. Exit status 1 when an invocation failed.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from devstack.stack import Stack  # noqa: E402
 EXAMPLES = (
     ("PgExampleFunction", "pg.json"),
     ("MySqlExampleFunction", "mysql.json"),
+    ("DsqlExampleFunction", "dsql.json"),
     ("MongoExampleFunction", "mongo.json"),
     ("SqlAlchemyExampleFunction", "sqlalchemy.json"),
 )

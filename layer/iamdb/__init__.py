@@ -18,6 +18,7 @@ import sys
 from iamdb.errors import (
     AuthError,
     ConfigError,
+    ConflictError,
     ConnectError,
     CredentialsError,
     IamDbError,
@@ -28,7 +29,8 @@ from iamdb.errors import (
 # the registry and the drivers are imported on the path that needs them.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Callable
+    from typing import Any, TypeVar
 
     from pymongo import MongoClient
 
@@ -37,15 +39,20 @@ if TYPE_CHECKING:
     from iamdb.registry import Registry
     from iamdb.signer import generate_db_auth_token, generate_dsql_auth_token
 
+    T = TypeVar("T")
+
 __all__ = [
     "AuthError",
     "ConfigError",
+    "ConflictError",
     "ConnectError",
     "CredentialsError",
     "IamDbError",
     "ThrottleError",
+    "dsql_transaction",
     "generate_db_auth_token",
     "generate_dsql_auth_token",
+    "get_dsql",
     "get_mongo",
     "get_mysql",
     "get_pg",
@@ -73,6 +80,28 @@ def get_mysql(name: str | None = None) -> Any:
     Autocommit is on.
     """
     return _default().get_mysql(name)
+
+
+def get_dsql(name: str | None = None) -> PgConnection:
+    """The process's psycopg 3 connection to Aurora DSQL for ``IAMDB_DSQL_*``
+    (``IAMDB_DSQL_<NAME>_*`` when named).
+
+    As :func:`get_pg`, and replaced here, between invocations, once it is
+    ``IAMDB_DSQL_MAX_AGE_SECONDS`` old (DSQL ends sessions after an hour). Autocommit is on.
+    """
+    return _default().get_dsql(name)
+
+
+def dsql_transaction(
+    fn: Callable[[PgConnection], T], name: str | None = None, *, attempts: int = 3
+) -> T:
+    """Run ``fn(conn)`` in a transaction on :func:`get_dsql`; when DSQL's optimistic
+    concurrency refuses it (SQLSTATE 40001), wait a little (jittered) and run it again in a
+    new transaction, at most ``attempts`` times in all. Returns what ``fn`` returned; raises
+    :class:`ConflictError` after the last conflict. ``fn`` may run more than once: keep its
+    side effects inside the transaction.
+    """
+    return _default().dsql_transaction(fn, name, attempts=attempts)
 
 
 def get_mongo(name: str | None = None) -> MongoClient[Any]:

@@ -1,4 +1,4 @@
-"""Rules shared by the SQL and MongoDB settings readers: instance names, regions, CA files.
+"""Rules shared by the settings readers: values, numbers, instance names, regions, CA files.
 
 Each rule lives here once so that ``get_pg``, ``get_mysql``, ``get_mongo`` and
 ``python -m iamdb check`` agree on it.
@@ -23,14 +23,21 @@ _HOSTNAME = re.compile(
     re.ASCII,
 )
 _MAX_CA_BYTES = 10 * 1024 * 1024  # the RDS bundle is ~160 KiB
+INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)  # int() also reads Arabic digits and '1_0'
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 
 
-_SETTINGS_NAMES = ("AWS_REGION", "AWS_DEFAULT_REGION", "POWERTOOLS_METRICS_NAMESPACE")
+_SETTINGS_NAMES = (
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "SSL_CERT_FILE",  # OpenSSL's CA file override: DSQL's default CA store
+)
 
 
 def settings_environ(environ: Mapping[str, str] | None) -> dict[str, str]:
     """The variables the settings readers use (``IAMDB_*``, the region, Powertools' metrics
-    namespace) out of ``environ`` (None: ``os.environ``).
+    namespace, ``SSL_CERT_FILE``) out of ``environ`` (None: ``os.environ``).
 
     Readers keep this copy in their frames, never ``os.environ``: a ConfigError's traceback
     is what a crash reporter serialises, locals included, and ``os.environ`` holds the
@@ -38,6 +45,49 @@ def settings_environ(environ: Mapping[str, str] | None) -> dict[str, str]:
     """
     env = os.environ if environ is None else environ
     return {k: v for k, v in env.items() if k.startswith("IAMDB_") or k in _SETTINGS_NAMES}
+
+
+def env_value(env: Mapping[str, str], var: str) -> str | None:
+    """``var``'s value without surrounding blanks; None when unset or blank."""
+    value = env.get(var)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def env_text(env: Mapping[str, str], var: str, *, required: bool, max_len: int) -> str | None:
+    """A printable value of at most ``max_len`` characters (None when unset and optional)."""
+    value = env_value(env, var)
+    if value is None:
+        if required:
+            raise ConfigError(var, "is required and not set")
+        return None
+    if len(value) > max_len or not value.isprintable():
+        raise ConfigError(var, f"expected at most {max_len} printable characters")
+    return value
+
+
+def env_number(
+    env: Mapping[str, str],
+    var: str,
+    default: float,
+    *,
+    low: float,
+    high: float,
+    integer: bool = False,
+) -> float:
+    """An ASCII number from ``low`` to ``high`` (``default`` when unset)."""
+    value = env_value(env, var)
+    if value is None:
+        return default
+    kind = "an integer" if integer else "a number"
+    pattern = INTEGER if integer else _DECIMAL
+    if len(value) > 40 or not pattern.fullmatch(value):  # ASCII: no 'nan', '1e9', '1_0'
+        raise ConfigError(var, f"expected {kind} from {low:g} to {high:g}, got {value!r:.40}")
+    number = int(value) if integer else float(value)
+    if not low <= number <= high:
+        raise ConfigError(var, f"expected {kind} from {low:g} to {high:g}, got {value!r:.40}")
+    return number
 
 
 def instance_name(name: object, suffixes: Iterable[str]) -> str:

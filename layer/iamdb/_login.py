@@ -1,8 +1,9 @@
 """One new IAM login, written once for blocking and for asyncio callers.
 
 A login reads top to bottom (:meth:`Login._steps`): for each attempt before the deadline, get
-the token, take the permits if the server has not seen that token yet, connect; a refusal
-(which may be throttling) is retried with backoff, at most ``IAMDB_AUTH_RETRIES`` times. The
+the token, take the permits if the server counts this login (RDS: a token it has not accepted
+yet; Aurora DSQL: every connection), connect; a refusal (an RDS one may be throttling, a DSQL
+one can say so) is retried with backoff, at most ``IAMDB_AUTH_RETRIES`` times. The
 steps are a generator that yields what must happen (a permit, a connect, a sleep) and is told
 what happened, as psycopg 3 shares its blocking and async code: :meth:`Login.connect` runs the
 steps blocking, :meth:`Login.connect_async` awaits them (permits in a worker thread, the
@@ -18,9 +19,9 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 from iamdb.config import SqlConfig
-from iamdb.errors import AuthError
+from iamdb.errors import AuthError, ThrottleError
 from iamdb.log import logger
-from iamdb.retry import DecorrelatedJitter, final_auth_error
+from iamdb.retry import THROTTLING_HINT, DecorrelatedJitter, final_refusal
 from iamdb.telemetry import Probe
 from iamdb.tokens import Token, TokenCache
 
@@ -39,6 +40,7 @@ class Driver(Protocol[C]):
     def connect(self, cfg: SqlConfig, token: Token, **options: Any) -> C: ...
     def fileno(self, conn: C) -> int: ...
     def is_closed(self, conn: C) -> bool: ...
+    def in_transaction(self, conn: C) -> bool: ...
     def ping(self, conn: C) -> None: ...
     def close(self, conn: C) -> None: ...
 
@@ -46,6 +48,7 @@ class Driver(Protocol[C]):
 class _Permit(NamedTuple):
     endpoint: str
     deadline: float
+    rate: float | None  # logins/s the server admits (None: IAMDB_CONNECT_RATE)
 
 
 class _Connect(NamedTuple):
@@ -57,6 +60,7 @@ class _Sleep(NamedTuple):
 
 
 _Step = _Permit | _Connect | _Sleep
+_REFUSALS = (AuthError, ThrottleError)  # the server said no (ThrottleError: for the rate)
 
 
 class Login(Generic[C]):
@@ -96,16 +100,18 @@ class Login(Generic[C]):
             steps = self._steps()
             step = next(steps)
             while True:
-                failure: AuthError | None = None
+                failure: Exception | None = None
                 result: Any = None
                 try:
                     if isinstance(step, _Permit):
-                        result = self._limits.permit(step.endpoint, step.deadline, self.probe)
+                        result = self._limits.permit(
+                            step.endpoint, step.deadline, self.probe, rate=step.rate
+                        )
                     elif isinstance(step, _Connect):
                         result = self.driver.connect(self.cfg, step.token, **options)
                     else:
                         self._rt.sleep(step.seconds)
-                except AuthError as exc:
+                except _REFUSALS as exc:
                     failure = exc
                 try:  # outside the except: nothing raised from here chains the refusal
                     step = steps.send(result) if failure is None else steps.throw(failure)
@@ -122,18 +128,22 @@ class Login(Generic[C]):
             steps = self._steps()
             step = next(steps)
             while True:
-                failure: AuthError | None = None
+                failure: Exception | None = None
                 result: Any = None
                 try:
                     if isinstance(step, _Permit):
                         result = await asyncio.to_thread(
-                            self._limits.permit, step.endpoint, step.deadline, self.probe
+                            self._limits.permit,
+                            step.endpoint,
+                            step.deadline,
+                            self.probe,
+                            rate=step.rate,
                         )
                     elif isinstance(step, _Connect):
                         result = await connect(self.cfg, step.token)
                     else:
                         await asyncio.sleep(step.seconds)
-                except AuthError as exc:
+                except _REFUSALS as exc:
                     failure = exc
                 try:
                     step = steps.send(result) if failure is None else steps.throw(failure)
@@ -151,22 +161,26 @@ class Login(Generic[C]):
                 self.probe.count("AuthRetries")
             token = self._tokens.get(endpoint, deadline=deadline, on_sign=self._signed)
             ticket = None
-            if token is not self.accepted:  # a token the server accepted is not counted
-                ticket = yield _Permit(endpoint.key, deadline)
+            # RDS does not count a token it accepted before; DSQL counts every connection.
+            if endpoint.dsql or token is not self.accepted:
+                ticket = yield _Permit(endpoint.key, deadline, cfg.connect_rate)
             try:
                 conn = yield _Connect(token)
-            except AuthError as exc:
-                refusal = str(exc)
+            except _REFUSALS as exc:
+                refusal, refused = str(exc), type(exc)
             else:
                 self._limits.release(ticket)
                 self.accepted = token
                 self._logged_in(token)
                 return conn
-            self.probe.count("AuthFailures")
+            self.probe.count("AuthFailures" if refused is AuthError else "ServerThrottled")
             self._tokens.invalidate(endpoint)  # the next attempt signs anew
             delay = backoff.next_delay()
             if attempt > self._retries or self._rt.clock() + delay > deadline:
-                raise final_auth_error(refusal, attempt, self._rt.clock() - started)
+                # DSQL tells throttling apart (SQLSTATE 53400); an RDS refusal may be throttling.
+                hint = "" if endpoint.dsql else THROTTLING_HINT
+                elapsed = self._rt.clock() - started
+                raise final_refusal(refused(refusal), attempt, elapsed, hint)
             yield _Sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -1,7 +1,8 @@
 """``python -m iamdb``: tokens for people, and a configuration check.
 
-- ``python -m iamdb token pg|mysql [--name N]`` prints an auth token for the configured
-  database (iamdb's ``aws rds generate-db-auth-token``), for psql or mysql by hand.
+- ``python -m iamdb token pg|mysql|dsql [--name N]`` prints an auth token for the configured
+  database (iamdb's ``aws rds generate-db-auth-token`` / ``aws dsql generate-db-connect[-admin]
+  -auth-token``), for psql or mysql by hand.
 - ``python -m iamdb check [--connect]`` prints the resolved configuration of every
   configured instance, secrets masked; with ``--connect`` it logs in once to each and
   reports what it saw.
@@ -30,7 +31,8 @@ from iamdb.config import SQL_SUFFIXES, Engine, SqlConfig, env_prefix
 from iamdb.errors import ConfigError, IamDbError
 from iamdb.registry import Registry
 
-_INSTANCE_HOST = re.compile(r"IAMDB_(PG|MYSQL)_(?:(.+)_)?HOST")
+_INSTANCE_HOST = re.compile(r"IAMDB_(PG|MYSQL|DSQL)_(?:(.+)_)?HOST")
+_ENGINES: dict[str, Engine] = {"PG": "pg", "MYSQL": "mysql", "DSQL": "dsql"}
 
 
 def configured_instances(environ: Mapping[str, str]) -> list[tuple[Engine, str | None]]:
@@ -45,7 +47,7 @@ def configured_instances(environ: Mapping[str, str]) -> list[tuple[Engine, str |
         match = _INSTANCE_HOST.fullmatch(var)
         if match is None or not environ[var].strip():
             continue
-        engine: Engine = "pg" if match.group(1) == "PG" else "mysql"
+        engine = _ENGINES[match.group(1)]
         name = match.group(2)
         if name is not None:
             try:
@@ -88,12 +90,19 @@ def describe_metrics(registry: Registry) -> str:
 
 
 def describe(cfg: SqlConfig) -> list[str]:
-    return [
+    lines = [
         f"[{cfg.label}] ({cfg.prefix}*)",
         f"  connect to: {cfg.host}:{cfg.port}  user: {cfg.user}  database: {cfg.dbname or '-'}",
         f"  token signed for: {cfg.signing_host}:{cfg.signing_port}  region: {cfg.region}",
         f"  tls: {cfg.sslmode}  ca: {cfg.sslrootcert}  connect timeout: {cfg.connect_timeout} s",
     ]
+    if cfg.engine == "dsql":
+        lines[2] = f"  token signed for: {cfg.signing_host}  region: {cfg.region}"
+        lines.append(
+            f"  token: dsql:{cfg.endpoint.action}, {cfg.token_lifetime} s  max age: "
+            f"{cfg.max_age:g} s  connect rate: {cfg.connect_rate:g}/s"
+        )
+    return lines
 
 
 def probe(registry: Registry, cfg: SqlConfig) -> str:
@@ -101,7 +110,10 @@ def probe(registry: Registry, cfg: SqlConfig) -> str:
     started = time.perf_counter()
     conn = registry.managed(cfg.engine, cfg.name).get()
     took = (time.perf_counter() - started) * 1000
-    if cfg.engine == "pg":
+    if cfg.engine == "dsql":  # no pg_stat_ssl on DSQL: what libpq says
+        user, version = conn.execute("SELECT current_user, version()").fetchone()
+        tls_text = "in use" if conn.pgconn.ssl_in_use else "none"
+    elif cfg.engine == "pg":
         user, version = conn.execute("SELECT current_user, version()").fetchone()
         tls = conn.execute("SELECT version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
         row = tls.fetchone()
@@ -133,7 +145,7 @@ def cmd_check(args: argparse.Namespace, registry: Registry) -> int:
         return 1
     instances = configured_instances(environ)
     if not instances:
-        print("no instance configured (set IAMDB_PG_HOST or IAMDB_MYSQL_HOST)")
+        print("no instance configured (set IAMDB_PG_HOST, IAMDB_MYSQL_HOST or IAMDB_DSQL_HOST)")
         return 1
     failures = 0
     for engine, name in instances:
@@ -207,8 +219,8 @@ def cmd_compass_file(args: argparse.Namespace, registry: Registry) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iamdb", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    token = sub.add_parser("token", help="print an RDS IAM auth token for a configured database")
-    token.add_argument("engine", choices=["pg", "mysql"])
+    token = sub.add_parser("token", help="print an IAM auth token for a configured database")
+    token.add_argument("engine", choices=["pg", "mysql", "dsql"])
     token.add_argument("--name", help="named instance (reads IAMDB_<ENGINE>_<NAME>_*)")
     check = sub.add_parser("check", help="print the resolved configuration, secrets masked")
     check.add_argument("--connect", action="store_true", help="log in once to each instance")

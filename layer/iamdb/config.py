@@ -1,7 +1,9 @@
 """Configuration from the environment, validated before any network call.
 
 Every SQL instance is described by ``IAMDB_<ENGINE>_*`` variables (the default instance)
-or ``IAMDB_<ENGINE>_<NAME>_*`` (``get_pg("reporting")`` reads ``IAMDB_PG_REPORTING_*``).
+or ``IAMDB_<ENGINE>_<NAME>_*`` (``get_pg("reporting")`` reads ``IAMDB_PG_REPORTING_*``);
+engines are ``pg``, ``mysql`` and ``dsql`` (Aurora DSQL: PostgreSQL with rules of its own, see
+:mod:`iamdb._dsql`).
 A missing or malformed value raises :class:`~iamdb.errors.ConfigError` naming the
 variable and what was expected. Instance names are case-insensitive (see
 :func:`iamdb._checks.instance_name`); numbers, ports and regions are ASCII.
@@ -15,8 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from iamdb import _dsql
 from iamdb._checks import (
+    INTEGER,
     ca_file_problem,
+    env_number,
+    env_text,
+    env_value,
     instance_name,
     is_ip,
     is_region,
@@ -24,11 +31,12 @@ from iamdb._checks import (
     valid_host,
 )
 from iamdb.errors import ConfigError
-from iamdb.tokens import Endpoint
+from iamdb.signer import TOKEN_LIFETIME_SECONDS
+from iamdb.tokens import DSQL_CONNECT, DSQL_CONNECT_ADMIN, Endpoint
 
-Engine = Literal["pg", "mysql"]
+Engine = Literal["pg", "mysql", "dsql"]
 
-DEFAULT_PORTS: dict[str, int] = {"pg": 5432, "mysql": 3306}
+DEFAULT_PORTS: dict[str, int] = {"pg": 5432, "mysql": 3306, "dsql": 5432}
 SSLMODES = ("disable", "require", "verify-ca", "verify-full")
 # MySQL's --ssl-mode spellings, accepted for IAMDB_MYSQL_SSLMODE.
 _MYSQL_SSLMODES = {
@@ -50,6 +58,9 @@ SQL_SUFFIXES = (
     "SSLMODE",
     "SSLROOTCERT",
     "CONNECT_TIMEOUT",
+    "TOKEN_EXPIRES_SECONDS",  # these three: DSQL only
+    "MAX_AGE_SECONDS",
+    "CONNECT_RATE",
 )
 # <id>.<cluster-|cluster-ro-|cluster-custom-|proxy-|><hash>.<region>.rds.amazonaws.com[.cn]
 _RDS_ENDPOINT = re.compile(
@@ -57,8 +68,6 @@ _RDS_ENDPOINT = re.compile(
     r"(?P<region>[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2})\.rds\.amazonaws\.com(?:\.cn)?\.?",
     re.IGNORECASE | re.ASCII,  # else [a-z] also matches U+017F, U+212A
 )
-_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)  # int() also reads Arabic digits and '1_0'
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -86,11 +95,14 @@ class SqlConfig:
     user: str
     dbname: str | None
     region: str
-    signing_host: str  # the RDS endpoint name the token is signed for
-    signing_port: int
+    signing_host: str  # the RDS (or DSQL) endpoint name the token is signed for
+    signing_port: int  # DSQL: unused, its tokens have no port
     sslmode: str
     sslrootcert: str
     connect_timeout: int
+    token_lifetime: int = TOKEN_LIFETIME_SECONDS  # DSQL: <P>TOKEN_EXPIRES_SECONDS
+    max_age: float | None = None  # DSQL: replace connections this old (seconds) at get_dsql()
+    connect_rate: float | None = None  # DSQL: new connections/s per cluster; None: the setting
 
     @property
     def label(self) -> str:
@@ -99,8 +111,12 @@ class SqlConfig:
 
     @property
     def endpoint(self) -> Endpoint:
-        """What this instance's tokens are signed for."""
-        return Endpoint(self.signing_host, self.signing_port, self.user, self.region)
+        """What this instance's tokens are signed for (DSQL: the action follows the role)."""
+        host, port, user, region = self.signing_host, self.signing_port, self.user, self.region
+        if self.engine != "dsql":
+            return Endpoint(host, port, user, region)
+        action = DSQL_CONNECT_ADMIN if user == _dsql.ADMIN_ROLE else DSQL_CONNECT
+        return Endpoint(host, port, user, region, action, self.token_lifetime)
 
 
 def env_prefix(engine: Engine, name: str | None) -> str:
@@ -113,8 +129,8 @@ def env_prefix(engine: Engine, name: str | None) -> str:
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the process-wide ``IAMDB_*`` settings."""
     env = settings_environ(environ)
-    refresh = _number(env, "IAMDB_TOKEN_REFRESH_SECONDS", 840.0, low=1.0, high=900.0)
-    idle = _number(env, "IAMDB_HEALTHCHECK_IDLE_SECONDS", 30.0, low=0.0, high=86400.0)
+    refresh = env_number(env, "IAMDB_TOKEN_REFRESH_SECONDS", 840.0, low=1.0, high=900.0)
+    idle = env_number(env, "IAMDB_HEALTHCHECK_IDLE_SECONDS", 30.0, low=0.0, high=86400.0)
     level = env.get("IAMDB_LOG_LEVEL", "").strip().upper() or None
     if level is not None and level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(
@@ -127,7 +143,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         level,
         connect_rate=_connect_rate(env),
         throttle_table=_throttle_table(env),
-        auth_retries=int(_number(env, "IAMDB_AUTH_RETRIES", 3, low=0, high=10, integer=True)),
+        auth_retries=int(env_number(env, "IAMDB_AUTH_RETRIES", 3, low=0, high=10, integer=True)),
         metrics_namespace=_metrics_namespace(env),
     )
 
@@ -141,14 +157,14 @@ _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 
 def _connect_rate(env: Mapping[str, str]) -> float:
     """``IAMDB_CONNECT_RATE`` when set, else the figure for ``IAMDB_DB_INSTANCE_CLASS``."""
-    if _get(env, "IAMDB_CONNECT_RATE") is not None:
-        return _number(env, "IAMDB_CONNECT_RATE", RDS_IAM_CONNECT_RATE, low=0.001, high=1e6)
-    klass = _text(env, "IAMDB_DB_INSTANCE_CLASS", required=False, max_len=64)
+    if env_value(env, "IAMDB_CONNECT_RATE") is not None:
+        return env_number(env, "IAMDB_CONNECT_RATE", RDS_IAM_CONNECT_RATE, low=0.001, high=1e6)
+    klass = env_text(env, "IAMDB_DB_INSTANCE_CLASS", required=False, max_len=64)
     return _CLASS_RATES.get((klass or "").lower(), RDS_IAM_CONNECT_RATE)
 
 
 def _throttle_table(env: Mapping[str, str]) -> str | None:
-    value = _get(env, "IAMDB_THROTTLE_TABLE")
+    value = env_value(env, "IAMDB_THROTTLE_TABLE")
     if value is not None and not _TABLE_NAME.fullmatch(value):
         raise ConfigError(
             "IAMDB_THROTTLE_TABLE",
@@ -164,7 +180,7 @@ _NAMESPACE = re.compile(r"(?!AWS/)[A-Za-z0-9.\-_/#: ]{1,255}", re.ASCII)
 def _metrics_namespace(env: Mapping[str, str]) -> str | None:
     """``IAMDB_METRICS_NAMESPACE``, else Powertools' ``POWERTOOLS_METRICS_NAMESPACE``, else None."""
     for var in ("IAMDB_METRICS_NAMESPACE", "POWERTOOLS_METRICS_NAMESPACE"):
-        value = _get(env, var)
+        value = env_value(env, var)
         if value is None:
             continue
         if not _NAMESPACE.fullmatch(value):
@@ -184,53 +200,40 @@ def load_sql_config(
     env = settings_environ(environ)
     p = env_prefix(engine, name)
     name = None if name is None else instance_name(name, SQL_SUFFIXES)
+    dsql = engine == "dsql"
     host = _host(env, p + "HOST", required=True)
-    port = int(_number(env, p + "PORT", DEFAULT_PORTS[engine], low=1, high=65535, integer=True))
-    signing_host, signing_port = _iam_host(env, p + "IAM_HOST", p + "HOST", host, port)
+    port = int(env_number(env, p + "PORT", DEFAULT_PORTS[engine], low=1, high=65535, integer=True))
+    timeout = int(env_number(env, p + "CONNECT_TIMEOUT", 5, low=1, high=300, integer=True))
+    signing_host, signing_port = _iam_host(env, p + "IAM_HOST", p + "HOST", host, port, dsql)
+    user = env_text(env, p + "USER", required=not dsql, max_len=128) or _dsql.ADMIN_ROLE
+    dbname = env_text(env, p + "DBNAME", required=False, max_len=128)
     return SqlConfig(
         engine=engine,
         name=name,
         prefix=p,
         host=host,
         port=port,
-        user=_text(env, p + "USER", required=True, max_len=128),  # type: ignore[arg-type]
-        dbname=_text(env, p + "DBNAME", required=False, max_len=128),
+        user=user,
+        dbname=_dsql.DBNAME if dsql and dbname is None else dbname,
         region=_region(env, p + "REGION", signing_host),
         signing_host=signing_host,
         signing_port=signing_port,
         sslmode=_sslmode(env, p + "SSLMODE", engine),
-        sslrootcert=_rootcert(env, p + "SSLROOTCERT"),
-        connect_timeout=int(_number(env, p + "CONNECT_TIMEOUT", 5, low=1, high=300, integer=True)),
+        sslrootcert=_rootcert(env, p + "SSLROOTCERT", dsql),
+        connect_timeout=timeout,
+        **(_dsql.limits(env, p) if dsql else {}),
     )
 
 
 def region_from_endpoint(hostname: str) -> str | None:
     """The region in an RDS endpoint name (instance, cluster, reader, custom, proxy; China,
-    GovCloud), or None when ``hostname`` is not an RDS endpoint name."""
+    GovCloud) or an Aurora DSQL cluster endpoint, or None when ``hostname`` is neither."""
     match = _RDS_ENDPOINT.fullmatch(hostname)
-    return match.group("region").lower() if match else None
-
-
-def _get(env: Mapping[str, str], var: str) -> str | None:
-    value = env.get(var)
-    if value is None or value.strip() == "":
-        return None
-    return value.strip()
-
-
-def _text(env: Mapping[str, str], var: str, *, required: bool, max_len: int) -> str | None:
-    value = _get(env, var)
-    if value is None:
-        if required:
-            raise ConfigError(var, "is required and not set")
-        return None
-    if len(value) > max_len or not value.isprintable():
-        raise ConfigError(var, f"expected at most {max_len} printable characters")
-    return value
+    return match.group("region").lower() if match else _dsql.region_from_endpoint(hostname)
 
 
 def _host(env: Mapping[str, str], var: str, *, required: bool) -> str:
-    value = _get(env, var)
+    value = env_value(env, var)
     if value is None:
         raise ConfigError(var, "is required and not set (the database host name or IP)")
     if not valid_host(value):
@@ -239,38 +242,39 @@ def _host(env: Mapping[str, str], var: str, *, required: bool) -> str:
 
 
 def _iam_host(
-    env: Mapping[str, str], var: str, host_var: str, host: str, port: int
+    env: Mapping[str, str], var: str, host_var: str, host: str, port: int, dsql: bool
 ) -> tuple[str, int]:
-    """``IAM_HOST`` is ``name`` or ``name:port``; default: the connect host and port.
+    """``IAM_HOST`` is ``name`` or ``name:port`` (DSQL: ``name``, its tokens have no port);
+    default: the connect host and port.
 
-    Never an IP: RDS accepts only tokens signed for its endpoint name.
+    Never an IP: RDS and DSQL accept only tokens signed for their endpoint name.
     """
-    value = _get(env, var)
+    server, example = ("DSQL", "<id>.dsql.<region>.on.aws") if dsql else (
+        "RDS", "mydb.xxxx.<region>.rds.amazonaws.com")  # fmt: skip
+    value = env_value(env, var)
     if value is None:
         if is_ip(host):
             raise ConfigError(
                 var,
-                f"not set while {host_var}={host} is an IP address: RDS accepts only tokens "
-                "signed for its endpoint name; set it to that name (mydb.xxxx.<region>"
-                ".rds.amazonaws.com)",
+                f"not set while {host_var}={host} is an IP address: {server} accepts only tokens "
+                f"signed for its endpoint name; set it to that name ({example})",
             )
         return host, port
     name, sep, port_text = value.rpartition(":") if value.count(":") == 1 else ("", "", "")
     if not sep:
         name = value
-    if not valid_host(name) or is_ip(name):
-        raise ConfigError(
-            var, f"expected an RDS endpoint name, optionally ':port', got {value!r:.80}"
-        )
+    if not valid_host(name) or is_ip(name) or (dsql and sep):
+        optional = "" if dsql else ", optionally ':port'"
+        raise ConfigError(var, f"expected the {server} endpoint name{optional}, got {value!r:.80}")
     if not sep:
         return name, port
-    if not _INTEGER.fullmatch(port_text) or len(port_text) > 5 or not 1 <= int(port_text) <= 65535:
+    if not INTEGER.fullmatch(port_text) or len(port_text) > 5 or not 1 <= int(port_text) <= 65535:
         raise ConfigError(var, f"expected a port number 1-65535 after ':', got {port_text!r:.20}")
     return name, int(port_text)
 
 
 def _region(env: Mapping[str, str], var: str, signing_host: str) -> str:
-    value = _get(env, var)
+    value = env_value(env, var)
     if value is not None:
         if not is_region(value):
             raise ConfigError(var, f"expected an AWS region such as 'us-east-1', got {value!r:.40}")
@@ -278,18 +282,18 @@ def _region(env: Mapping[str, str], var: str, signing_host: str) -> str:
     parsed = region_from_endpoint(signing_host)
     if parsed:
         return parsed
-    fallback = _get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION")
+    fallback = env_value(env, "AWS_REGION") or env_value(env, "AWS_DEFAULT_REGION")
     if fallback is None or not is_region(fallback):
         raise ConfigError(
             var,
-            f"not set, {signing_host!r:.80} is not an RDS endpoint name, and AWS_REGION "
+            f"not set, {signing_host!r:.80} is not an RDS or DSQL endpoint name, and AWS_REGION "
             "is not a valid region: set it to the database's region, e.g. 'us-east-1'",
         )
     return fallback
 
 
 def _sslmode(env: Mapping[str, str], var: str, engine: Engine) -> str:
-    value = _get(env, var)
+    value = env_value(env, var)
     if value is None:
         return "verify-full"
     mode = value.lower()
@@ -304,33 +308,13 @@ def _sslmode(env: Mapping[str, str], var: str, engine: Engine) -> str:
     return mode
 
 
-def _rootcert(env: Mapping[str, str], var: str) -> str:
-    value = _get(env, var)
+def _rootcert(env: Mapping[str, str], var: str, dsql: bool) -> str:
+    """The CA file: the bundled RDS CAs by default; for DSQL, whose certificates chain to
+    Amazon's public roots, the system's CA store."""
+    value = env_value(env, var)
     if value is None:
-        return DEFAULT_CA_BUNDLE
+        return _dsql.system_ca_file(env, var) if dsql else DEFAULT_CA_BUNDLE
     problem = ca_file_problem(value)
     if problem is not None:
         raise ConfigError(var, f"expected the path of a PEM CA bundle: {problem}")
     return value
-
-
-def _number(
-    env: Mapping[str, str],
-    var: str,
-    default: float,
-    *,
-    low: float,
-    high: float,
-    integer: bool = False,
-) -> float:
-    value = _get(env, var)
-    if value is None:
-        return default
-    kind = "an integer" if integer else "a number"
-    pattern = _INTEGER if integer else _DECIMAL
-    if len(value) > 40 or not pattern.fullmatch(value):  # ASCII: no 'nan', '1e9', '1_0'
-        raise ConfigError(var, f"expected {kind} from {low:g} to {high:g}, got {value!r:.40}")
-    number = int(value) if integer else float(value)
-    if not low <= number <= high:
-        raise ConfigError(var, f"expected {kind} from {low:g} to {high:g}, got {value!r:.40}")
-    return number

@@ -37,9 +37,16 @@ class CredentialsError(IamDbError):
 
 
 class ThrottleError(IamDbError):
-    """No permit for a new IAM login could be had before the deadline.
+    """No permit for a new IAM login could be had before the deadline, or the server kept
+    refusing new connections for their rate (Aurora DSQL's SQLSTATE 53400).
 
-    RDS throttles new IAM logins per instance; iamdb paces them (``IAMDB_CONNECT_RATE``,
-    ``IAMDB_THROTTLE_TABLE``) and raises this instead of waiting past the invocation's
-    remaining time (see :func:`iamdb.set_lambda_context`) or the limiter's own bound.
+    RDS throttles new IAM logins per instance, DSQL new connections per cluster; iamdb paces
+    them (``IAMDB_CONNECT_RATE``, ``IAMDB_DSQL_CONNECT_RATE``, ``IAMDB_THROTTLE_TABLE``) and
+    raises this instead of waiting past the invocation's remaining time (see
+    :func:`iamdb.set_lambda_context`) or the limiter's own bound.
     """
+
+
+class ConflictError(IamDbError):
+    """A transaction kept failing with SQLSTATE 40001 (Aurora DSQL's optimistic concurrency)
+    after every attempt :func:`iamdb.dsql_transaction` was allowed."""

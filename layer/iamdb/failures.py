@@ -7,8 +7,9 @@ driver's own text is kept (scrubbed of the token, which drivers never print anyw
 
 from __future__ import annotations
 
+from iamdb import _dsql
 from iamdb.config import SqlConfig
-from iamdb.errors import AuthError, ConnectError
+from iamdb.errors import AuthError, ConnectError, ThrottleError
 from iamdb.tokens import Token
 
 _DB_USER_SETUP = {
@@ -27,6 +28,8 @@ def scrub(text: str, *secrets: str) -> str:
 
 def auth_refused(cfg: SqlConfig, detail: str, token: Token) -> AuthError:
     """The server refused the IAM login."""
+    if cfg.engine == "dsql":
+        return _dsql_refused(cfg, detail, token)
     setup = _DB_USER_SETUP[cfg.engine].format(user=cfg.user)
     return AuthError(
         f"{cfg.label}: the server at {cfg.host}:{cfg.port} refused the IAM login of user "
@@ -41,6 +44,34 @@ def auth_refused(cfg: SqlConfig, detail: str, token: Token) -> AuthError:
     )
 
 
+def _dsql_refused(cfg: SqlConfig, detail: str, token: Token) -> AuthError:
+    action = cfg.endpoint.action
+    grant = ""
+    if cfg.user != _dsql.ADMIN_ROLE:
+        grant = f"the role is not granted to it (as admin: AWS IAM GRANT {cfg.user} TO '<ARN>'); "
+    return AuthError(
+        f"{cfg.label}: the Aurora DSQL cluster at {cfg.host}:{cfg.port} refused the IAM login "
+        f"of role {cfg.user!r} (token dsql:{action}, signed for {cfg.signing_host}, region "
+        f"{cfg.region}): {scrub(detail, token.value).strip()}. Usual causes: the function's IAM "
+        f"policy lacks dsql:{action} on arn:aws:dsql:{cfg.region}:<account>:cluster/<cluster id> "
+        f"(the admin role needs dsql:DbConnectAdmin, every other role dsql:DbConnect); {grant}"
+        "the credentials the token was signed with expired; the token was signed for another "
+        f"name than the cluster endpoint (set {cfg.prefix}IAM_HOST when connecting through a "
+        f"tunnel or an IP) or region (set {cfg.prefix}REGION)."
+    )
+
+
+def rate_refused(cfg: SqlConfig, detail: str, token: Token) -> ThrottleError:
+    """Aurora DSQL refused a new connection for the cluster's connection rate (53400)."""
+    return ThrottleError(
+        f"{cfg.label}: the Aurora DSQL cluster at {cfg.host}:{cfg.port} refused a new "
+        f"connection for its rate (SQLSTATE 53400): {scrub(detail, token.value).strip()}. "
+        f"DSQL admits {_dsql.CONNECT_RATE:g} new connections per second per cluster, whoever "
+        f"makes them: lower {cfg.prefix}CONNECT_RATE (now {cfg.connect_rate:g}) to leave room "
+        "for other clients, or set IAMDB_THROTTLE_TABLE to pace the whole fleet."
+    )
+
+
 def connect_failed(cfg: SqlConfig, detail: str, token: Token) -> ConnectError:
     """The connection failed before or around the login: network, timeout or TLS."""
     hint = ""
@@ -50,6 +81,11 @@ def connect_failed(cfg: SqlConfig, detail: str, token: Token) -> ConnectError:
             f" TLS is verified ({cfg.prefix}SSLMODE={cfg.sslmode}) against "
             f"{cfg.prefix}SSLROOTCERT={cfg.sslrootcert}; the host name must match the "
             "server certificate."
+        )
+    elif cfg.engine == "dsql" and any(m in lowered for m in _dsql.TOO_MANY_CONNECTIONS):
+        hint = (
+            " The cluster has as many open connections as its quota allows (10,000 by default,"
+            " SQLSTATE 53300): connections left open elsewhere count too."
         )
     return ConnectError(
         f"{cfg.label}: could not connect to {cfg.host}:{cfg.port} as {cfg.user!r} within "

@@ -107,7 +107,8 @@ class TokenBucket:
 
 class Limits:
     """The permits of new IAM logins: one :class:`TokenBucket` per signing endpoint
-    (``host:port``) shared by the whole process, then the fleet's ticket queue when set.
+    (RDS ``host:port``, a DSQL cluster endpoint) shared by the whole process, then the fleet's
+    ticket queue when set.
 
     Waiting is ``runtime.sleep``, never past the caller's deadline.
     """
@@ -119,21 +120,26 @@ class Limits:
         self._lock = threading.Lock()
         self._buckets: dict[str, TokenBucket] = {}
 
-    def permit(self, endpoint: str, deadline: float, probe: Probe) -> Ticket | None:
-        """Wait for the permits of one new login to ``endpoint`` (``host:port``).
+    def permit(
+        self, endpoint: str, deadline: float, probe: Probe, *, rate: float | None = None
+    ) -> Ticket | None:
+        """Wait for the permits of one new login to ``endpoint`` (an :attr:`Endpoint.key
+        <iamdb.tokens.Endpoint.key>`), whose server admits ``rate`` logins per second (None:
+        this limiter's own rate, ``IAMDB_CONNECT_RATE``).
 
         Returns the fleet ticket to :meth:`release` after the login (None without one).
         Raises ThrottleError, without waiting, when no permit comes before ``deadline``.
         """
+        rate = self.rate if rate is None else rate
         started = self._rt.clock()
-        ready = self._bucket(endpoint).reserve(deadline)
+        ready = self._bucket(endpoint, rate).reserve(deadline)
         wait = ready - self._rt.clock()
         if wait > 0:
             self._rt.sleep(wait)
         ticket = None
         if self.fleet is not None:
             with probe.span("fleet ticket"):
-                ticket = self.fleet.acquire(endpoint, self.rate, deadline)
+                ticket = self.fleet.acquire(endpoint, rate, deadline)
             if ticket is None:
                 probe.count("LimiterFailOpen")
         probe.count("ThrottleWaitMs", 1000.0 * max(0.0, self._rt.clock() - started))
@@ -144,10 +150,10 @@ class Limits:
         if ticket is not None and self.fleet is not None:
             self.fleet.release(ticket)
 
-    def _bucket(self, endpoint: str) -> TokenBucket:
+    def _bucket(self, endpoint: str, rate: float) -> TokenBucket:
         with self._lock:
             found = self._buckets.get(endpoint)
             if found is None:
-                found = TokenBucket(paced_rate(self.rate), clock=self._rt.clock)
+                found = TokenBucket(paced_rate(rate), clock=self._rt.clock)
                 self._buckets[endpoint] = found
             return found

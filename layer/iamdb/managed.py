@@ -12,7 +12,9 @@ connection before handing it out, cheaply:
    died, e.g. a NAT that forgot the flow, shows nothing to ``poll()``).
 
 A dead connection is closed and replaced by a fresh login with a cached (or re-signed)
-token; the caller never sees the dead one.
+token; the caller never sees the dead one. So is, with a maximum age (Aurora DSQL, which ends
+every session after an hour), a connection that reached it: at :meth:`get`, the start of an
+invocation, and never while a transaction is open on it, so no work in flight is cut off.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class ManagedConnection(Generic[C]):
         self._conn: C | None = None
         self._poll: select.poll | None = None
         self._last_used = 0.0
+        self._opened = 0.0  # when the connection's login began (the server's age is older)
         self.reused = False  # whether the last get() handed out an already open connection
 
     @property
@@ -68,10 +71,10 @@ class ManagedConnection(Generic[C]):
         with self._lock:
             now = self._rt.clock()
             conn = self._conn
-            reused = conn is not None and self._healthy(conn, now)
+            reused = conn is not None and not self._aged(conn, now) and self._healthy(conn, now)
             if conn is None or not reused:
                 conn = self.login.connect()
-                self._conn, self._poll = conn, watch(self.login.driver.fileno(conn))
+                self._conn, self._poll, self._opened = conn, watch(self.login.driver.fileno(conn)), now
             self.reused = reused
             self._last_used = now
             return conn
@@ -80,6 +83,22 @@ class ManagedConnection(Generic[C]):
         """Close the connection (if any); the next :meth:`get` logs in again."""
         with self._lock:
             self._discard()
+
+    def _aged(self, conn: C, now: float) -> bool:
+        """Whether the connection reached the instance's maximum age (and was discarded)."""
+        max_age = self.cfg.max_age
+        age = now - self._opened
+        if max_age is None or age < max_age or self.login.driver.in_transaction(conn):
+            return False
+        logger.info(
+            "%s: replacing the connection after %.0f s (%sMAX_AGE_SECONDS=%g)",
+            self.cfg.label,
+            age,
+            self.cfg.prefix,
+            max_age,
+        )
+        self._discard()
+        return True
 
     def _healthy(self, conn: C, now: float) -> bool:
         reason = self._problem(conn, now)

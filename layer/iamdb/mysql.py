@@ -80,6 +80,11 @@ class MySqlDriver:
     def is_closed(self, conn: MySqlConnection) -> bool:
         return not conn.open
 
+    def in_transaction(self, conn: MySqlConnection) -> bool:
+        from pymysql.constants.SERVER_STATUS import SERVER_STATUS_IN_TRANS
+
+        return bool(conn.server_status & SERVER_STATUS_IN_TRANS)
+
     def ping(self, conn: MySqlConnection) -> None:
         conn.ping(reconnect=False)
 

@@ -1,7 +1,8 @@
-"""PostgreSQL through psycopg 3: open, check and close IAM-authenticated connections.
+"""PostgreSQL and Aurora DSQL through psycopg 3: open, check and close IAM-authenticated
+connections.
 
 psycopg is imported only when a PostgreSQL connection is first opened, so handlers
-that never call :func:`iamdb.get_pg` do not pay for it.
+that never call :func:`iamdb.get_pg` or :func:`iamdb.get_dsql` do not pay for it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import contextlib
 import os
 from typing import TYPE_CHECKING, Any
 
+from iamdb import _dsql
+from iamdb._checks import is_ip
 from iamdb.config import SqlConfig
 from iamdb.errors import IamDbError
-from iamdb.failures import auth_refused, connect_failed
+from iamdb.failures import auth_refused, connect_failed, rate_refused
 from iamdb.tokens import Token
 
 if TYPE_CHECKING:
@@ -28,7 +31,7 @@ _AUTH_MARKERS = ("authentication failed", "password authentication", "28000", "2
 
 
 class PgDriver:
-    """The :class:`iamdb.managed.Driver` for psycopg 3 connections."""
+    """The :class:`iamdb.managed.Driver` for psycopg 3 connections (PostgreSQL and DSQL)."""
 
     engine = "pg"
 
@@ -74,6 +77,11 @@ class PgDriver:
     def is_closed(self, conn: PgConnection | PgAsyncConnection) -> bool:
         return bool(conn.closed or conn.broken)
 
+    def in_transaction(self, conn: PgConnection) -> bool:
+        from psycopg.pq import TransactionStatus
+
+        return conn.info.transaction_status != TransactionStatus.IDLE
+
     def ping(self, conn: PgConnection) -> None:
         conn.execute("SELECT 1").fetchone()
 
@@ -97,9 +105,17 @@ class PgDriver:
 
 
 def _params(cfg: SqlConfig) -> dict[str, Any]:
-    """Everything psycopg's connect takes from ``cfg`` (the password and autocommit apart)."""
+    """Everything psycopg's connect takes from ``cfg`` (the password and autocommit apart).
+
+    DSQL routes connections by the TLS server name (SNI): through a tunnel (``HOST`` an IP),
+    libpq is given the cluster endpoint as ``host``, for SNI and the certificate check, and the
+    IP as ``hostaddr``, where the socket goes.
+    """
+    host: dict[str, str] = {"host": cfg.host}
+    if cfg.engine == "dsql" and is_ip(cfg.host):
+        host = {"host": cfg.signing_host, "hostaddr": cfg.host}
     return {
-        "host": cfg.host,
+        **host,
         "port": cfg.port,
         "user": cfg.user,
         "dbname": cfg.dbname or cfg.user,
@@ -111,8 +127,13 @@ def _params(cfg: SqlConfig) -> dict[str, Any]:
 
 
 def _classify(cfg: SqlConfig, exc: Exception, token: Token) -> IamDbError:
+    """Refused login (AuthError), refused for the rate (DSQL: ThrottleError) or anything else
+    (ConnectError). A failed connect carries no SQLSTATE: libpq's text says which it was."""
     detail = str(exc)
+    lowered = detail.lower()
     sqlstate = (getattr(exc, "sqlstate", None) or "").lower()
-    if sqlstate.startswith("28") or any(m in detail.lower() for m in _AUTH_MARKERS):
+    if cfg.engine == "dsql" and any(m in lowered for m in _dsql.RATE_EXCEEDED):
+        return rate_refused(cfg, detail, token)
+    if sqlstate.startswith("28") or any(m in lowered for m in _AUTH_MARKERS):
         return auth_refused(cfg, detail, token)
     return connect_failed(cfg, detail, token)

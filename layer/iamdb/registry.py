@@ -1,4 +1,5 @@
-"""The registry behind the documented singletons ``get_pg``, ``get_mysql`` and ``reset``.
+"""The registry behind the documented singletons ``get_pg``, ``get_mysql``, ``get_dsql`` and
+``reset``.
 
 One :class:`Registry` per process (``iamdb.registry.default``) holds, for each engine and
 instance name, one :class:`~iamdb.managed.ManagedConnection`, plus what they share: the
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from iamdb._checks import instance_name
 from iamdb._login import Driver, Login
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from iamdb._mongo_handle import MongoHandle
     from iamdb.limiter import Limits
     from iamdb.pg import PgConnection
+
+T = TypeVar("T")
 
 
 class Registry:
@@ -82,6 +86,19 @@ class Registry:
     def get_mysql(self, name: str | None = None) -> Any:
         """The PyMySQL connection for ``IAMDB_MYSQL_*`` (or ``IAMDB_MYSQL_<NAME>_*``)."""
         return self._get_sql("mysql", name)
+
+    def get_dsql(self, name: str | None = None) -> PgConnection:
+        """The Aurora DSQL connection for ``IAMDB_DSQL_*`` (or ``IAMDB_DSQL_<NAME>_*``)."""
+        conn: PgConnection = self._get_sql("dsql", name)
+        return conn
+
+    def dsql_transaction(
+        self, fn: Callable[[PgConnection], T], name: str | None = None, *, attempts: int = 3
+    ) -> T:
+        """``fn(conn)`` in a transaction on :meth:`get_dsql`, run again after 40001 conflicts."""
+        from iamdb._dsql import run_transaction
+
+        return run_transaction(self, fn, name, attempts=attempts)
 
     def get_mongo(self, name: str | None = None) -> MongoClient[Any]:
         """The pymongo client for ``IAMDB_MONGO_*`` (or ``IAMDB_MONGO_<NAME>_*``)."""
@@ -302,9 +319,10 @@ class Registry:
         )
 
     def _driver(self, engine: Engine) -> Driver[Any]:
-        driver = self._drivers.get(engine)
+        kind = "mysql" if engine == "mysql" else "pg"  # DSQL speaks PostgreSQL
+        driver = self._drivers.get(kind)
         if driver is None:
-            if engine == "pg":
+            if kind == "pg":
                 from iamdb.pg import PgDriver
 
                 driver = PgDriver()
@@ -312,7 +330,7 @@ class Registry:
                 from iamdb.mysql import MySqlDriver
 
                 driver = MySqlDriver()
-            self._drivers[engine] = driver
+            self._drivers[kind] = driver
         return driver
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from iamdb.errors import AuthError
+from iamdb.errors import AuthError, ThrottleError
 
 THROTTLING_HINT = (
     "IAM login throttling is one possible cause: RDS counts throttled IAM logins in the "
@@ -50,8 +50,10 @@ class DecorrelatedJitter:
         return delay
 
 
-def final_auth_error(refusal: str, tries: int, elapsed: float) -> AuthError:
-    """The AuthError that ends a login's retries: the last refusal, how many attempts, and
-    how to tell throttling from a real misconfiguration."""
+def final_refusal(
+    refusal: AuthError | ThrottleError, tries: int, elapsed: float, hint: str = THROTTLING_HINT
+) -> AuthError | ThrottleError:
+    """The error that ends a login's retries, of the last refusal's kind: its message, how many
+    attempts, and ``hint`` (by default: how to tell RDS throttling from a misconfiguration)."""
     attempts = "1 attempt" if tries == 1 else f"{tries} attempts over {elapsed:.1f} s"
-    return AuthError(f"{refusal.rstrip()} ({attempts}.) {THROTTLING_HINT}")
+    return type(refusal)(f"{str(refusal).rstrip()} ({attempts}.) {hint}".rstrip())

@@ -18,8 +18,10 @@ Everything here is optional and costs nothing until it is used:
 Names of metrics (all ``Count`` unless said): ``ConnectionsOpened``, ``Reconnects`` (a dead
 connection replaced), ``TokensSigned``, ``CredentialRefreshes`` (AssumeRole for Mongo),
 ``ThrottleWaitMs`` (``Milliseconds`` waited for IAM login permits), ``AuthRetries``,
-``AuthFailures`` (logins the server refused), ``LimiterFailOpen`` (the fleet limiter's
-DynamoDB failed and the login went ahead on the process limiter alone).
+``AuthFailures`` (logins the server refused), ``ServerThrottled`` (new connections the server
+refused for their rate: Aurora DSQL's SQLSTATE 53400), ``LimiterFailOpen`` (the fleet limiter's
+DynamoDB failed and the login went ahead on the process limiter alone), ``TransactionRetries``
+(transactions :func:`iamdb.dsql_transaction` ran again after a 40001 conflict).
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ METRICS = (
     "ThrottleWaitMs",
     "AuthRetries",
     "AuthFailures",
+    "ServerThrottled",
     "LimiterFailOpen",
+    "TransactionRetries",
 )
 _UNITS = {"ThrottleWaitMs": "Milliseconds"}
 _TRACER_MODULE = "aws_lambda_powertools.tracing.tracer"

@@ -1,11 +1,12 @@
-"""Reuse RDS IAM tokens until shortly before they expire.
+"""Reuse RDS and Aurora DSQL IAM tokens until shortly before they expire.
 
 AWS recommends reusing tokens, and new IAM logins are throttled (about 200 per second
 per instance), so every new connection of a process should present the same token
 while it is fresh. A token is re-signed when it reaches ``refresh_seconds`` of age
-(default 840: one minute before the 15-minute lifetime ends), at once when the
-credentials change (rotation on Lambda, a refreshed assumed role), and after the server
-refused it (:meth:`TokenCache.invalidate`).
+(default 840: one minute before RDS's 15-minute lifetime ends; a DSQL token, whose lifetime
+the signer picks, at the same fraction of its own), at once when the credentials change
+(rotation on Lambda, a refreshed assumed role), and after the server refused it
+(:meth:`TokenCache.invalidate`).
 """
 
 from __future__ import annotations
@@ -17,25 +18,55 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from iamdb.credentials import CredentialResolver, default_resolver
+from iamdb.credentials import CredentialResolver, Credentials, default_resolver
 from iamdb.errors import ConfigError
-from iamdb.signer import TOKEN_LIFETIME_SECONDS, generate_db_auth_token
+from iamdb.signer import TOKEN_LIFETIME_SECONDS, generate_db_auth_token, generate_dsql_auth_token
 
 __all__ = ["Endpoint", "Token", "TokenCache"]
 
 
+RDS_CONNECT = "connect"  # rds-db:connect
+DSQL_CONNECT = "DbConnect"  # dsql:DbConnect, every role but admin
+DSQL_CONNECT_ADMIN = "DbConnectAdmin"  # dsql:DbConnectAdmin, the admin role only
+
+
 class Endpoint(NamedTuple):
-    """What a token is signed for: the RDS endpoint name and port, the database user, the region."""
+    """What a token is signed for: the endpoint name and port, the database user, the region,
+    and the token's ``action`` and lifetime: RDS's ``connect`` (900 s, fixed), or Aurora DSQL's
+    ``DbConnect`` / ``DbConnectAdmin`` with the lifetime the signer chooses."""
 
     host: str
     port: int
     user: str
     region: str
+    action: str = RDS_CONNECT
+    lifetime: int = TOKEN_LIFETIME_SECONDS
+
+    @property
+    def dsql(self) -> bool:
+        """An Aurora DSQL cluster: it limits every new connection, not only new tokens."""
+        return self.action != RDS_CONNECT
 
     @property
     def key(self) -> str:
-        """``host:port`` in lower case: what RDS throttles, so what the limiters pace."""
-        return f"{self.host.lower()}:{self.port}"
+        """What the server throttles, so what the limiters pace, in lower case: ``host:port``
+        for RDS (the instance), the cluster endpoint name for DSQL (its tokens have no port)."""
+        return self.host.lower() if self.dsql else f"{self.host.lower()}:{self.port}"
+
+    def sign(self, credentials: Credentials, now: datetime) -> str:
+        """A token for this endpoint, signed at ``now``."""
+        if self.dsql:
+            return generate_dsql_auth_token(
+                self.host,
+                self.region,
+                admin=self.action == DSQL_CONNECT_ADMIN,
+                expires_in=self.lifetime,
+                credentials=credentials,
+                now=now,
+            )
+        return generate_db_auth_token(
+            self.host, self.port, self.user, self.region, credentials=credentials, now=now
+        )
 
 
 _Key = tuple[Endpoint, str]  # endpoint, access key
@@ -64,7 +95,8 @@ class TokenCache:
     """One token per (signing host, port, user, region, access key), reused while fresh.
 
     A token is reused until it is ``refresh_seconds`` old (default 840: one minute
-    before the 15-minute lifetime ends) and re-signed at once when the credentials
+    before RDS's 15-minute lifetime ends; an endpoint with another lifetime, DSQL's, at the
+    same fraction of it: 3,360 s of 3,600) and re-signed at once when the credentials
     change (a new access key, or the same key with a different secret or session
     token); entries of credentials that are no longer current are dropped, so the cache
     never grows beyond the endpoints in use. Thread-safe: concurrent callers wanting
@@ -88,7 +120,7 @@ class TokenCache:
             )
         self._resolver = default_resolver if resolver is None else resolver
         self._clock = clock
-        self._refresh = refresh_seconds
+        self._refresh_fraction = refresh_seconds / TOKEN_LIFETIME_SECONDS
         self._lock = threading.Lock()
         self._entries: dict[_Key, Token] = {}
         self._identity: tuple[str, str] | None = None  # (access key, fingerprint)
@@ -118,19 +150,19 @@ class TokenCache:
             now = self._clock()
             token = self._entries.get(key)
             # A negative age means the clock went back: sign again rather than trust it.
-            if token is not None and 0 <= token.age(now) < self._refresh:
+            if token is not None and 0 <= token.age(now) < self.refresh_age(endpoint):
                 return token
-            value = generate_db_auth_token(
-                *endpoint,
-                credentials=creds,
-                now=datetime.fromtimestamp(now, timezone.utc),
-            )
+            value = endpoint.sign(creds, datetime.fromtimestamp(now, timezone.utc))
             token = Token(value, now, creds.access_key)
             self._entries[key] = token
             self.signed_count += 1
         if on_sign is not None:
             on_sign()
         return token
+
+    def refresh_age(self, endpoint: Endpoint) -> float:
+        """The age at which ``endpoint``'s token is re-signed (840 s of RDS's 900 by default)."""
+        return self._refresh_fraction * endpoint.lifetime
 
     def invalidate(self, endpoint: Endpoint) -> None:
         """Forget the token(s) of an endpoint, e.g. after the server refused one."""

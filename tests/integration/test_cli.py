@@ -29,13 +29,36 @@ def test_token_command_prints_a_token_the_server_accepts(stack: Any, stack_env: 
         assert conn.execute("SELECT current_user").fetchone() == ("iamdb_app",)
 
 
+def test_dsql_token_command_prints_a_db_connect_admin_token_the_cluster_accepts(
+    stack: Any, stack_env: Any
+) -> None:
+    result = run_iamdb(stack.env, "token", "dsql")
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert token.startswith(f"{stack.env['IAMDB_DSQL_IAM_HOST']}/?Action=DbConnectAdmin&")
+    env = stack.env
+    with psycopg.connect(
+        host=env["IAMDB_DSQL_IAM_HOST"],
+        hostaddr=env["IAMDB_DSQL_HOST"],
+        port=int(env["IAMDB_DSQL_PORT"]),
+        user="admin",
+        dbname="postgres",
+        password=token,
+        sslmode="verify-full",
+        sslrootcert=env["IAMDB_DSQL_SSLROOTCERT"],
+    ) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("admin",)
+
+
 def test_check_connect_reports_every_instance_and_masks_secrets(stack: Any, stack_env: Any) -> None:
     result = run_iamdb(stack.env, "check", "--connect")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for label in ("[pg]", "[pg:reporting]", "[mysql]", "[mysql:reporting]"):
+    labels = ("[pg]", "[pg:reporting]", "[mysql]", "[mysql:reporting]", "[dsql]")
+    for label in labels:
         assert label in out
-    assert out.count("OK in") == 4 and "TLSv1." in out
+    assert out.count("OK in") == len(labels) and "TLSv1." in out
+    assert "token: dsql:DbConnectAdmin, 900 s  max age: 3300 s" in out
     for secret in (stack.env["AWS_SECRET_ACCESS_KEY"], stack.env["AWS_SESSION_TOKEN"]):
         assert secret not in out and secret not in result.stderr
     assert stack.env["AWS_ACCESS_KEY_ID"] not in out  # masked too, only its ends are shown

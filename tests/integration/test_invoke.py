@@ -128,6 +128,7 @@ def _example(function: str, env_json: Path) -> Any:
         ("PgExampleFunction", "pg.json", "postgresql"),
         ("MySqlExampleFunction", "mysql.json", "mysql"),
         ("SqlAlchemyExampleFunction", "sqlalchemy.json", "postgresql"),
+        ("DsqlExampleFunction", "dsql.json", "aurora-dsql"),
     ],
 )
 def test_example_cold_then_warm_reuses_the_connection(

@@ -181,6 +181,8 @@ def test_happy_paths_leak_nothing(secrets: Secrets, caplog: Any, recwarn: Any) -
     with mysql.cursor() as cur:
         cur.execute("SELECT 1")
         assert cur.fetchone() == (1,)
+    dsql = iamdb.get_dsql()
+    assert iamdb.dsql_transaction(lambda c: c.execute("SELECT 1").fetchone()) == (1,)
     client = iamdb.get_mongo()
     db = client.get_default_database()
     db.hygiene.insert_one({"ok": True})
@@ -193,10 +195,10 @@ def test_happy_paths_leak_nothing(secrets: Secrets, caplog: Any, recwarn: Any) -
     for managed in registry._managed.values():
         assert managed.last_token is not None
         secrets.add_token(managed.last_token.value)
-    assert len(set(secrets.tokens)) >= 3  # pg, pg:reporting, mysql (signed for their endpoints)
+    assert len(set(secrets.tokens)) >= 4  # pg, pg:reporting, mysql, dsql (their endpoints)
     assert len(secrets.leases) == 1 and len(secrets.roles) == 1
 
-    for where, conn in (("pg", pg), ("pg:reporting", pg_reporting)):
+    for where, conn in (("pg", pg), ("pg:reporting", pg_reporting), ("dsql", dsql)):
         secrets.see(f"psycopg repr {where}", repr(conn))
         secrets.see(f"psycopg dsn {where}", conn.info.dsn)
         secrets.see(f"psycopg params {where}", conn.info.get_parameters())
@@ -220,18 +222,20 @@ def test_failure_paths_leak_nothing(
     iamdb.get_mongo()  # a good lease first: its secrets must not show up in later failures
     for engine in ("pg", "mysql"):
         monkeypatch.setenv(f"IAMDB_{engine.upper()}_USER", "nobody")
+    monkeypatch.setenv("IAMDB_DSQL_USER", "iamdb_dsql_app")  # not allowed by the policy
     monkeypatch.setenv("IAMDB_MONGO_ROLE_ARN", MONGO_UNLISTED_ROLE_ARN)
     iamdb.reset()
     errors: list[tuple[str, BaseException]] = []
     for where, call in (
         ("pg wrong user", iamdb.get_pg),
         ("mysql wrong user", iamdb.get_mysql),
+        ("dsql role not allowed", iamdb.get_dsql),
         ("mongo not in $external", iamdb.get_mongo),
     ):
         with pytest.raises(AuthError) as info:
             call()
         errors.append((where, info.value))
-    assert len(secrets.tokens) >= 2 and len(secrets.leases) >= 2
+    assert len(secrets.tokens) >= 3 and len(secrets.leases) >= 2
 
     monkeypatch.setenv("IAMDB_PG_PORT", "54x")
     iamdb.reset()
@@ -411,7 +415,7 @@ def test_check_connect_output_leaks_nothing(secrets: Secrets, stack: Stack) -> N
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("OK in") == 4
+    assert result.stdout.count("OK in") == 5  # pg, pg:reporting, mysql x2, dsql
     # The subprocess signs its own tokens: none is known here, so look for their shape too.
     secrets.see("check stdout", result.stdout)
     secrets.see("check stderr", result.stderr)

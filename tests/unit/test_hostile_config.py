@@ -47,6 +47,7 @@ from iamdb.mongo import (
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 RDS_ENDPOINT = "app.c9akciq32.us-east-1.rds.amazonaws.com"
+DSQL_ENDPOINT = "abcdefghijklmnopqrstuvwxyz.dsql.eu-central-1.on.aws"
 CREDS = Credentials("ASIAROLEKEY", "role-secret", "role-token")
 SQL_SUFFIXES = (
     "HOST",
@@ -60,6 +61,8 @@ SQL_SUFFIXES = (
     "CONNECT_TIMEOUT",
 )
 SQL_PREFIXES = ("IAMDB_PG_", "IAMDB_MYSQL_", "IAMDB_PG_REPORTING_")
+DSQL_SUFFIXES = (*SQL_SUFFIXES, "TOKEN_EXPIRES_SECONDS", "MAX_AGE_SECONDS", "CONNECT_RATE")
+DSQL_PREFIXES = ("IAMDB_DSQL_", "IAMDB_DSQL_ORDERS_")
 SETTINGS_VARS = (
     "IAMDB_TOKEN_REFRESH_SECONDS",
     "IAMDB_HEALTHCHECK_IDLE_SECONDS",
@@ -70,12 +73,15 @@ SETTINGS_VARS = (
     "IAMDB_AUTH_RETRIES",
     "IAMDB_METRICS_NAMESPACE",
     "POWERTOOLS_METRICS_NAMESPACE",
+    "SSL_CERT_FILE",  # DSQL's default CA store
 )
 MONGO_VARS = tuple(
     "IAMDB_MONGO_" + s
     for s in ("URI", "ROLE_ARN", "SESSION_SECONDS", "REFRESH_SECONDS", "EXTERNAL_ID")
 )
-SQL_VARS = tuple(p + s for p in SQL_PREFIXES for s in SQL_SUFFIXES)
+SQL_VARS = tuple(p + s for p in SQL_PREFIXES for s in SQL_SUFFIXES) + tuple(
+    p + s for p in DSQL_PREFIXES for s in DSQL_SUFFIXES
+)
 ALL_VARS = SQL_VARS + SETTINGS_VARS + MONGO_VARS
 
 # Documented dependencies: a change to the key may be reported on one of the values.
@@ -83,8 +89,8 @@ DEPENDENT: dict[str, set[str]] = {
     # Without IAMDB_*_REGION the region comes from the RDS endpoint name the token is signed
     # for (IAM_HOST, else HOST); for any other name it is AWS_REGION, absent in BASE_NO_REGION.
     # An IP address as HOST needs an IAM_HOST (tokens are signed for the endpoint name).
-    **{p + "HOST": {p + "REGION", p + "IAM_HOST"} for p in SQL_PREFIXES},
-    **{p + "IAM_HOST": {p + "REGION"} for p in SQL_PREFIXES},
+    **{p + "HOST": {p + "REGION", p + "IAM_HOST"} for p in SQL_PREFIXES + DSQL_PREFIXES},
+    **{p + "IAM_HOST": {p + "REGION"} for p in SQL_PREFIXES + DSQL_PREFIXES},
     # Assuming a role calls STS, which needs a region (absent in BASE_NO_REGION).
     "IAMDB_MONGO_ROLE_ARN": {"AWS_REGION"},
 }
@@ -107,6 +113,21 @@ def _base(region: bool) -> dict[str, str]:
                 prefix + "CONNECT_TIMEOUT": "4",
             }
         )
+    # DSQL: the default instance on its defaults (user admin, database postgres, the region
+    # from the endpoint name, the system's CA store), the named one set in full.
+    env["IAMDB_DSQL_HOST"] = DSQL_ENDPOINT
+    env.update(
+        {
+            "IAMDB_DSQL_ORDERS_HOST": "127.0.0.1",
+            "IAMDB_DSQL_ORDERS_PORT": "15432",
+            "IAMDB_DSQL_ORDERS_USER": "orders_app",
+            "IAMDB_DSQL_ORDERS_IAM_HOST": DSQL_ENDPOINT,
+            "IAMDB_DSQL_ORDERS_SSLROOTCERT": DEFAULT_CA_BUNDLE,
+            "IAMDB_DSQL_ORDERS_TOKEN_EXPIRES_SECONDS": "3600",
+            "IAMDB_DSQL_ORDERS_MAX_AGE_SECONDS": "3000",
+            "IAMDB_DSQL_ORDERS_CONNECT_RATE": "50",
+        }
+    )
     if region:
         env.update(AWS_REGION="eu-west-1", AWS_DEFAULT_REGION="eu-west-1")
     return env
@@ -293,6 +314,8 @@ def _load_all(env: Mapping[str, str]) -> list[object]:
         load_sql_config("pg", None, env),
         load_sql_config("mysql", None, env),
         load_sql_config("pg", "reporting", env),
+        load_sql_config("dsql", None, env),
+        load_sql_config("dsql", "orders", env),
         load_mongo_config(None, env),
     ]
 
@@ -328,7 +351,21 @@ def _check_valid(configs: list[object]) -> None:
         assert cfg.sslmode in SSLMODES
         assert "\0" not in cfg.sslrootcert
         assert isinstance(cfg.connect_timeout, int) and 1 <= cfg.connect_timeout <= 300
+        if cfg.engine == "dsql":
+            _check_dsql(cfg)
+        else:
+            assert (cfg.token_lifetime, cfg.max_age, cfg.connect_rate) == (900, None, None)
     _check_mongo(mongo)
+
+
+def _check_dsql(cfg: Any) -> None:
+    assert isinstance(cfg.token_lifetime, int) and 1 <= cfg.token_lifetime <= 604_800
+    assert math.isfinite(cfg.max_age) and 1 <= cfg.max_age <= 3600
+    assert math.isfinite(cfg.connect_rate) and cfg.connect_rate > 0
+    assert Path(cfg.sslrootcert).is_file()  # a CA file exists, whatever SSL_CERT_FILE said
+    endpoint = cfg.endpoint
+    assert endpoint.key == cfg.signing_host.lower() and endpoint.lifetime == cfg.token_lifetime
+    assert endpoint.action == ("DbConnectAdmin" if cfg.user == "admin" else "DbConnect")
 
 
 def _is_ip(text: str) -> bool:
@@ -465,6 +502,15 @@ def test_several_hostile_variables(mutations: dict[str, str]) -> None:
         ("IAMDB_MONGO_URI", "mongodb://db.example.com/app?tlsCAFile=/dev/null"),
         ("IAMDB_MONGO_URI", "mongodb://db.example.com/app?tlsCAFile=/etc/passwd"),
         ("IAMDB_MONGO_URI", "mongodb://db.example.com/app?w=1&W=2"),
+        ("IAMDB_DSQL_ORDERS_IAM_HOST", f"{DSQL_ENDPOINT}:5432"),  # DSQL signs no port
+        ("IAMDB_DSQL_TOKEN_EXPIRES_SECONDS", "604801"),
+        ("IAMDB_DSQL_TOKEN_EXPIRES_SECONDS", "900.5"),
+        ("IAMDB_DSQL_MAX_AGE_SECONDS", "3601"),  # beyond DSQL's own limit: pointless
+        ("IAMDB_DSQL_MAX_AGE_SECONDS", "nan"),
+        ("IAMDB_DSQL_CONNECT_RATE", "0"),
+        ("IAMDB_DSQL_ORDERS_CONNECT_RATE", "inf"),
+        ("SSL_CERT_FILE", "/etc/passwd"),
+        ("SSL_CERT_FILE", "/nonexistent/ca.pem"),
     ],
 )
 def test_regressions_are_config_errors(var: str, value: str) -> None:
@@ -475,7 +521,7 @@ def test_regressions_are_config_errors(var: str, value: str) -> None:
 
 
 @pytest.mark.parametrize("host", ["::1", "127.0.0.1", "10.0.0.5", "2001:db8::7"])
-@pytest.mark.parametrize("prefix", SQL_PREFIXES)
+@pytest.mark.parametrize("prefix", SQL_PREFIXES + DSQL_PREFIXES)
 def test_an_ip_host_needs_an_iam_host(prefix: str, host: str) -> None:
     """Tokens are signed for the endpoint name: an IP HOST alone is the IAM_HOST's fault."""
     env = {k: v for k, v in BASE.items() if k != prefix + "IAM_HOST"}
@@ -501,7 +547,7 @@ def _ca_files(tmp_path: Any) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("prefix", SQL_PREFIXES)
+@pytest.mark.parametrize("prefix", SQL_PREFIXES + DSQL_PREFIXES)
 def test_sql_ca_bundles_that_cannot_load_are_config_errors(prefix: str, tmp_path: Any) -> None:
     for what, path in _ca_files(tmp_path).items():
         with pytest.raises(ConfigError) as info:
@@ -548,11 +594,13 @@ def _variables(engine: str, name: str | None) -> set[str]:
     """The variables an instance reads (the prefix is all a name decides)."""
     if engine == "mongo":
         return {mongo_prefix(name) + s for s in MONGO_SUFFIXES}
+    if engine == "dsql":
+        return {env_prefix("dsql", name) + s for s in DSQL_SUFFIXES}
     return {env_prefix("pg", name) + s for s in SQL_SUFFIXES}
 
 
 @settings(max_examples=300, deadline=None)
-@given(first=names, second=names, engine=st.sampled_from(["pg", "mongo"]))
+@given(first=names, second=names, engine=st.sampled_from(["pg", "mongo", "dsql"]))
 def test_instance_names_are_case_insensitive_and_never_share_a_variable(
     first: str, second: str, engine: str
 ) -> None:

@@ -175,10 +175,14 @@ class CountingLimits(Limits):
     def __init__(self, t: FakeTime, rate: float = 10) -> None:
         super().__init__(rate, None, runtime(ENV, t))
         self.permits = 0
+        self.asked: list[tuple[str, float | None]] = []  # (endpoint key, rate) of each permit
 
-    def permit(self, endpoint: str, deadline: float, probe: object) -> None:  # type: ignore[override]
+    def permit(  # type: ignore[override]
+        self, endpoint: str, deadline: float, probe: object, *, rate: float | None = None
+    ) -> None:
         self.permits += 1
-        return super().permit(endpoint, deadline, probe)  # type: ignore[arg-type]
+        self.asked.append((endpoint, rate))
+        return super().permit(endpoint, deadline, probe, rate=rate)  # type: ignore[arg-type]
 
 
 def managed(

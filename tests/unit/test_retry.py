@@ -9,7 +9,8 @@ import random
 
 import pytest
 
-from iamdb.retry import DecorrelatedJitter, final_auth_error
+from iamdb.errors import AuthError, ThrottleError
+from iamdb.retry import DecorrelatedJitter, final_refusal
 
 
 def test_each_delay_is_drawn_between_base_and_three_times_the_previous() -> None:
@@ -42,9 +43,17 @@ def test_rejects_a_base_above_the_cap() -> None:
 
 def test_the_final_refusal_says_how_many_attempts_and_how_to_spot_throttling() -> None:
     refusal = "pg: the server refused the IAM login of user 'app'."
-    message = str(final_auth_error(refusal, 4, 2.34))
-    assert message.startswith(refusal)
+    final = final_refusal(AuthError(refusal), 4, 2.34)
+    message = str(final)
+    assert type(final) is AuthError and message.startswith(refusal)
     assert "4 attempts over 2.3 s" in message
     assert "throttling is one possible cause" in message
     assert "IamDbAuthConnectionFailureThrottling" in message
-    assert "(1 attempt.)" in str(final_auth_error(refusal, 1, 0.0))
+    assert "(1 attempt.)" in str(final_refusal(AuthError(refusal), 1, 0.0))
+
+
+def test_a_refusal_for_the_rate_stays_a_throttle_error_with_its_own_hint() -> None:
+    refusal = "dsql: the cluster refused a new connection: rate exceeded."
+    final = final_refusal(ThrottleError(refusal), 2, 0.3, hint="")
+    assert type(final) is ThrottleError
+    assert str(final) == f"{refusal} (2 attempts over 0.3 s.)"

@@ -8,6 +8,7 @@ clock and the socket-pair driver of test_managed.py.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,7 +136,12 @@ def test_refusals_are_counted() -> None:
 
 
 def test_metric_names_are_the_documented_ones() -> None:
-    assert len(set(METRICS)) == 8 and all(name.isidentifier() for name in METRICS)
+    import iamdb.telemetry
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert len(set(METRICS)) == 10 and all(name.isidentifier() for name in METRICS)
+    for name in METRICS:
+        assert f"``{name}``" in (iamdb.telemetry.__doc__ or "") and f"`{name}`" in readme, name
 
 
 @pytest.mark.parametrize(

@@ -149,6 +149,7 @@ def test_repository_template_and_samconfig() -> None:
     assert local.env_vars == ".devstack/env.json"
     template = Template.load(TEMPLATE, local.parameter_overrides)
     assert sorted(template.function_ids()) == [
+        "DsqlExampleFunction",
         "MongoExampleFunction",
         "MySqlExampleFunction",
         "PgExampleFunction",
@@ -171,6 +172,16 @@ def test_repository_template_and_samconfig() -> None:
             "Resource": "arn:aws:iam::123456789012:role/iamdb-mongo-access",
         }
     ]
+    example = template.function("DsqlExampleFunction")
+    assert example.environment["IAMDB_DSQL_HOST"] == (
+        "iamdbdevstack0000000000000.dsql.us-east-1.on.aws"
+    )
+    assert example.environment["IAMDB_DSQL_USER"] == "admin"
+    assert example.environment["IAMDB_DSQL_SSLROOTCERT"] == ""  # the system's CA store
+    assert [s["Action"] for s in example.policy_statements] == ["dynamodb:UpdateItem"]
+    assert template.function_properties("DsqlExampleFunction")["Policies"][0] == {
+        "Ref": "DsqlConnectPolicy"
+    }
     dsql = template.resolve(template.resource("DsqlConnectPolicy")["Properties"])
     assert dsql["PolicyDocument"]["Statement"] == [
         {
