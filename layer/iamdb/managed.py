@@ -74,7 +74,8 @@ class ManagedConnection(Generic[C]):
             reused = conn is not None and not self._aged(conn, now) and self._healthy(conn, now)
             if conn is None or not reused:
                 conn = self.login.connect()
-                self._conn, self._poll, self._opened = conn, watch(self.login.driver.fileno(conn)), now
+                self._poll = watch(self.login.driver.fileno(conn))
+                self._conn, self._opened = conn, now
             self.reused = reused
             self._last_used = now
             return conn

@@ -40,6 +40,7 @@ def test_only_the_mongo_example_enables_snapstart() -> None:
         "MySqlExampleFunction": False,
         "MongoExampleFunction": True,
         "SqlAlchemyExampleFunction": False,
+        "DsqlExampleFunction": False,
     }
 
 
