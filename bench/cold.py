@@ -104,8 +104,8 @@ def run_child(python: str, code: str, env: dict[str, str]) -> tuple[float, float
 def bare_update_item_ms(env: dict[str, str], repeat: int = 50) -> float:
     """Median round trip of one UpdateItem on a kept-alive connection (iamdb's AWS client)."""
     from iamdb._aws import AwsClient
+    from iamdb._credentials import CredentialResolver
     from iamdb._runtime import Runtime
-    from iamdb.credentials import CredentialResolver
 
     rt = Runtime(environ=env)
     aws = AwsClient(rt, CredentialResolver(env))

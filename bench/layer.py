@@ -26,7 +26,7 @@ from pathlib import Path
 from bench.table import Row, print_table
 from devstack.invoke import REPO, build_layers, environment, find_python, prepare, runtime_paths
 
-_IMPORT = "import iamdb, iamdb.registry, iamdb.pg, iamdb.mysql, psycopg, pymysql, pymongo"
+_IMPORT = "import iamdb, iamdb._registry, iamdb._pg, iamdb._mysql, psycopg, pymysql, pymongo"
 _BOTO = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six.py")
 _MB = 1024 * 1024
 

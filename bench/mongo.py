@@ -31,8 +31,8 @@ import iamdb
 t1 = time.perf_counter()
 import pymongo
 t2 = time.perf_counter()
-from iamdb.mongo import fetch_lease, open_client
-from iamdb.registry import default
+from iamdb._mongo import fetch_lease, open_client
+from iamdb._registry import default
 handle = default.mongo_handle()  # reads and validates the configuration (pymongo's URI parser)
 t3 = time.perf_counter()
 lease = fetch_lease(handle.cfg, handle._sources, default.deadline.at(5))  # AssumeRole
@@ -115,8 +115,8 @@ def rows(env: dict[str, str]) -> list[Row]:
 
     import iamdb
     from iamdb import _mongo_aws
-    from iamdb.mongo import client_options, fetch_lease, load_mongo_config
-    from iamdb.registry import default
+    from iamdb._mongo import client_options, fetch_lease, load_mongo_config
+    from iamdb._registry import default
 
     os.environ.update(env)
     iamdb.get_mongo().admin.command("ping")

@@ -34,8 +34,8 @@ def rows(env: dict[str, str]) -> list[Row]:
     import psycopg
 
     import iamdb
+    from iamdb._registry import Registry
     from iamdb._runtime import Runtime
-    from iamdb.registry import Registry
 
     rds = boto3.client(
         "rds",

@@ -36,9 +36,9 @@ def rows(env: dict[str, str]) -> list[Row]:
     import sqlalchemy as sa
 
     import iamdb
-    import iamdb.registry
+    import iamdb._registry
+    from iamdb._registry import Registry
     from iamdb._runtime import Runtime
-    from iamdb.registry import Registry
     from iamdb.sqlalchemy import create_engine
 
     plain = {k: v for k, v in env.items() if k != "IAMDB_THROTTLE_TABLE"}
@@ -76,8 +76,8 @@ def rows(env: dict[str, str]) -> list[Row]:
         )
 
     def fresh_registry() -> None:  # a cold environment: nothing signed, nothing accepted
-        iamdb.registry.default.reset()
-        iamdb.registry.default = Registry(runtime=Runtime(environ=plain))
+        iamdb._registry.default.reset()
+        iamdb._registry.default = Registry(runtime=Runtime(environ=plain))
 
     def first(make: Callable[[], Any], use: Callable[[Any], Any], close: str) -> float:
         """Milliseconds from nothing to the first result, in a cold registry."""
@@ -123,7 +123,7 @@ def rows(env: dict[str, str]) -> list[Row]:
     warm = {k: statistics.median(v) for k, v in samples.items()}
     for target, _ in targets.values():
         (target.dispose if isinstance(target, sa.Engine) else target.close)()
-    iamdb.registry.default.reset()
+    iamdb._registry.default.reset()
     return [
         Row("first connect: create_engine vs do_connect + boto3 token (ms)",
             first_ms["sa_recipe"], first_ms["sa"], "info: iamdb signs, recipe has boto3"),

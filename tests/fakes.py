@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 
 from iamdb._runtime import Runtime
-from iamdb.telemetry import Telemetry
+from iamdb._telemetry import Telemetry
 
 START = 1_700_000_000.0
 
@@ -48,7 +48,7 @@ class FakeTime(FakeClock):
 
 
 class RecordingProbe:
-    """Stands in for :class:`iamdb.telemetry.Probe`: records every count, opens no subsegment."""
+    """Stands in for :class:`iamdb._telemetry.Probe`: records every count, opens no subsegment."""
 
     def __init__(self) -> None:
         self.counts: dict[str, float] = {}

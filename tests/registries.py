@@ -1,6 +1,6 @@
 """A registry of the test's own as iamdb's default one.
 
-``iamdb.sqlalchemy`` and ``iamdb.pg_pool()`` log in through ``iamdb.registry.default``, looked
+``iamdb.sqlalchemy`` and ``iamdb.pg_pool()`` log in through ``iamdb._registry.default``, looked
 up at every new connection. The ``own_registry`` fixture installs a :class:`Registry` built
 over a given environment (and clock, sleep, telemetry) in its place for one test, and resets
 it afterwards. A test module imports ``own_registry_fixture`` to use it.
@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 
-import iamdb.registry
+import iamdb._registry
+from iamdb._registry import Registry
 from iamdb._runtime import Runtime
-from iamdb.registry import Registry
-from iamdb.telemetry import Telemetry
+from iamdb._telemetry import Telemetry
 
 Install = Callable[..., Registry]
 
@@ -41,7 +41,7 @@ def own_registry_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[Install]:
         )
         registry = Registry(runtime=runtime, telemetry=telemetry)
         made.append(registry)
-        monkeypatch.setattr(iamdb.registry, "default", registry)
+        monkeypatch.setattr(iamdb._registry, "default", registry)
         return registry
 
     yield install

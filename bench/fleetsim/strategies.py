@@ -2,7 +2,7 @@
 
 - ``legacy``: the limiter of commit 02efbb6, through its frozen copy
   (:mod:`bench.fleetsim.legacy`);
-- ``ticket``: today's login path and ticket queue (``iamdb.managed``, ``iamdb.fleet``).
+- ``ticket``: today's login path and ticket queue (``iamdb._managed``, ``iamdb._fleet``).
 
 A new limiter joins by registering its own ``environment(ctx)`` here with ``@strategy(name)``.
 """
@@ -136,7 +136,7 @@ class _Login:
 
 
 class _RdsDriver:
-    """The Driver of :class:`iamdb.managed.ManagedConnection`, logging in to the RDS model."""
+    """The Driver of :class:`iamdb._managed.ManagedConnection`, logging in to the RDS model."""
 
     engine = "pg"
 
@@ -168,14 +168,14 @@ def ticket_environment(ctx: Ctx) -> Outcome:
     context and the default retries, on a Runtime of virtual time and the environment's RNG;
     DynamoDB is the model (through :class:`_SimAws`), the database the RDS model.
     """
+    from iamdb._config import load_sql_config
+    from iamdb._credentials import CredentialResolver
+    from iamdb._fleet import FleetLimiter
+    from iamdb._limiter import Deadline, Limits
+    from iamdb._log import WarnOnce
     from iamdb._login import Login
     from iamdb._runtime import Runtime
-    from iamdb.config import load_sql_config
-    from iamdb.credentials import CredentialResolver
-    from iamdb.fleet import FleetLimiter
-    from iamdb.limiter import Deadline, Limits
-    from iamdb.log import WarnOnce
-    from iamdb.tokens import TokenCache
+    from iamdb._tokens import TokenCache
 
     env = {
         "IAMDB_PG_HOST": ctx.host,

@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 from bench.fleetsim.dynamodb import Client
 from bench.fleetsim.rds import Rds
 from bench.fleetsim.sim import Sim
-from iamdb.credentials import Credentials
-from iamdb.signer import generate_db_auth_token
+from iamdb._credentials import Credentials
+from iamdb._signer import generate_db_auth_token
 
 
 class LambdaContext:

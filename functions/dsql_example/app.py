@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from iamdb import dsql_transaction, get_dsql, set_lambda_context
-from iamdb.registry import default
+from iamdb._registry import default
 
 # DSQL runs DDL in a transaction of its own (autocommit is on: this statement is one).
 _SCHEMA = """

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from iamdb import get_mysql, set_lambda_context
-from iamdb.registry import default
+from iamdb._registry import default
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS iamdb_example_hits (

@@ -19,7 +19,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
 from iamdb import get_pg, set_lambda_context
-from iamdb.registry import default
+from iamdb._registry import default
 
 logger = Logger()
 metrics = Metrics()

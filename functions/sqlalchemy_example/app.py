@@ -18,7 +18,7 @@ from sqlalchemy import DateTime, String, event, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from iamdb import set_lambda_context
-from iamdb.registry import default
+from iamdb._registry import default
 from iamdb.sqlalchemy import create_engine
 
 engine = create_engine("pg")  # IAMDB_PG_*; no connection yet

@@ -34,10 +34,10 @@ if TYPE_CHECKING:
 
     from pymongo import MongoClient
 
+    from iamdb._pg import PgConnection
     from iamdb._pool import pg_async_pool, pg_pool
-    from iamdb.pg import PgConnection
-    from iamdb.registry import Registry
-    from iamdb.signer import generate_db_auth_token, generate_dsql_auth_token
+    from iamdb._registry import Registry
+    from iamdb._signer import generate_db_auth_token, generate_dsql_auth_token
 
     T = TypeVar("T")
 
@@ -131,25 +131,25 @@ def reset() -> None:
 
 
 def _default() -> Registry:
-    """``iamdb.registry.default``, imported on first use.
+    """``iamdb._registry.default``, imported on first use.
 
     A ``from ... import`` inside each getter would cost about 1.3 us per warm call (the
     import machinery checks the module's spec); a ``sys.modules`` lookup costs 0.05 us.
     """
-    module = sys.modules.get("iamdb.registry")
+    module = sys.modules.get("iamdb._registry")
     if module is None:
-        from iamdb import registry
+        from iamdb import _registry
 
-        return registry.default
+        return _registry.default
     default: Registry = module.default
     return default
 
 
 def __getattr__(name: str) -> object:
     if name in ("generate_db_auth_token", "generate_dsql_auth_token"):
-        from iamdb import signer
+        from iamdb import _signer
 
-        return getattr(signer, name)
+        return getattr(_signer, name)
     if name in ("pg_pool", "pg_async_pool"):  # psycopg_pool pools (iamdb[pool])
         from iamdb import _pool
 

@@ -1,5 +1,5 @@
-"""``python -m iamdb``: see :mod:`iamdb.cli`."""
+"""``python -m iamdb``: see :mod:`iamdb._cli`."""
 
-from iamdb.cli import main
+from iamdb._cli import main
 
 raise SystemExit(main())

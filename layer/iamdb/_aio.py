@@ -15,7 +15,7 @@ tasks). So each instance keeps one connection per loop (:class:`PerLoop`):
 - a loop closed without that shutdown: its connections are let go at the next call from
   another loop (PostgreSQL's closed there and then: libpq needs no loop).
 
-:class:`AsyncManaged` is :class:`~iamdb.managed.ManagedConnection` for asyncio: the same
+:class:`AsyncManaged` is :class:`~iamdb._managed.ManagedConnection` for asyncio: the same
 checks (the round trip awaited) and logins through the singleton's
 :class:`~iamdb._login.Login`, so both share its token cache, permits and accepted token.
 """
@@ -28,15 +28,15 @@ import threading
 from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from iamdb.log import logger
-from iamdb.managed import look, watch
-from iamdb.pg import PgDriver
+from iamdb._log import logger
+from iamdb._managed import look, watch
+from iamdb._pg import PgDriver
 
 if TYPE_CHECKING:
     from iamdb._login import Login
+    from iamdb._pg import PgAsyncConnection
     from iamdb._runtime import Runtime
-    from iamdb.pg import PgAsyncConnection
-    from iamdb.telemetry import Probe
+    from iamdb._telemetry import Probe
 
 
 class Slot(Protocol):

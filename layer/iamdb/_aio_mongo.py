@@ -19,15 +19,15 @@ from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from iamdb._aio import PerLoop
+from iamdb._log import logger
+from iamdb._mongo import Lease, MongoConfig, login_failure, new_client
 from iamdb._mongo_handle import Clients, CloseClient, Held, MongoHandle, MongoStep, OpenClient
 from iamdb.errors import ConfigError, IamDbError
-from iamdb.log import logger
-from iamdb.mongo import Lease, MongoConfig, login_failure, new_client
 
 if TYPE_CHECKING:
     from pymongo import AsyncMongoClient
 
-    from iamdb.telemetry import Probe
+    from iamdb._telemetry import Probe
 
 # 4.13 made the asyncio API stable; 4.13.2 stopped new connections blocking the event loop.
 MIN_PYMONGO = (4, 13, 2)
@@ -36,7 +36,7 @@ MIN_PYMONGO = (4, 13, 2)
 async def open_client(
     cfg: MongoConfig, lease: Lease, environ: Mapping[str, str] | None
 ) -> AsyncMongoClient[Any]:
-    """:func:`iamdb.mongo.open_client` for asyncio: an ``AsyncMongoClient`` with one socket
+    """:func:`iamdb._mongo.open_client` for asyncio: an ``AsyncMongoClient`` with one socket
     logged in, failures mapped the same way (and raised outside ``except``)."""
     client: AsyncMongoClient[Any] = new_client("AsyncMongoClient", cfg, lease, environ)
     failure: IamDbError | None = None

@@ -2,11 +2,11 @@
 
 boto3 and botocore cost ~250 ms of cold start to import and create a client; iamdb needs two
 calls. Every AWS call goes through :class:`AwsClient` and one path: resolve the endpoint as
-boto3 does (:func:`resolve_endpoint`), sign with SigV4 (:func:`iamdb.signer.sign_headers`),
+boto3 does (:func:`resolve_endpoint`), sign with SigV4 (:func:`iamdb._signer.sign_headers`),
 send over the endpoint's one kept-alive connection (:mod:`iamdb._http`, every wait bounded by
 the caller's deadline), decode any answer that is not a success into :class:`AwsError`.
 Retrying is the caller's decision (:func:`retryable` says what may be retried); the backoff
-is :class:`iamdb.retry.DecorrelatedJitter`.
+is :class:`iamdb._retry.DecorrelatedJitter`.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
-from iamdb import signer
+from iamdb import _signer
 from iamdb._http import HttpConnection, Response, TransportError
 from iamdb.errors import ConfigError, IamDbError
 
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
 
+    from iamdb._credentials import CredentialResolver
     from iamdb._runtime import Runtime
-    from iamdb.credentials import CredentialResolver
 
 USER_AGENT = "iamdb/0.1"
 _REGION = re.compile(r"[a-z]{2,4}(?:-[a-z]+)+-[0-9]{1,2}", re.ASCII)
@@ -235,7 +235,7 @@ class AwsClient:
         self, endpoint: AwsEndpoint, service: str, headers: dict[str, str], body: bytes
     ) -> dict[str, str]:
         credentials = self._resolver.resolve()  # every call: rotated credentials are picked up
-        added = signer.sign_headers(
+        added = _signer.sign_headers(
             "POST", headers, body, service=service, region=endpoint.region, credentials=credentials
         )
         return {**headers, **added, "user-agent": USER_AGENT}

@@ -18,10 +18,10 @@ import threading
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
+from iamdb._credentials import Credentials, expiry_seconds
 from iamdb._http import HttpConnection, TransportError
-from iamdb.credentials import Credentials, expiry_seconds
+from iamdb._log import logger
 from iamdb.errors import ConfigError, CredentialsError
-from iamdb.log import logger
 
 FULL_URI = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
 RELATIVE_URI = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"

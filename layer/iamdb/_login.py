@@ -18,16 +18,16 @@ import itertools
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
-from iamdb.config import SqlConfig
+from iamdb._config import SqlConfig
+from iamdb._log import logger
+from iamdb._retry import THROTTLING_HINT, DecorrelatedJitter, final_refusal
+from iamdb._telemetry import Probe
+from iamdb._tokens import Token, TokenCache
 from iamdb.errors import AuthError, ThrottleError
-from iamdb.log import logger
-from iamdb.retry import THROTTLING_HINT, DecorrelatedJitter, final_refusal
-from iamdb.telemetry import Probe
-from iamdb.tokens import Token, TokenCache
 
 if TYPE_CHECKING:
+    from iamdb._limiter import Deadline, Limits
     from iamdb._runtime import Runtime
-    from iamdb.limiter import Deadline, Limits
 
 C = TypeVar("C")
 

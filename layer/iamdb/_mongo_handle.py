@@ -20,16 +20,16 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from iamdb import mongo
+from iamdb import _mongo
+from iamdb._log import logger
+from iamdb._mongo import Lease, MongoConfig, Sources, login_refused, open_client, refusal_watch
+from iamdb._telemetry import Probe
 from iamdb.errors import AuthError, IamDbError
-from iamdb.log import logger
-from iamdb.mongo import Lease, MongoConfig, Sources, login_refused, open_client, refusal_watch
-from iamdb.telemetry import Probe
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
-    from iamdb.limiter import Deadline
+    from iamdb._limiter import Deadline
 
 # Keep a retired client's credentials at least this far from expiry; a failed refresh
 # falls back to the current client only while it has this much left.
@@ -121,7 +121,7 @@ class MongoHandle:
 
     def fresh_lease(self) -> Lease:
         """New credentials for this instance (blocking; also the admin helpers' way in)."""
-        return mongo.fetch_lease(self.cfg, self._sources, self._deadline.at(_CONNECT_SECONDS))
+        return _mongo.fetch_lease(self.cfg, self._sources, self._deadline.at(_CONNECT_SECONDS))
 
     @property
     def lease(self) -> Lease | None:

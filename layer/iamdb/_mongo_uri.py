@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iamdb._checks import ca_file_problem, is_ip, valid_host
-from iamdb.config import DEFAULT_CA_BUNDLE
+from iamdb._config import DEFAULT_CA_BUNDLE
 from iamdb.errors import ConfigError
 
 EXTERNAL = "$external"

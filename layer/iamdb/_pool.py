@@ -14,14 +14,14 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from iamdb import registry
+from iamdb import _registry
 from iamdb.errors import ConfigError
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-    from iamdb.config import SqlConfig
+    from iamdb._config import SqlConfig
 
 # Where the pool's connections come from is iamdb's business.
 _REFUSED = ("conninfo", "kwargs", "connection_class")
@@ -39,7 +39,7 @@ def pg_pool(name: str | None = None, **pool_kwargs: Any) -> ConnectionPool[Any]:
         def connect(  # type: ignore[override]  # a psycopg.Connection, made by iamdb
             cls, conninfo: str = "", **kwargs: Any
         ) -> psycopg.Connection[Any]:
-            login = registry.default.login("pg", name)  # anew: iamdb.reset() applies
+            login = _registry.default.login("pg", name)  # anew: iamdb.reset() applies
             try:
                 conn: psycopg.Connection[Any] = login.connect(autocommit=False)
             finally:
@@ -59,7 +59,7 @@ def pg_async_pool(name: str | None = None, **pool_kwargs: Any) -> AsyncConnectio
     import psycopg
     from psycopg_pool import AsyncConnectionPool
 
-    from iamdb.pg import PgDriver
+    from iamdb._pg import PgDriver
 
     connect = functools.partial(PgDriver().connect_async, autocommit=False)
 
@@ -70,7 +70,7 @@ def pg_async_pool(name: str | None = None, **pool_kwargs: Any) -> AsyncConnectio
         async def connect(  # type: ignore[override]  # a psycopg.AsyncConnection, by iamdb
             cls, conninfo: str = "", **kwargs: Any
         ) -> psycopg.AsyncConnection[Any]:
-            login = registry.default.login("pg", name)
+            login = _registry.default.login("pg", name)
             try:
                 conn: psycopg.AsyncConnection[Any] = await login.connect_async(connect)
             finally:
@@ -91,7 +91,7 @@ def _kwargs(name: str | None, given: dict[str, Any], check: Any, *, open: bool) 
                 "connection attributes (autocommit, row_factory, prepare_threshold) in "
                 "configure=",
             )
-    cfg: SqlConfig = registry.default.login("pg", name).cfg  # ConfigError before the pool
+    cfg: SqlConfig = _registry.default.login("pg", name).cfg  # ConfigError before the pool
     min_size = given.get("min_size", 0)
     return {
         "min_size": 0,  # opening makes no connection: the first checkout logs in

@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy
 from sqlalchemy import event
 
-from iamdb import registry
+from iamdb import _registry
+from iamdb._snapstart import register_after_restore
 from iamdb.errors import ConfigError
-from iamdb.snapstart import register_after_restore
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import Dialect
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from iamdb.config import Engine, SqlConfig
+    from iamdb._config import Engine, SqlConfig
 
 __all__ = ["LAMBDA_DEFAULTS", "attach", "create_async_engine", "create_engine"]
 
@@ -105,12 +105,12 @@ def attach(target: E, engine: Engine, name: str | None = None) -> E:
     _driver_options(cfg, *sync.dialect.create_connect_args(sync.url))  # the URL's mistakes now
 
     def connect(dialect: Dialect, record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
-        login = registry.default.login(engine, name)  # looked up anew: iamdb.reset() applies
+        login = _registry.default.login(engine, name)  # looked up anew: iamdb.reset() applies
         options = _driver_options(login.cfg, cargs, cparams)
         try:
             if not dialect.is_async:
                 return login.connect(autocommit=False, **options)
-            from iamdb.pg import PgDriver
+            from iamdb._pg import PgDriver
 
             driver = functools.partial(PgDriver().connect_async, autocommit=False, **options)
             # What create_async_engine(async_creator=...) passes its dialect: the adapted
@@ -139,7 +139,7 @@ def _url(cfg: SqlConfig) -> sqlalchemy.URL:
 def _config(engine: Engine, name: str | None) -> SqlConfig:
     if engine not in _DIALECTS:
         raise ConfigError("engine", f"expected 'pg' or 'mysql', got {engine!r:.40}")
-    return registry.default.login(engine, name).cfg
+    return _registry.default.login(engine, name).cfg
 
 
 def _defaults(engine_kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -26,8 +26,8 @@ from pymongo.errors import InvalidOperation
 import iamdb
 from devstack.stack import Stack
 from iamdb import aio
+from iamdb._registry import Registry
 from iamdb._runtime import Runtime
-from iamdb.registry import Registry
 from tests.fakes import FakeClock, RecordingTelemetry
 from tests.integration import test_mongo
 
@@ -145,7 +145,7 @@ def test_three_asyncio_run_invocations_replace_cleanly(
     assert len(set(pids)) == 3 and all(c.closed for c in conns)  # a new connection per loop
     assert len({id(c) for c in clients}) == 3
     assert accepted(stack) == logins + 3
-    registry = iamdb.registry.default
+    registry = iamdb._registry.default
     assert registry.tokens.signed_count == 1  # one token, reused by every login
     lease = registry.mongo_handle().lease
     assert lease is not None
@@ -390,7 +390,7 @@ def test_an_old_pymongo_is_a_config_error_before_any_call(
     import pymongo
 
     calls: list[object] = []
-    monkeypatch.setattr(iamdb.mongo, "assume_role", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(iamdb._mongo, "assume_role", lambda *a, **k: calls.append(a))
     monkeypatch.setattr(pymongo, "version_tuple", (4, 12, 1))
     monkeypatch.setattr(pymongo, "version", "4.12.1")
     with pytest.raises(iamdb.ConfigError) as info:

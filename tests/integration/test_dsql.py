@@ -25,8 +25,8 @@ import pytest
 
 import iamdb
 from devstack.stack import DSQL_ENDPOINT, DSQL_USER, Stack
+from iamdb._registry import Registry
 from iamdb._runtime import Runtime
-from iamdb.registry import Registry
 from tests.fakes import RecordingTelemetry
 from tests.integration.kept_alive import kept_alive
 from tests.integration.test_fleet_limiter import table_item
@@ -74,7 +74,7 @@ def test_admin_logs_in_with_a_db_connect_admin_token_over_verified_tls(
     # HOST is an IP (a tunnel): libpq got the cluster name for SNI and the certificate check.
     assert (conn.info.host, conn.info.hostaddr) == (DSQL_ENDPOINT, "127.0.0.1")
     assert conn.pgconn.ssl_in_use
-    token = iamdb.registry.default.managed("dsql").last_token
+    token = iamdb._registry.default.managed("dsql").last_token
     assert token is not None and token.value.startswith(f"{DSQL_ENDPOINT}/?")
     assert params(token.value)["Action"] == "DbConnectAdmin"
     assert params(token.value)["X-Amz-Expires"] == "900"
@@ -96,7 +96,7 @@ def test_a_custom_role_logs_in_with_db_connect(
     monkeypatch.setenv("IAMDB_DSQL_USER", DSQL_USER)
     conn = iamdb.get_dsql()
     assert conn.execute("SELECT current_user").fetchone() == (DSQL_USER,)
-    token = iamdb.registry.default.managed("dsql").last_token
+    token = iamdb._registry.default.managed("dsql").last_token
     assert token is not None and params(token.value)["Action"] == "DbConnect"
 
 

@@ -25,9 +25,9 @@ from pymongo.errors import OperationFailure
 import iamdb
 from devstack.aws import MONGO_ROLE_ARN
 from devstack.stack import MONGO_ROLES, Stack
+from iamdb._registry import Registry
 from iamdb._runtime import Runtime
 from iamdb.errors import AuthError, ConnectError, ThrottleError
-from iamdb.registry import Registry
 from tests.fakes import RecordingTelemetry
 from tests.integration.faultproxy import (
     THROTTLE,

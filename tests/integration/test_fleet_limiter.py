@@ -27,12 +27,12 @@ from devstack.aws import ACCOUNT, REGION, THROTTLE_TABLE
 from devstack.procs import free_port
 from devstack.stack import PG_ENDPOINT, Stack
 from iamdb._aws import AwsClient
-from iamdb.credentials import CredentialResolver
+from iamdb._credentials import CredentialResolver
+from iamdb._fleet import COOLDOWN_SECONDS, TOLERANCE_US, TTL_SECONDS, FleetLimiter
+from iamdb._limiter import paced_rate
+from iamdb._log import WarnOnce
+from iamdb._registry import Registry
 from iamdb.errors import ThrottleError
-from iamdb.fleet import COOLDOWN_SECONDS, TOLERANCE_US, TTL_SECONDS, FleetLimiter
-from iamdb.limiter import paced_rate
-from iamdb.log import WarnOnce
-from iamdb.registry import Registry
 from tests.fakes import FakeTime, RecordingTelemetry, runtime
 
 pytestmark = pytest.mark.integration
@@ -210,9 +210,9 @@ def test_many_threads_and_processes_never_share_a_slot_or_exceed_the_rate(
         "import json, sys, time\n"
         "from iamdb._aws import AwsClient\n"
         "from iamdb._runtime import PROCESS\n"
-        "from iamdb.credentials import CredentialResolver\n"
-        "from iamdb.fleet import FleetLimiter\n"
-        "from iamdb.log import WarnOnce\n"
+        "from iamdb._credentials import CredentialResolver\n"
+        "from iamdb._fleet import FleetLimiter\n"
+        "from iamdb._log import WarnOnce\n"
         "fleet = FleetLimiter(sys.argv[1], AwsClient(PROCESS, CredentialResolver()), PROCESS,"
         " WarnOnce())\n"
         f"print(json.dumps([fleet.acquire(sys.argv[2], {rate}, time.time() + 60).slot"

@@ -27,7 +27,7 @@ _PROBE = r"""
 import json, os, sys
 sys.path[:0] = sys.argv[1:]  # the layer (/opt/python), then the runtime's boto3 (/var/runtime)
 before = sum(len(f) for _, _, f in os.walk(sys.argv[1]))
-import iamdb, iamdb.registry, iamdb.pg, iamdb.mysql, iamdb._mongo_aws, psycopg, pymysql, pymongo
+import iamdb, iamdb._registry, iamdb._pg, iamdb._mysql, iamdb._mongo_aws, psycopg, pymysql, pymongo
 import iamdb._pool, psycopg_pool
 after = sum(len(f) for _, _, f in os.walk(sys.argv[1]))
 print(json.dumps({
@@ -35,7 +35,7 @@ print(json.dumps({
     "psycopg": psycopg.__file__,
     "psycopg_pool": psycopg_pool.__file__,
     "iamdb": iamdb.__file__,
-    "ca": iamdb.config.DEFAULT_CA_BUNDLE,
+    "ca": iamdb._config.DEFAULT_CA_BUNDLE,
     "new_files": after - before,
     "boto3_in_layer": os.path.exists(os.path.join(sys.argv[1], "boto3")),
 }))

@@ -30,9 +30,9 @@ from devstack.aws import (
     MONGO_UNTRUSTED_ROLE_ARN,
 )
 from devstack.stack import Stack
+from iamdb._registry import Registry
 from iamdb._runtime import Runtime
 from iamdb.errors import AuthError, ConfigError
-from iamdb.registry import Registry
 from tests.fakes import FakeClock
 from tests.integration.cli import run_iamdb
 
@@ -89,7 +89,7 @@ def test_round_trip_as_the_role_in_external(mongo_env: dict[str, str], peer: Any
 
 
 def test_session_name_shows_the_function(mongo_env: dict[str, str], stack: Stack) -> None:
-    from iamdb.registry import default
+    from iamdb._registry import default
 
     iamdb.get_mongo()
     lease = default.mongo_handle().lease

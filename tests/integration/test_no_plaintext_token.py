@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 import iamdb
-import iamdb.registry
+import iamdb._registry
 from tests.integration.kept_alive import kept_alive
 
 pytestmark = pytest.mark.integration
@@ -104,9 +104,9 @@ def test_mysql_server_without_tls_never_receives_the_token(
     server.close()
     assert b"X-Amz" not in server.received and b"Action=connect" not in server.received
     # Refused deep inside PyMySQL, whose frames hold the token: the error must not keep them.
-    cfg = iamdb.registry.default.config("mysql")
-    token = iamdb.registry.default.tokens.get(cfg.endpoint)
-    assert iamdb.registry.default.tokens.signed_count == 1  # the very token it was about to send
+    cfg = iamdb._registry.default.config("mysql")
+    token = iamdb._registry.default.tokens.get(cfg.endpoint)
+    assert iamdb._registry.default.tokens.signed_count == 1  # the very token it was about to send
     held = [path for path, text in kept_alive(info.value) if token.value in text]
     assert not held, held
 

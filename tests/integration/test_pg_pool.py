@@ -17,7 +17,7 @@ import pytest
 
 import iamdb
 from devstack.stack import Stack
-from iamdb.telemetry import quiet_probe
+from iamdb._telemetry import quiet_probe
 from tests.registries import Install, own_registry_fixture  # noqa: F401  (own_registry)
 
 pytestmark = pytest.mark.integration
@@ -89,7 +89,7 @@ def test_connections_opened_concurrently_share_one_token(stack: Stack, stack_env
             t.join(60)
     assert errors == [] and len(set(ids)) == 4
     assert accepted(stack) == before + 4
-    assert iamdb.registry.default.tokens.signed_count == 1
+    assert iamdb._registry.default.tokens.signed_count == 1
 
 
 def test_new_connections_past_the_refresh_age_get_a_fresh_token(

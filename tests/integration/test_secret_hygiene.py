@@ -26,16 +26,16 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 import iamdb
-import iamdb.mongo
-import iamdb.registry
+import iamdb._mongo
+import iamdb._registry
 from devstack.aws import MONGO_UNLISTED_ROLE_ARN
 from devstack.stack import Stack
-from iamdb.config import DEFAULT_CA_BUNDLE, load_settings
-from iamdb.credentials import Credentials
+from iamdb._config import DEFAULT_CA_BUNDLE, load_settings
+from iamdb._credentials import Credentials
+from iamdb._mongo import Lease
+from iamdb._sts import AssumedRole
+from iamdb._tokens import Token, TokenCache
 from iamdb.errors import AuthError, ConfigError, ConnectError
-from iamdb.mongo import Lease
-from iamdb.sts import AssumedRole
-from iamdb.tokens import Token, TokenCache
 from tests.integration.kept_alive import kept_alive
 
 pytestmark = pytest.mark.integration
@@ -106,7 +106,7 @@ def secrets(
         found.add_token(token.value)
         return token
 
-    real_fetch = iamdb.mongo.fetch_lease
+    real_fetch = iamdb._mongo.fetch_lease
 
     def spy_fetch(*args: Any, **kwargs: Any) -> Lease:
         lease = real_fetch(*args, **kwargs)
@@ -114,7 +114,7 @@ def secrets(
         found.add_credentials(lease.credentials)
         return lease
 
-    real_assume = iamdb.mongo.assume_role
+    real_assume = iamdb._mongo.assume_role
 
     def spy_assume(*args: Any, **kwargs: Any) -> AssumedRole:
         role = real_assume(*args, **kwargs)
@@ -123,8 +123,8 @@ def secrets(
         return role
 
     monkeypatch.setattr(TokenCache, "get", spy_get)
-    monkeypatch.setattr(iamdb.mongo, "fetch_lease", spy_fetch)
-    monkeypatch.setattr(iamdb.mongo, "assume_role", spy_assume)
+    monkeypatch.setattr(iamdb._mongo, "fetch_lease", spy_fetch)
+    monkeypatch.setattr(iamdb._mongo, "assume_role", spy_assume)
     yield found
 
 
@@ -151,7 +151,7 @@ def _see_logs(found: Secrets, caplog: Any, *, botocore: bool = False) -> None:
 
 
 def _see_iamdb_objects(found: Secrets) -> None:
-    registry = iamdb.registry.default
+    registry = iamdb._registry.default
     found.see("Registry", registry)
     found.see("TokenCache", registry.tokens)
     found.see("Settings", registry.settings)
@@ -188,7 +188,7 @@ def test_happy_paths_leak_nothing(secrets: Secrets, caplog: Any, recwarn: Any) -
     db.hygiene.insert_one({"ok": True})
     assert db.hygiene.count_documents({"ok": True}) >= 1
 
-    registry = iamdb.registry.default
+    registry = iamdb._registry.default
     lease = registry.mongo_handle().lease
     assert lease is not None and lease.credentials.token
     secrets.add_credentials(lease.credentials)
@@ -352,7 +352,7 @@ def test_async_paths_leak_nothing(
 
     for where, text in asyncio.run(happy()):
         secrets.see(where, text)
-    for key, handle in iamdb.registry.default._aio.items():
+    for key, handle in iamdb._registry.default._aio.items():
         secrets.see(f"aio handle {key}", handle)
     monkeypatch.setenv("IAMDB_PG_USER", "nobody")
     monkeypatch.setenv("IAMDB_MONGO_ROLE_ARN", MONGO_UNLISTED_ROLE_ARN)
@@ -446,7 +446,7 @@ def test_botocore_debug_wire_logs_leak_nothing(secrets: Secrets, caplog: Any) ->
 def test_the_detector_sees_a_logged_token(secrets: Secrets, caplog: Any) -> None:
     """The checks above can fail: a token or signature logged by iamdb is caught."""
     iamdb.get_pg()
-    token = iamdb.registry.default.managed("pg").last_token
+    token = iamdb._registry.default.managed("pg").last_token
     assert token is not None
     signature = parse_qs(urlsplit("https://" + token.value).query)["X-Amz-Signature"][0]
     logging.getLogger("iamdb").debug("oops %s", signature)

@@ -30,7 +30,7 @@ CHILD = """
 import json
 import snapshot_restore_py
 import iamdb
-from iamdb.registry import default
+from iamdb._registry import default
 
 before = iamdb.get_pg()                      # init: connect, sign, as a primed function would
 signed_before = default.tokens.signed_count

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 import iamdb
+from iamdb._registry import Registry
 from iamdb._runtime import Runtime
-from iamdb.registry import Registry
 from tests.fakes import RecordingTelemetry
 
 pytestmark = pytest.mark.integration

@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
 
 import iamdb
 from devstack.stack import Stack
+from iamdb._telemetry import quiet_probe
 from iamdb.sqlalchemy import attach, create_async_engine, create_engine
-from iamdb.telemetry import quiet_probe
 from tests.fakes import RecordingTelemetry
 from tests.integration.test_fleet_limiter import table_item
 from tests.integration.test_snapstart import FAKE_RUNTIME
@@ -143,7 +143,7 @@ def test_connections_opened_concurrently_share_one_token(
         t.join(60)
     assert errors == [] and len(set(ids)) == 4
     assert accepted(stack, kind) == before + 4
-    assert iamdb.registry.default.tokens.signed_count == 1
+    assert iamdb._registry.default.tokens.signed_count == 1
     engine.dispose()
 
 

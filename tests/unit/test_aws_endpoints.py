@@ -20,8 +20,8 @@ import boto3
 import pytest
 
 from iamdb._aws import AwsClient, AwsEndpoint, aws_region, resolve_endpoint
+from iamdb._credentials import CredentialResolver
 from iamdb._runtime import Runtime
-from iamdb.credentials import CredentialResolver
 from iamdb.errors import ConfigError
 from tests.localserver import LocalServer, answering, response
 

@@ -2,7 +2,7 @@
 
 A local server of our own (:mod:`tests.localserver`) answers AwsClient's real requests with
 AWS's error documents, with what proxies and load balancers send instead (HTML, empty bodies,
-truncated answers) and with garbage; ``sts.assume_role`` is driven on top of the same answers
+truncated answers) and with garbage; ``assume_role`` is driven on top of the same answers
 with a fake clock and sleep. Each error is also searched for the secrets of the request: its
 message, repr, attributes and the exceptions it chains to.
 """
@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from iamdb import sts
+from iamdb import _sts
 from iamdb._aws import THROTTLING, AwsClient, AwsError, retryable
+from iamdb._credentials import CredentialResolver
 from iamdb._http import TransportError
 from iamdb._runtime import Runtime
-from iamdb.credentials import CredentialResolver
 from iamdb.errors import (
     AuthError,
     ConfigError,
@@ -82,7 +82,7 @@ def _dynamodb(aws: AwsClient) -> Any:
     return aws.dynamodb("UpdateItem", {"TableName": "t", "Key": {}}, _far())
 
 
-def _sts(aws: AwsClient) -> Any:
+def _call_sts(aws: AwsClient) -> Any:
     return aws.sts({"Action": "AssumeRole", "RoleArn": ROLE, "RoleSessionName": "s"}, _far())
 
 
@@ -302,7 +302,7 @@ def test_sts_xml_errors(
 ) -> None:
     script.answers = [_sts_error(status, code, "User: arn:aws:sts::1:assumed-role/x is not ...")]
     with pytest.raises(AwsError) as info:
-        _sts(client)
+        _call_sts(client)
     assert (info.value.service, info.value.code, info.value.status) == ("sts", code, status)
     assert info.value.request_id == "RID-STS"
     assert retryable(info.value) is retry
@@ -350,7 +350,7 @@ def test_sts_garbage_is_a_malformed_response(
 ) -> None:
     script.answers = [answer]
     with pytest.raises(AwsError) as info:
-        _sts(client)
+        _call_sts(client)
     assert info.value.code == "MalformedResponse"
     assert_no_secret(info.value)
 
@@ -366,7 +366,7 @@ def test_sts_errors_in_the_errors_wrapper_are_read_as_botocore_reads_them(
     )
     script.answers = [response(403, body, XML)]
     with pytest.raises(AwsError) as info:
-        _sts(client)
+        _call_sts(client)
     assert info.value.code == "AccessDenied"
     assert "not authorized" in str(info.value)
 
@@ -376,7 +376,7 @@ def test_sts_error_without_a_code_is_named_by_its_status(
 ) -> None:
     script.answers = [response(503, b"<ServiceUnavailable/>", XML)]
     with pytest.raises(AwsError) as info:
-        _sts(client)
+        _call_sts(client)
     assert info.value.code == "HTTP503" and retryable(info.value)
 
 
@@ -388,12 +388,12 @@ def fake_time() -> FakeTime:
     return FakeTime()
 
 
-def _assume(server: LocalServer, fake_time: FakeTime, seconds: float = 10.0) -> sts.AssumedRole:
+def _assume(server: LocalServer, fake_time: FakeTime, seconds: float = 10.0) -> _sts.AssumedRole:
     env = _env(server.url)
     runtime = Runtime(environ=env, clock=fake_time.clock, sleep=fake_time.sleep)
     aws = AwsClient(runtime, CredentialResolver(env))
     try:
-        return sts.assume_role(
+        return _sts.assume_role(
             aws,
             runtime,
             ROLE,
@@ -504,7 +504,7 @@ def test_a_connection_dropped_mid_answer_is_a_retryable_transport_error(service:
         env = _env(server.url)
         aws = AwsClient(Runtime(environ=env), CredentialResolver(env))
         with pytest.raises(TransportError) as info:
-            _dynamodb(aws) if service == "dynamodb" else _sts(aws)
+            _dynamodb(aws) if service == "dynamodb" else _call_sts(aws)
         aws.close()
     assert info.value.sent and retryable(info.value)
     assert isinstance(info.value, ConnectError)

@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 
 from devstack.tls import make_tls
 from iamdb._aws import USER_AGENT, AwsClient
+from iamdb._credentials import CredentialResolver
 from iamdb._runtime import Runtime
-from iamdb.credentials import CredentialResolver
 from tests.localserver import Captured, LocalServer, answering, response, tls_context
 
 ACCESS_KEY = "ASIAEXAMPLEEXAMPLE01"

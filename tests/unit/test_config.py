@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from iamdb._runtime import Runtime
-from iamdb.config import (
+from iamdb._config import (
     DEFAULT_CA_BUNDLE,
     load_settings,
     load_sql_config,
     region_from_endpoint,
 )
+from iamdb._runtime import Runtime
 from iamdb.errors import ConfigError
 
 RDS = "mydb.c9akciq32.eu-west-1.rds.amazonaws.com"
@@ -152,7 +152,7 @@ def test_settings() -> None:
 
 def test_check_discovers_exactly_the_instances_get_pg_would_read() -> None:
     """``python -m iamdb check`` and get_pg()/get_mysql() agree on which names exist."""
-    from iamdb.cli import configured_instances
+    from iamdb._cli import configured_instances
 
     environ = {
         "IAMDB_PG_HOST": RDS,
@@ -186,7 +186,7 @@ def test_reserved_and_case_variant_names() -> None:
 
 
 def test_one_configuration_is_one_connection_whatever_the_spelling() -> None:
-    from iamdb.registry import Registry
+    from iamdb._registry import Registry
 
     registry = Registry(
         runtime=Runtime(environ=env(IAMDB_PG_REPORTING_HOST=RDS, IAMDB_PG_REPORTING_USER="rep"))

@@ -28,7 +28,7 @@ from botocore.utils import ContainerMetadataFetcher
 from devstack.tls import make_tls
 from iamdb import _container
 from iamdb._container import ContainerCredentials
-from iamdb.credentials import CredentialResolver, Credentials
+from iamdb._credentials import CredentialResolver, Credentials
 from iamdb.errors import ConfigError, CredentialsError, IamDbError
 from tests.fakes import START, FakeClock
 from tests.localserver import Captured, LocalServer, answering, read_request, response
@@ -481,7 +481,7 @@ def test_no_secret_in_reprs(server: LocalServer, clock: FakeClock) -> None:
 
 _CHILD = """
 import json, sys
-from iamdb.credentials import default_resolver
+from iamdb._credentials import default_resolver
 creds = default_resolver.resolve()
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("botocore", "boto3"))
 print(json.dumps({"key": creds.access_key, "loaded": loaded}))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 
-from iamdb.credentials import CredentialResolver, Credentials, as_credentials
+from iamdb._credentials import CredentialResolver, Credentials, as_credentials
 from iamdb.errors import ConfigError, CredentialsError
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"

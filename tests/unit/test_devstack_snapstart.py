@@ -23,7 +23,7 @@ from devstack.container_credentials import CredentialsServer, serve_instead_of_k
 from devstack.invoke import REPO
 from devstack.template import Template
 from iamdb._container import ContainerCredentials
-from iamdb.credentials import expiry_seconds
+from iamdb._credentials import expiry_seconds
 from iamdb.errors import CredentialsError
 
 EXPIRES = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from pymongo import MongoClient, uri_parser
 
+from iamdb._config import DEFAULT_CA_BUNDLE
+from iamdb._credentials import Credentials
+from iamdb._mongo import Lease, MongoConfig, client_options, connection_string, load_mongo_config
 from iamdb._mongo_uri import RDS_BUNDLE_REGIONS, documentdb_region
-from iamdb.config import DEFAULT_CA_BUNDLE
-from iamdb.credentials import Credentials
 from iamdb.errors import ConfigError
-from iamdb.mongo import Lease, MongoConfig, client_options, connection_string, load_mongo_config
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:You appear to be connected to a DocumentDB cluster:UserWarning"

@@ -23,16 +23,16 @@ import psycopg
 import pytest
 
 from iamdb import _dsql
+from iamdb._cli import configured_instances, describe
+from iamdb._config import DEFAULT_CA_BUNDLE, SqlConfig, load_sql_config
+from iamdb._credentials import CredentialResolver
+from iamdb._limiter import Deadline, Limits, paced_rate
 from iamdb._login import Login
-from iamdb.cli import configured_instances, describe
-from iamdb.config import DEFAULT_CA_BUNDLE, SqlConfig, load_sql_config
-from iamdb.credentials import CredentialResolver
+from iamdb._managed import ManagedConnection
+from iamdb._pg import _classify, _params
+from iamdb._retry import DecorrelatedJitter
+from iamdb._tokens import Token, TokenCache
 from iamdb.errors import AuthError, ConfigError, ConflictError, ConnectError, ThrottleError
-from iamdb.limiter import Deadline, Limits, paced_rate
-from iamdb.managed import ManagedConnection
-from iamdb.pg import _classify, _params
-from iamdb.retry import DecorrelatedJitter
-from iamdb.tokens import Token, TokenCache
 from tests.fakes import FakeTime, RecordingProbe, runtime
 
 CLUSTER = "abcdefghijklmnopqrstuvwxyz.dsql.eu-central-1.on.aws"

@@ -16,11 +16,11 @@ import pytest
 from bench.fleetsim.dynamodb import Table
 from bench.fleetsim.values import DynamoError
 from iamdb._aws import AwsError
+from iamdb._fleet import COOLDOWN_SECONDS, TOLERANCE_US, FleetLimiter
 from iamdb._http import TransportError
+from iamdb._limiter import paced_rate
+from iamdb._log import WarnOnce
 from iamdb.errors import ConfigError, CredentialsError, IamDbError, ThrottleError
-from iamdb.fleet import COOLDOWN_SECONDS, TOLERANCE_US, FleetLimiter
-from iamdb.limiter import paced_rate
-from iamdb.log import WarnOnce
 from tests.fakes import FakeTime, runtime
 
 EP = "db.c9akciq32.us-east-1.rds.amazonaws.com:5432"

@@ -20,9 +20,9 @@ from bench.fleetsim.dynamodb import (
 from bench.fleetsim.rds import HANDSHAKE, Rds
 from bench.fleetsim.sim import EPOCH, Sim
 from devstack.verifier import KeyInfo, Verifier
-from iamdb.credentials import Credentials
+from iamdb._credentials import Credentials
+from iamdb._signer import generate_db_auth_token
 from iamdb.errors import AuthError
-from iamdb.signer import generate_db_auth_token
 
 ADD_ONE = {
     "TableName": "t",

@@ -26,22 +26,22 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pymongo import MongoClient
 
-from iamdb.config import (
+from iamdb._config import (
     DEFAULT_CA_BUNDLE,
     SSLMODES,
     env_prefix,
     load_settings,
     load_sql_config,
 )
-from iamdb.credentials import Credentials
-from iamdb.errors import ConfigError
-from iamdb.mongo import (
+from iamdb._credentials import Credentials
+from iamdb._mongo import (
     MECHANISM,
     MONGO_SUFFIXES,
     client_options,
     load_mongo_config,
     mongo_prefix,
 )
+from iamdb.errors import ConfigError
 
 # pymongo warns about URI options it ignores; the checks below assert what it kept.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

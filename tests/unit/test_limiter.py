@@ -13,14 +13,14 @@ from types import SimpleNamespace
 
 import pytest
 
+from iamdb._config import load_settings, load_sql_config
+from iamdb._credentials import CredentialResolver
+from iamdb._limiter import PACE, Deadline, Limits, TokenBucket, paced_rate
 from iamdb._login import Login
-from iamdb.config import load_settings, load_sql_config
-from iamdb.credentials import CredentialResolver
+from iamdb._managed import ManagedConnection
+from iamdb._registry import Registry
+from iamdb._tokens import Token, TokenCache
 from iamdb.errors import AuthError, ConfigError, ThrottleError
-from iamdb.limiter import PACE, Deadline, Limits, TokenBucket, paced_rate
-from iamdb.managed import ManagedConnection
-from iamdb.registry import Registry
-from iamdb.tokens import Token, TokenCache
 from tests.fakes import FakeTime, RecordingProbe, runtime
 
 ENV = {

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from iamdb._config import load_sql_config
+from iamdb._credentials import CredentialResolver
+from iamdb._limiter import Deadline, Limits
 from iamdb._login import Login
+from iamdb._managed import ManagedConnection
 from iamdb._runtime import Runtime
-from iamdb.config import load_sql_config
-from iamdb.credentials import CredentialResolver
+from iamdb._tokens import Token, TokenCache
 from iamdb.errors import AuthError
-from iamdb.limiter import Deadline, Limits
-from iamdb.managed import ManagedConnection
-from iamdb.tokens import Token, TokenCache
 from tests.fakes import FakeClock, RecordingProbe
 
 ENV = {

@@ -16,12 +16,9 @@ from xml.etree import ElementTree
 import pytest
 
 from iamdb._aws import AwsError
-from iamdb._mongo_handle import MongoHandle
-from iamdb._runtime import Runtime
-from iamdb.credentials import CredentialResolver, Credentials
-from iamdb.errors import AuthError, ConfigError, ConnectError, CredentialsError
-from iamdb.limiter import Deadline
-from iamdb.mongo import (
+from iamdb._credentials import CredentialResolver, Credentials
+from iamdb._limiter import Deadline
+from iamdb._mongo import (
     Lease,
     MongoConfig,
     Sources,
@@ -29,7 +26,10 @@ from iamdb.mongo import (
     connection_string,
     load_mongo_config,
 )
-from iamdb.sts import AssumedRole, assume_role, session_name
+from iamdb._mongo_handle import MongoHandle
+from iamdb._runtime import Runtime
+from iamdb._sts import AssumedRole, assume_role, session_name
+from iamdb.errors import AuthError, ConfigError, ConnectError, CredentialsError
 from tests.fakes import FakeTime, RecordingProbe, runtime
 
 MONGO_START = 1_000_000.0
@@ -462,7 +462,7 @@ def test_close_closes_everything() -> None:
 
 
 def test_one_mongo_instance_whatever_the_spelling() -> None:
-    from iamdb.registry import Registry
+    from iamdb._registry import Registry
 
     environ = {**BASE, "IAMDB_MONGO_REPORTS_URI": "mongodb://db.example.com/reports"}
     registry = Registry(runtime=Runtime(environ=environ))

@@ -1,4 +1,4 @@
-"""iamdb.redact against botocore's real DEBUG output: no secret survives, the context does.
+"""iamdb._redact against botocore's real DEBUG output: no secret survives, the context does.
 
 The records come from botocore itself: boto3 clients (STS AssumeRole over the query protocol
 and XML, DynamoDB UpdateItem over JSON, Cognito and SSO returning credentials as JSON) call a
@@ -24,7 +24,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from iamdb import redact
+from iamdb import _redact
 
 ACCESS_KEY = "ASIAFUNCTIONKEY00001"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -123,7 +123,7 @@ class Wire:
     def filtered(self) -> list[logging.LogRecord]:
         """Copies of the records, each run through iamdb's filter (which must keep it)."""
         copies = [logging.makeLogRecord(vars(record)) for record in self.records]
-        assert all(redact.FILTER.filter(copy) for copy in copies)
+        assert all(_redact.FILTER.filter(copy) for copy in copies)
         return copies
 
 
@@ -138,9 +138,9 @@ def _loggers() -> list[logging.Logger]:
 @pytest.fixture(scope="module")
 def wire() -> Iterator[Wire]:
     """Run botocore's code paths once, with DEBUG on and iamdb's filter off, and keep it all."""
-    had_filter = [logger for logger in _loggers() if redact.FILTER in logger.filters]
+    had_filter = [logger for logger in _loggers() if _redact.FILTER in logger.filters]
     for logger in had_filter:
-        logger.removeFilter(redact.FILTER)
+        logger.removeFilter(_redact.FILTER)
     levels = {name: logging.getLogger(name).level for name in LOGGERS}
     capture = Capture()
     logging.getLogger().addHandler(capture)
@@ -161,7 +161,7 @@ def wire() -> Iterator[Wire]:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
         for logger in had_filter:
-            logger.addFilter(redact.FILTER)
+            logger.addFilter(_redact.FILTER)
         for name in [m for m in sys.modules if m.split(".")[0] == PMA]:
             del sys.modules[name]
         sys.modules.update(stand_in)
@@ -226,7 +226,7 @@ def test_botocore_debug_output_holds_the_secrets_without_the_filter(wire: Wire) 
     assert leaked == wire.secrets - {SECRET_KEY}  # botocore never logs the secret key itself
     names = {r.name for r in wire.records if _leaks([r], wire.secrets)}
     assert {"botocore.auth", "botocore.endpoint", "botocore.parsers"} <= names
-    assert names <= set(redact.KNOWN_LOGGERS)
+    assert names <= set(_redact.KNOWN_LOGGERS)
 
 
 def test_the_filter_leaves_no_secret_in_botocores_records(wire: Wire) -> None:
@@ -251,14 +251,14 @@ def test_the_filter_keeps_the_context(wire: Wire) -> None:
     ):
         assert kept in text, kept
     for marked in (
-        f"<SecretAccessKey>{redact.MARKER}</SecretAccessKey>",
-        f"'X-Amz-Security-Token': b'{redact.MARKER}'",
-        f"x-amz-security-token:{redact.MARKER}",
-        f"X-Amz-Security-Token={redact.MARKER}",
-        f"Signature={redact.MARKER}",
-        f"Signature:\n{redact.MARKER}",
-        f'"SecretKey": "{redact.MARKER}"',
-        f'"secretAccessKey": "{redact.MARKER}"',
+        f"<SecretAccessKey>{_redact.MARKER}</SecretAccessKey>",
+        f"'X-Amz-Security-Token': b'{_redact.MARKER}'",
+        f"x-amz-security-token:{_redact.MARKER}",
+        f"X-Amz-Security-Token={_redact.MARKER}",
+        f"Signature={_redact.MARKER}",
+        f"Signature:\n{_redact.MARKER}",
+        f'"SecretKey": "{_redact.MARKER}"',
+        f'"secretAccessKey": "{_redact.MARKER}"',
     ):
         assert marked in text, marked
 
@@ -289,9 +289,9 @@ def test_the_filter_keeps_the_context(wire: Wire) -> None:
     ],
 )
 def test_each_form_of_secret_is_redacted(text: str, secret: str) -> None:
-    redacted = redact.redact(text)
-    assert secret not in redacted and redact.MARKER in redacted
-    assert redact.redact(redacted) == redacted  # stable: filtering twice changes nothing
+    redacted = _redact.redact(text)
+    assert secret not in redacted and _redact.MARKER in redacted
+    assert _redact.redact(redacted) == redacted  # stable: filtering twice changes nothing
 
 
 @pytest.mark.parametrize(
@@ -307,7 +307,7 @@ def test_each_form_of_secret_is_redacted(text: str, secret: str) -> None:
     ],
 )
 def test_text_without_secrets_is_left_alone(text: str) -> None:
-    assert redact.redact(text) == text
+    assert _redact.redact(text) == text
 
 
 def _record(msg: object, args: Any = (), exc_info: Any = None, **kw: Any) -> logging.LogRecord:
@@ -318,7 +318,7 @@ def _record(msg: object, args: Any = (), exc_info: Any = None, **kw: Any) -> log
 
 def test_records_with_bad_arguments_are_kept_without_them() -> None:
     record = _record("Signature=0123abcdef %s %s", ("only one",))
-    assert redact.FILTER.filter(record)
+    assert _redact.FILTER.filter(record)
     message = record.getMessage()
     assert "0123abcdef" not in message and "Signature=" in message and "dropped" in message
 
@@ -327,14 +327,14 @@ def test_records_with_bad_arguments_are_kept_without_them() -> None:
             raise RuntimeError("no")
 
     record = _record(Unprintable())
-    assert redact.FILTER.filter(record)
+    assert _redact.FILTER.filter(record)
     assert "could not be formatted" in record.getMessage() and record.args == ()
 
 
 def test_mapping_arguments_are_formatted_then_redacted() -> None:
     record = _record("%(h)s", ({"h": {"X-Amz-Security-Token": b"TOKEN/+="}},))
-    assert redact.FILTER.filter(record)
-    assert record.getMessage() == f"{{'X-Amz-Security-Token': b'{redact.MARKER}'}}"
+    assert _redact.FILTER.filter(record)
+    assert record.getMessage() == f"{{'X-Amz-Security-Token': b'{_redact.MARKER}'}}"
 
 
 def test_exception_and_stack_text_are_redacted() -> None:
@@ -343,7 +343,7 @@ def test_exception_and_stack_text_are_redacted() -> None:
     except ValueError:
         exc_info = sys.exc_info()
     record = _record("failed", exc_info=exc_info, sinfo="Stack: x-amz-security-token:TOKEN/+=")
-    assert redact.FILTER.filter(record)
+    assert _redact.FILTER.filter(record)
     text = logging.Formatter().format(record)
     assert "TOKEN" not in text and "ValueError: refused" in text and "Stack:" in text
 
@@ -352,7 +352,7 @@ def test_a_bad_record_through_a_real_logger_is_logged_and_nothing_raises(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     logger = logging.getLogger("botocore.iamdb_test_bad_args")
-    redact.install()
+    _redact.install()
     capture = Capture()
     logger.addHandler(capture)
     try:
@@ -369,16 +369,16 @@ def test_install_filters_every_existing_logger_once_and_later_ones_on_the_next_c
 
     early = logging.getLogger("urllib3.iamdb_test.deep.child")  # a PlaceHolder in between
     other = logging.getLogger("botocorex.iamdb_test")
-    redact.install()
-    redact.install()
-    assert logging.getLogger("botocore.parsers").filters.count(redact.FILTER) == 1
-    assert early.filters.count(redact.FILTER) == 1
-    assert redact.FILTER not in other.filters and redact.FILTER not in logging.getLogger().filters
-    assert all(redact.FILTER in logging.getLogger(name).filters for name in redact.KNOWN_LOGGERS)
+    _redact.install()
+    _redact.install()
+    assert logging.getLogger("botocore.parsers").filters.count(_redact.FILTER) == 1
+    assert early.filters.count(_redact.FILTER) == 1
+    assert _redact.FILTER not in other.filters and _redact.FILTER not in logging.getLogger().filters
+    assert all(_redact.FILTER in logging.getLogger(name).filters for name in _redact.KNOWN_LOGGERS)
     late = logging.getLogger("botocore.iamdb_test_late")
-    assert redact.FILTER not in late.filters  # created after: not seen yet
-    redact.install()
-    assert late.filters.count(redact.FILTER) == 1
+    assert _redact.FILTER not in late.filters  # created after: not seen yet
+    _redact.install()
+    assert late.filters.count(_redact.FILTER) == 1
 
 
 def test_install_from_many_threads_attaches_one_filter() -> None:
@@ -389,11 +389,11 @@ def test_install_from_many_threads_attaches_one_filter() -> None:
         barrier.wait()
         for name in names:
             logging.getLogger(name)
-            redact.install()
+            _redact.install()
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert all(logging.getLogger(n).filters.count(redact.FILTER) == 1 for n in names)
+    assert all(logging.getLogger(n).filters.count(_redact.FILTER) == 1 for n in names)

@@ -9,8 +9,8 @@ import random
 
 import pytest
 
+from iamdb._retry import DecorrelatedJitter, final_refusal
 from iamdb.errors import AuthError, ThrottleError
-from iamdb.retry import DecorrelatedJitter, final_refusal
 
 
 def test_each_delay_is_drawn_between_base_and_three_times_the_previous() -> None:

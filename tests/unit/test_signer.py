@@ -22,15 +22,15 @@ from botocore.credentials import ReadOnlyCredentials
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iamdb import signer
-from iamdb.credentials import Credentials
-from iamdb.errors import ConfigError
-from iamdb.signer import (
+from iamdb import _signer
+from iamdb._credentials import Credentials
+from iamdb._signer import (
     DSQL_MAX_EXPIRES_SECONDS,
     TOKEN_LIFETIME_SECONDS,
     generate_db_auth_token,
     generate_dsql_auth_token,
 )
+from iamdb.errors import ConfigError
 
 ACCESS_KEY = "AKIDEXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -333,9 +333,9 @@ def test_now_defaults_to_the_current_utc_second() -> None:
 
 
 def test_signing_key_cache_stays_bounded() -> None:
-    for i in range(3 * signer._KEY_CACHE_MAX):
+    for i in range(3 * _signer._KEY_CACHE_MAX):
         generate_db_auth_token(HOST, 5432, "app", f"xx-test-{i}", credentials=CREDS, now=INSTANT)
-        assert len(signer._signing_keys) <= signer._KEY_CACHE_MAX
+        assert len(_signer._signing_keys) <= _signer._KEY_CACHE_MAX
 
 
 # --- Aurora DSQL ------------------------------------------------------------------------
@@ -387,7 +387,7 @@ def test_rds_and_dsql_signing_keys_are_not_confused(
     clients: dict[bool, Any], dsql_clients: dict[bool, Any]
 ) -> None:
     """Same secret, day and region: the derived keys differ by service (``rds-db``, ``dsql``)."""
-    signer._signing_keys.clear()
+    _signer._signing_keys.clear()
     now = datetime(2026, 11, 5, 1, 2, 3, tzinfo=timezone.utc)
     for _ in range(2):  # the second round signs with cached keys
         dsql = botocore_dsql_token(dsql_clients[False], DSQL_HOST, "us-east-1", False, 900, now)

@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
+from iamdb._config import load_settings, load_sql_config
+from iamdb._credentials import CredentialResolver
+from iamdb._limiter import Deadline, Limits
 from iamdb._login import Login
+from iamdb._managed import ManagedConnection
 from iamdb._runtime import Runtime
-from iamdb.config import load_settings, load_sql_config
-from iamdb.credentials import CredentialResolver
+from iamdb._telemetry import METRICS, Probe, Telemetry
+from iamdb._tokens import TokenCache
 from iamdb.errors import AuthError, ConfigError
-from iamdb.limiter import Deadline, Limits
-from iamdb.managed import ManagedConnection
-from iamdb.telemetry import METRICS, Probe, Telemetry
-from iamdb.tokens import TokenCache
 from tests.fakes import FakeClock
 from tests.unit.test_managed import ENV, FakeDriver
 
@@ -136,12 +136,12 @@ def test_refusals_are_counted() -> None:
 
 
 def test_metric_names_are_the_documented_ones() -> None:
-    import iamdb.telemetry
+    import iamdb._telemetry
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert len(set(METRICS)) == 10 and all(name.isidentifier() for name in METRICS)
     for name in METRICS:
-        assert f"``{name}``" in (iamdb.telemetry.__doc__ or "") and f"`{name}`" in readme, name
+        assert f"``{name}``" in (iamdb._telemetry.__doc__ or "") and f"`{name}`" in readme, name
 
 
 @pytest.mark.parametrize(

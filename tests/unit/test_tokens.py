@@ -8,10 +8,10 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from iamdb.credentials import CredentialResolver, Credentials
+from iamdb._credentials import CredentialResolver, Credentials
+from iamdb._signer import generate_db_auth_token
+from iamdb._tokens import Endpoint, Token, TokenCache
 from iamdb.errors import ConfigError
-from iamdb.signer import generate_db_auth_token
-from iamdb.tokens import Endpoint, Token, TokenCache
 from tests.fakes import FakeClock
 
 HOST = "mydb.c9akciq32.us-east-1.rds.amazonaws.com"

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-from iamdb import _mongo_aws, redact
+from iamdb import _mongo_aws, _redact
 from iamdb._checks import instance_name, is_region, settings_environ
+from iamdb._credentials import CredentialResolver, Credentials
 from iamdb._mongo_uri import EXTERNAL, MECHANISM, documentdb_options, parse_uri, split_query
-from iamdb.credentials import CredentialResolver, Credentials
+from iamdb._sts import assume_role
 from iamdb.errors import AuthError, ConfigError, ConnectError, IamDbError
-from iamdb.sts import assume_role
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
@@ -291,7 +291,7 @@ def new_client(
     except ImportError:
         raise ConfigError(cfg.prefix + "URI", "pymongo is not installed (iamdb[mongo])") from None
     if not _mongo_aws.install():  # the application imported pymongo-auth-aws (botocore) itself
-        redact.install()  # its botocore DEBUG logs would show the session token
+        _redact.install()  # its botocore DEBUG logs would show the session token
     function_name = (os.environ if environ is None else environ).get("AWS_LAMBDA_FUNCTION_NAME")
     try:
         return getattr(pymongo, kind)(

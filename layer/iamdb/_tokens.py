@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from iamdb.credentials import CredentialResolver, Credentials, default_resolver
+from iamdb._credentials import CredentialResolver, Credentials, default_resolver
+from iamdb._signer import TOKEN_LIFETIME_SECONDS, generate_db_auth_token, generate_dsql_auth_token
 from iamdb.errors import ConfigError
-from iamdb.signer import TOKEN_LIFETIME_SECONDS, generate_db_auth_token, generate_dsql_auth_token
 
 __all__ = ["Endpoint", "Token", "TokenCache"]
 

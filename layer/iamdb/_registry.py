@@ -1,8 +1,8 @@
 """The registry behind the documented singletons ``get_pg``, ``get_mysql``, ``get_dsql`` and
 ``reset``.
 
-One :class:`Registry` per process (``iamdb.registry.default``) holds, for each engine and
-instance name, one :class:`~iamdb.managed.ManagedConnection`, plus what they share: the
+One :class:`Registry` per process (``iamdb._registry.default``) holds, for each engine and
+instance name, one :class:`~iamdb._managed.ManagedConnection`, plus what they share: the
 token cache, the credential resolver, the login limits, the AWS client and the deadline of
 the current invocation. Tests build their own ``Registry`` with a
 :class:`~iamdb._runtime.Runtime` of their own (fake clock, environment) instead of touching
@@ -17,25 +17,25 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from iamdb._checks import instance_name
+from iamdb._config import SQL_SUFFIXES, Engine, Settings, SqlConfig, load_settings, load_sql_config
+from iamdb._credentials import CredentialResolver, default_resolver
+from iamdb._limiter import Deadline
+from iamdb._log import WarnOnce, apply_level, join_powertools_logger
 from iamdb._login import Driver, Login
+from iamdb._managed import ManagedConnection
 from iamdb._runtime import PROCESS, Runtime
-from iamdb.config import SQL_SUFFIXES, Engine, Settings, SqlConfig, load_settings, load_sql_config
-from iamdb.credentials import CredentialResolver, default_resolver
+from iamdb._snapstart import register_after_restore
+from iamdb._telemetry import Telemetry
+from iamdb._tokens import TokenCache
 from iamdb.errors import ConfigError
-from iamdb.limiter import Deadline
-from iamdb.log import WarnOnce, apply_level, join_powertools_logger
-from iamdb.managed import ManagedConnection
-from iamdb.snapstart import register_after_restore
-from iamdb.telemetry import Telemetry
-from iamdb.tokens import TokenCache
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
     from iamdb._aws import AwsClient
+    from iamdb._limiter import Limits
     from iamdb._mongo_handle import MongoHandle
-    from iamdb.limiter import Limits
-    from iamdb.pg import PgConnection
+    from iamdb._pg import PgConnection
 
 T = TypeVar("T")
 
@@ -120,8 +120,8 @@ class Registry:
     def mongo_handle(self, name: str | None = None) -> MongoHandle:
         """The :class:`~iamdb._mongo_handle.MongoHandle` of a Mongo instance (config read once)."""
         from iamdb._aws import resolve_endpoint
+        from iamdb._mongo import MONGO_SUFFIXES, Sources, load_mongo_config
         from iamdb._mongo_handle import MongoHandle
-        from iamdb.mongo import MONGO_SUFFIXES, Sources, load_mongo_config
 
         name = None if name is None else instance_name(name, MONGO_SUFFIXES)  # "Reports" too
         with self._lock:
@@ -203,7 +203,7 @@ class Registry:
 
     @property
     def telemetry(self) -> Telemetry:
-        """Metrics and subsegments (see :mod:`iamdb.telemetry`), shared by every instance."""
+        """Metrics and subsegments (see :mod:`iamdb._telemetry`), shared by every instance."""
         if self._telemetry is None:
             self._telemetry = Telemetry(self.settings.metrics_namespace, self.warn_once)
         return self._telemetry
@@ -228,13 +228,13 @@ class Registry:
     def limits(self) -> Limits:
         """The permits of new IAM logins: per-process buckets, and the fleet's ticket queue."""
         if self._limits is None:
-            from iamdb.limiter import Limits
+            from iamdb._limiter import Limits
 
             settings = self.settings
             fleet = None
             if settings.throttle_table:
                 from iamdb._aws import resolve_endpoint
-                from iamdb.fleet import FleetLimiter
+                from iamdb._fleet import FleetLimiter
 
                 resolve_endpoint("dynamodb", self.runtime.environ)  # ConfigError before any call
                 table = settings.throttle_table
@@ -323,11 +323,11 @@ class Registry:
         driver = self._drivers.get(kind)
         if driver is None:
             if kind == "pg":
-                from iamdb.pg import PgDriver
+                from iamdb._pg import PgDriver
 
                 driver = PgDriver()
             else:
-                from iamdb.mysql import MySqlDriver
+                from iamdb._mysql import MySqlDriver
 
                 driver = MySqlDriver()
             self._drivers[kind] = driver
@@ -338,9 +338,9 @@ def _filter_botocore_logs() -> None:
     """Take secrets out of botocore's DEBUG logs when the application uses boto3 itself
     (iamdb's own AWS calls do not go through botocore): never imports it."""
     if "botocore" in sys.modules:
-        from iamdb import redact
+        from iamdb import _redact
 
-        redact.install()
+        _redact.install()
 
 
 default = Registry()

@@ -8,9 +8,9 @@ driver's own text is kept (scrubbed of the token, which drivers never print anyw
 from __future__ import annotations
 
 from iamdb import _dsql
-from iamdb.config import SqlConfig
+from iamdb._config import SqlConfig
+from iamdb._tokens import Token
 from iamdb.errors import AuthError, ConnectError, ThrottleError
-from iamdb.tokens import Token
 
 _DB_USER_SETUP = {
     "pg": "GRANT rds_iam TO {user}",

@@ -23,14 +23,14 @@ import select
 import threading
 from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
+from iamdb._log import logger
 from iamdb._login import Driver, Login
-from iamdb.log import logger
 
 if TYPE_CHECKING:
+    from iamdb._config import SqlConfig
     from iamdb._runtime import Runtime
-    from iamdb.config import SqlConfig
-    from iamdb.telemetry import Probe
-    from iamdb.tokens import Token
+    from iamdb._telemetry import Probe
+    from iamdb._tokens import Token
 
 __all__ = ["Driver", "ManagedConnection"]
 

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from iamdb import _dsql
 from iamdb._checks import is_ip
-from iamdb.config import SqlConfig
+from iamdb._config import SqlConfig
+from iamdb._failures import auth_refused, connect_failed, rate_refused
+from iamdb._tokens import Token
 from iamdb.errors import IamDbError
-from iamdb.failures import auth_refused, connect_failed, rate_refused
-from iamdb.tokens import Token
 
 if TYPE_CHECKING:
     import psycopg
@@ -31,7 +31,7 @@ _AUTH_MARKERS = ("authentication failed", "password authentication", "28000", "2
 
 
 class PgDriver:
-    """The :class:`iamdb.managed.Driver` for psycopg 3 connections (PostgreSQL and DSQL)."""
+    """The :class:`iamdb._managed.Driver` for psycopg 3 connections (PostgreSQL and DSQL)."""
 
     engine = "pg"
 

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from iamdb.log import WarnOnce, logger
+from iamdb._log import WarnOnce, logger
 
 METRICS = (
     "ConnectionsOpened",

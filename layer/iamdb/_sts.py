@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from iamdb._aws import AwsError, retryable, xml_text
-from iamdb.credentials import Credentials, expiry_seconds
+from iamdb._credentials import Credentials, expiry_seconds
+from iamdb._log import logger
+from iamdb._retry import DecorrelatedJitter
 from iamdb.errors import AuthError, ConnectError, CredentialsError, IamDbError
-from iamdb.log import logger
-from iamdb.retry import DecorrelatedJitter
 
 if TYPE_CHECKING:
     from iamdb._aws import AwsClient

@@ -15,10 +15,10 @@ import os
 import ssl
 from typing import Any
 
-from iamdb.config import SqlConfig
+from iamdb._config import SqlConfig
+from iamdb._failures import auth_refused, connect_failed
+from iamdb._tokens import Token
 from iamdb.errors import ConfigError, ConnectError, IamDbError
-from iamdb.failures import auth_refused, connect_failed
-from iamdb.tokens import Token
 
 MySqlConnection = Any  # PyMySQL ships no type information
 
@@ -26,7 +26,7 @@ _ACCESS_DENIED = 1045
 
 
 class MySqlDriver:
-    """The :class:`iamdb.managed.Driver` for PyMySQL connections."""
+    """The :class:`iamdb._managed.Driver` for PyMySQL connections."""
 
     engine = "mysql"
 

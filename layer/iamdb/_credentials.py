@@ -241,9 +241,9 @@ class CredentialResolver:
                 ) from exc
             if found is None:
                 raise CredentialsError(f"no AWS credentials found: {_WHERE}")
-            from iamdb import redact
+            from iamdb import _redact
 
-            redact.install()  # botocore's DEBUG logs of SSO or assume-role refreshes hold secrets
+            _redact.install()  # botocore's DEBUG logs of SSO or assume-role refreshes hold secrets
             self._botocore = found
             return found
 

@@ -27,9 +27,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from iamdb._checks import instance_name
-from iamdb.config import SQL_SUFFIXES, Engine, SqlConfig, env_prefix
+from iamdb._config import SQL_SUFFIXES, Engine, SqlConfig, env_prefix
+from iamdb._registry import Registry
 from iamdb.errors import ConfigError, IamDbError
-from iamdb.registry import Registry
 
 _INSTANCE_HOST = re.compile(r"IAMDB_(PG|MYSQL|DSQL)_(?:(.+)_)?HOST")
 _ENGINES: dict[str, Engine] = {"PG": "pg", "MYSQL": "mysql", "DSQL": "dsql"}
@@ -80,7 +80,7 @@ def describe_credentials(environ: Mapping[str, str]) -> list[str]:
 
 
 def describe_metrics(registry: Registry) -> str:
-    """Where iamdb's EMF metrics go, or why there are none (see iamdb.telemetry)."""
+    """Where iamdb's EMF metrics go, or why there are none (see iamdb._telemetry)."""
     namespace = registry.settings.metrics_namespace
     if namespace is None:
         return "metrics: off (set IAMDB_METRICS_NAMESPACE or POWERTOOLS_METRICS_NAMESPACE)"
@@ -162,7 +162,7 @@ def cmd_check(args: argparse.Namespace, registry: Registry) -> int:
 
 def _mongo_secret(args: argparse.Namespace, registry: Registry) -> tuple[str, str]:
     """(connection string with fresh credentials, human note about their expiry)."""
-    from iamdb.mongo import connection_string
+    from iamdb._mongo import connection_string
 
     handle = registry.mongo_handle(args.name)
     lease = handle.fresh_lease()

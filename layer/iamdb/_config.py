@@ -30,9 +30,9 @@ from iamdb._checks import (
     settings_environ,
     valid_host,
 )
+from iamdb._signer import TOKEN_LIFETIME_SECONDS
+from iamdb._tokens import DSQL_CONNECT, DSQL_CONNECT_ADMIN, Endpoint
 from iamdb.errors import ConfigError
-from iamdb.signer import TOKEN_LIFETIME_SECONDS
-from iamdb.tokens import DSQL_CONNECT, DSQL_CONNECT_ADMIN, Endpoint
 
 Engine = Literal["pg", "mysql", "dsql"]
 

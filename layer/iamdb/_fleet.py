@@ -42,10 +42,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from iamdb._aws import AwsError, retryable
 from iamdb._http import TransportError
+from iamdb._limiter import paced_rate
+from iamdb._log import WarnOnce, logger
+from iamdb._retry import DecorrelatedJitter
 from iamdb.errors import ConfigError, IamDbError, ThrottleError
-from iamdb.limiter import paced_rate
-from iamdb.log import WarnOnce, logger
-from iamdb.retry import DecorrelatedJitter
 
 if TYPE_CHECKING:
     from iamdb._aws import AwsClient

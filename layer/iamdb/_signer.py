@@ -26,7 +26,7 @@ import hashlib
 import hmac
 from datetime import datetime, timezone
 
-from iamdb import credentials as _credentials
+from iamdb import _credentials
 from iamdb.errors import ConfigError
 
 __all__ = [
@@ -78,7 +78,7 @@ def generate_db_auth_token(
     ``hostname`` must be the real RDS endpoint name (or a bracketed IPv6 literal): the
     signature covers it. ``credentials`` is any object with ``access_key``,
     ``secret_key`` and ``token`` attributes; None resolves them with
-    :data:`iamdb.credentials.default_resolver` (environment first). ``now`` is the
+    :data:`iamdb._credentials.default_resolver` (environment first). ``now`` is the
     timezone-aware signing instant; None means the current time. The token is valid for
     :data:`TOKEN_LIFETIME_SECONDS` from that instant.
 
