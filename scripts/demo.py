@@ -43,7 +43,7 @@ def _row(function: str, call: str, result: Result | None, error: str | None) -> 
         except ValueError:
             body = {}
     status = str(result.payload.get("statusCode")) if result.ok else "ERROR"
-    age = body.get("token_age_seconds", body.get("client_age_seconds"))
+    age = body.get("token_age_seconds")
     note = "" if result.ok else str(result.payload.get("errorMessage", ""))[:90]
     return [
         function,

@@ -9,11 +9,9 @@ SQLSTATE 40001, and ``iamdb.dsql_transaction()`` runs their transaction again, a
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
-from iamdb import dsql_transaction, get_dsql, set_lambda_context
-from iamdb._registry import default
+from iamdb import dsql_transaction, get_dsql, info, set_lambda_context
 
 # DSQL runs DDL in a transaction of its own (autocommit is on: this statement is one).
 _SCHEMA = """
@@ -34,8 +32,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _schema_ready
     set_lambda_context(context)  # new-login waits never outlive the invocation
     conn = get_dsql()
-    managed = default.managed("dsql")
-    reused = managed.reused  # before dsql_transaction() asks get_dsql() again
+    seen = info("dsql")  # before dsql_transaction() asks get_dsql() again
     if not _schema_ready:
         conn.execute(_SCHEMA)
         _schema_ready = True
@@ -46,15 +43,16 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return int(row[0]) if row else 0
 
     hits = dsql_transaction(count)
-    token = managed.last_token
     return _response(
         {
             "engine": "aurora-dsql",
             "user": conn.info.user,
             "path": path,
             "hits": hits,
-            "reused_connection": reused,
-            "token_age_seconds": round(token.age(time.time()), 3) if token else None,
+            "reused_connection": seen.reused,
+            "token_age_seconds": None
+            if seen.token_age_seconds is None
+            else round(seen.token_age_seconds, 3),
             "function": context.function_name,
             "request_id": context.aws_request_id,
         }

@@ -7,11 +7,9 @@ invocation, reused by every warm one. The body says which happened and how old t
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
-from iamdb import get_mysql, set_lambda_context
-from iamdb._registry import default
+from iamdb import get_mysql, info, set_lambda_context
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS iamdb_example_hits (
@@ -28,7 +26,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _schema_ready
     set_lambda_context(context)  # new-login waits never outlive the invocation
     conn = get_mysql()
-    managed = default.managed("mysql")
+    seen = info("mysql")  # reused connection? token age?
     request_id = event.get("requestContext", {}).get("requestId") or context.aws_request_id
     with conn.cursor() as cur:
         if not _schema_ready:
@@ -41,15 +39,16 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         inserted_id = cur.lastrowid
         cur.execute("SELECT COUNT(*), VERSION() FROM iamdb_example_hits")
         count, version = cur.fetchone()
-    token = managed.last_token
     return _response(
         {
             "engine": "mysql",
             "server_version": version,
             "inserted_id": inserted_id,
             "hits": count,
-            "reused_connection": managed.reused,
-            "token_age_seconds": round(token.age(time.time()), 3) if token else None,
+            "reused_connection": seen.reused,
+            "token_age_seconds": None
+            if seen.token_age_seconds is None
+            else round(seen.token_age_seconds, 3),
             "function": context.function_name,
             "request_id": context.aws_request_id,
         }

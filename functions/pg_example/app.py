@@ -12,14 +12,12 @@ its logins appear in X-Ray as ``iamdb connect`` subsegments of this handler.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
-from iamdb import get_pg, set_lambda_context
-from iamdb._registry import default
+from iamdb import get_pg, info, set_lambda_context
 
 logger = Logger()
 metrics = Metrics()
@@ -43,7 +41,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _schema_ready
     set_lambda_context(context)  # new-login waits never outlive the invocation
     conn = get_pg()
-    managed = default.managed("pg")
+    seen = info("pg")  # reused connection? token age?
     if not _schema_ready:
         conn.execute(_SCHEMA)
         _schema_ready = True
@@ -55,16 +53,17 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         ).fetchone()
     count = conn.execute("SELECT count(*) FROM iamdb_example_hits").fetchone()
     metrics.add_metric(name="Hits", unit=MetricUnit.Count, value=1)
-    logger.info("recorded a hit", extra={"reused_connection": managed.reused})
-    token = managed.last_token
+    logger.info("recorded a hit", extra={"reused_connection": seen.reused})
     return _response(
         {
             "engine": "postgresql",
             "server_version": conn.info.server_version,
             "inserted_id": row[0] if row else None,
             "hits": count[0] if count else 0,
-            "reused_connection": managed.reused,
-            "token_age_seconds": round(token.age(time.time()), 3) if token else None,
+            "reused_connection": seen.reused,
+            "token_age_seconds": None
+            if seen.token_age_seconds is None
+            else round(seen.token_age_seconds, 3),
             "function": context.function_name,
             "request_id": context.aws_request_id,
         }

@@ -10,15 +10,13 @@ body says which happened and how old the token is.
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime, String, event, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from iamdb import set_lambda_context
-from iamdb._registry import default
+from iamdb import info, set_lambda_context
 from iamdb.sqlalchemy import create_engine
 
 engine = create_engine("pg")  # IAMDB_PG_*; no connection yet
@@ -61,7 +59,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         session.flush()
         hits = session.scalar(select(func.count()).select_from(Hit))
         inserted_id = hit.id
-    token = default.login("pg").accepted
+    seen = info("pg")  # the engine logs in as the pg instance
     return _response(
         {
             "engine": "postgresql",
@@ -69,7 +67,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "inserted_id": inserted_id,
             "hits": hits,
             "reused_connection": _logins == logins_before,
-            "token_age_seconds": round(token.age(time.time()), 3) if token else None,
+            "token_age_seconds": None
+            if seen.token_age_seconds is None
+            else round(seen.token_age_seconds, 3),
             "function": context.function_name,
             "request_id": context.aws_request_id,
         }

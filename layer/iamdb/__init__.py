@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from pymongo import MongoClient
 
+    from iamdb._info import Info
     from iamdb._pg import PgConnection
     from iamdb._pool import pg_async_pool, pg_pool
     from iamdb._registry import Registry
@@ -48,6 +49,7 @@ __all__ = [
     "ConnectError",
     "CredentialsError",
     "IamDbError",
+    "Info",
     "ThrottleError",
     "dsql_transaction",
     "generate_db_auth_token",
@@ -56,6 +58,7 @@ __all__ = [
     "get_mongo",
     "get_mysql",
     "get_pg",
+    "info",
     "pg_async_pool",
     "pg_pool",
     "reset",
@@ -125,6 +128,18 @@ def set_lambda_context(context: Any) -> None:
     _default().set_lambda_context(context)
 
 
+def info(engine: str, name: str | None = None) -> Info:
+    """What one instance (``"pg"``, ``"mysql"``, ``"dsql"`` or ``"mongo"``) did so far in this
+    process: connected, whether the last get reused its connection, the token's age, the last
+    login, and counts of logins, tokens signed, fail-opens, throttle waits and reconnects.
+    Reads only what iamdb holds: no network, no connection made."""
+    if engine not in ("pg", "mysql", "dsql", "mongo"):
+        raise ConfigError("engine", f"expected pg, mysql, dsql or mongo, got {engine!r:.40}")
+    from iamdb._info import describe
+
+    return describe(_default(), engine, name)
+
+
 def reset() -> None:
     """Close and forget every singleton, token and cached credential (tests, snapshots)."""
     _default().reset()
@@ -150,6 +165,10 @@ def __getattr__(name: str) -> object:
         from iamdb import _signer
 
         return getattr(_signer, name)
+    if name == "Info":
+        from iamdb._info import Info
+
+        return Info
     if name in ("pg_pool", "pg_async_pool"):  # psycopg_pool pools (iamdb[pool])
         from iamdb import _pool
 

@@ -88,6 +88,7 @@ class Login(Generic[C]):
         self._retries = retries
         self.accepted: Token | None = None
         """The token the server last accepted: logins reusing it need no permit."""
+        self.last_login: float | None = None  # epoch seconds of the last new connection
 
     def connect(self, **options: Any) -> C:
         """Log in once more (blocking): a new connection, or AuthError / ThrottleError /
@@ -170,7 +171,7 @@ class Login(Generic[C]):
                 refusal, refused = str(exc), type(exc)
             else:
                 self._limits.release(ticket)
-                self.accepted = token
+                self.accepted, self.last_login = token, self._rt.clock()
                 self._logged_in(token)
                 return conn
             self.probe.count("AuthFailures" if refused is AuthError else "ServerThrottled")

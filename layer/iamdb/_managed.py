@@ -62,6 +62,11 @@ class ManagedConnection(Generic[C]):
         return self.login.probe
 
     @property
+    def connected(self) -> bool:
+        """Whether a connection is held (it may have died since the last check)."""
+        return self._conn is not None
+
+    @property
     def last_token(self) -> Token | None:
         """The token the server last accepted for this instance."""
         return self.login.accepted

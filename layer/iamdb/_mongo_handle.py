@@ -66,6 +66,7 @@ class Clients:
 class _Term(NamedTuple):
     lease: Lease
     renew_at: float  # when the credentials are due for renewal
+    since: float  # when they were fetched
 
 
 class FetchLease(NamedTuple):
@@ -118,6 +119,8 @@ class MongoHandle:
         self._term: _Term | None = None  # replaced whole: readers need no lock
         self._clients = Clients()
         self.swaps = 0  # clients replaced because their credentials were due
+        self.reused = False  # whether the last get() handed out the client it already had
+        self.last_login: float | None = None  # epoch seconds of the current client's login
 
     def fresh_lease(self) -> Lease:
         """New credentials for this instance (blocking; also the admin helpers' way in)."""
@@ -129,12 +132,21 @@ class MongoHandle:
         term = self._term
         return None if term is None else term.lease
 
+    @property
+    def credentials_since(self) -> float | None:
+        """When the current credentials were fetched (None: none yet)."""
+        term = self._term
+        return None if term is None else term.since
+
     def get(self) -> MongoClient[Any]:
         """The current client; assumes again and swaps when the credentials are due."""
         client: MongoClient[Any] | None = self.ready(self._clients)
+        self.reused = client is not None
         if client is None:
             with self._lock:
+                previous = self._clients.current
                 client = self._run(self.steps(self._clients))
+                self.reused = previous is not None and client is previous.client
         return client
 
     def ready(self, clients: Clients) -> Any:
@@ -203,6 +215,7 @@ class MongoHandle:
                 return held.client
             raise
         self.probe.count("ConnectionsOpened")
+        self.last_login = now
         if held is not None:
             clients.retired.append(held)  # closed on the next call: maybe mid-cursor
             self.swaps += 1
@@ -265,7 +278,7 @@ class MongoHandle:
                 f"{self.cfg.label}: STS issued credentials for {lease.principal} that expire in "
                 f"{left:.0f} s, within {self.cfg.prefix}REFRESH_SECONDS={self.cfg.refresh_seconds}"
             )
-        self._term = _Term(lease, now + left - self.cfg.refresh_seconds)
+        self._term = _Term(lease, now + left - self.cfg.refresh_seconds, now)
         return self._term
 
     def _valid(self, term: _Term, now: float) -> bool:

@@ -177,6 +177,16 @@ class Registry:
                 self._managed[(engine, name)] = found
             return found
 
+    def known_managed(self, engine: str, name: str | None) -> ManagedConnection[Any] | None:
+        """The instance's ManagedConnection if it was ever used (none is made)."""
+        return self._managed.get(
+            (engine, None if name is None else instance_name(name, SQL_SUFFIXES))
+        )
+
+    def known_mongo(self, name: str | None) -> MongoHandle | None:
+        """The Mongo instance's handle if it was ever used (none is made; ``name`` canonical)."""
+        return self._mongo.get(name)
+
     def config(self, engine: Engine, name: str | None = None) -> SqlConfig:
         """Read and validate an instance's configuration (no network)."""
         return load_sql_config(engine, name, self._environ)

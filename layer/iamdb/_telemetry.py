@@ -111,17 +111,24 @@ class Probe:
         self.dimensions = {"engine": engine, "instance": instance}
         self._lock = threading.Lock()
         self._pending: dict[str, list[float]] = {}
+        self._totals: dict[str, float] = {}  # since the process started: iamdb.info()
 
     def count(self, metric: str, value: float = 1.0) -> None:
         """Add ``value`` to ``metric`` (one of :data:`METRICS`) for the next :meth:`flush`."""
-        if self._telemetry.namespace is None:
-            return
         with self._lock:
+            self._totals[metric] = self._totals.get(metric, 0.0) + value
+            if self._telemetry.namespace is None:
+                return
             points = self._pending.setdefault(metric, [])
             if metric in _UNITS or not points:
                 points.append(value)  # each wait is its own data point
             else:
                 points[0] += value
+
+    def totals(self) -> dict[str, float]:
+        """Each metric's sum since this probe was made (what :func:`iamdb.info` reports)."""
+        with self._lock:
+            return dict(self._totals)
 
     def flush(self) -> None:
         """Emit what was counted since the last flush (nothing when nothing was counted)."""

@@ -1,0 +1,101 @@
+"""``iamdb.info()``: what one instance did so far, read without touching the network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from iamdb._checks import instance_name
+from iamdb._config import SQL_SUFFIXES
+from iamdb._mongo import MONGO_SUFFIXES
+
+if TYPE_CHECKING:
+    from iamdb._registry import Registry
+    from iamdb._telemetry import Probe
+
+
+@dataclass(frozen=True)
+class Info:
+    """One instance of one engine, as this process sees it.
+
+    ``reused``: the last ``get_*()`` handed out the connection (or client) it already had.
+    ``token_age_seconds``: SQL, the age of the token the server last accepted; MongoDB, of the
+    credentials the current client logged in with. ``last_login``: epoch seconds of the last
+    new connection (None before any). The counts are the instance's metrics since the process
+    started (or since ``iamdb.reset()``), kept whether or not metrics are emitted.
+    """
+
+    engine: str
+    name: str | None
+    connected: bool
+    reused: bool
+    token_age_seconds: float | None
+    last_login: float | None
+    logins: int
+    tokens_signed: int
+    fail_opens: int
+    throttle_wait_ms: float
+    reconnects: int
+
+
+def describe(registry: Registry, engine: str, name: str | None) -> Info:
+    """The :class:`Info` of an instance; an instance never used reads as all zeros."""
+    now = registry.runtime.clock()
+    if name is not None:
+        name = instance_name(name, MONGO_SUFFIXES if engine == "mongo" else SQL_SUFFIXES)
+    if engine == "mongo":
+        handle = registry.known_mongo(name)
+        if handle is None:
+            return _unused(engine, name)
+        return _info(
+            handle.probe,
+            engine,
+            handle.cfg.name,
+            connected=handle.lease is not None,
+            reused=handle.reused,
+            age=None if handle.credentials_since is None else now - handle.credentials_since,
+            last_login=handle.last_login,
+        )
+    managed = registry.known_managed(engine, name)
+    if managed is None:
+        return _unused(engine, name)
+    token = managed.last_token
+    return _info(
+        managed.probe,
+        engine,
+        managed.cfg.name,
+        connected=managed.connected,
+        reused=managed.reused,
+        age=None if token is None else token.age(now),
+        last_login=managed.login.last_login,
+    )
+
+
+def _info(
+    probe: Probe,
+    engine: str,
+    name: str | None,
+    *,
+    connected: bool,
+    reused: bool,
+    age: float | None,
+    last_login: float | None,
+) -> Info:
+    totals = probe.totals()
+    return Info(
+        engine=engine,
+        name=name,
+        connected=connected,
+        reused=reused,
+        token_age_seconds=age,
+        last_login=last_login,
+        logins=int(totals.get("ConnectionsOpened", 0)),
+        tokens_signed=int(totals.get("TokensSigned", 0)),
+        fail_opens=int(totals.get("LimiterFailOpen", 0)),
+        throttle_wait_ms=totals.get("ThrottleWaitMs", 0.0),
+        reconnects=int(totals.get("Reconnects", 0)),
+    )
+
+
+def _unused(engine: str, name: str | None) -> Info:
+    return Info(engine, name, False, False, None, None, 0, 0, 0, 0.0, 0)
