@@ -13,7 +13,7 @@ MONGOSH_STAMP   := build/node/.mongosh-$(MONGOSH_VERSION)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[all,aio,sqlalchemy,pool]' --group dev
 	touch $(STAMP)
 
 $(MONGOSH_STAMP):
