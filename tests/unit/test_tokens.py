@@ -190,5 +190,10 @@ def test_refresh_seconds_must_be_within_the_lifetime(refresh: float) -> None:
     assert info.value.variable == "IAMDB_TOKEN_REFRESH_SECONDS"
 
 
-def test_refresh_seconds_may_equal_the_lifetime() -> None:
-    TokenCache(resolver=CredentialResolver({}), refresh_seconds=900)
+def test_refresh_seconds_may_equal_the_lifetime(env: dict[str, str], clock: FakeClock) -> None:
+    cache = TokenCache(resolver=CredentialResolver(env), clock=clock, refresh_seconds=900)
+    first = cache.get(ENDPOINT)
+    clock.now += 899.999  # used until the very end of its 900 s
+    assert cache.get(ENDPOINT) is first
+    clock.now += 0.001
+    assert cache.get(ENDPOINT) is not first
