@@ -16,10 +16,10 @@ import re
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from iamdb import _signer
-from iamdb._http import HttpConnection, Response, TransportError
+from iamdb._http import HttpConnection, Response, TransportError, split_url
 from iamdb.errors import ConfigError, IamDbError
 
 if TYPE_CHECKING:
@@ -149,28 +149,20 @@ def _flag(environ: Mapping[str, str], var: str) -> bool:
 
 
 def _parse_endpoint_url(var: str, url: str, region: str) -> AwsEndpoint:
-    shown = re.sub(r"//[^/?#]*@", "//<userinfo>@", url)  # a password in the URL is not repeated
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise ConfigError(var, f"expected http(s)://host[:port], got {shown!r:.120}") from None
-    host = parts.hostname or ""
+    parts, host, port = split_url(var, url)
     if (
-        parts.scheme not in ("http", "https")
-        or not host
-        or not url.isascii()
-        or parts.username is not None
+        parts.username is not None
         or parts.path not in ("", "/")
         or parts.query
         or parts.fragment
-        or port == 0
+        or parts.port == 0
         or host.strip("abcdefghijklmnopqrstuvwxyz0123456789.-:") != ""
     ):
+        shown = f"{parts.scheme}://{host}"  # neither userinfo nor the rest is repeated
         raise ConfigError(var, f"expected http(s)://host[:port] (no path), got {shown!r:.120}")
     if ":" in host:
         host = f"[{host}]"
-    return AwsEndpoint(parts.scheme, host, port or (443 if parts.scheme == "https" else 80), region)
+    return AwsEndpoint(parts.scheme, host, port, region)
 
 
 class AwsClient:

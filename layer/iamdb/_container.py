@@ -16,10 +16,9 @@ import ipaddress
 import json
 import threading
 from collections.abc import Callable, Mapping
-from urllib.parse import urlsplit
 
 from iamdb._credentials import Credentials, expiry_seconds
-from iamdb._http import HttpConnection, TransportError
+from iamdb._http import HttpConnection, TransportError, split_url
 from iamdb._log import logger
 from iamdb.errors import ConfigError, CredentialsError
 
@@ -121,14 +120,7 @@ def _target(environ: Mapping[str, str]) -> tuple[str, str, int, str]:
         if not relative.startswith("/"):
             raise ConfigError(RELATIVE_URI, "expected a path starting with '/'")
         url = f"http://169.254.170.2{relative}"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise ConfigError(var, f"expected an http(s) URL, got {url!r:.120}") from None
-    host = parts.hostname or ""
-    if parts.scheme not in ("http", "https") or not host or not url.isascii():
-        raise ConfigError(var, f"expected an http(s) URL, got {url!r:.120}")
+    parts, host, port = split_url(var, url)
     if parts.scheme == "http" and not _allowed_http_host(host):
         raise ConfigError(
             var,
@@ -136,7 +128,7 @@ def _target(environ: Mapping[str, str]) -> tuple[str, str, int, str]:
             f"got host {host!r:.80}",
         )
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path
+    return parts.scheme, host, port, path
 
 
 def _allowed_http_host(host: str) -> bool:

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import socket
 import ssl
 import threading
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
+from urllib.parse import SplitResult, urlsplit
 
-from iamdb.errors import ConnectError
+from iamdb.errors import ConfigError, ConnectError
 
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 4 * 1024 * 1024
@@ -347,3 +349,21 @@ def _botocore_bundle() -> str | None:
         if os.path.isfile(candidate):
             return candidate
     return None
+
+
+def split_url(var: str, url: str) -> tuple[SplitResult, str, int]:
+    """``url`` (the value of setting ``var``) split for a connection: (parts, host, port).
+
+    ConfigError naming ``var`` unless it is an ASCII http(s) URL with a host and a valid
+    port; a password in the URL is never repeated in the message. Callers add their rules.
+    """
+    shown = re.sub(r"//[^/?#]*@", "//<userinfo>@", url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    host = "" if parts is None else parts.hostname or ""
+    if parts is None or parts.scheme not in ("http", "https") or not host or not url.isascii():
+        raise ConfigError(var, f"expected an http(s) URL, got {shown!r:.120}")
+    return parts, host, port or (443 if parts.scheme == "https" else 80)
