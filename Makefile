@@ -59,7 +59,7 @@ devstack: $(STAMP)
 layer: $(STAMP)
 	$(MAKE) -C layer layer PYTHON=$(abspath $(PY)) OUT=$(abspath build)
 
-## demo: devstack + layer + the three example functions invoked cold then warm, then a report
+## demo: devstack + layer + the five example functions invoked cold then warm, then a report
 demo: $(STAMP)
 	@bash .ci/system-packages --check || $(MAKE) setup
 	$(MAKE) layer

@@ -22,7 +22,7 @@ README_MAX_LINES = 160
 
 PUBLIC_MODULES = {"iamdb", "iamdb.aio", "iamdb.errors", "iamdb.sqlalchemy"}
 # iamdb.info() and iamdb.Info land in parallel (issue 14 §1); a no-op once __all__ has them.
-PUBLIC_NAMES = {*iamdb.__all__, "info", "Info", "aio", "errors", "sqlalchemy"}
+PUBLIC_NAMES = {*iamdb.__all__, "aio", "errors", "sqlalchemy"}
 
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([\w+-]*)")
 HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
