@@ -19,8 +19,9 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 
-from iamdb._aws import AwsClient, AwsEndpoint, aws_region, resolve_endpoint
+from iamdb._aws import AwsClient, AwsEndpoint, resolve_endpoint
 from iamdb._credentials import CredentialResolver
+from iamdb._env import aws_region
 from iamdb._runtime import Runtime
 from iamdb.errors import ConfigError
 from tests.localserver import LocalServer, answering, response

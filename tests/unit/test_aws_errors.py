@@ -388,7 +388,7 @@ def fake_time() -> FakeTime:
     return FakeTime()
 
 
-def _assume(server: LocalServer, fake_time: FakeTime, seconds: float = 10.0) -> _sts.AssumedRole:
+def _assume(server: LocalServer, fake_time: FakeTime, seconds: float = 10.0) -> _sts.Lease:
     env = _env(server.url)
     runtime = Runtime(environ=env, clock=fake_time.clock, sleep=fake_time.sleep)
     aws = AwsClient(runtime, CredentialResolver(env))
@@ -412,7 +412,7 @@ def test_assume_role_reads_the_credentials(
     role = _assume(server, fake_time)
     assert role.credentials.access_key == "ASIAASSUMED000000001"
     assert role.expires_at == 1893456000.0
-    assert role.arn == "arn:aws:sts::123456789012:assumed-role/r/s"
+    assert role.principal == "arn:aws:sts::123456789012:assumed-role/r/s"
     assert "assumed-secret" not in repr(role)
 
 
