@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from iamdb._config import SQL_SUFFIXES, Engine, SqlConfig
-from iamdb._env import instance_name, instance_prefix
+from iamdb._env import instance_name, instance_prefix, settings_environ
 from iamdb._registry import Registry
 from iamdb.errors import ConfigError, IamDbError
 
@@ -138,14 +138,13 @@ def cmd_token(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def cmd_check(args: argparse.Namespace, registry: Registry) -> int:
-    environ = os.environ
-    print("\n".join(describe_credentials(environ)))
+    print("\n".join(describe_credentials(registry.runtime.environ)))
     try:
         print(describe_metrics(registry))
     except IamDbError as exc:
         print(f"metrics: ERROR {type(exc).__name__}: {exc}")
         return 1
-    instances = configured_instances(environ)
+    instances = configured_instances(settings_environ(registry.runtime.environ))
     if not instances:
         print("no instance configured (set IAMDB_PG_HOST, IAMDB_MYSQL_HOST or IAMDB_DSQL_HOST)")
         return 1

@@ -59,9 +59,7 @@ class Registry:
         # on a traceback holds the whole environment (secret key included) as an argument.
         self._environ = None if runtime is None else runtime.environ
         self._resolver = resolver or (
-            default_resolver
-            if runtime is None
-            else CredentialResolver(runtime.environ, clock=runtime.clock)
+            default_resolver if runtime is None else CredentialResolver(runtime)
         )
         self.deadline = Deadline(self.runtime.clock)
         self._lock = threading.Lock()

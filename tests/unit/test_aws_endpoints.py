@@ -300,7 +300,7 @@ def test_config_errors_come_before_any_call(
             **env,
         }
         runtime = Runtime(environ=env)
-        client = AwsClient(runtime, CredentialResolver(env))
+        client = AwsClient(runtime, CredentialResolver(Runtime(environ=env)))
         deadline = runtime.clock() + 5
         calls: list[Callable[[], Any]] = [lambda: client.warm(service, deadline)]
         if service == "dynamodb":

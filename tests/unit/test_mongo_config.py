@@ -397,7 +397,7 @@ def handle_with(
     rt = runtime(dict(BASE), clock)
     handle = MongoHandle(
         cfg(),
-        sources=Sources(FakeAws(*script), rt, CredentialResolver(BASE)),  # type: ignore[arg-type]
+        sources=Sources(FakeAws(*script), rt, CredentialResolver(Runtime(environ=BASE))),  # type: ignore[arg-type]
         deadline=Deadline(clock.clock),
         probe=RecordingProbe(),  # type: ignore[arg-type]
         opener=opener,
