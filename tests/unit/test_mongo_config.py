@@ -231,6 +231,16 @@ def test_client_options_lambda_defaults_and_explicit_credentials() -> None:
     }
 
 
+def test_the_appname_is_the_function_name_of_the_registrys_environment() -> None:
+    """Read at configuration time from the environment given (not os.environ at connect)."""
+    from iamdb._registry import Registry
+
+    environ = {**BASE, "AWS_LAMBDA_FUNCTION_NAME": "orders-api"}
+    handle = Registry(runtime=Runtime(environ=environ)).mongo_handle()
+    assert client_options(handle.cfg, Credentials("AKIA1", "s"))["appname"] == "orders-api"
+    assert client_options(cfg(), Credentials("AKIA1", "s"))["appname"] == "iamdb"
+
+
 def test_uri_options_override_the_defaults() -> None:
     uri = "mongodb://db.example.com/app?maxpoolsize=50&appName=mine&TLS=true&maxIdleTimeMS=1"
     uri += "&SERVERSELECTIONTIMEOUTMS=7000"
