@@ -20,7 +20,7 @@ from iamdb.errors import ConfigError
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}", re.ASCII)
 # Two to four letters first: eusc-de-east-1 (the European Sovereign Cloud) is a region too.
 REGION = re.compile(r"[a-z]{2,4}(?:-[a-z]+)+-[0-9]{1,2}", re.ASCII)
-REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")  # Lambda sets the first; the CLI's fallback
+REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")  # Lambda sets the first, the AWS CLI reads both
 _HOSTNAME = re.compile(
     r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?",
