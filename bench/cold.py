@@ -108,7 +108,7 @@ def bare_update_item_ms(env: dict[str, str], repeat: int = 50) -> float:
     from iamdb._runtime import Runtime
 
     rt = Runtime(environ=env)
-    aws = AwsClient(rt, CredentialResolver(env))
+    aws = AwsClient(rt, CredentialResolver(Runtime(environ=env)))
     payload = {
         "TableName": env["IAMDB_THROTTLE_TABLE"],
         "Key": {"pk": {"S": "bench#bare-update-item"}},

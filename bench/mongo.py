@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from bench.table import Row, print_table
@@ -31,13 +32,13 @@ import iamdb
 t1 = time.perf_counter()
 import pymongo
 t2 = time.perf_counter()
-from iamdb._mongo import fetch_lease, open_client
+from iamdb._mongo_client import fetch_lease, open_client
 from iamdb._registry import default
 handle = default.mongo_handle()  # reads and validates the configuration (pymongo's URI parser)
 t3 = time.perf_counter()
 lease = fetch_lease(handle.cfg, handle._sources, default.deadline.at(5))  # AssumeRole
 t4 = time.perf_counter()
-client = open_client(handle.cfg, lease, None)  # connect + TLS + MONGODB-AWS login (ping)
+client = open_client(handle.cfg, lease)  # connect + TLS + MONGODB-AWS login (ping)
 t5 = time.perf_counter()
 import iamdb._mongo_aws
 sdk = sorted({m.split(".")[0] for m in sys.modules} & {"boto3", "botocore"})
@@ -115,7 +116,8 @@ def rows(env: dict[str, str]) -> list[Row]:
 
     import iamdb
     from iamdb import _mongo_aws
-    from iamdb._mongo import client_options, fetch_lease, load_mongo_config
+    from iamdb._mongo_client import client_options, fetch_lease
+    from iamdb._mongo_config import load_mongo_config
     from iamdb._registry import default
 
     os.environ.update(env)
@@ -132,7 +134,9 @@ def rows(env: dict[str, str]) -> list[Row]:
 
     def iamdb_socket() -> None:
         sys.modules.update(stand_in)
-        client: Any = pymongo.MongoClient(cfg.uri, **client_options(cfg, creds, "bench"))
+        client: Any = pymongo.MongoClient(
+            cfg.uri, **client_options(replace(cfg, client_name="bench"), creds)
+        )
         client.admin.command("ping")
         client.close()
 

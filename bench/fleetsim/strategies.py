@@ -194,7 +194,7 @@ def ticket_environment(ctx: Ctx) -> Outcome:
     login = Login(
         load_sql_config("pg", None, env),
         _RdsDriver(ctx),
-        TokenCache(resolver=CredentialResolver(env), clock=ctx.now),
+        TokenCache(resolver=CredentialResolver(Runtime(environ=env)), clock=ctx.now),
         runtime=rt,
         limits=Limits(ctx.rate, fleet, rt),
         deadline=deadline,

@@ -15,30 +15,30 @@ behind, and iamdb can only say so (pymongo then warns about it when it is collec
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator, Mapping
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from iamdb._aio import PerLoop
 from iamdb._log import logger
-from iamdb._mongo import Lease, MongoConfig, login_failure, new_client
+from iamdb._mongo_client import login_failure, new_client
 from iamdb._mongo_handle import Clients, CloseClient, Held, MongoHandle, MongoStep, OpenClient
 from iamdb.errors import ConfigError, IamDbError
 
 if TYPE_CHECKING:
     from pymongo import AsyncMongoClient
 
+    from iamdb._mongo_config import MongoConfig
+    from iamdb._sts import Lease
     from iamdb._telemetry import Probe
 
 # 4.13 made the asyncio API stable; 4.13.2 stopped new connections blocking the event loop.
 MIN_PYMONGO = (4, 13, 2)
 
 
-async def open_client(
-    cfg: MongoConfig, lease: Lease, environ: Mapping[str, str] | None
-) -> AsyncMongoClient[Any]:
-    """:func:`iamdb._mongo.open_client` for asyncio: an ``AsyncMongoClient`` with one socket
+async def open_client(cfg: MongoConfig, lease: Lease) -> AsyncMongoClient[Any]:
+    """:func:`iamdb._mongo_client.open_client` for asyncio: an ``AsyncMongoClient`` with one socket
     logged in, failures mapped the same way (and raised outside ``except``)."""
-    client: AsyncMongoClient[Any] = new_client("AsyncMongoClient", cfg, lease, environ)
+    client: AsyncMongoClient[Any] = new_client("AsyncMongoClient", cfg, lease)
     failure: IamDbError | None = None
     try:
         await client.admin.command("ping")
@@ -138,7 +138,7 @@ class AsyncMongoHandle:
             result, failure = None, None
             try:
                 if isinstance(step, OpenClient):
-                    result = await open_client(self.cfg, step.lease, self.handle.environ)
+                    result = await open_client(self.cfg, step.lease)
                 elif isinstance(step, CloseClient):
                     await self.close_client(step.held)
                 else:

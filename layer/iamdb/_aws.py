@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from iamdb import _signer
+from iamdb._env import aws_region
 from iamdb._http import HttpConnection, Response, TransportError, split_url
 from iamdb.errors import ConfigError, IamDbError
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from iamdb._runtime import Runtime
 
 USER_AGENT = "iamdb/0.1"
-_REGION = re.compile(r"[a-z]{2,4}(?:-[a-z]+)+-[0-9]{1,2}", re.ASCII)
 # (region pattern, DNS suffix) by partition, as botocore's partitions.json; the rest is "aws".
 _PARTITIONS = (
     (re.compile(r"cn-\w+-\d+", re.ASCII), "amazonaws.com.cn"),
@@ -107,19 +107,6 @@ class AwsEndpoint(NamedTuple):
     def host_header(self) -> str:
         default = 443 if self.scheme == "https" else 80
         return self.host if self.port == default else f"{self.host}:{self.port}"
-
-
-def aws_region(environ: Mapping[str, str]) -> str:
-    """``AWS_REGION`` (Lambda sets it), else ``AWS_DEFAULT_REGION``; ConfigError when unusable."""
-    for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
-        value = (environ.get(var) or "").strip()
-        if value:
-            if not _REGION.fullmatch(value):
-                raise ConfigError(
-                    var, f"expected an AWS region such as 'us-east-1', got {value!r:.40}"
-                )
-            return value
-    raise ConfigError("AWS_REGION", "not set: iamdb needs the region to call AWS")
 
 
 def resolve_endpoint(service: str, environ: Mapping[str, str]) -> AwsEndpoint:

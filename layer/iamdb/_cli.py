@@ -26,8 +26,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from iamdb._checks import instance_name
-from iamdb._config import SQL_SUFFIXES, Engine, SqlConfig, env_prefix
+from iamdb._config import SQL_SUFFIXES, Engine, SqlConfig
+from iamdb._env import instance_name, instance_prefix, settings_environ
 from iamdb._registry import Registry
 from iamdb.errors import ConfigError, IamDbError
 
@@ -38,7 +38,7 @@ _ENGINES: dict[str, Engine] = {"PG": "pg", "MYSQL": "mysql", "DSQL": "dsql"}
 def configured_instances(environ: Mapping[str, str]) -> list[tuple[Engine, str | None]]:
     """(engine, name) of every instance that has an ``IAMDB_<ENGINE>[_<NAME>]_HOST``.
 
-    Names follow get_pg()'s rule (:func:`iamdb._checks.instance_name`): a variable that no
+    Names follow get_pg()'s rule (:func:`iamdb._env.instance_name`): a variable that no
     name reads as its HOST (``IAMDB_PG_IAM_HOST`` is the default instance's IAM_HOST, a
     lower-case or malformed name) is not an instance.
     """
@@ -54,7 +54,9 @@ def configured_instances(environ: Mapping[str, str]) -> list[tuple[Engine, str |
                 name = instance_name(name, SQL_SUFFIXES)
             except ConfigError:
                 continue
-            if env_prefix(engine, name) + "HOST" != var:  # IAMDB_PG_reporting_HOST
+            if (
+                instance_prefix(engine, name, SQL_SUFFIXES) + "HOST" != var
+            ):  # IAMDB_PG_reporting_HOST
                 continue
         found.append((engine, name))
     return found
@@ -136,14 +138,13 @@ def cmd_token(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def cmd_check(args: argparse.Namespace, registry: Registry) -> int:
-    environ = os.environ
-    print("\n".join(describe_credentials(environ)))
+    print("\n".join(describe_credentials(registry.runtime.environ)))
     try:
         print(describe_metrics(registry))
     except IamDbError as exc:
         print(f"metrics: ERROR {type(exc).__name__}: {exc}")
         return 1
-    instances = configured_instances(environ)
+    instances = configured_instances(settings_environ(registry.runtime.environ))
     if not instances:
         print("no instance configured (set IAMDB_PG_HOST, IAMDB_MYSQL_HOST or IAMDB_DSQL_HOST)")
         return 1
@@ -162,7 +163,7 @@ def cmd_check(args: argparse.Namespace, registry: Registry) -> int:
 
 def _mongo_secret(args: argparse.Namespace, registry: Registry) -> tuple[str, str]:
     """(connection string with fresh credentials, human note about their expiry)."""
-    from iamdb._mongo import connection_string
+    from iamdb._mongo_client import connection_string
 
     handle = registry.mongo_handle(args.name)
     lease = handle.fresh_lease()

@@ -6,7 +6,7 @@ engines are ``pg``, ``mysql`` and ``dsql`` (Aurora DSQL: PostgreSQL with rules o
 :mod:`iamdb._dsql`).
 A missing or malformed value raises :class:`~iamdb.errors.ConfigError` naming the
 variable and what was expected. Instance names are case-insensitive (see
-:func:`iamdb._checks.instance_name`); numbers, ports and regions are ASCII.
+:func:`iamdb._env.instance_name`); numbers, ports and regions are ASCII.
 """
 
 from __future__ import annotations
@@ -18,13 +18,17 @@ from pathlib import Path
 from typing import Literal
 
 from iamdb import _dsql
-from iamdb._checks import (
+from iamdb._env import (
     INTEGER,
+    aws_region,
     ca_file_problem,
+    client_name,
+    env_host,
     env_number,
     env_text,
     env_value,
     instance_name,
+    instance_prefix,
     is_ip,
     is_region,
     settings_environ,
@@ -103,6 +107,7 @@ class SqlConfig:
     token_lifetime: int = TOKEN_LIFETIME_SECONDS  # DSQL: <P>TOKEN_EXPIRES_SECONDS
     max_age: float | None = None  # DSQL: replace connections this old (seconds) at get_dsql()
     connect_rate: float | None = None  # DSQL: new connections/s per cluster; None: the setting
+    client_name: str = "iamdb"  # the session's application name: AWS_LAMBDA_FUNCTION_NAME
 
     @property
     def label(self) -> str:
@@ -117,13 +122,6 @@ class SqlConfig:
             return Endpoint(host, port, user, region)
         action = DSQL_CONNECT_ADMIN if user == _dsql.ADMIN_ROLE else DSQL_CONNECT
         return Endpoint(host, port, user, region, action, self.token_lifetime)
-
-
-def env_prefix(engine: Engine, name: str | None) -> str:
-    """``IAMDB_PG_`` for the default instance, ``IAMDB_PG_<NAME>_`` for a named one."""
-    if name is None:
-        return f"IAMDB_{engine.upper()}_"
-    return f"IAMDB_{engine.upper()}_{instance_name(name, SQL_SUFFIXES).upper()}_"
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -198,10 +196,10 @@ def load_sql_config(
 ) -> SqlConfig:
     """Read and validate one SQL instance's configuration."""
     env = settings_environ(environ)
-    p = env_prefix(engine, name)
+    p = instance_prefix(engine, name, SQL_SUFFIXES)
     name = None if name is None else instance_name(name, SQL_SUFFIXES)
     dsql = engine == "dsql"
-    host = _host(env, p + "HOST", required=True)
+    host = env_host(env, p + "HOST")
     port = int(env_number(env, p + "PORT", DEFAULT_PORTS[engine], low=1, high=65535, integer=True))
     timeout = int(env_number(env, p + "CONNECT_TIMEOUT", 5, low=1, high=300, integer=True))
     signing_host, signing_port = _iam_host(env, p + "IAM_HOST", p + "HOST", host, port, dsql)
@@ -221,6 +219,7 @@ def load_sql_config(
         sslmode=_sslmode(env, p + "SSLMODE", engine),
         sslrootcert=_rootcert(env, p + "SSLROOTCERT", dsql),
         connect_timeout=timeout,
+        client_name=client_name(env),
         **(_dsql.limits(env, p) if dsql else {}),
     )
 
@@ -230,15 +229,6 @@ def region_from_endpoint(hostname: str) -> str | None:
     GovCloud) or an Aurora DSQL cluster endpoint, or None when ``hostname`` is neither."""
     match = _RDS_ENDPOINT.fullmatch(hostname)
     return match.group("region").lower() if match else _dsql.region_from_endpoint(hostname)
-
-
-def _host(env: Mapping[str, str], var: str, *, required: bool) -> str:
-    value = env_value(env, var)
-    if value is None:
-        raise ConfigError(var, "is required and not set (the database host name or IP)")
-    if not valid_host(value):
-        raise ConfigError(var, f"expected a host name or IP address, got {value!r:.80}")
-    return value
 
 
 def _iam_host(
@@ -282,14 +272,12 @@ def _region(env: Mapping[str, str], var: str, signing_host: str) -> str:
     parsed = region_from_endpoint(signing_host)
     if parsed:
         return parsed
-    fallback = env_value(env, "AWS_REGION") or env_value(env, "AWS_DEFAULT_REGION")
-    if fallback is None or not is_region(fallback):
-        raise ConfigError(
-            var,
-            f"not set, {signing_host!r:.80} is not an RDS or DSQL endpoint name, and AWS_REGION "
-            "is not a valid region: set it to the database's region, e.g. 'us-east-1'",
-        )
-    return fallback
+    return aws_region(
+        env,
+        f"not set, {signing_host!r:.80} is not an RDS or DSQL endpoint name, and AWS_REGION "
+        "is not a valid region: set it to the database's region, e.g. 'us-east-1'",
+        var=var,
+    )
 
 
 def _sslmode(env: Mapping[str, str], var: str, engine: Engine) -> str:

@@ -20,8 +20,10 @@ from iamdb.errors import ConfigError, CredentialsError
 
 TYPE_CHECKING = False  # typing itself costs ~10 ms of cold start; only the checker needs it
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
     from typing import Any
+
+    from iamdb._runtime import Runtime
 
 __all__ = [
     "CredentialResolver",
@@ -133,8 +135,8 @@ class CredentialResolver:
     """The environment first, then the container endpoint, botocore's default chain last.
 
     The environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-    ``AWS_SESSION_TOKEN``) is read from ``environ`` on every call: it is cheap and picks
-    up rotated credentials. botocore is never imported on that path.
+    ``AWS_SESSION_TOKEN``) is read from the runtime's ``environ`` on every call: it is cheap
+    and picks up rotated credentials. botocore is never imported on that path.
 
     Without ``AWS_ACCESS_KEY_ID``, a container credentials endpoint
     (``AWS_CONTAINER_CREDENTIALS_FULL_URI`` or ``_RELATIVE_URI``) is asked, and its answer
@@ -143,18 +145,16 @@ class CredentialResolver:
     imported lazily, its credentials object created once per resolver, and
     ``get_frozen_credentials()`` called on every :meth:`resolve` so that refreshable
     credentials (SSO, assumed roles, container/instance metadata) refresh. botocore reads
-    the process environment (``os.environ``), not ``environ``.
+    the process environment (``os.environ``), not the runtime's.
 
     Thread-safe.
     """
 
-    def __init__(
-        self, environ: Mapping[str, str] | None = None, *, clock: Callable[[], float] | None = None
-    ) -> None:
-        """``environ``: where to read the variables, None reads ``os.environ`` live; ``clock``
-        (epoch seconds) decides when container credentials are due for refresh."""
-        self._environ = environ
-        self._clock = clock
+    def __init__(self, runtime: Runtime | None = None) -> None:
+        """``runtime``: where to read the variables (its ``environ``) and when container
+        credentials are due for refresh (its ``clock``); None: ``os.environ`` read live and
+        ``time.time``, without importing :mod:`iamdb._runtime` (signing's cold path)."""
+        self._runtime = runtime
         self._lock = _thread.allocate_lock()
         self._botocore: Any = None
         self._container: Any = None
@@ -165,7 +165,7 @@ class CredentialResolver:
 
         ``deadline`` (clock seconds) bounds a fetch from the container endpoint, if one is due.
         """
-        env = os.environ if self._environ is None else self._environ
+        env = os.environ if self._runtime is None else self._runtime.environ
         key = env.get(_ENV_KEY)
         if key:
             secret = env.get(_ENV_SECRET)
@@ -193,7 +193,8 @@ class CredentialResolver:
 
                 from iamdb._container import ContainerCredentials
 
-                self._container = ContainerCredentials(env, self._clock or time.time)
+                clock = time.time if self._runtime is None else self._runtime.clock
+                self._container = ContainerCredentials(env, clock)
             return self._container
 
     def _remember(self, key: str, secret: str, token: str | None) -> Credentials:

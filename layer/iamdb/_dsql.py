@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from iamdb._checks import ca_file_problem, env_number, env_value
+from iamdb._env import ca_file_problem, env_number, env_value
 from iamdb._log import logger
 from iamdb._signer import DSQL_MAX_EXPIRES_SECONDS, TOKEN_LIFETIME_SECONDS
 from iamdb.errors import ConfigError, ConflictError

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from iamdb._checks import instance_name
 from iamdb._config import SQL_SUFFIXES
-from iamdb._mongo import MONGO_SUFFIXES
+from iamdb._env import instance_name
+from iamdb._mongo_config import MONGO_SUFFIXES
 
 if TYPE_CHECKING:
     from iamdb._registry import Registry

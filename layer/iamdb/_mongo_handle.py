@@ -16,13 +16,13 @@ for :mod:`iamdb.aio`. What a call does is written once, as the generator
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from iamdb import _mongo
+from iamdb import _mongo_client
 from iamdb._log import logger
-from iamdb._mongo import Lease, MongoConfig, Sources, login_refused, open_client, refusal_watch
+from iamdb._mongo_client import Sources, login_refused, open_client, refusal_watch
 from iamdb._telemetry import Probe
 from iamdb.errors import AuthError, IamDbError
 
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from pymongo import MongoClient
 
     from iamdb._limiter import Deadline
+    from iamdb._mongo_config import MongoConfig
+    from iamdb._sts import Lease
 
 # Keep a retired client's credentials at least this far from expiry; a failed refresh
 # falls back to the current client only while it has this much left.
@@ -104,13 +106,10 @@ class MongoHandle:
         sources: Sources,
         deadline: Deadline,
         probe: Probe,
-        opener: Callable[
-            [MongoConfig, Lease, Mapping[str, str] | None], MongoClient[Any]
-        ] = open_client,
+        opener: Callable[[MongoConfig, Lease], MongoClient[Any]] = open_client,
     ) -> None:
         self.cfg = cfg
         self.probe = probe  # metrics and subsegments
-        self.environ = sources.environ  # what the openers read (None: os.environ)
         self._sources = sources
         self._deadline = deadline
         self._clock = sources.runtime.clock
@@ -118,13 +117,14 @@ class MongoHandle:
         self._lock = threading.Lock()
         self._term: _Term | None = None  # replaced whole: readers need no lock
         self._clients = Clients()
-        self.swaps = 0  # clients replaced because their credentials were due
         self.reused = False  # whether the last get() handed out the client it already had
         self.last_login: float | None = None  # epoch seconds of the current client's login
 
     def fresh_lease(self) -> Lease:
         """New credentials for this instance (blocking; also the admin helpers' way in)."""
-        return _mongo.fetch_lease(self.cfg, self._sources, self._deadline.at(_CONNECT_SECONDS))
+        return _mongo_client.fetch_lease(
+            self.cfg, self._sources, self._deadline.at(_CONNECT_SECONDS)
+        )
 
     @property
     def lease(self) -> Lease | None:
@@ -218,7 +218,6 @@ class MongoHandle:
         self.last_login = now
         if held is not None:
             clients.retired.append(held)  # closed on the next call: maybe mid-cursor
-            self.swaps += 1
         clients.current, clients.hold_until = Held(client, term.lease, refusal_watch(client)), 0.0
         lease = term.lease
         logger.info(
@@ -243,7 +242,7 @@ class MongoHandle:
             result, failure = None, None
             try:
                 if isinstance(step, OpenClient):
-                    result = self._opener(self.cfg, step.lease, self.environ)
+                    result = self._opener(self.cfg, step.lease)
                 elif isinstance(step, CloseClient):
                     self._close_client(step.held)
                 else:
@@ -263,7 +262,7 @@ class MongoHandle:
         if held is None or held.refused():
             return None
         if now < clients.hold_until or (
-            term is not None and held.lease is term.lease and self._valid(term, now)
+            term is not None and held.lease == term.lease and self._valid(term, now)
         ):
             return held.client
         return None

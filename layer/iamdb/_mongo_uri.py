@@ -28,8 +28,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from iamdb._checks import ca_file_problem, is_ip, valid_host
 from iamdb._config import DEFAULT_CA_BUNDLE
+from iamdb._env import ca_file_problem, is_ip, valid_host
 from iamdb.errors import ConfigError
 
 EXTERNAL = "$external"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import ssl
 from typing import Any
 
@@ -61,7 +60,7 @@ class MySqlDriver:
                 write_timeout=cfg.connect_timeout,
                 autocommit=autocommit,
                 charset="utf8mb4",
-                program_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "iamdb")[:64],
+                program_name=cfg.client_name[:64],
                 **options,
             )
         except pymysql.err.MySQLError as exc:

@@ -8,12 +8,11 @@ that never call :func:`iamdb.get_pg` or :func:`iamdb.get_dsql` do not pay for it
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import TYPE_CHECKING, Any
 
 from iamdb import _dsql
-from iamdb._checks import is_ip
 from iamdb._config import SqlConfig
+from iamdb._env import is_ip
 from iamdb._failures import auth_refused, connect_failed, rate_refused
 from iamdb._tokens import Token
 from iamdb.errors import IamDbError
@@ -122,7 +121,7 @@ def _params(cfg: SqlConfig) -> dict[str, Any]:
         "sslmode": cfg.sslmode,
         "sslrootcert": cfg.sslrootcert,
         "connect_timeout": cfg.connect_timeout,
-        "application_name": os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "iamdb")[:63],
+        "application_name": cfg.client_name[:63],
     }
 
 

@@ -16,9 +16,9 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from iamdb._checks import instance_name
 from iamdb._config import SQL_SUFFIXES, Engine, Settings, SqlConfig, load_settings, load_sql_config
 from iamdb._credentials import CredentialResolver, default_resolver
+from iamdb._env import instance_name
 from iamdb._limiter import Deadline
 from iamdb._log import WarnOnce, apply_level, join_powertools_logger
 from iamdb._login import Driver, Login
@@ -59,9 +59,7 @@ class Registry:
         # on a traceback holds the whole environment (secret key included) as an argument.
         self._environ = None if runtime is None else runtime.environ
         self._resolver = resolver or (
-            default_resolver
-            if runtime is None
-            else CredentialResolver(runtime.environ, clock=runtime.clock)
+            default_resolver if runtime is None else CredentialResolver(runtime)
         )
         self.deadline = Deadline(self.runtime.clock)
         self._lock = threading.Lock()
@@ -120,7 +118,8 @@ class Registry:
     def mongo_handle(self, name: str | None = None) -> MongoHandle:
         """The :class:`~iamdb._mongo_handle.MongoHandle` of a Mongo instance (config read once)."""
         from iamdb._aws import resolve_endpoint
-        from iamdb._mongo import MONGO_SUFFIXES, Sources, load_mongo_config
+        from iamdb._mongo_client import Sources
+        from iamdb._mongo_config import MONGO_SUFFIXES, load_mongo_config
         from iamdb._mongo_handle import MongoHandle
 
         name = None if name is None else instance_name(name, MONGO_SUFFIXES)  # "Reports" too
@@ -133,7 +132,7 @@ class Registry:
                 _filter_botocore_logs()
                 found = MongoHandle(
                     cfg,
-                    sources=Sources(self.aws, self.runtime, self._resolver, self._environ),
+                    sources=Sources(self.aws, self.runtime, self._resolver),
                     deadline=self.deadline,
                     probe=self.telemetry.probe("mongo", name),
                 )

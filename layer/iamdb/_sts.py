@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from iamdb._aws import AwsError, retryable, xml_text
@@ -42,18 +42,27 @@ _BAD_CREDENTIALS = frozenset(
 
 
 @dataclass(frozen=True)
-class AssumedRole:
-    """Credentials STS issued for a role session, and when they expire (epoch seconds)."""
+class Lease:
+    """Credentials for one login and when they stop working (epoch seconds; None: not known to
+    expire): an assumed role's, or the execution role's own.
 
-    credentials: Credentials = field(repr=False)
-    expires_at: float
-    arn: str  # arn:aws:sts::A:assumed-role/R/S
-    session_name: str
+    Compared by value (:class:`~iamdb._credentials.Credentials` compares key and fingerprint);
+    the repr shows the access key id, never the secret or the session token.
+    """
+
+    credentials: Credentials
+    expires_at: float | None
+    principal: str  # who logs in: the assumed-role session ARN, or "the execution role"
+
+    def left(self, now: float) -> float:
+        """Seconds of validity left at ``now`` (infinite when not known to expire)."""
+        return float("inf") if self.expires_at is None else self.expires_at - now
 
     def __repr__(self) -> str:
+        expires = "None" if self.expires_at is None else f"{self.expires_at:.0f}"
         return (
-            f"AssumedRole(arn={self.arn!r}, access_key={self.credentials.access_key!r}, "
-            f"expires_at={self.expires_at:.0f})"
+            f"Lease(principal={self.principal!r}, "
+            f"access_key={self.credentials.access_key!r}, expires_at={expires})"
         )
 
 
@@ -77,7 +86,7 @@ def assume_role(
     duration_seconds: int,
     external_id: str | None,
     deadline: float,
-) -> AssumedRole:
+) -> Lease:
     """AssumeRole, retried while it may succeed and the deadline allows.
 
     Raises AuthError (refused), CredentialsError (the caller's own credentials refused or
@@ -97,7 +106,7 @@ def assume_role(
     while True:
         attempt += 1
         try:
-            return _assumed(aws.sts(params, deadline), name)
+            return _assumed(aws.sts(params, deadline), role_arn)
         except (AwsError, ConnectError) as exc:
             failure: IamDbError = exc
         if not retryable(failure):
@@ -140,7 +149,7 @@ def _as_error(role_arn: str, exc: IamDbError, attempts: int) -> IamDbError:
     return AuthError(f"STS AssumeRole on {role_arn} failed: {code}{rid}")
 
 
-def _assumed(root: object, name: str) -> AssumedRole:
+def _assumed(root: object, role_arn: str) -> Lease:
     from xml.etree.ElementTree import Element
 
     assert isinstance(root, Element)
@@ -151,5 +160,5 @@ def _assumed(root: object, name: str) -> AssumedRole:
     if not (key and secret and token) or expires_at is None:
         why = "AssumeRole answered without complete Credentials"
         raise AwsError("sts", "MalformedResponse", why, status=200)
-    arn = xml_text(root, "AssumeRoleResult/AssumedRoleUser/Arn") or ""
-    return AssumedRole(Credentials(key, secret, token), expires_at, arn, name)
+    arn = xml_text(root, "AssumeRoleResult/AssumedRoleUser/Arn") or role_arn
+    return Lease(Credentials(key, secret, token), expires_at, arn)

@@ -390,7 +390,7 @@ def test_an_old_pymongo_is_a_config_error_before_any_call(
     import pymongo
 
     calls: list[object] = []
-    monkeypatch.setattr(iamdb._mongo, "assume_role", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(iamdb._mongo_client, "assume_role", lambda *a, **k: calls.append(a))
     monkeypatch.setattr(pymongo, "version_tuple", (4, 12, 1))
     monkeypatch.setattr(pymongo, "version", "4.12.1")
     with pytest.raises(iamdb.ConfigError) as info:

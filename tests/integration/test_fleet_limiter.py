@@ -32,6 +32,7 @@ from iamdb._fleet import COOLDOWN_SECONDS, TOLERANCE_US, TTL_SECONDS, FleetLimit
 from iamdb._limiter import paced_rate
 from iamdb._log import WarnOnce
 from iamdb._registry import Registry
+from iamdb._runtime import Runtime
 from iamdb.errors import ThrottleError
 from tests.fakes import FakeTime, RecordingTelemetry, runtime
 
@@ -87,7 +88,7 @@ def limiter(
     stack: Stack, t: FakeTime | None = None, table: str = THROTTLE_TABLE, **env: str
 ) -> tuple[FleetLimiter, Counting]:
     rt = runtime({**stack.env, **env}, t, random=0.5)
-    aws = Counting(rt, CredentialResolver(rt.environ))
+    aws = Counting(rt, CredentialResolver(Runtime(environ=rt.environ)))
     return FleetLimiter(table, aws, rt, WarnOnce()), aws
 
 

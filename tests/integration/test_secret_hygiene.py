@@ -26,14 +26,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 import iamdb
-import iamdb._mongo
+import iamdb._mongo_client
 import iamdb._registry
 from devstack.aws import MONGO_UNLISTED_ROLE_ARN
 from devstack.stack import Stack
 from iamdb._config import DEFAULT_CA_BUNDLE, load_settings
 from iamdb._credentials import Credentials
-from iamdb._mongo import Lease
-from iamdb._sts import AssumedRole
+from iamdb._sts import Lease
 from iamdb._tokens import Token, TokenCache
 from iamdb.errors import AuthError, ConfigError, ConnectError
 from tests.integration.kept_alive import kept_alive
@@ -53,7 +52,7 @@ class Secrets:
         self.texts: list[tuple[str, str]] = []  # (where, text)
         self.tokens: list[str] = []
         self.leases: list[Lease] = []
-        self.roles: list[AssumedRole] = []
+        self.roles: list[Lease] = []
 
     def add_secret(self, value: str | None) -> None:
         if value:
@@ -106,7 +105,7 @@ def secrets(
         found.add_token(token.value)
         return token
 
-    real_fetch = iamdb._mongo.fetch_lease
+    real_fetch = iamdb._mongo_client.fetch_lease
 
     def spy_fetch(*args: Any, **kwargs: Any) -> Lease:
         lease = real_fetch(*args, **kwargs)
@@ -114,17 +113,17 @@ def secrets(
         found.add_credentials(lease.credentials)
         return lease
 
-    real_assume = iamdb._mongo.assume_role
+    real_assume = iamdb._mongo_client.assume_role
 
-    def spy_assume(*args: Any, **kwargs: Any) -> AssumedRole:
+    def spy_assume(*args: Any, **kwargs: Any) -> Lease:
         role = real_assume(*args, **kwargs)
         found.roles.append(role)
         found.add_credentials(role.credentials)
         return role
 
     monkeypatch.setattr(TokenCache, "get", spy_get)
-    monkeypatch.setattr(iamdb._mongo, "fetch_lease", spy_fetch)
-    monkeypatch.setattr(iamdb._mongo, "assume_role", spy_assume)
+    monkeypatch.setattr(iamdb._mongo_client, "fetch_lease", spy_fetch)
+    monkeypatch.setattr(iamdb._mongo_client, "assume_role", spy_assume)
     yield found
 
 

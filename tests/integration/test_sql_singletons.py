@@ -5,6 +5,7 @@ Each test gets the devstack environment (``stack_env``) and a clean default regi
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -65,6 +66,18 @@ def test_logs_in_over_verified_tls_as_the_configured_user(
     assert current_user(engine, conn) == "iamdb_app"
     assert tls_in_use(engine, conn).startswith("TLSv1.")
     assert accepted(stack, server_of(stack, engine), "iamdb_app") >= 1
+
+
+def test_the_session_is_named_after_the_registrys_function_name(stack: Any, stack_env: Any) -> None:
+    """application_name comes from the environment the registry was given, not os.environ
+    (whose AWS_LAMBDA_FUNCTION_NAME is devstack's function)."""
+    environ = {**os.environ, "AWS_LAMBDA_FUNCTION_NAME": "orders-api"}
+    registry = Registry(runtime=Runtime(environ=environ))
+    try:
+        conn = registry.get_pg()
+        assert query("pg", conn, "SELECT current_setting('application_name')")[0] == "orders-api"
+    finally:
+        registry.reset()
 
 
 @pytest.mark.parametrize("engine", ENGINES)

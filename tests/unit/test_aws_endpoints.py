@@ -19,8 +19,9 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 
-from iamdb._aws import AwsClient, AwsEndpoint, aws_region, resolve_endpoint
+from iamdb._aws import AwsClient, AwsEndpoint, resolve_endpoint
 from iamdb._credentials import CredentialResolver
+from iamdb._env import aws_region
 from iamdb._runtime import Runtime
 from iamdb.errors import ConfigError
 from tests.localserver import LocalServer, answering, response
@@ -299,7 +300,7 @@ def test_config_errors_come_before_any_call(
             **env,
         }
         runtime = Runtime(environ=env)
-        client = AwsClient(runtime, CredentialResolver(env))
+        client = AwsClient(runtime, CredentialResolver(Runtime(environ=env)))
         deadline = runtime.clock() + 5
         calls: list[Callable[[], Any]] = [lambda: client.warm(service, deadline)]
         if service == "dynamodb":

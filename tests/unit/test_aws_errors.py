@@ -73,7 +73,7 @@ def _env(url: str) -> dict[str, str]:
 @pytest.fixture
 def client(server: LocalServer) -> Iterator[AwsClient]:
     env = _env(server.url)
-    aws = AwsClient(Runtime(environ=env), CredentialResolver(env))
+    aws = AwsClient(Runtime(environ=env), CredentialResolver(Runtime(environ=env)))
     yield aws
     aws.close()
 
@@ -388,10 +388,10 @@ def fake_time() -> FakeTime:
     return FakeTime()
 
 
-def _assume(server: LocalServer, fake_time: FakeTime, seconds: float = 10.0) -> _sts.AssumedRole:
+def _assume(server: LocalServer, fake_time: FakeTime, seconds: float = 10.0) -> _sts.Lease:
     env = _env(server.url)
     runtime = Runtime(environ=env, clock=fake_time.clock, sleep=fake_time.sleep)
-    aws = AwsClient(runtime, CredentialResolver(env))
+    aws = AwsClient(runtime, CredentialResolver(Runtime(environ=env)))
     try:
         return _sts.assume_role(
             aws,
@@ -412,7 +412,7 @@ def test_assume_role_reads_the_credentials(
     role = _assume(server, fake_time)
     assert role.credentials.access_key == "ASIAASSUMED000000001"
     assert role.expires_at == 1893456000.0
-    assert role.arn == "arn:aws:sts::123456789012:assumed-role/r/s"
+    assert role.principal == "arn:aws:sts::123456789012:assumed-role/r/s"
     assert "assumed-secret" not in repr(role)
 
 
@@ -502,7 +502,7 @@ def test_a_connection_dropped_mid_answer_is_a_retryable_transport_error(service:
     partial = b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n<AssumeRoleResponse"
     with LocalServer(_dropping(partial)) as server:
         env = _env(server.url)
-        aws = AwsClient(Runtime(environ=env), CredentialResolver(env))
+        aws = AwsClient(Runtime(environ=env), CredentialResolver(Runtime(environ=env)))
         with pytest.raises(TransportError) as info:
             _dynamodb(aws) if service == "dynamodb" else _call_sts(aws)
         aws.close()

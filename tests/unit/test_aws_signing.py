@@ -136,7 +136,7 @@ def _send(env: dict[str, str], server: LocalServer, call: str) -> Captured:
     """Make one call with a fresh AwsClient; the request the server received."""
     before = len(server.captured)
     runtime = Runtime(environ=env)
-    client = AwsClient(runtime, CredentialResolver(env))
+    client = AwsClient(runtime, CredentialResolver(Runtime(environ=env)))
     try:
         if call == "dynamodb":
             assert client.dynamodb("UpdateItem", UPDATE_ITEM, runtime.clock() + 10) == {
@@ -277,7 +277,7 @@ def test_http_on_port_80_signs_the_host_without_the_port(plain: LocalServer, cal
 def test_rotated_credentials_sign_the_next_request(plain: LocalServer) -> None:
     env = _environ(SESSION_TOKEN, "us-east-1", AWS_ENDPOINT_URL=plain.url)
     runtime = Runtime(environ=env)
-    client = AwsClient(runtime, CredentialResolver(env))
+    client = AwsClient(runtime, CredentialResolver(Runtime(environ=env)))
     try:
         client.dynamodb("UpdateItem", UPDATE_ITEM, runtime.clock() + 10)
         first = dict(env)
@@ -343,7 +343,7 @@ def test_generated_requests_sign_as_botocore(
     env = _environ(token, region, AWS_ENDPOINT_URL=url)
     env["AWS_SECRET_ACCESS_KEY"] = secret
     runtime = Runtime(environ=env)
-    client = AwsClient(runtime, CredentialResolver(env))
+    client = AwsClient(runtime, CredentialResolver(Runtime(environ=env)))
     payload = {**UPDATE_ITEM, "Key": {"pk": {"S": key}}}
     params = {**ASSUME_ROLE, "RoleSessionName": session, "ExternalId": external}
     try:

@@ -34,6 +34,14 @@ def test_defaults() -> None:
     assert cfg.label == "pg"
 
 
+def test_the_client_name_is_the_function_name_of_the_environment_given() -> None:
+    from iamdb._pg import _params
+
+    assert load_sql_config("pg", None, env()).client_name == "iamdb"
+    named = load_sql_config("pg", None, env(AWS_LAMBDA_FUNCTION_NAME="f" * 70))
+    assert _params(named)["application_name"] == "f" * 63  # PostgreSQL's NAMEDATALEN - 1
+
+
 def test_mysql_default_port_and_mysql_sslmode_spelling() -> None:
     e = {"IAMDB_MYSQL_HOST": RDS, "IAMDB_MYSQL_USER": "u", "IAMDB_MYSQL_SSLMODE": "VERIFY_IDENTITY"}
     cfg = load_sql_config("mysql", None, e)

@@ -29,6 +29,7 @@ from devstack.tls import make_tls
 from iamdb import _container
 from iamdb._container import ContainerCredentials
 from iamdb._credentials import CredentialResolver, Credentials
+from iamdb._runtime import Runtime
 from iamdb.errors import ConfigError, CredentialsError, IamDbError
 from tests.fakes import START, FakeClock
 from tests.localserver import Captured, LocalServer, answering, read_request, response
@@ -215,7 +216,7 @@ def test_a_failed_refresh_with_too_little_left_raises(
 def test_the_resolver_caches_container_credentials_on_its_clock(
     server: LocalServer, clock: FakeClock
 ) -> None:
-    resolver = CredentialResolver(_env(server), clock=clock)
+    resolver = CredentialResolver(Runtime(environ=_env(server), clock=clock))
     assert resolver.resolve() is resolver.resolve()
     assert _fetches(server) == 1
     clock.advance(3600)
@@ -226,7 +227,7 @@ def test_environment_credentials_come_before_the_endpoint(
     server: LocalServer, clock: FakeClock
 ) -> None:
     env = _env(server, AWS_ACCESS_KEY_ID="AKIAENVIRONMENT00001", AWS_SECRET_ACCESS_KEY="s" * 20)
-    resolver = CredentialResolver(env, clock=clock)
+    resolver = CredentialResolver(Runtime(environ=env, clock=clock))
     assert resolver.resolve().access_key == "AKIAENVIRONMENT00001"
     del env["AWS_ACCESS_KEY_ID"]  # the mapping is read live
     assert resolver.resolve().access_key.startswith("ASIACONTAINER")
@@ -471,7 +472,7 @@ def test_malformed_full_uri_is_a_config_error(url: str) -> None:
 def test_no_secret_in_reprs(server: LocalServer, clock: FakeClock) -> None:
     source = ContainerCredentials(_env(server), clock)
     creds = source.get()
-    resolver = CredentialResolver(_env(server), clock=clock)
+    resolver = CredentialResolver(Runtime(environ=_env(server), clock=clock))
     resolver.resolve()
     for text in (repr(creds), str(creds), repr(source), repr(resolver)):
         for secret in (TOKEN, SESSION, creds.secret_key):

@@ -10,6 +10,7 @@ import pytest
 from botocore.credentials import ReadOnlyCredentials
 
 from iamdb._credentials import CredentialResolver, Credentials, as_credentials
+from iamdb._runtime import Runtime
 from iamdb.errors import ConfigError, CredentialsError
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -53,18 +54,21 @@ def _profile(path: Path, key: str, secret: str) -> None:
 
 
 def test_environment_credentials() -> None:
-    creds = CredentialResolver({**ENV, "AWS_SESSION_TOKEN": TOKEN}).resolve()
+    creds = CredentialResolver(Runtime(environ={**ENV, "AWS_SESSION_TOKEN": TOKEN})).resolve()
     assert (creds.access_key, creds.secret_key, creds.token) == ("AKIDEXAMPLE", SECRET, TOKEN)
 
 
 def test_empty_session_token_means_none() -> None:
-    assert CredentialResolver({**ENV, "AWS_SESSION_TOKEN": ""}).resolve().token is None
-    assert CredentialResolver(ENV).resolve().token is None
+    assert (
+        CredentialResolver(Runtime(environ={**ENV, "AWS_SESSION_TOKEN": ""})).resolve().token
+        is None
+    )
+    assert CredentialResolver(Runtime(environ=ENV)).resolve().token is None
 
 
 def test_environment_is_read_on_every_call() -> None:
     env = dict(ENV)
-    resolver = CredentialResolver(env)
+    resolver = CredentialResolver(Runtime(environ=env))
     first = resolver.resolve()
     assert resolver.resolve() is first  # unchanged: same object, fingerprint computed once
     env.update(AWS_ACCESS_KEY_ID="AKIDROTATED", AWS_SESSION_TOKEN=TOKEN)
@@ -87,7 +91,7 @@ def test_partial_environment_names_the_missing_variable(secret: str | None) -> N
     if secret is not None:
         env["AWS_SECRET_ACCESS_KEY"] = secret
     with pytest.raises(ConfigError) as info:
-        CredentialResolver(env).resolve()
+        CredentialResolver(Runtime(environ=env)).resolve()
     assert info.value.variable == "AWS_SECRET_ACCESS_KEY"
     assert TOKEN not in str(info.value)
 
@@ -97,7 +101,7 @@ def test_environment_wins_over_profiles_and_needs_no_botocore(
 ) -> None:
     _profile(aws_files[1], "AKIDPROFILE", "profile-secret")
     monkeypatch.setitem(sys.modules, "botocore.session", None)  # any import would fail
-    assert CredentialResolver(ENV).resolve().access_key == "AKIDEXAMPLE"
+    assert CredentialResolver(Runtime(environ=ENV)).resolve().access_key == "AKIDEXAMPLE"
 
 
 # --- botocore's chain -----------------------------------------------------------------
@@ -105,7 +109,7 @@ def test_environment_wins_over_profiles_and_needs_no_botocore(
 
 def test_botocore_chain_when_environment_is_absent(aws_files: tuple[Path, Path]) -> None:
     _profile(aws_files[1], "AKIDPROFILE", "profile-secret")
-    creds = CredentialResolver({}).resolve()
+    creds = CredentialResolver(Runtime(environ={})).resolve()
     assert (creds.access_key, creds.secret_key, creds.token) == (
         "AKIDPROFILE",
         "profile-secret",
@@ -115,12 +119,15 @@ def test_botocore_chain_when_environment_is_absent(aws_files: tuple[Path, Path])
 
 def test_empty_access_key_counts_as_absent(aws_files: tuple[Path, Path]) -> None:
     _profile(aws_files[1], "AKIDPROFILE", "profile-secret")
-    assert CredentialResolver({"AWS_ACCESS_KEY_ID": ""}).resolve().access_key == "AKIDPROFILE"
+    assert (
+        CredentialResolver(Runtime(environ={"AWS_ACCESS_KEY_ID": ""})).resolve().access_key
+        == "AKIDPROFILE"
+    )
 
 
 def test_botocore_object_is_created_once_until_reset(aws_files: tuple[Path, Path]) -> None:
     _profile(aws_files[1], "AKIDFIRST", "first-secret")
-    resolver = CredentialResolver({})
+    resolver = CredentialResolver(Runtime(environ={}))
     assert resolver.resolve().access_key == "AKIDFIRST"
     _profile(aws_files[1], "AKIDSECOND", "second-secret")
     assert resolver.resolve().access_key == "AKIDFIRST"  # static profile credentials: kept
@@ -151,7 +158,7 @@ def test_refreshable_credentials_refresh_on_every_resolve(
         )
     )
     aws_files[0].write_text(f"[default]\ncredential_process = {sys.executable} {script}\n")
-    resolver = CredentialResolver({})
+    resolver = CredentialResolver(Runtime(environ={}))
     keys = [resolver.resolve().access_key for _ in range(3)]
     assert len(set(keys)) == 3
     assert all(k.startswith("ASIAPROCESS") for k in keys)
@@ -159,7 +166,7 @@ def test_refreshable_credentials_refresh_on_every_resolve(
 
 def test_nothing_found_says_where_it_looked(aws_files: tuple[Path, Path]) -> None:
     with pytest.raises(CredentialsError) as info:
-        CredentialResolver({}).resolve()
+        CredentialResolver(Runtime(environ={})).resolve()
     message = str(info.value)
     assert "AWS_ACCESS_KEY_ID" in message and "botocore" in message
 
@@ -167,7 +174,7 @@ def test_nothing_found_says_where_it_looked(aws_files: tuple[Path, Path]) -> Non
 def test_botocore_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "botocore.session", None)
     with pytest.raises(CredentialsError, match="botocore is not installed"):
-        CredentialResolver({}).resolve()
+        CredentialResolver(Runtime(environ={})).resolve()
 
 
 # --- values and reprs -----------------------------------------------------------------

@@ -11,6 +11,7 @@ import re
 import shutil
 import ssl
 import urllib.parse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ from pymongo import MongoClient, uri_parser
 
 from iamdb._config import DEFAULT_CA_BUNDLE
 from iamdb._credentials import Credentials
-from iamdb._mongo import Lease, MongoConfig, client_options, connection_string, load_mongo_config
+from iamdb._mongo_client import client_options, connection_string
+from iamdb._mongo_config import MongoConfig, load_mongo_config
 from iamdb._mongo_uri import RDS_BUNDLE_REGIONS, documentdb_region
+from iamdb._sts import Lease
 from iamdb.errors import ConfigError
 
 pytestmark = pytest.mark.filterwarnings(
@@ -48,7 +51,9 @@ def cfg(uri: str) -> MongoConfig:
 
 
 def client(c: MongoConfig) -> MongoClient[Any]:
-    return MongoClient(c.uri, connect=False, **client_options(c, CREDS, "orders-api"))
+    return MongoClient(
+        c.uri, connect=False, **client_options(replace(c, client_name="orders-api"), CREDS)
+    )
 
 
 def bundle_roots() -> dict[str, set[str]]:
@@ -117,7 +122,7 @@ def test_documentdb_regions_the_bundle_lacks() -> None:
 def test_a_documentdb_client_trusts_the_rds_bundle_and_makes_no_retryable_writes() -> None:
     c = cfg(f"mongodb://{CLUSTER}:27017/app?replicaSet=rs0&readPreference=secondaryPreferred")
     assert c.documentdb
-    kwargs = client_options(c, CREDS, "orders-api")
+    kwargs = client_options(replace(c, client_name="orders-api"), CREDS)
     assert (kwargs["tlsCAFile"], kwargs["retryWrites"]) == (DEFAULT_CA_BUNDLE, False)
     made = client(c)
     try:
@@ -138,7 +143,7 @@ def test_the_uri_overrides_the_documentdb_defaults(tmp_path: Path) -> None:
         ca.read_text().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n"
     )
     c = cfg(f"mongodb://{CLUSTER}/app?tlsCAFile={ca}&RetryWrites=true")
-    kwargs = client_options(c, CREDS, None)
+    kwargs = client_options(c, CREDS)
     assert "tlsCAFile" not in kwargs and "retryWrites" not in kwargs
     made = client(c)
     try:
@@ -149,7 +154,7 @@ def test_the_uri_overrides_the_documentdb_defaults(tmp_path: Path) -> None:
 
 
 def test_other_hosts_keep_the_system_store_and_pymongo_defaults() -> None:
-    kwargs = client_options(cfg("mongodb://cluster0.ab1cd.mongodb.net/app"), CREDS, None)
+    kwargs = client_options(cfg("mongodb://cluster0.ab1cd.mongodb.net/app"), CREDS)
     assert "tlsCAFile" not in kwargs and "retryWrites" not in kwargs
 
 
@@ -186,13 +191,13 @@ def test_refused_before_any_network_call(uri: str, fragment: str) -> None:
 def test_a_region_the_bundle_lacks_is_fine_with_its_own_ca() -> None:
     host = "orders.cluster-c1.il-central-1.docdb.amazonaws.com"
     c = cfg(f"mongodb://{host}/app?tlsCAFile={urllib.parse.quote(DEFAULT_CA_BUNDLE, safe='/')}")
-    assert c.documentdb and "tlsCAFile" not in client_options(c, CREDS, None)
+    assert c.documentdb and "tlsCAFile" not in client_options(c, CREDS)
 
 
 def test_srv_names_under_documentdb_get_the_same_defaults() -> None:
     c = cfg(f"mongodb+srv://{CLUSTER}/app")
     assert c.srv and c.documentdb
-    assert client_options(c, CREDS, None)["retryWrites"] is False
+    assert client_options(c, CREDS)["retryWrites"] is False
 
 
 # -- the admin helpers' connection string -----------------------------------------------------

@@ -31,6 +31,7 @@ from iamdb._login import Login
 from iamdb._managed import ManagedConnection
 from iamdb._pg import _classify, _params
 from iamdb._retry import DecorrelatedJitter
+from iamdb._runtime import Runtime
 from iamdb._tokens import Token, TokenCache
 from iamdb.errors import AuthError, ConfigError, ConflictError, ConnectError, ThrottleError
 from tests.fakes import FakeTime, RecordingProbe, runtime
@@ -215,7 +216,7 @@ def test_the_token_follows_the_role_and_equals_botocores(
 ) -> None:
     t = FakeTime(1_790_000_000.0)
     cfg = dsql(IAMDB_DSQL_USER=user, IAMDB_DSQL_TOKEN_EXPIRES_SECONDS=expires)
-    cache = TokenCache(resolver=CredentialResolver(ENV), clock=t.clock)
+    cache = TokenCache(resolver=CredentialResolver(Runtime(environ=ENV)), clock=t.clock)
     token = cache.get(cfg.endpoint)
     now = datetime.fromtimestamp(t.now, timezone.utc)
     assert token.value == _botocore(admin, cfg.token_lifetime, now)
@@ -229,7 +230,7 @@ def test_the_token_follows_the_role_and_equals_botocores(
 def test_refresh_age_follows_the_lifetime(lifetime: int, refresh: float) -> None:
     t = FakeTime()
     endpoint = dsql(IAMDB_DSQL_TOKEN_EXPIRES_SECONDS=str(lifetime)).endpoint
-    cache = TokenCache(resolver=CredentialResolver(ENV), clock=t.clock)
+    cache = TokenCache(resolver=CredentialResolver(Runtime(environ=ENV)), clock=t.clock)
     assert cache.refresh_age(endpoint) == pytest.approx(refresh)
     first = cache.get(endpoint)
     t.now += refresh - 0.001
@@ -302,7 +303,7 @@ def managed(
     login = Login(
         cfg,
         driver,
-        TokenCache(resolver=CredentialResolver(ENV), clock=t.clock),
+        TokenCache(resolver=CredentialResolver(Runtime(environ=ENV)), clock=t.clock),
         runtime=rt,
         limits=limits,
         deadline=Deadline(t.clock),

@@ -18,6 +18,7 @@ import re
 import socket
 import ssl
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +27,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pymongo import MongoClient
 
-from iamdb._config import (
-    DEFAULT_CA_BUNDLE,
-    SSLMODES,
-    env_prefix,
-    load_settings,
-    load_sql_config,
-)
+from iamdb._config import DEFAULT_CA_BUNDLE, SSLMODES, load_settings, load_sql_config
+from iamdb._config import SQL_SUFFIXES as ALL_SQL_SUFFIXES
 from iamdb._credentials import Credentials
-from iamdb._mongo import (
-    MECHANISM,
-    MONGO_SUFFIXES,
-    client_options,
-    load_mongo_config,
-    mongo_prefix,
-)
+from iamdb._env import instance_prefix
+from iamdb._mongo_client import client_options
+from iamdb._mongo_config import MONGO_SUFFIXES, load_mongo_config
+from iamdb._mongo_uri import MECHANISM
 from iamdb.errors import ConfigError
 
 # pymongo warns about URI options it ignores; the checks below assert what it kept.
@@ -389,7 +382,7 @@ def _check_mongo(m: Any) -> None:
     if m.srv:
         return  # pymongo would resolve the name in DNS to go further
     client: MongoClient[Any] = MongoClient(
-        m.uri, connect=False, **client_options(m, CREDS, "orders-api")
+        m.uri, connect=False, **client_options(replace(m, client_name="orders-api"), CREDS)
     )
     try:
         options = client.options
@@ -593,10 +586,10 @@ names = st.one_of(
 def _variables(engine: str, name: str | None) -> set[str]:
     """The variables an instance reads (the prefix is all a name decides)."""
     if engine == "mongo":
-        return {mongo_prefix(name) + s for s in MONGO_SUFFIXES}
+        return {instance_prefix("mongo", name, MONGO_SUFFIXES) + s for s in MONGO_SUFFIXES}
     if engine == "dsql":
-        return {env_prefix("dsql", name) + s for s in DSQL_SUFFIXES}
-    return {env_prefix("pg", name) + s for s in SQL_SUFFIXES}
+        return {instance_prefix("dsql", name, ALL_SQL_SUFFIXES) + s for s in DSQL_SUFFIXES}
+    return {instance_prefix("pg", name, ALL_SQL_SUFFIXES) + s for s in SQL_SUFFIXES}
 
 
 @settings(max_examples=300, deadline=None)

@@ -74,7 +74,7 @@ heavy = {"pymongo", "bson", "boto3", "botocore", "pymongo_auth_aws"}
 import iamdb
 from iamdb import get_mongo  # the name resolves without importing pymongo
 before = sorted({m.split(".")[0] for m in sys.modules} & heavy)
-from iamdb._mongo import load_mongo_config
+from iamdb._mongo_config import load_mongo_config
 # The URI is checked by pymongo's own parser: pymongo, but not its AWS signer (boto3).
 load_mongo_config(None, {"IAMDB_MONGO_URI": "mongodb://localhost/app"})
 after = sorted({m.split(".")[0] for m in sys.modules} & heavy)

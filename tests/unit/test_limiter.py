@@ -19,6 +19,7 @@ from iamdb._limiter import PACE, Deadline, Limits, TokenBucket, paced_rate
 from iamdb._login import Login
 from iamdb._managed import ManagedConnection
 from iamdb._registry import Registry
+from iamdb._runtime import Runtime
 from iamdb._tokens import Token, TokenCache
 from iamdb.errors import AuthError, ConfigError, ThrottleError
 from tests.fakes import FakeTime, RecordingProbe, runtime
@@ -194,7 +195,7 @@ def managed(
     deadline: Deadline | None = None,
     probe: RecordingProbe | None = None,
 ) -> ManagedConnection[socket.socket]:
-    tokens = TokenCache(resolver=CredentialResolver(ENV), clock=t.clock)
+    tokens = TokenCache(resolver=CredentialResolver(Runtime(environ=ENV)), clock=t.clock)
     login = Login(
         load_sql_config("pg", None, ENV),
         driver,

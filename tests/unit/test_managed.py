@@ -79,7 +79,9 @@ Setup = tuple[ManagedConnection[FakeConn], "FakeDriver", FakeClock, TokenCache]
 def setup() -> Setup:
     clock = FakeClock()
     driver = FakeDriver()
-    tokens = TokenCache(resolver=CredentialResolver(ENV), clock=clock, refresh_seconds=840)
+    tokens = TokenCache(
+        resolver=CredentialResolver(Runtime(environ=ENV)), clock=clock, refresh_seconds=840
+    )
     rt = Runtime(environ=ENV, clock=clock)
     login = Login(
         load_sql_config("pg", None, ENV),

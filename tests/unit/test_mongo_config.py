@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 from xml.etree import ElementTree
@@ -18,17 +19,11 @@ import pytest
 from iamdb._aws import AwsError
 from iamdb._credentials import CredentialResolver, Credentials
 from iamdb._limiter import Deadline
-from iamdb._mongo import (
-    Lease,
-    MongoConfig,
-    Sources,
-    client_options,
-    connection_string,
-    load_mongo_config,
-)
+from iamdb._mongo_client import Sources, client_options, connection_string
+from iamdb._mongo_config import MongoConfig, load_mongo_config
 from iamdb._mongo_handle import MongoHandle
 from iamdb._runtime import Runtime
-from iamdb._sts import AssumedRole, assume_role, session_name
+from iamdb._sts import Lease, assume_role, session_name
 from iamdb.errors import AuthError, ConfigError, ConnectError, CredentialsError
 from tests.fakes import FakeTime, RecordingProbe, runtime
 
@@ -170,7 +165,7 @@ def test_tls_is_on_unless_the_uri_says_tls_false() -> None:
     for uri in ("mongodb://[::1]:27017/app", "mongodb://localhost/app", "mongodb://10.0.0.5/app"):
         c = cfg(IAMDB_MONGO_URI=uri)
         assert c.tls is True
-        assert client_options(c, Credentials("AKIA1", "s"), None)["tls"] is True
+        assert client_options(c, Credentials("AKIA1", "s"))["tls"] is True
 
 
 @pytest.mark.parametrize(
@@ -184,7 +179,7 @@ def test_tls_is_on_unless_the_uri_says_tls_false() -> None:
 def test_plaintext_goes_directly_to_one_loopback_host(uri: str) -> None:
     c = cfg(IAMDB_MONGO_URI=uri)
     assert c.tls is False and len(c.hosts) == 1
-    kwargs = client_options(c, Credentials("AKIA1", "s"), None)
+    kwargs = client_options(c, Credentials("AKIA1", "s"))
     assert kwargs.get("directConnection", c.options.get("directconnection")) is True
     assert "directConnection=true" in connection_string(
         c, Lease(Credentials("AKIA1", "s"), 0, ROLE)
@@ -212,7 +207,7 @@ def test_plaintext_anywhere_else_is_refused(uri: str, fragment: str) -> None:
 
 def test_a_larger_min_pool_size_raises_the_default_max() -> None:
     c = cfg(IAMDB_MONGO_URI="mongodb://db.example.com/app?minPoolSize=10")
-    assert client_options(c, Credentials("AKIA1", "s"), None)["maxPoolSize"] == 10
+    assert client_options(c, Credentials("AKIA1", "s"))["maxPoolSize"] == 10
 
 
 # -- client options ----------------------------------------------------------------------------
@@ -220,7 +215,7 @@ def test_a_larger_min_pool_size_raises_the_default_max() -> None:
 
 def test_client_options_lambda_defaults_and_explicit_credentials() -> None:
     creds = Credentials("ASIAROLEKEY", "role-secret", "role-token")
-    kwargs = client_options(cfg(), creds, "orders-api")
+    kwargs = client_options(replace(cfg(), client_name="orders-api"), creds)
     assert kwargs == {
         "maxPoolSize": 4,
         "maxIdleTimeMS": 60_000,
@@ -236,10 +231,20 @@ def test_client_options_lambda_defaults_and_explicit_credentials() -> None:
     }
 
 
+def test_the_appname_is_the_function_name_of_the_registrys_environment() -> None:
+    """Read at configuration time from the environment given (not os.environ at connect)."""
+    from iamdb._registry import Registry
+
+    environ = {**BASE, "AWS_LAMBDA_FUNCTION_NAME": "orders-api"}
+    handle = Registry(runtime=Runtime(environ=environ)).mongo_handle()
+    assert client_options(handle.cfg, Credentials("AKIA1", "s"))["appname"] == "orders-api"
+    assert client_options(cfg(), Credentials("AKIA1", "s"))["appname"] == "iamdb"
+
+
 def test_uri_options_override_the_defaults() -> None:
     uri = "mongodb://db.example.com/app?maxpoolsize=50&appName=mine&TLS=true&maxIdleTimeMS=1"
     uri += "&SERVERSELECTIONTIMEOUTMS=7000"
-    kwargs = client_options(cfg(IAMDB_MONGO_URI=uri), Credentials("AKIA1", "s"), None)
+    kwargs = client_options(cfg(IAMDB_MONGO_URI=uri), Credentials("AKIA1", "s"))
     for key in ("maxPoolSize", "appname", "tls", "maxIdleTimeMS", "authMechanismProperties"):
         assert key not in kwargs
     assert "serverSelectionTimeoutMS" not in kwargs and kwargs["connectTimeoutMS"] == 5_000
@@ -313,7 +318,7 @@ def sts_error(code: str, status: int) -> AwsError:
 
 def assume(
     fake: FakeAws, t: FakeTime, *, env: Mapping[str, str] = BASE, external_id: str | None = None
-) -> AssumedRole:
+) -> Lease:
     return assume_role(
         fake,  # type: ignore[arg-type]
         runtime(dict(env), t, random=0.5),
@@ -393,7 +398,7 @@ def handle_with(
     clock = FakeTime(MONGO_START)
     made: list[StubClient] = []
 
-    def opener(cfg: MongoConfig, lease: Lease, env: Mapping[str, str]) -> Any:
+    def opener(cfg: MongoConfig, lease: Lease) -> Any:
         if fail_login:
             raise AuthError("refused")
         made.append(StubClient(lease))
@@ -402,7 +407,7 @@ def handle_with(
     rt = runtime(dict(BASE), clock)
     handle = MongoHandle(
         cfg(),
-        sources=Sources(FakeAws(*script), rt, CredentialResolver(BASE)),  # type: ignore[arg-type]
+        sources=Sources(FakeAws(*script), rt, CredentialResolver(Runtime(environ=BASE))),  # type: ignore[arg-type]
         deadline=Deadline(clock.clock),
         probe=RecordingProbe(),  # type: ignore[arg-type]
         opener=opener,
@@ -420,7 +425,10 @@ def test_swap_before_expiry_and_close_the_old_client_on_the_next_call() -> None:
     second = handle.get()
     assert second is not first and not made[0].closed  # the old one may be mid-cursor
     assert handle.get() is second and made[0].closed
-    assert handle.swaps == 1
+    # One swap: a second client on renewed credentials (the metrics a swap counts).
+    probe = handle.probe
+    assert isinstance(probe, RecordingProbe)
+    assert probe["ConnectionsOpened"] == 2 and probe["CredentialRefreshes"] == 2
 
 
 def test_failed_refresh_keeps_the_old_client_while_it_is_valid() -> None:

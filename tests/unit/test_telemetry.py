@@ -81,7 +81,7 @@ def test_emf_record_through_powertools(capsys: pytest.CaptureFixture[str]) -> No
 def managed_with(telemetry: Telemetry) -> tuple[ManagedConnection[Any], FakeDriver, FakeClock]:
     clock = FakeClock()
     driver = FakeDriver()
-    tokens = TokenCache(resolver=CredentialResolver(ENV), clock=clock)
+    tokens = TokenCache(resolver=CredentialResolver(Runtime(environ=ENV)), clock=clock)
     rt = Runtime(environ=ENV, clock=clock)
     login = Login(
         load_sql_config("pg", None, ENV),

@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from iamdb._credentials import CredentialResolver, Credentials
+from iamdb._runtime import Runtime
 from iamdb._signer import generate_db_auth_token
 from iamdb._tokens import Endpoint, Token, TokenCache
 from iamdb.errors import ConfigError
@@ -31,7 +32,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def cache(env: dict[str, str], clock: FakeClock) -> TokenCache:
-    return TokenCache(resolver=CredentialResolver(env), clock=clock)
+    return TokenCache(resolver=CredentialResolver(Runtime(environ=env)), clock=clock)
 
 
 def _param(token: Token, name: str) -> str:
@@ -68,7 +69,9 @@ def test_resigns_at_and_after_the_refresh_age(cache: TokenCache, clock: FakeCloc
 
 
 def test_custom_refresh_age(env: dict[str, str], clock: FakeClock) -> None:
-    cache = TokenCache(resolver=CredentialResolver(env), clock=clock, refresh_seconds=60)
+    cache = TokenCache(
+        resolver=CredentialResolver(Runtime(environ=env)), clock=clock, refresh_seconds=60
+    )
     first = cache.get(ENDPOINT)
     clock.now += 59
     assert cache.get(ENDPOINT) is first
@@ -186,12 +189,14 @@ def test_token_age() -> None:
 @pytest.mark.parametrize("refresh", [0, -1, 900.5, 1e9, float("nan")])
 def test_refresh_seconds_must_be_within_the_lifetime(refresh: float) -> None:
     with pytest.raises(ConfigError) as info:
-        TokenCache(resolver=CredentialResolver({}), refresh_seconds=refresh)
+        TokenCache(resolver=CredentialResolver(Runtime(environ={})), refresh_seconds=refresh)
     assert info.value.variable == "IAMDB_TOKEN_REFRESH_SECONDS"
 
 
 def test_refresh_seconds_may_equal_the_lifetime(env: dict[str, str], clock: FakeClock) -> None:
-    cache = TokenCache(resolver=CredentialResolver(env), clock=clock, refresh_seconds=900)
+    cache = TokenCache(
+        resolver=CredentialResolver(Runtime(environ=env)), clock=clock, refresh_seconds=900
+    )
     first = cache.get(ENDPOINT)
     clock.now += 899.999  # used until the very end of its 900 s
     assert cache.get(ENDPOINT) is first

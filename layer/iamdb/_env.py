@@ -1,7 +1,9 @@
-"""Rules shared by the settings readers: values, numbers, instance names, regions, CA files.
+"""Reading and validating settings: the environment snapshot, prefixes, values, regions.
 
-Each rule lives here once so that ``get_pg``, ``get_mysql``, ``get_mongo`` and
-``python -m iamdb check`` agree on it.
+Each rule lives here once so that ``get_pg``, ``get_mysql``, ``get_dsql``, ``get_mongo``, the
+AWS calls and ``python -m iamdb check`` agree on it: which variables are read
+(:func:`settings_environ`), an instance's prefix (:func:`instance_prefix`), text, numbers,
+hosts, the AWS region (:func:`aws_region`) and CA files.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from iamdb.errors import ConfigError
 # ASCII only: without re.ASCII, \d admits Arabic-Indic digits and IGNORECASE lets [a-z]
 # match U+017F (long s) and U+212A (Kelvin sign).
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}", re.ASCII)
-REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}", re.ASCII)
+# Two to four letters first: eusc-de-east-1 (the European Sovereign Cloud) is a region too.
+REGION = re.compile(r"[a-z]{2,4}(?:-[a-z]+)+-[0-9]{1,2}", re.ASCII)
+REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")  # Lambda sets the first, the AWS CLI reads both
 _HOSTNAME = re.compile(
     r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?",
@@ -28,16 +32,16 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 
 
 _SETTINGS_NAMES = (
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
+    *REGION_VARS,
+    "AWS_LAMBDA_FUNCTION_NAME",  # how database sessions and STS sessions name the client
     "POWERTOOLS_METRICS_NAMESPACE",
     "SSL_CERT_FILE",  # OpenSSL's CA file override: DSQL's default CA store
 )
 
 
 def settings_environ(environ: Mapping[str, str] | None) -> dict[str, str]:
-    """The variables the settings readers use (``IAMDB_*``, the region, Powertools' metrics
-    namespace, ``SSL_CERT_FILE``) out of ``environ`` (None: ``os.environ``).
+    """The variables the settings readers use (``IAMDB_*``, the region, the function name,
+    Powertools' metrics namespace, ``SSL_CERT_FILE``) out of ``environ`` (None: ``os.environ``).
 
     Readers keep this copy in their frames, never ``os.environ``: a ConfigError's traceback
     is what a crash reporter serialises, locals included, and ``os.environ`` holds the
@@ -90,6 +94,47 @@ def env_number(
     return number
 
 
+def instance_prefix(kind: str, name: str | None, suffixes: Iterable[str]) -> str:
+    """``IAMDB_PG_`` for the default instance, ``IAMDB_PG_<NAME>_`` for a named one (``kind``
+    ``pg``, ``mysql``, ``dsql`` or ``mongo``; ``suffixes``: what the reader reads after it)."""
+    if name is None:
+        return f"IAMDB_{kind.upper()}_"
+    return f"IAMDB_{kind.upper()}_{instance_name(name, suffixes).upper()}_"
+
+
+def client_name(env: Mapping[str, str]) -> str:
+    """How a database names this client's sessions: the function's name, else ``iamdb``."""
+    return env_value(env, "AWS_LAMBDA_FUNCTION_NAME") or "iamdb"
+
+
+def aws_region(
+    env: Mapping[str, str],
+    needed_for: str = "iamdb needs the region to call AWS",
+    *,
+    var: str | None = None,
+) -> str:
+    """``AWS_REGION`` (Lambda sets it), else ``AWS_DEFAULT_REGION``.
+
+    ConfigError when neither holds a region: naming ``var`` when given (the setting the region
+    stands in for, e.g. ``IAMDB_PG_REGION``) with ``needed_for`` as the message, else naming
+    the region variable and saying it is needed ``needed_for``.
+    """
+    for region_var in REGION_VARS:
+        value = env_value(env, region_var)
+        if value is None:
+            continue
+        if is_region(value):
+            return value
+        if var is not None:
+            break
+        raise ConfigError(
+            region_var, f"expected an AWS region such as 'us-east-1', got {value!r:.40}"
+        )
+    if var is not None:
+        raise ConfigError(var, needed_for)
+    raise ConfigError("AWS_REGION", f"not set: {needed_for}")
+
+
 def instance_name(name: object, suffixes: Iterable[str]) -> str:
     """The canonical (lower-case) form of an instance name, or ConfigError ``name``.
 
@@ -123,6 +168,16 @@ def instance_name(name: object, suffixes: Iterable[str]) -> str:
 def is_region(text: str) -> bool:
     """An AWS region name such as ``us-east-1`` (ASCII letters and digits only)."""
     return bool(REGION.fullmatch(text))
+
+
+def env_host(env: Mapping[str, str], var: str) -> str:
+    """A required host name or IP address."""
+    value = env_value(env, var)
+    if value is None:
+        raise ConfigError(var, "is required and not set (the database host name or IP)")
+    if not valid_host(value):
+        raise ConfigError(var, f"expected a host name or IP address, got {value!r:.80}")
+    return value
 
 
 def is_ip(text: str) -> bool:

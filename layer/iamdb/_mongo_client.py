@@ -1,43 +1,31 @@
-"""``get_mongo()``: a reused pymongo client that logs in with MONGODB-AWS, refreshed before expiry.
+"""The pymongo clients behind ``get_mongo()``: credentials, options, the login and its failures.
 
-Configuration (``IAMDB_MONGO_*``, or ``IAMDB_MONGO_<NAME>_*`` for ``get_mongo("name")``):
-
-- ``URI``: ``mongodb://`` or ``mongodb+srv://`` with the database in the path; options in
-  it are kept and override iamdb's Lambda defaults. No user name or password: nobody
-  handles a Mongo password. Checked by pymongo's parser and iamdb's TLS rules at
-  configuration time (:mod:`iamdb._mongo_uri`).
-- ``ROLE_ARN``: the role to assume; its ARN is the user in ``$external``. Unset: the
-  execution role's own credentials log in (its role ARN is then the ``$external`` user).
-- ``SESSION_SECONDS`` (900-43200, default 3600), ``REFRESH_SECONDS`` (assume again when
-  fewer than this remain, default 300), ``EXTERNAL_ID`` (optional).
-
-Amazon DocumentDB endpoints get the bundled RDS CA bundle and ``retryWrites=false`` unless
-the URI sets them (:func:`iamdb._mongo_uri.documentdb_options`).
-
-Credentials are renewed and the client swapped before they expire by
-:class:`iamdb._mongo_handle.MongoHandle`.
+What :class:`iamdb._mongo_handle.MongoHandle` does for each client, in the order it does it:
+take credentials (:func:`fetch_lease`: AssumeRole, or the execution role's own), make a client
+with iamdb's Lambda defaults (:func:`client_options`, :func:`new_client`), log one socket in
+and map a failure to iamdb's errors (:func:`open_client`, :func:`login_failure`), and notice a
+server refusing a later login (:func:`login_refused`). The SQL twin is :mod:`iamdb._pg`.
+:func:`connection_string` writes the same rules into a URI for people (``python -m iamdb
+mongo-uri``).
 """
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from iamdb import _mongo_aws, _redact
-from iamdb._checks import instance_name, is_region, settings_environ
-from iamdb._credentials import CredentialResolver, Credentials
-from iamdb._mongo_uri import EXTERNAL, MECHANISM, documentdb_options, parse_uri, split_query
-from iamdb._sts import assume_role
+from iamdb._mongo_uri import EXTERNAL, MECHANISM, documentdb_options, split_query
+from iamdb._sts import Lease, assume_role
 from iamdb.errors import AuthError, ConfigError, ConnectError, IamDbError
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
     from iamdb._aws import AwsClient
+    from iamdb._credentials import CredentialResolver, Credentials
+    from iamdb._mongo_config import MongoConfig
     from iamdb._runtime import Runtime
 
 
@@ -49,143 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "connectTimeoutMS": 5_000,
 }
 
-# What load_mongo_config reads after the instance's prefix (instance names must not collide).
-MONGO_SUFFIXES = ("URI", "ROLE_ARN", "SESSION_SECONDS", "REFRESH_SECONDS", "EXTERNAL_ID")
-_ROLE_ARN = re.compile(
-    r"arn:aws(?:-cn|-us-gov|-iso|-iso-b)?:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}",
-    re.ASCII,
-)
-_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
-
-
-# -- configuration -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MongoConfig:
-    """One MongoDB instance: where it is and which AWS identity logs in."""
-
-    name: str | None  # lower case: names are case-insensitive
-    prefix: str  # "IAMDB_MONGO_" or "IAMDB_MONGO_<NAME>_": used in messages
-    uri: str
-    srv: bool
-    hosts: tuple[str, ...]
-    database: str
-    options: Mapping[str, Any] = field(repr=False)  # pymongo's reading, lower-case names
-    tls: bool  # on unless the URI says tls=false (then: one loopback host, direct)
-    role_arn: str | None
-    session_seconds: int
-    refresh_seconds: int
-    external_id: str | None = field(repr=False)
-    documentdb: bool = False  # Amazon DocumentDB endpoints: see documentdb_options
-
-    @property
-    def label(self) -> str:
-        """``mongo`` or ``mongo:<name>``: how logs and errors name this instance."""
-        return "mongo" if self.name is None else f"mongo:{self.name}"
-
-
-def mongo_prefix(name: str | None) -> str:
-    """``IAMDB_MONGO_`` for the default instance, ``IAMDB_MONGO_<NAME>_`` for a named one."""
-    if name is None:
-        return "IAMDB_MONGO_"
-    return f"IAMDB_MONGO_{instance_name(name, MONGO_SUFFIXES).upper()}_"
-
-
-def load_mongo_config(
-    name: str | None = None, environ: Mapping[str, str] | None = None
-) -> MongoConfig:
-    """Read and validate one instance's ``IAMDB_MONGO_*`` settings (no network).
-
-    Imports pymongo's URI parser: the URI is checked as pymongo will read it.
-    """
-    env = settings_environ(environ)
-    p = mongo_prefix(name)
-    uri = parse_uri(p + "URI", _get(env, p + "URI"))
-    role_arn = _get(env, p + "ROLE_ARN")
-    if role_arn is not None and not _ROLE_ARN.fullmatch(role_arn):
-        raise ConfigError(
-            p + "ROLE_ARN",
-            f"expected a role ARN like arn:aws:iam::123456789012:role/MongoAccess, "
-            f"got {role_arn!r:.120}",
-        )
-    session = _int(env, p + "SESSION_SECONDS", 3600, 900, 43200)
-    refresh = _int(env, p + "REFRESH_SECONDS", 300, 30, 43200)
-    if refresh > session - 300:
-        raise ConfigError(
-            p + "REFRESH_SECONDS",
-            f"expected at most {p}SESSION_SECONDS - 300 = {session - 300}, got {refresh}: "
-            "credentials would be renewed on (almost) every call",
-        )
-    external_id = _get(env, p + "EXTERNAL_ID")
-    if external_id is not None:
-        if role_arn is None:
-            raise ConfigError(p + "EXTERNAL_ID", f"set but {p}ROLE_ARN is not")
-        if not _EXTERNAL_ID.fullmatch(external_id):
-            raise ConfigError(
-                p + "EXTERNAL_ID", "expected 2-1224 characters of letters, digits and +=,.@:/-_"
-            )
-    if role_arn is not None:
-        _sts_region(env, p + "ROLE_ARN")
-    return MongoConfig(
-        name=None if name is None else instance_name(name, MONGO_SUFFIXES),
-        prefix=p,
-        uri=_get(env, p + "URI") or "",
-        srv=uri.srv,
-        hosts=uri.hosts,
-        database=uri.database,
-        options=uri.options,
-        tls=uri.tls,
-        role_arn=role_arn,
-        session_seconds=session,
-        refresh_seconds=refresh,
-        external_id=external_id,
-        documentdb=uri.documentdb,
-    )
-
-
-def _sts_region(env: Mapping[str, str], role_var: str) -> None:
-    """STS is called on the regional endpoint of ``AWS_REGION`` (else ``AWS_DEFAULT_REGION``)."""
-    for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
-        region = _get(env, var)
-        if region is not None:
-            if not is_region(region):
-                raise ConfigError(
-                    var, f"expected an AWS region such as 'us-east-1', got {region!r:.40}"
-                )
-            return
-    raise ConfigError("AWS_REGION", f"not set: needed to call STS for {role_var}")
-
-
-def _get(env: Mapping[str, str], var: str) -> str | None:
-    value = env.get(var)
-    return value.strip() if value is not None and value.strip() else None
-
-
-def _int(env: Mapping[str, str], var: str, default: int, low: int, high: int) -> int:
-    value = _get(env, var)
-    if value is None:
-        return default
-    # 1 to 9 ASCII digits (str.isdigit admits '²', which int refuses, and other scripts' digits)
-    digits = value.isascii() and value.isdigit() and len(value) <= 9
-    if not digits or not low <= int(value) <= high:
-        raise ConfigError(var, f"expected an integer from {low} to {high}, got {value!r:.40}")
-    return int(value)
-
 
 # -- credentials -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Lease:
-    """Credentials for one client and when they stop working (None: not known to expire)."""
-
-    credentials: Credentials = field(repr=False)
-    expires_at: float | None
-    principal: str  # what the server will see: the role ARN, or "the execution role"
-
-    def left(self, now: float) -> float:
-        return float("inf") if self.expires_at is None else self.expires_at - now
 
 
 @dataclass(frozen=True)
@@ -195,14 +48,13 @@ class Sources:
     aws: AwsClient
     runtime: Runtime
     resolver: CredentialResolver
-    environ: Mapping[str, str] | None = None  # what the opener reads; None: os.environ
 
 
 def fetch_lease(cfg: MongoConfig, sources: Sources, deadline: float) -> Lease:
     """Assume ``cfg.role_arn`` (role authentication) or take the function's own credentials."""
     if cfg.role_arn is None:
         return Lease(sources.resolver.resolve(deadline), None, "the execution role")
-    assumed = assume_role(
+    return assume_role(
         sources.aws,
         sources.runtime,
         cfg.role_arn,
@@ -210,15 +62,12 @@ def fetch_lease(cfg: MongoConfig, sources: Sources, deadline: float) -> Lease:
         external_id=cfg.external_id,
         deadline=deadline,
     )
-    return Lease(assumed.credentials, assumed.expires_at, cfg.role_arn)
 
 
 # -- the client ---------------------------------------------------------------------------
 
 
-def client_options(
-    cfg: MongoConfig, credentials: Credentials, function_name: str | None
-) -> dict[str, Any]:
+def client_options(cfg: MongoConfig, credentials: Credentials) -> dict[str, Any]:
     """Keyword arguments for ``MongoClient(cfg.uri, **kwargs)``.
 
     Lambda defaults are added only for options the URI does not set (pymongo lets keyword
@@ -233,7 +82,7 @@ def client_options(
     if "maxPoolSize" in kwargs:  # pymongo refuses a minPoolSize above maxPoolSize
         kwargs["maxPoolSize"] = max(DEFAULTS["maxPoolSize"], options.get("minpoolsize", 0))
     if "appname" not in options:
-        kwargs["appname"] = function_name or "iamdb"
+        kwargs["appname"] = cfg.client_name
     if "tls" not in options:
         kwargs["tls"] = cfg.tls
     if not cfg.tls and "directconnection" not in options:
@@ -252,16 +101,14 @@ def client_options(
     return kwargs
 
 
-def open_client(
-    cfg: MongoConfig, lease: Lease, environ: Mapping[str, str] | None
-) -> MongoClient[Any]:
+def open_client(cfg: MongoConfig, lease: Lease) -> MongoClient[Any]:
     """Create a client for ``lease`` and log one socket in (``ping``), mapping failures.
 
     Secrets are built into the call, never kept in a local, and errors are raised outside
     ``except``, so neither this frame (what a crash reporter captures) nor a ``__context__``
     holds the credentials.
     """
-    client: MongoClient[Any] = new_client("MongoClient", cfg, lease, environ)
+    client: MongoClient[Any] = new_client("MongoClient", cfg, lease)
     failure: IamDbError | None = None
     try:
         client.admin.command("ping")
@@ -278,13 +125,10 @@ def open_client(
 
 
 def new_client(
-    kind: Literal["MongoClient", "AsyncMongoClient"],
-    cfg: MongoConfig,
-    lease: Lease,
-    environ: Mapping[str, str] | None,
+    kind: Literal["MongoClient", "AsyncMongoClient"], cfg: MongoConfig, lease: Lease
 ) -> Any:
     """``pymongo.<kind>`` for ``lease``, not connected yet; ConfigError when pymongo refuses
-    the options. ``environ`` (None: ``os.environ``) gives the function name."""
+    the options."""
     try:
         import pymongo
         from pymongo import errors
@@ -292,13 +136,12 @@ def new_client(
         raise ConfigError(cfg.prefix + "URI", "pymongo is not installed (iamdb[mongo])") from None
     if not _mongo_aws.install():  # the application imported pymongo-auth-aws (botocore) itself
         _redact.install()  # its botocore DEBUG logs would show the session token
-    function_name = (os.environ if environ is None else environ).get("AWS_LAMBDA_FUNCTION_NAME")
     try:
         return getattr(pymongo, kind)(
             cfg.uri,
             connect=False,
             event_listeners=[_refusal_watch()],
-            **client_options(cfg, lease.credentials, function_name),
+            **client_options(cfg, lease.credentials),
         )
     except (errors.ConfigurationError, ValueError, TypeError) as exc:  # load_mongo_config's gap
         problem = f"{exc}"[:300]

@@ -1,0 +1,123 @@
+"""MongoDB configuration from the environment, validated before any network call.
+
+Every instance is described by ``IAMDB_MONGO_*`` variables (the default instance) or
+``IAMDB_MONGO_<NAME>_*`` (``get_mongo("reports")`` reads ``IAMDB_MONGO_REPORTS_*``):
+
+- ``URI``: ``mongodb://`` or ``mongodb+srv://`` with the database in the path; options in
+  it are kept and override iamdb's Lambda defaults. No user name or password: nobody
+  handles a Mongo password. Checked by pymongo's parser and iamdb's TLS rules at
+  configuration time (:mod:`iamdb._mongo_uri`).
+- ``ROLE_ARN``: the role to assume; its ARN is the user in ``$external``. Unset: the
+  execution role's own credentials log in (its role ARN is then the ``$external`` user).
+- ``SESSION_SECONDS`` (900-43200, default 3600), ``REFRESH_SECONDS`` (assume again when
+  fewer than this remain, default 300), ``EXTERNAL_ID`` (optional).
+
+Amazon DocumentDB endpoints get the bundled RDS CA bundle and ``retryWrites=false`` unless
+the URI sets them (:func:`iamdb._mongo_uri.documentdb_options`). The SQL twin is
+:mod:`iamdb._config`; the rules both follow are :mod:`iamdb._env`'s.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from iamdb._env import (
+    aws_region,
+    client_name,
+    env_number,
+    env_value,
+    instance_name,
+    instance_prefix,
+    settings_environ,
+)
+from iamdb._mongo_uri import parse_uri
+from iamdb.errors import ConfigError
+
+# What load_mongo_config reads after the instance's prefix (instance names must not collide).
+MONGO_SUFFIXES = ("URI", "ROLE_ARN", "SESSION_SECONDS", "REFRESH_SECONDS", "EXTERNAL_ID")
+_ROLE_ARN = re.compile(
+    r"arn:aws(?:-cn|-us-gov|-iso|-iso-b)?:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}",
+    re.ASCII,
+)
+_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
+
+
+@dataclass(frozen=True)
+class MongoConfig:
+    """One MongoDB instance: where it is and which AWS identity logs in."""
+
+    name: str | None  # lower case: names are case-insensitive
+    prefix: str  # "IAMDB_MONGO_" or "IAMDB_MONGO_<NAME>_": used in messages
+    uri: str
+    srv: bool
+    hosts: tuple[str, ...]
+    database: str
+    options: Mapping[str, Any] = field(repr=False)  # pymongo's reading, lower-case names
+    tls: bool  # on unless the URI says tls=false (then: one loopback host, direct)
+    role_arn: str | None
+    session_seconds: int
+    refresh_seconds: int
+    external_id: str | None = field(repr=False)
+    documentdb: bool = False  # Amazon DocumentDB endpoints: see documentdb_options
+    client_name: str = "iamdb"  # the client's appname: AWS_LAMBDA_FUNCTION_NAME
+
+    @property
+    def label(self) -> str:
+        """``mongo`` or ``mongo:<name>``: how logs and errors name this instance."""
+        return "mongo" if self.name is None else f"mongo:{self.name}"
+
+
+def load_mongo_config(
+    name: str | None = None, environ: Mapping[str, str] | None = None
+) -> MongoConfig:
+    """Read and validate one instance's ``IAMDB_MONGO_*`` settings (no network).
+
+    Imports pymongo's URI parser: the URI is checked as pymongo will read it.
+    """
+    env = settings_environ(environ)
+    p = instance_prefix("mongo", name, MONGO_SUFFIXES)
+    uri = parse_uri(p + "URI", env_value(env, p + "URI"))
+    role_arn = env_value(env, p + "ROLE_ARN")
+    if role_arn is not None and not _ROLE_ARN.fullmatch(role_arn):
+        raise ConfigError(
+            p + "ROLE_ARN",
+            f"expected a role ARN like arn:aws:iam::123456789012:role/MongoAccess, "
+            f"got {role_arn!r:.120}",
+        )
+    session = int(env_number(env, p + "SESSION_SECONDS", 3600, low=900, high=43200, integer=True))
+    refresh = int(env_number(env, p + "REFRESH_SECONDS", 300, low=30, high=43200, integer=True))
+    if refresh > session - 300:
+        raise ConfigError(
+            p + "REFRESH_SECONDS",
+            f"expected at most {p}SESSION_SECONDS - 300 = {session - 300}, got {refresh}: "
+            "credentials would be renewed on (almost) every call",
+        )
+    external_id = env_value(env, p + "EXTERNAL_ID")
+    if external_id is not None:
+        if role_arn is None:
+            raise ConfigError(p + "EXTERNAL_ID", f"set but {p}ROLE_ARN is not")
+        if not _EXTERNAL_ID.fullmatch(external_id):
+            raise ConfigError(
+                p + "EXTERNAL_ID", "expected 2-1224 characters of letters, digits and +=,.@:/-_"
+            )
+    if role_arn is not None:  # STS is called on the region's endpoint
+        aws_region(env, f"needed to call STS for {p}ROLE_ARN")
+    return MongoConfig(
+        name=None if name is None else instance_name(name, MONGO_SUFFIXES),
+        prefix=p,
+        uri=env_value(env, p + "URI") or "",
+        srv=uri.srv,
+        hosts=uri.hosts,
+        database=uri.database,
+        options=uri.options,
+        tls=uri.tls,
+        role_arn=role_arn,
+        session_seconds=session,
+        refresh_seconds=refresh,
+        external_id=external_id,
+        documentdb=uri.documentdb,
+        client_name=client_name(env),
+    )
