@@ -319,7 +319,7 @@ class Registry:
     def _login(self, cfg: SqlConfig) -> Login[Any]:
         return Login(
             cfg,
-            self._driver(cfg.engine),
+            self._driver(cfg),
             self.tokens,
             runtime=self.runtime,
             limits=self.limits,
@@ -328,18 +328,22 @@ class Registry:
             probe=self.telemetry.probe(cfg.engine, cfg.name),
         )
 
-    def _driver(self, engine: Engine) -> Driver[Any]:
-        kind = "mysql" if engine == "mysql" else "pg"  # DSQL speaks PostgreSQL
+    def _driver(self, cfg: SqlConfig) -> Driver[Any]:
+        """The engine's driver; MissingDependencyError (before any login) when it is absent."""
+        kind = "mysql" if cfg.engine == "mysql" else "pg"  # DSQL speaks PostgreSQL
         driver = self._drivers.get(kind)
         if driver is None:
-            if kind == "pg":
-                from iamdb._pg import PgDriver
+            from iamdb._errors import requires
 
-                driver = PgDriver()
-            else:
-                from iamdb._mysql import MySqlDriver
+            with requires(kind, cfg.prefix + "HOST"):
+                if kind == "pg":
+                    from iamdb._pg import PgDriver
 
-                driver = MySqlDriver()
+                    driver = PgDriver()
+                else:
+                    from iamdb._mysql import MySqlDriver
+
+                    driver = MySqlDriver()
             self._drivers[kind] = driver
         return driver
 
