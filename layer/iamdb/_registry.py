@@ -76,6 +76,7 @@ class Registry:
         self._telemetry: Telemetry | None = telemetry
         self._given_telemetry = telemetry
         self._joined_powertools = False
+        self._served = False  # see _serving
         self.warn_once = WarnOnce()
 
     def get_pg(self, name: str | None = None) -> PgConnection:
@@ -127,6 +128,7 @@ class Registry:
         with self._lock:
             found = self._mongo.get(name)
             if found is None:
+                self._serving()
                 cfg = load_mongo_config(name, self._environ)
                 if cfg.role_arn is not None:
                     resolve_endpoint("sts", self.runtime.environ)  # ConfigError before any call
@@ -173,6 +175,7 @@ class Registry:
         with self._lock:
             found = self._managed.get((engine, name))
             if found is None:
+                self._serving()
                 found = self._create(engine, name)
                 self._managed[(engine, name)] = found
             return found
@@ -205,11 +208,21 @@ class Registry:
 
     @property
     def settings(self) -> Settings:
+        """The process-wide settings (``IAMDB_*`` beyond one instance), read once."""
         if self._settings is None:
             self._settings = load_settings(self._environ)
-            apply_level(self._settings.log_level)
-            self._join_powertools_logger()
         return self._settings
+
+    def _serving(self) -> None:
+        """What the registry does before it first serves a getter (again after :meth:`reset`),
+        from :meth:`managed` and :meth:`mongo_handle`, where every getter, pool and engine
+        comes in: ``IAMDB_LOG_LEVEL`` set on iamdb's logger, and iamdb's records joined to
+        the application's Powertools Logger. Here, so that reading :attr:`settings` (the CLI
+        does) changes nothing."""
+        if not self._served:
+            self._served = True
+            apply_level(self.settings.log_level)
+            self._join_powertools_logger()
 
     @property
     def telemetry(self) -> Telemetry:
@@ -276,7 +289,7 @@ class Registry:
             mongo, self._mongo = self._mongo, {}
             aio, self._aio = self._aio, {}
             aws, self._aws = self._aws, None
-            self._settings, self._tokens = None, None
+            self._settings, self._tokens, self._served = None, None, False
             self._telemetry = self._given_telemetry
             self._limits = None
             self.deadline.set_context(None)
