@@ -22,6 +22,7 @@ from iamdb.errors import (
     ConnectError,
     CredentialsError,
     IamDbError,
+    MissingDependencyError,
     ThrottleError,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "CredentialsError",
     "IamDbError",
     "Info",
+    "MissingDependencyError",
     "ThrottleError",
     "dsql_transaction",
     "generate_db_auth_token",

@@ -227,7 +227,8 @@ class CredentialResolver:
         with self._lock:
             if self._botocore is not None:
                 return self._botocore
-            try:
+            try:  # absent: a CredentialsError, not MissingDependencyError (no iamdb extra brings
+                # botocore; on Lambda the environment or container endpoint has the credentials)
                 import botocore.session
             except ImportError:
                 raise CredentialsError(

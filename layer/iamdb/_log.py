@@ -7,6 +7,7 @@ session token or signature: log lines name hosts, users, key ids and timings onl
 When the application made a Powertools ``Logger``, iamdb's records go through that
 Logger's handler instead (:func:`join_powertools_logger`): structured JSON with the keys
 the handler added, the Lambda context from ``@logger.inject_lambda_context`` included.
+Powertools absent is not an error: iamdb then logs through ``logging`` alone.
 """
 
 from __future__ import annotations

@@ -19,11 +19,12 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 from iamdb._config import SqlConfig
+from iamdb._errors import locate
 from iamdb._log import logger
 from iamdb._retry import THROTTLING_HINT, DecorrelatedJitter, final_refusal
 from iamdb._telemetry import Probe
 from iamdb._tokens import Token, TokenCache
-from iamdb.errors import AuthError, ThrottleError
+from iamdb.errors import AuthError, ConnectError, ThrottleError
 
 if TYPE_CHECKING:
     from iamdb._limiter import Deadline, Limits
@@ -61,6 +62,7 @@ class _Sleep(NamedTuple):
 
 _Step = _Permit | _Connect | _Sleep
 _REFUSALS = (AuthError, ThrottleError)  # the server said no (ThrottleError: for the rate)
+_FAILURES = (*_REFUSALS, ConnectError)  # what a step may raise: thrown into the steps
 
 
 class Login(Generic[C]):
@@ -112,7 +114,7 @@ class Login(Generic[C]):
                         result = self.driver.connect(self.cfg, step.token, **options)
                     else:
                         self._rt.sleep(step.seconds)
-                except _REFUSALS as exc:
+                except _FAILURES as exc:
                     failure = exc
                 try:  # outside the except: nothing raised from here chains the refusal
                     step = steps.send(result) if failure is None else steps.throw(failure)
@@ -144,7 +146,7 @@ class Login(Generic[C]):
                         result = await connect(self.cfg, step.token)
                     else:
                         await asyncio.sleep(step.seconds)
-                except _REFUSALS as exc:
+                except _FAILURES as exc:
                     failure = exc
                 try:
                     step = steps.send(result) if failure is None else steps.throw(failure)
@@ -164,24 +166,31 @@ class Login(Generic[C]):
             ticket = None
             # RDS does not count a token it accepted before; DSQL counts every connection.
             if endpoint.dsql or token is not self.accepted:
-                ticket = yield _Permit(endpoint.key, deadline, cfg.connect_rate)
+                try:
+                    ticket = yield _Permit(endpoint.key, deadline, cfg.connect_rate)
+                except ThrottleError as exc:  # the limiters know the endpoint, not the instance
+                    locate(exc, cfg, attempt)
+                    raise
             try:
                 conn = yield _Connect(token)
             except _REFUSALS as exc:
-                refusal, refused = str(exc), type(exc)
+                refusal = exc.with_traceback(None)  # its frames hold the token
+            except ConnectError as exc:
+                locate(exc, cfg, attempt)
+                raise
             else:
                 self._limits.release(ticket)
                 self.accepted, self.last_login = token, self._rt.clock()
                 self._logged_in(token)
                 return conn
-            self.probe.count("AuthFailures" if refused is AuthError else "ServerThrottled")
+            self.probe.count("AuthFailures" if type(refusal) is AuthError else "ServerThrottled")
             self._tokens.invalidate(endpoint)  # the next attempt signs anew
             delay = backoff.next_delay()
             if attempt > self._retries or self._rt.clock() + delay > deadline:
                 # DSQL tells throttling apart (SQLSTATE 53400); an RDS refusal may be throttling.
                 hint = "" if endpoint.dsql else THROTTLING_HINT
                 elapsed = self._rt.clock() - started
-                raise final_refusal(refused(refusal), attempt, elapsed, hint)
+                raise final_refusal(refusal, attempt, elapsed, hint)
             yield _Sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -129,11 +129,11 @@ def new_client(
 ) -> Any:
     """``pymongo.<kind>`` for ``lease``, not connected yet; ConfigError when pymongo refuses
     the options."""
-    try:
+    from iamdb._errors import requires
+
+    with requires("mongo", cfg.prefix + "URI"):
         import pymongo
         from pymongo import errors
-    except ImportError:
-        raise ConfigError(cfg.prefix + "URI", "pymongo is not installed (iamdb[mongo])") from None
     if not _mongo_aws.install():  # the application imported pymongo-auth-aws (botocore) itself
         _redact.install()  # its botocore DEBUG logs would show the session token
     try:
@@ -156,11 +156,21 @@ def login_failure(cfg: MongoConfig, lease: Lease, exc: BaseException) -> IamDbEr
     if isinstance(exc, errors.OperationFailure):
         if exc.code == 18:
             return refused(cfg, lease)
-        return AuthError(f"{cfg.label}: MongoDB answered the login with code {exc.code}")
+        return AuthError(
+            f"{cfg.label}: MongoDB answered the login with code {exc.code}",
+            engine="mongo",
+            instance=cfg.label,
+            host=",".join(cfg.hosts),
+            attempts=1,
+        )
     if isinstance(exc, errors.PyMongoError):
         return ConnectError(
             f"{cfg.label}: could not reach {','.join(cfg.hosts)} "
-            f"({type(exc).__name__}; tls={'on' if cfg.tls else 'off'}): {_short(exc)}"
+            f"({type(exc).__name__}; tls={'on' if cfg.tls else 'off'}): {_short(exc)}",
+            engine="mongo",
+            instance=cfg.label,
+            host=",".join(cfg.hosts),
+            attempts=1,
         )
     return None
 
@@ -179,7 +189,11 @@ def refused(cfg: MongoConfig, lease: Lease) -> AuthError:
         f"(access key {lease.credentials.access_key}): the server expects {user} "
         "(Atlas: Database Access > AWS IAM; Percona: db.getSiblingDB('$external').createUser; "
         "DocumentDB: the same with mechanisms: ['MONGODB-AWS']), "
-        "and credentials that have not expired"
+        "and credentials that have not expired",
+        engine="mongo",
+        instance=cfg.label,
+        host=",".join(cfg.hosts),
+        attempts=1,
     )
 
 

@@ -183,11 +183,11 @@ def _check_names(var: str, parts: list[str]) -> None:
 def _pymongo_parse(
     var: str, location: str, parts: list[str], srv_parts: list[str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    try:
+    from iamdb._errors import requires
+
+    with requires("mongo", var):
         from pymongo import uri_parser
         from pymongo.errors import ConfigurationError
-    except ImportError:
-        raise ConfigError(var, "pymongo is not installed (iamdb[mongo])") from None
     sep = ";" if ";" in "".join(parts + srv_parts) else "&"
     try:
         parsed = uri_parser.parse_uri(f"mongodb://{location}?{sep.join(parts)}", warn=False)

@@ -15,7 +15,7 @@ import ssl
 from typing import Any
 
 from iamdb._config import SqlConfig
-from iamdb._failures import auth_refused, connect_failed
+from iamdb._errors import auth_refused, connect_failed
 from iamdb._tokens import Token
 from iamdb.errors import ConfigError, ConnectError, IamDbError
 
@@ -30,6 +30,8 @@ class MySqlDriver:
     engine = "mysql"
 
     def __init__(self) -> None:
+        import pymysql  # noqa: F401  # absent: the caller's MissingDependencyError, before a login
+
         self._contexts: dict[tuple[str, str], ssl.SSLContext] = {}
 
     def connect(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from iamdb import _dsql
 from iamdb._config import SqlConfig
 from iamdb._env import is_ip
-from iamdb._failures import auth_refused, connect_failed, rate_refused
+from iamdb._errors import auth_refused, connect_failed, rate_refused
 from iamdb._tokens import Token
 from iamdb.errors import IamDbError
 
@@ -33,6 +33,9 @@ class PgDriver:
     """The :class:`iamdb._managed.Driver` for psycopg 3 connections (PostgreSQL and DSQL)."""
 
     engine = "pg"
+
+    def __init__(self) -> None:
+        import psycopg  # noqa: F401  # absent: the caller's MissingDependencyError, before a login
 
     def connect(
         self, cfg: SqlConfig, token: Token, *, autocommit: bool = True, **options: Any

@@ -15,6 +15,9 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from iamdb import _registry
+from iamdb._config import SQL_SUFFIXES
+from iamdb._env import instance_prefix
+from iamdb._errors import requires
 from iamdb.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -29,8 +32,9 @@ _REFUSED = ("conninfo", "kwargs", "connection_class")
 
 def pg_pool(name: str | None = None, **pool_kwargs: Any) -> ConnectionPool[Any]:
     """A ``psycopg_pool.ConnectionPool`` for ``IAMDB_PG_*`` (``IAMDB_PG_<NAME>_*`` when named)."""
-    import psycopg
-    from psycopg_pool import ConnectionPool
+    with requires("pool", instance_prefix("pg", name, SQL_SUFFIXES) + "HOST"):
+        import psycopg
+        from psycopg_pool import ConnectionPool
 
     class IamDbConnection(psycopg.Connection[Any]):
         """What the pool connects with: an iamdb login (its conninfo and kwargs are empty)."""
@@ -56,8 +60,9 @@ def pg_async_pool(name: str | None = None, **pool_kwargs: Any) -> AsyncConnectio
 
     Not opened (``await pool.open()``, or ``async with``): it belongs to the running loop.
     """
-    import psycopg
-    from psycopg_pool import AsyncConnectionPool
+    with requires("pool", instance_prefix("pg", name, SQL_SUFFIXES) + "HOST"):
+        import psycopg
+        from psycopg_pool import AsyncConnectionPool
 
     from iamdb._pg import PgDriver
 

@@ -74,6 +74,7 @@ class Registry:
         self._telemetry: Telemetry | None = telemetry
         self._given_telemetry = telemetry
         self._joined_powertools = False
+        self._served = False  # see _serving
         self.warn_once = WarnOnce()
 
     def get_pg(self, name: str | None = None) -> PgConnection:
@@ -126,6 +127,7 @@ class Registry:
         with self._lock:
             found = self._mongo.get(name)
             if found is None:
+                self._serving()
                 cfg = load_mongo_config(name, self._environ)
                 if cfg.role_arn is not None:
                     resolve_endpoint("sts", self.runtime.environ)  # ConfigError before any call
@@ -172,6 +174,7 @@ class Registry:
         with self._lock:
             found = self._managed.get((engine, name))
             if found is None:
+                self._serving()
                 found = self._create(engine, name)
                 self._managed[(engine, name)] = found
             return found
@@ -204,11 +207,21 @@ class Registry:
 
     @property
     def settings(self) -> Settings:
+        """The process-wide settings (``IAMDB_*`` beyond one instance), read once."""
         if self._settings is None:
             self._settings = load_settings(self._environ)
-            apply_level(self._settings.log_level)
-            self._join_powertools_logger()
         return self._settings
+
+    def _serving(self) -> None:
+        """What the registry does before it first serves a getter (again after :meth:`reset`),
+        from :meth:`managed` and :meth:`mongo_handle`, where every getter, pool and engine
+        comes in: ``IAMDB_LOG_LEVEL`` set on iamdb's logger, and iamdb's records joined to
+        the application's Powertools Logger. Here, so that reading :attr:`settings` (the CLI
+        does) changes nothing."""
+        if not self._served:
+            self._served = True
+            apply_level(self.settings.log_level)
+            self._join_powertools_logger()
 
     @property
     def telemetry(self) -> Telemetry:
@@ -275,7 +288,7 @@ class Registry:
             mongo, self._mongo = self._mongo, {}
             aio, self._aio = self._aio, {}
             aws, self._aws = self._aws, None
-            self._settings, self._tokens = None, None
+            self._settings, self._tokens, self._served = None, None, False
             self._telemetry = self._given_telemetry
             self._limits = None
             self.deadline.set_context(None)
@@ -318,7 +331,7 @@ class Registry:
     def _login(self, cfg: SqlConfig) -> Login[Any]:
         return Login(
             cfg,
-            self._driver(cfg.engine),
+            self._driver(cfg),
             self.tokens,
             runtime=self.runtime,
             limits=self.limits,
@@ -327,18 +340,22 @@ class Registry:
             probe=self.telemetry.probe(cfg.engine, cfg.name),
         )
 
-    def _driver(self, engine: Engine) -> Driver[Any]:
-        kind = "mysql" if engine == "mysql" else "pg"  # DSQL speaks PostgreSQL
+    def _driver(self, cfg: SqlConfig) -> Driver[Any]:
+        """The engine's driver; MissingDependencyError (before any login) when it is absent."""
+        kind = "mysql" if cfg.engine == "mysql" else "pg"  # DSQL speaks PostgreSQL
         driver = self._drivers.get(kind)
         if driver is None:
-            if kind == "pg":
-                from iamdb._pg import PgDriver
+            from iamdb._errors import requires
 
-                driver = PgDriver()
-            else:
-                from iamdb._mysql import MySqlDriver
+            with requires(kind, cfg.prefix + "HOST"):
+                if kind == "pg":
+                    from iamdb._pg import PgDriver
 
-                driver = MySqlDriver()
+                    driver = PgDriver()
+                else:
+                    from iamdb._mysql import MySqlDriver
+
+                    driver = MySqlDriver()
             self._drivers[kind] = driver
         return driver
 

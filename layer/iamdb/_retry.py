@@ -53,7 +53,15 @@ class DecorrelatedJitter:
 def final_refusal(
     refusal: AuthError | ThrottleError, tries: int, elapsed: float, hint: str = THROTTLING_HINT
 ) -> AuthError | ThrottleError:
-    """The error that ends a login's retries, of the last refusal's kind: its message, how many
-    attempts, and ``hint`` (by default: how to tell RDS throttling from a misconfiguration)."""
+    """The error that ends a login's retries, of the last refusal's kind and place: its message,
+    how many attempts (also as ``attempts``), and ``hint`` (by default: how to tell RDS
+    throttling from a misconfiguration)."""
     attempts = "1 attempt" if tries == 1 else f"{tries} attempts over {elapsed:.1f} s"
-    return type(refusal)(f"{str(refusal).rstrip()} ({attempts}.) {hint}".rstrip())
+    return type(refusal)(
+        f"{str(refusal).rstrip()} ({attempts}.) {hint}".rstrip(),
+        engine=refusal.engine,
+        instance=refusal.instance,
+        host=refusal.host,
+        port=refusal.port,
+        attempts=tries,
+    )

@@ -5,6 +5,9 @@ has long closed, tokens signed minutes or days ago, role credentials that expire
 the runtime offers SnapStart's runtime hooks (``snapshot_restore_py``, bundled with the
 Python managed runtimes), iamdb registers one after-restore hook that resets the default
 registry, so the first call after a restore signs, assumes and connects afresh.
+
+``snapshot_restore_py`` absent is not an error (not :class:`~iamdb.errors.MissingDependencyError`):
+it means the function does not run on SnapStart, so there is nothing to register.
 """
 
 from __future__ import annotations

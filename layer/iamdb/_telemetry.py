@@ -22,6 +22,10 @@ connection replaced), ``TokensSigned``, ``CredentialRefreshes`` (AssumeRole for 
 refused for their rate: Aurora DSQL's SQLSTATE 53400), ``LimiterFailOpen`` (the fleet limiter's
 DynamoDB failed and the login went ahead on the process limiter alone), ``TransactionRetries``
 (transactions :func:`iamdb.dsql_transaction` ran again after a 40001 conflict).
+
+Powertools absent is not an error (not :class:`~iamdb.errors.MissingDependencyError`): metrics
+are an extra a connection must never fail for, so a namespace without Powertools warns once and
+counts only for :func:`iamdb.info`; tracing needs the application's own Tracer.
 """
 
 from __future__ import annotations

@@ -124,8 +124,6 @@ class TokenCache:
         self._lock = threading.Lock()
         self._entries: dict[_Key, Token] = {}
         self._identity: tuple[str, str] | None = None  # (access key, fingerprint)
-        self.signed_count = 0
-        """How many tokens this cache has signed (tests, metrics)."""
 
     def get(
         self,
@@ -138,7 +136,7 @@ class TokenCache:
 
         ``endpoint.host`` is the name the token is signed for (the real RDS endpoint);
         ``deadline`` bounds fetching credentials, if that is needed; ``on_sign`` is called
-        when this call signed a new token (metrics).
+        when this call signed a new token (the ``TokensSigned`` metric: the only count of them).
         """
         creds = self._resolver.resolve(deadline)
         identity = (creds.access_key, creds.fingerprint())
@@ -155,7 +153,6 @@ class TokenCache:
             value = endpoint.sign(creds, datetime.fromtimestamp(now, timezone.utc))
             token = Token(value, now, creds.access_key)
             self._entries[key] = token
-            self.signed_count += 1
         if on_sign is not None:
             on_sign()
         return token
@@ -171,7 +168,7 @@ class TokenCache:
                 del self._entries[key]
 
     def clear(self) -> None:
-        """Forget every token (``signed_count`` keeps counting)."""
+        """Forget every token."""
         with self._lock:
             self._entries.clear()
             self._identity = None

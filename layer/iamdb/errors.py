@@ -3,6 +3,13 @@
 Every error iamdb raises derives from :class:`IamDbError`, so a handler can catch
 them all in one place. Messages name what went wrong and what to check; they never
 contain a token, secret key, session token or signature.
+
+Login failures (:class:`AuthError`, :class:`ConnectError`, :class:`ThrottleError`) also say
+where, as attributes a handler can read without parsing the message, as botocore's
+``ClientError`` carries its operation: ``engine`` (``pg``, ``mysql``, ``dsql``, ``mongo``),
+``instance`` (``pg`` or ``pg:reporting``, as log lines name it), ``host`` and ``port`` (the
+server connected to; a MongoDB replica set lists its hosts, comma-separated, with no port),
+and ``attempts`` (how many logins were tried). Each is None where it is not known.
 """
 
 from __future__ import annotations
@@ -24,11 +31,53 @@ class ConfigError(IamDbError, ValueError):
         self.variable = variable
 
 
-class AuthError(IamDbError):
+class MissingDependencyError(ConfigError, ImportError):
+    """A driver or extra that what was asked for needs is not installed.
+
+    ``module`` (also ImportError's ``name``) is the module that is missing, ``extra`` the
+    iamdb extra that brings it (the message says ``pip install 'iamdb[<extra>]'``),
+    ``variable`` the setting of the instance (or the module, e.g. ``iamdb.sqlalchemy``) that
+    asked for it. A :class:`ConfigError` (raised before any network call: the deployment
+    lacks a package) and an ``ImportError`` (what code that probes for drivers catches).
+    """
+
+    def __init__(self, variable: str, module: str, extra: str, detail: str = "") -> None:
+        detail = f" ({detail})" if detail else ""
+        super().__init__(
+            variable, f"{module} is not installed{detail}: pip install 'iamdb[{extra}]'"
+        )
+        self.name = module
+        self.module = module
+        self.extra = extra
+
+
+class _LoginFailure(IamDbError):
+    """What :class:`AuthError`, :class:`ConnectError` and :class:`ThrottleError` share: where
+    the login went (see the module's docstring). Keyword-only, all optional."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        engine: str | None = None,
+        instance: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        attempts: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.engine = engine
+        self.instance = instance
+        self.host = host
+        self.port = port
+        self.attempts = attempts
+
+
+class AuthError(_LoginFailure):
     """The server (or STS) refused the login."""
 
 
-class ConnectError(IamDbError):
+class ConnectError(_LoginFailure):
     """The connection could not be made or kept: network, timeout or TLS."""
 
 
@@ -36,7 +85,7 @@ class CredentialsError(IamDbError):
     """No AWS credentials could be found to sign with."""
 
 
-class ThrottleError(IamDbError):
+class ThrottleError(_LoginFailure):
     """No permit for a new IAM login could be had before the deadline, or the server kept
     refusing new connections for their rate (Aurora DSQL's SQLSTATE 53400).
 

@@ -20,12 +20,14 @@ import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import sqlalchemy
-from sqlalchemy import event
-
 from iamdb import _registry
+from iamdb._errors import requires
 from iamdb._snapstart import register_after_restore
 from iamdb.errors import ConfigError
+
+with requires("sqlalchemy", "iamdb.sqlalchemy"):
+    import sqlalchemy
+    from sqlalchemy import event
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import Dialect

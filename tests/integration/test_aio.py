@@ -26,6 +26,7 @@ from pymongo.errors import InvalidOperation
 import iamdb
 from devstack.stack import Stack
 from iamdb import aio
+from iamdb._info import describe
 from iamdb._registry import Registry
 from iamdb._runtime import Runtime
 from tests.fakes import FakeClock, RecordingTelemetry
@@ -146,7 +147,7 @@ def test_three_asyncio_run_invocations_replace_cleanly(
     assert len({id(c) for c in clients}) == 3
     assert accepted(stack) == logins + 3
     registry = iamdb._registry.default
-    assert registry.tokens.signed_count == 1  # one token, reused by every login
+    assert iamdb.info("pg").tokens_signed == 1  # one token, reused by every login
     lease = registry.mongo_handle().lease
     assert lease is not None
     assert [e.ok for e in peer.events] == [True] * 3  # one AssumeRole, three logins with it
@@ -257,7 +258,7 @@ def test_token_refresh_on_a_fake_clock(
 
     try:
         run(handler())
-        assert registry.tokens.signed_count == 2
+        assert describe(registry, "pg", None).tokens_signed == 2
     finally:
         registry.reset()
     assert accepted(stack) == logins + 2

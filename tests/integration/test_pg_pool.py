@@ -17,6 +17,7 @@ import pytest
 
 import iamdb
 from devstack.stack import Stack
+from iamdb._info import describe
 from iamdb._telemetry import quiet_probe
 from tests.registries import Install, own_registry_fixture  # noqa: F401  (own_registry)
 
@@ -89,7 +90,7 @@ def test_connections_opened_concurrently_share_one_token(stack: Stack, stack_env
             t.join(60)
     assert errors == [] and len(set(ids)) == 4
     assert accepted(stack) == before + 4
-    assert iamdb._registry.default.tokens.signed_count == 1
+    assert iamdb.info("pg").tokens_signed == 1
 
 
 def test_new_connections_past_the_refresh_age_get_a_fresh_token(
@@ -110,7 +111,7 @@ def test_new_connections_past_the_refresh_age_get_a_fresh_token(
     new = login.accepted
     assert old is not None and new is not None and new is not old
     assert old.age(time.time()) > 840 > 60 > new.age(time.time())
-    assert registry.tokens.signed_count == 2
+    assert describe(registry, "pg", None).tokens_signed == 2
 
 
 def test_backends_killed_server_side_are_replaced_at_checkout(stack: Stack, stack_env: Any) -> None:

@@ -33,7 +33,7 @@ import iamdb
 from iamdb._registry import default
 
 before = iamdb.get_pg()                      # init: connect, sign, as a primed function would
-signed_before = default.tokens.signed_count
+signed_before = iamdb.info("pg").tokens_signed
 for func, args, kwargs in snapshot_restore_py.after_restore:   # Lambda restores the snapshot
     func(*args, **kwargs)
 after = iamdb.get_pg()
@@ -41,7 +41,7 @@ print(json.dumps({
     "hooks": len(snapshot_restore_py.after_restore),
     "old_closed": before.closed,
     "new_connection": after is not before,
-    "fresh_token_cache": default.tokens.signed_count == 1 and signed_before == 1,
+    "fresh_token_cache": iamdb.info("pg").tokens_signed == 1 and signed_before == 1,
     "works": after.execute("SELECT 1").fetchone()[0],
 }))
 """

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
 
 import iamdb
 from devstack.stack import Stack
+from iamdb._info import describe
 from iamdb._telemetry import quiet_probe
 from iamdb.sqlalchemy import attach, create_async_engine, create_engine
 from tests.fakes import RecordingTelemetry
@@ -143,7 +144,7 @@ def test_connections_opened_concurrently_share_one_token(
         t.join(60)
     assert errors == [] and len(set(ids)) == 4
     assert accepted(stack, kind) == before + 4
-    assert iamdb._registry.default.tokens.signed_count == 1
+    assert iamdb.info(kind).tokens_signed == 1
     engine.dispose()
 
 
@@ -170,7 +171,7 @@ def test_new_connections_past_the_refresh_age_get_a_fresh_token(
     new = login.accepted
     assert old is not None and new is not None and new is not old
     assert old.age(time.time()) > 840 > 60 > new.age(time.time())
-    assert registry.tokens.signed_count == 2
+    assert describe(registry, kind, None).tokens_signed == 2
     engine.dispose()
 
 

@@ -19,7 +19,7 @@ from iamdb._login import Login
 from iamdb._managed import ManagedConnection
 from iamdb._runtime import Runtime
 from iamdb._tokens import Token, TokenCache
-from iamdb.errors import AuthError
+from iamdb.errors import AuthError, ConnectError
 from tests.fakes import FakeClock, RecordingProbe
 
 ENV = {
@@ -72,7 +72,7 @@ class FakeDriver:
         conn.server.close()
 
 
-Setup = tuple[ManagedConnection[FakeConn], "FakeDriver", FakeClock, TokenCache]
+Setup = tuple[ManagedConnection[FakeConn], "FakeDriver", FakeClock, RecordingProbe]
 
 
 @pytest.fixture
@@ -83,6 +83,7 @@ def setup() -> Setup:
         resolver=CredentialResolver(Runtime(environ=ENV)), clock=clock, refresh_seconds=840
     )
     rt = Runtime(environ=ENV, clock=clock)
+    probe = RecordingProbe()
     login = Login(
         load_sql_config("pg", None, ENV),
         driver,
@@ -91,10 +92,10 @@ def setup() -> Setup:
         limits=Limits(200, None, rt),
         deadline=Deadline(clock),
         retries=0,
-        probe=RecordingProbe(),  # type: ignore[arg-type]
+        probe=probe,  # type: ignore[arg-type]
     )
     managed = ManagedConnection(login, runtime=rt, idle_seconds=30)
-    return managed, driver, clock, tokens
+    return managed, driver, clock, probe
 
 
 def test_reuses_a_healthy_connection_without_round_trips(setup: Setup) -> None:
@@ -145,31 +146,31 @@ def test_readable_but_alive_connection_is_kept(setup: Setup) -> None:
 
 
 def test_driver_closed_state_triggers_reconnect_with_the_cached_token(setup: Setup) -> None:
-    managed, driver, clock, tokens = setup
+    managed, driver, clock, probe = setup
     first = managed.get()
     first.closed = True
     clock.now += 1
     assert managed.get() is not first
     assert driver.tokens[0] == driver.tokens[1]  # reused token: no re-sign, no throttling cost
-    assert tokens.signed_count == 1
+    assert probe["TokensSigned"] == 1
 
 
 def test_reconnect_after_refresh_age_uses_a_new_token(setup: Setup) -> None:
-    managed, driver, clock, tokens = setup
+    managed, driver, clock, probe = setup
     managed.get().closed = True
     clock.now += 841
     managed.get()
-    assert driver.tokens[0] != driver.tokens[1] and tokens.signed_count == 2
+    assert driver.tokens[0] != driver.tokens[1] and probe["TokensSigned"] == 2
 
 
 def test_refused_login_drops_the_token(setup: Setup) -> None:
-    managed, driver, _clock, tokens = setup
+    managed, driver, _clock, probe = setup
     driver.refuse = True
     with pytest.raises(AuthError):
         managed.get()
     with pytest.raises(AuthError):
         managed.get()
-    assert tokens.signed_count == 2  # signed again after a refusal
+    assert probe["TokensSigned"] == 2  # signed again after a refusal
     driver.refuse = False
     assert managed.get() is driver.conns[0]
 
@@ -180,3 +181,27 @@ def test_close_forgets_the_connection(setup: Setup) -> None:
     managed.close()
     assert first.closed
     assert managed.get() is not first
+
+
+def test_errors_say_where_the_login_went(setup: Setup) -> None:
+    managed, driver, _clock, _probe = setup
+    host = ENV["IAMDB_PG_HOST"]
+    driver.refuse = True  # a bare AuthError: the final refusal keeps what it said, adds attempts
+    with pytest.raises(AuthError) as refused:
+        managed.get()
+    assert refused.value.attempts == 1
+
+    def down(cfg: object, token: Token) -> FakeConn:
+        raise ConnectError("unreachable")  # made where the configuration is not known
+
+    driver.connect = down  # type: ignore[method-assign]
+    with pytest.raises(ConnectError) as failed:
+        managed.get()
+    where = failed.value
+    assert (where.engine, where.instance, where.host, where.port, where.attempts) == (
+        "pg",
+        "pg",
+        host,
+        5432,
+        1,
+    )

@@ -57,3 +57,16 @@ def test_a_refusal_for_the_rate_stays_a_throttle_error_with_its_own_hint() -> No
     final = final_refusal(ThrottleError(refusal), 2, 0.3, hint="")
     assert type(final) is ThrottleError
     assert str(final) == f"{refusal} (2 attempts over 0.3 s.)"
+
+
+def test_the_final_refusal_keeps_where_the_login_went_and_counts_attempts() -> None:
+    refusal = AuthError("refused", engine="pg", instance="pg:reporting", host="db", port=5432)
+    final = final_refusal(refusal, 3, 1.5)
+    assert type(final) is AuthError
+    assert (final.engine, final.instance, final.host, final.port, final.attempts) == (
+        "pg",
+        "pg:reporting",
+        "db",
+        5432,
+        3,
+    )

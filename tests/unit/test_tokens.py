@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
@@ -13,7 +15,7 @@ from iamdb._runtime import Runtime
 from iamdb._signer import generate_db_auth_token
 from iamdb._tokens import Endpoint, Token, TokenCache
 from iamdb.errors import ConfigError
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, RecordingProbe
 
 HOST = "mydb.c9akciq32.us-east-1.rds.amazonaws.com"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -30,23 +32,45 @@ def clock() -> FakeClock:
     return FakeClock(1_790_000_000.0)
 
 
+class CountedCache(TokenCache):
+    """The cache as a Login uses it: every signature counted (``TokensSigned``) on a probe."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.probe = RecordingProbe()
+
+    def get(
+        self,
+        endpoint: Endpoint,
+        *,
+        deadline: float | None = None,
+        on_sign: Callable[[], None] | None = None,
+    ) -> Token:
+        return super().get(endpoint, deadline=deadline, on_sign=self._signed)
+
+    def _signed(self) -> None:
+        self.probe.count("TokensSigned")
+
+
 @pytest.fixture
-def cache(env: dict[str, str], clock: FakeClock) -> TokenCache:
-    return TokenCache(resolver=CredentialResolver(Runtime(environ=env)), clock=clock)
+def cache(env: dict[str, str], clock: FakeClock) -> CountedCache:
+    return CountedCache(resolver=CredentialResolver(Runtime(environ=env)), clock=clock)
 
 
 def _param(token: Token, name: str) -> str:
     return dict(parse_qsl(token.value.split("?", 1)[1]))[name]
 
 
-def test_reuses_a_fresh_token(cache: TokenCache, clock: FakeClock) -> None:
+def test_reuses_a_fresh_token(cache: CountedCache, clock: FakeClock) -> None:
     first = cache.get(ENDPOINT)
     clock.now += 100
     assert cache.get(ENDPOINT) is first
-    assert cache.signed_count == 1
+    assert cache.probe["TokensSigned"] == 1
 
 
-def test_signs_at_the_cache_clock(cache: TokenCache, clock: FakeClock, env: dict[str, str]) -> None:
+def test_signs_at_the_cache_clock(
+    cache: CountedCache, clock: FakeClock, env: dict[str, str]
+) -> None:
     token = cache.get(ENDPOINT)
     instant = datetime.fromtimestamp(clock.now, timezone.utc)
     assert token.signed_at == clock.now and token.access_key == "AKIDEXAMPLE"
@@ -55,7 +79,7 @@ def test_signs_at_the_cache_clock(cache: TokenCache, clock: FakeClock, env: dict
     assert token.value == generate_db_auth_token(*ENDPOINT[:4], credentials=creds, now=instant)
 
 
-def test_resigns_at_and_after_the_refresh_age(cache: TokenCache, clock: FakeClock) -> None:
+def test_resigns_at_and_after_the_refresh_age(cache: CountedCache, clock: FakeClock) -> None:
     first = cache.get(ENDPOINT)
     clock.now = first.signed_at + 839.999
     assert cache.get(ENDPOINT) is first
@@ -65,7 +89,7 @@ def test_resigns_at_and_after_the_refresh_age(cache: TokenCache, clock: FakeCloc
     assert second.value != first.value
     clock.now = second.signed_at + 5000
     assert cache.get(ENDPOINT).signed_at == clock.now
-    assert cache.signed_count == 3
+    assert cache.probe["TokensSigned"] == 3
 
 
 def test_custom_refresh_age(env: dict[str, str], clock: FakeClock) -> None:
@@ -79,7 +103,7 @@ def test_custom_refresh_age(env: dict[str, str], clock: FakeClock) -> None:
     assert cache.get(ENDPOINT) is not first
 
 
-def test_clock_going_backwards_resigns(cache: TokenCache, clock: FakeClock) -> None:
+def test_clock_going_backwards_resigns(cache: CountedCache, clock: FakeClock) -> None:
     first = cache.get(ENDPOINT)
     clock.now -= 1
     assert cache.get(ENDPOINT) is not first
@@ -95,22 +119,22 @@ def test_clock_going_backwards_resigns(cache: TokenCache, clock: FakeClock) -> N
     ids=["new-key", "same-key-new-secret", "same-key-new-token"],
 )
 def test_resigns_at_once_when_credentials_change(
-    cache: TokenCache, env: dict[str, str], change: dict[str, str]
+    cache: CountedCache, env: dict[str, str], change: dict[str, str]
 ) -> None:
     first = cache.get(ENDPOINT)
     old = dict(env)
     env.update(change)
     second = cache.get(ENDPOINT)
-    assert second.value != first.value and cache.signed_count == 2
+    assert second.value != first.value and cache.probe["TokensSigned"] == 2
     assert second.access_key == env["AWS_ACCESS_KEY_ID"]
     # Entries of the old credentials were dropped: going back signs once more.
     env.clear()
     env.update(old)
     assert cache.get(ENDPOINT).value == first.value  # same clock, same credentials
-    assert cache.signed_count == 3
+    assert cache.probe["TokensSigned"] == 3
 
 
-def test_one_token_per_endpoint_user_region(cache: TokenCache) -> None:
+def test_one_token_per_endpoint_user_region(cache: CountedCache) -> None:
     variants = [
         ENDPOINT,
         ("other.c9akciq32.us-east-1.rds.amazonaws.com", 5432, "app", "us-east-1"),
@@ -121,11 +145,11 @@ def test_one_token_per_endpoint_user_region(cache: TokenCache) -> None:
     tokens = [cache.get(Endpoint(*v)) for v in variants]
     assert len({t.value for t in tokens}) == len(variants)
     assert [cache.get(Endpoint(*v)) for v in variants] == tokens
-    assert cache.signed_count == len(variants)
+    assert cache.probe["TokensSigned"] == len(variants)
 
 
 def test_tokens_of_one_key_are_never_served_for_another(
-    cache: TokenCache, env: dict[str, str]
+    cache: CountedCache, env: dict[str, str]
 ) -> None:
     first = cache.get(ENDPOINT)
     env["AWS_ACCESS_KEY_ID"] = "AKIDOTHER"
@@ -135,24 +159,24 @@ def test_tokens_of_one_key_are_never_served_for_another(
     assert _param(first, "X-Amz-Credential").startswith("AKIDEXAMPLE/")
 
 
-def test_invalidate_forgets_one_endpoint(cache: TokenCache) -> None:
+def test_invalidate_forgets_one_endpoint(cache: CountedCache) -> None:
     other = Endpoint(HOST, 5432, "reporting", "us-east-1")
     first, kept = cache.get(ENDPOINT), cache.get(other)
     cache.invalidate(ENDPOINT)
     assert cache.get(ENDPOINT) is not first
     assert cache.get(other) is kept
-    assert cache.signed_count == 3
+    assert cache.probe["TokensSigned"] == 3
     cache.invalidate(Endpoint("unknown.host", 1, "x", "us-east-1"))  # no error
 
 
-def test_clear_forgets_everything(cache: TokenCache) -> None:
+def test_clear_forgets_everything(cache: CountedCache) -> None:
     first = cache.get(ENDPOINT)
     cache.clear()
     assert cache.get(ENDPOINT) is not first
-    assert cache.signed_count == 2
+    assert cache.probe["TokensSigned"] == 2
 
 
-def test_concurrent_gets_sign_once(cache: TokenCache) -> None:
+def test_concurrent_gets_sign_once(cache: CountedCache) -> None:
     threads, calls = 16, 50
     barrier = threading.Barrier(threads)
     results: list[Token] = []
@@ -170,11 +194,11 @@ def test_concurrent_gets_sign_once(cache: TokenCache) -> None:
     for t in pool:
         t.join(timeout=30)
     assert len(results) == threads * calls
-    assert cache.signed_count == 1
+    assert cache.probe["TokensSigned"] == 1
     assert len({id(t) for t in results}) == 1
 
 
-def test_repr_hides_the_token(cache: TokenCache) -> None:
+def test_repr_hides_the_token(cache: CountedCache) -> None:
     token = cache.get(ENDPOINT)
     signature = _param(token, "X-Amz-Signature")
     for text in (repr(token), str(token), repr([token]), repr(cache)):

@@ -1,16 +1,67 @@
-"""Turn a driver's refusal into iamdb's errors, with the causes worth checking.
+"""What feeds :mod:`iamdb.errors`: a driver's refusal classified, a missing driver named.
 
 A refused IAM login looks like a bad password to the client, whatever the real cause.
 The messages list the usual causes so the reader at 3 a.m. knows where to look. The
-driver's own text is kept (scrubbed of the token, which drivers never print anyway).
+driver's own text is kept (scrubbed of the token, which drivers never print anyway). Every
+error made here says where (``engine``, ``instance``, ``host``, ``port``); :func:`locate`
+adds what only the login knows (``attempts``).
+
+Not :mod:`iamdb.errors` itself: that module is loaded by ``import iamdb`` and stays free of
+the configuration and token types this one reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TypedDict
+
 from iamdb import _dsql
 from iamdb._config import SqlConfig
 from iamdb._tokens import Token
-from iamdb.errors import AuthError, ConnectError, ThrottleError
+from iamdb.errors import AuthError, ConnectError, MissingDependencyError, ThrottleError
+
+
+@contextmanager
+def requires(extra: str, variable: str) -> Iterator[None]:
+    """Around the imports of an optional driver: an ImportError becomes
+    :class:`~iamdb.errors.MissingDependencyError` naming the extra to install (``extra``) and
+    the setting (or module) that asked for it (``variable``).
+
+    The one policy for a missing driver. What iamdb uses only when present stays optional
+    and does not come through here: Powertools (:mod:`iamdb._telemetry`, :mod:`iamdb._log`),
+    SnapStart's hooks (:mod:`iamdb._snapstart`), botocore's credential chain
+    (:mod:`iamdb._credentials`).
+    """
+    try:
+        yield
+    except MissingDependencyError:
+        raise
+    except ImportError as exc:
+        raise MissingDependencyError(variable, exc.name or "a module", extra, str(exc)) from exc
+
+
+class Where(TypedDict):
+    """Where a login went: the attributes of its errors (see :mod:`iamdb.errors`)."""
+
+    engine: str
+    instance: str
+    host: str
+    port: int
+
+
+def where(cfg: SqlConfig) -> Where:
+    """The attributes of an error about ``cfg``'s logins."""
+    return Where(engine=cfg.engine, instance=cfg.label, host=cfg.host, port=cfg.port)
+
+
+def locate(exc: AuthError | ConnectError | ThrottleError, cfg: SqlConfig, attempts: int) -> None:
+    """Fill in what ``exc`` does not say yet of ``cfg`` and ``attempts``: errors made far from
+    the configuration (the limiters', PyMySQL's TLS check) learn it here, before re-raising."""
+    for key, value in {**where(cfg), "attempts": attempts}.items():
+        if getattr(exc, key) is None:
+            setattr(exc, key, value)
+
 
 _DB_USER_SETUP = {
     "pg": "GRANT rds_iam TO {user}",
@@ -40,7 +91,8 @@ def auth_refused(cfg: SqlConfig, detail: str, token: Token) -> AuthError:
         "connection throttling (CloudWatch metric IamDbAuthConnectionFailureThrottling); the "
         "token was signed for another name than the RDS endpoint (set "
         f"{cfg.prefix}IAM_HOST when connecting through a CNAME, an IP or a tunnel) or region "
-        f"(set {cfg.prefix}REGION)."
+        f"(set {cfg.prefix}REGION).",
+        **where(cfg),
     )
 
 
@@ -57,7 +109,8 @@ def _dsql_refused(cfg: SqlConfig, detail: str, token: Token) -> AuthError:
         f"(the admin role needs dsql:DbConnectAdmin, every other role dsql:DbConnect); {grant}"
         "the credentials the token was signed with expired; the token was signed for another "
         f"name than the cluster endpoint (set {cfg.prefix}IAM_HOST when connecting through a "
-        f"tunnel or an IP) or region (set {cfg.prefix}REGION)."
+        f"tunnel or an IP) or region (set {cfg.prefix}REGION).",
+        **where(cfg),
     )
 
 
@@ -68,7 +121,8 @@ def rate_refused(cfg: SqlConfig, detail: str, token: Token) -> ThrottleError:
         f"connection for its rate (SQLSTATE 53400): {scrub(detail, token.value).strip()}. "
         f"DSQL admits {_dsql.CONNECT_RATE:g} new connections per second per cluster, whoever "
         f"makes them: lower {cfg.prefix}CONNECT_RATE (now {cfg.connect_rate:g}) to leave room "
-        "for other clients, or set IAMDB_THROTTLE_TABLE to pace the whole fleet."
+        "for other clients, or set IAMDB_THROTTLE_TABLE to pace the whole fleet.",
+        **where(cfg),
     )
 
 
@@ -89,5 +143,6 @@ def connect_failed(cfg: SqlConfig, detail: str, token: Token) -> ConnectError:
         )
     return ConnectError(
         f"{cfg.label}: could not connect to {cfg.host}:{cfg.port} as {cfg.user!r} within "
-        f"{cfg.connect_timeout} s: {scrub(detail, token.value).strip()}.{hint}"
+        f"{cfg.connect_timeout} s: {scrub(detail, token.value).strip()}.{hint}",
+        **where(cfg),
     )
