@@ -24,7 +24,7 @@ from collections.abc import Mapping, MutableMapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from devstack.aws import Credentials
+from devstack.aws import Credentials, iso8601
 
 log = logging.getLogger("devstack")
 
@@ -34,11 +34,6 @@ TOKEN = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
 EXPIRATION = "AWS_CREDENTIAL_EXPIRATION"  # botocore's name for it, in the environment
 _KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 _UNKNOWN_LIFETIME = dt.timedelta(hours=1)
-
-
-def iso8601(instant: dt.datetime) -> str:
-    """``2026-12-01T12:00:00Z``, as AWS writes ``Expiration``."""
-    return instant.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class CredentialsServer:
