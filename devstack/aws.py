@@ -284,6 +284,7 @@ def atomic_dynamodb_writes() -> None:
                 dynamodb_writes += 1  # failed conditional writes count too, as DynamoDB bills
                 return _original(self, *args, **kwargs)
 
+        # a mark on the wrapper, so a second call does not wrap moto's method twice
         atomic._devstack_atomic = True  # type: ignore[attr-defined]
         setattr(DynamoDBBackend, name, atomic)
 

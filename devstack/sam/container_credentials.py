@@ -44,9 +44,8 @@ class CredentialsServer:
         self.credentials = credentials
         self.label = label
         self.token = secrets.token_urlsafe(32)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
         self._httpd.daemon_threads = True
-        self._httpd.owner = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property
@@ -86,24 +85,26 @@ class CredentialsServer:
         return 200, {**body, "Expiration": iso8601(expiration)}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+def _handler_class(owner: CredentialsServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:
-        owner: CredentialsServer = self.server.owner  # type: ignore[attr-defined]
-        if self.path != PATH:
-            status, body = 404, {"message": f"no such path; credentials are at {PATH}"}
-        else:
-            status, body = owner.answer(self.headers.get("Authorization"))
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        def do_GET(self) -> None:
+            if self.path != PATH:
+                status, body = 404, {"message": f"no such path; credentials are at {PATH}"}
+            else:
+                status, body = owner.answer(self.headers.get("Authorization"))
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # one line per request would drown the function's own output; answer() logs
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # one line per request would drown the function's own output; answer() logs
+
+    return Handler
 
 
 def serve_instead_of_keys(
