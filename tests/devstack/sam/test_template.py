@@ -22,7 +22,7 @@ from devstack.sam.template import (
     parse_overrides,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TEMPLATE = REPO / "template.yaml"
 
 
