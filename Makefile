@@ -38,8 +38,9 @@ test: $(STAMP)
 	$(PY) scripts/validate_template.py
 	$(PY) -m pytest
 
+## unit: the tests that need no devstack servers (iamdb's and devstack's own)
 unit: $(STAMP)
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/unit tests/devstack -m "not integration"
 
 lint: $(STAMP)
 	$(PY) -m ruff check layer devstack tests bench scripts functions

@@ -94,8 +94,8 @@ def rows(env: dict[str, str], xray_address: str) -> list[Row]:
 
 
 def main() -> None:
+    from devstack.sam.xray import XRayDaemon
     from devstack.stack import Stack
-    from devstack.xray import XRayDaemon
 
     stack = Stack(mysql=False, mongo=False)  # only PostgreSQL is measured
     xray = XRayDaemon()

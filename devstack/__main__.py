@@ -1,5 +1,5 @@
 """``python -m devstack up``: run the local AWS + databases until SIGINT/SIGTERM.
-``python -m devstack invoke <LogicalId> -e events/x.json``: see :mod:`devstack.invoke`.
+``python -m devstack invoke <LogicalId> -e events/x.json``: see :mod:`devstack.sam.invoke`.
 
 Prints exactly one line, ``READY <absolute path of env.sh>``, once every server accepts
 logins; ``source`` that file to get the environment a Lambda function using iamdb sees.
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"the DSQL endpoint drops connections older than this (DSQL: {DSQL_MAX_AGE:g})",
     )
-    from devstack import invoke
+    from devstack.sam import invoke
 
     invoke.add_arguments(
         commands.add_parser("invoke", help="run a template function like Lambda, without Docker")
@@ -88,7 +88,7 @@ def up(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "invoke":
-        from devstack import invoke
+        from devstack.sam import invoke
 
         return invoke.run(args)
     logging.basicConfig(

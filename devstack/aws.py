@@ -106,6 +106,11 @@ class Credentials:
         return f"Credentials(access_key={self.access_key!r}, expiration={self.expiration!r})"
 
 
+def iso8601(instant: dt.datetime) -> str:
+    """``2026-12-01T12:00:00Z``, as AWS writes ``Expiration``."""
+    return instant.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class MotoAws:
     """moto's server on 127.0.0.1, set up like a Lambda function's account."""
 
@@ -279,6 +284,7 @@ def atomic_dynamodb_writes() -> None:
                 dynamodb_writes += 1  # failed conditional writes count too, as DynamoDB bills
                 return _original(self, *args, **kwargs)
 
+        # a mark on the wrapper, so a second call does not wrap moto's method twice
         atomic._devstack_atomic = True  # type: ignore[attr-defined]
         setattr(DynamoDBBackend, name, atomic)
 

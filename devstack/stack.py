@@ -36,15 +36,15 @@ from devstack.aws import (
     USER_NAME,
     MotoAws,
     dsql_token,
+    iso8601,
     rds_token,
 )
-from devstack.container_credentials import iso8601
 from devstack.ldap import LdapBridge
 from devstack.mongo_auth import Role
-from devstack.policy import DSQL_CLUSTER_ID, DSQL_SERVER, TemplatePolicy
 from devstack.postgres import LDAP_PREFIX, LDAP_SUFFIX, Postgres
 from devstack.procs import RunAs, free_port, make_traversable
 from devstack.reaper import DSQL_MAX_AGE, Reaper
+from devstack.sam.policy import DSQL_CLUSTER_ID, DSQL_SERVER, TemplatePolicy
 from devstack.tls import TlsFiles, make_tls
 from devstack.verifier import DSQL, DSQL_ADMIN, RDS, Kind, Verifier
 

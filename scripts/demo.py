@@ -21,7 +21,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from devstack.invoke import InvokeError, Result, environment, find_python, prepare  # noqa: E402
+from devstack.sam.invoke import InvokeError, Result, environment, find_python, prepare  # noqa: E402
 from devstack.stack import Stack  # noqa: E402
 
 EXAMPLES = (

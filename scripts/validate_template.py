@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from devstack.template import Template, TemplateError, load_samconfig  # noqa: E402
+from devstack.sam.template import Template, TemplateError, load_samconfig  # noqa: E402
 
 _RUN_CFN_LINT = "import sys; from cfnlint.runner import main; sys.exit(main())"
 _CANARY = """\

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.invoke import REPO, build_layers, find_python, runtime_paths
+from devstack.sam.invoke import REPO, build_layers, find_python, runtime_paths
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from devstack.invoke import build_layers, environment, find_python, prepare
+from devstack.sam.invoke import build_layers, environment, find_python, prepare
+from devstack.sam.xray import XRayDaemon
 from devstack.stack import Stack
-from devstack.xray import XRayDaemon
 
 pytestmark = pytest.mark.integration
 

@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 from devstack.aws import ACCOUNT, REGION, THROTTLE_TABLE
-from devstack.container_credentials import CredentialsServer
-from devstack.invoke import REPO, build_layers, environment, find_python, prepare
+from devstack.sam.container_credentials import CredentialsServer
+from devstack.sam.invoke import REPO, build_layers, environment, find_python, prepare
 from devstack.stack import PG_ENDPOINT, Stack
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,8 @@
 
 ``stack`` starts one :class:`devstack.stack.Stack` per test session; ``stack_env`` puts the
 stack's environment (what a Lambda function using iamdb would see) into ``os.environ`` for
-one test and resets iamdb's singletons around it.
+one test and resets iamdb's singletons around it. They live here, not in tests/integration,
+so that iamdb's integration tests and devstack's own (tests/devstack) share the one stack.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from devstack.template import (
+from devstack.sam.template import (
     ACCOUNT,
     PARTITION,
     REGION,
@@ -27,7 +27,7 @@ from devstack.template import (
     load_samconfig,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # devstack's instances, as samconfig.toml's local_invoke parameters name them.
 DBI_RESOURCE_IDS = {"pg": "db-IAMDBDEVSTACKPG0000000000", "mysql": "db-IAMDBDEVSTACKMYSQL0000000"}
 DSQL_CLUSTER_ID = "iamdbdevstack0000000000000"  # 26 of [a-z0-9], as DSQL's cluster ids
@@ -57,7 +57,7 @@ class TemplatePolicy:
         return cls(role_name, statements)
 
     def __call__(self, principal_arn: str, server: str, user: str, action: str) -> tuple[bool, str]:
-        from devstack.template import policy_allows
+        from devstack.sam.template import policy_allows
 
         if f":assumed-role/{self._role}/" not in principal_arn:
             return True, "not the example function"

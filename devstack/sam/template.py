@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +20,10 @@ from typing import Any
 
 import yaml
 
-try:  # Python 3.11+
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.10 (tomli is tomllib's original)
+    import tomli as tomllib
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -58,6 +59,7 @@ def _tag(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
+        # the composer makes only these three kinds: this node is a MappingNode
         value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
     if suffix == "Ref":
         return {"Ref": value}

@@ -1,6 +1,6 @@
 """devstack's SnapStart support: the template flag, and the container credentials endpoint.
 
-The endpoint (:mod:`devstack.container_credentials`) is read by two independent clients:
+The endpoint (:mod:`devstack.sam.container_credentials`) is read by two independent clients:
 iamdb's own (:class:`iamdb._container.ContainerCredentials`) and botocore's
 ``ContainerProvider``. Both must get the served credentials, and neither without the token.
 """
@@ -19,9 +19,9 @@ import pytest
 from botocore.credentials import ContainerProvider
 
 from devstack.aws import Credentials
-from devstack.container_credentials import CredentialsServer, serve_instead_of_keys
-from devstack.invoke import REPO
-from devstack.template import Template
+from devstack.sam.container_credentials import CredentialsServer, serve_instead_of_keys
+from devstack.sam.invoke import REPO
+from devstack.sam.template import Template
 from iamdb._container import ContainerCredentials
 from iamdb._credentials import expiry_seconds
 from iamdb.errors import CredentialsError

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from devstack.invoke import (
+from devstack.sam.invoke import (
     REPO,
     InitFailed,
     InvokeError,
@@ -26,8 +26,8 @@ from devstack.invoke import (
     function_environment,
     prepare,
 )
+from devstack.sam.template import Template
 from devstack.stack import Stack
-from devstack.template import Template
 
 pytestmark = pytest.mark.integration
 

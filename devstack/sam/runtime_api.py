@@ -64,8 +64,7 @@ class RuntimeApi:
     @property
     def address(self) -> str:
         """``host:port``, the value of ``AWS_LAMBDA_RUNTIME_API``."""
-        host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
+        return f"127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> None:
         self._thread.start()

@@ -1,4 +1,5 @@
-"""The template reader (devstack/template.py) and the CI validation (scripts/validate_template.py).
+"""The template reader (devstack/sam/template.py) and the CI validation
+(scripts/validate_template.py).
 
 Validation is proven on broken copies of the real template: a bad ``!Ref`` in a function's
 ``Layers``, a wrong runtime, a typo in the policy's ``dbuser`` ARN must each fail.
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.template import (
+from devstack.sam.template import (
     NO_VALUE,
     Template,
     TemplateError,
@@ -21,7 +22,7 @@ from devstack.template import (
     parse_overrides,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TEMPLATE = REPO / "template.yaml"
 
 
@@ -255,7 +256,7 @@ def test_validation_catches_a_broken_copy(
 
 
 def test_template_policy_allows_exactly_the_configured_dbuser() -> None:
-    from devstack.template import dbuser_arn, function_statements, policy_allows
+    from devstack.sam.template import dbuser_arn, function_statements, policy_allows
 
     local = load_samconfig(REPO / "samconfig.toml", "local_invoke").parameter_overrides
     statements = function_statements(Template.load(TEMPLATE, local))
@@ -274,7 +275,7 @@ def test_template_policy_allows_exactly_the_configured_dbuser() -> None:
 
 
 def test_policy_wildcards_and_deny() -> None:
-    from devstack.template import policy_allows
+    from devstack.sam.template import policy_allows
 
     allow = {
         "Effect": "Allow",

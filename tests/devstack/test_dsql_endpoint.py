@@ -18,8 +18,8 @@ import pytest
 
 from devstack.__main__ import _parser
 from devstack.aws import Credentials, dsql_token, rds_token
-from devstack.policy import DSQL_CLUSTER_ARN
 from devstack.reaper import Reaper
+from devstack.sam.policy import DSQL_CLUSTER_ARN
 from devstack.stack import DSQL_ENDPOINT, MYSQL_ENDPOINT, PG_ENDPOINT, Stack
 
 pytestmark = pytest.mark.integration

@@ -4,12 +4,12 @@ The function's handler runs in a child process laid out like a Lambda environmen
 function's code first on ``sys.path``, then each built layer's ``python/`` (``/opt/python`` on
 Lambda), then the runtime's own packages (``awslambdaric`` and boto3, ``/var/runtime`` on Lambda),
 and nothing else (``python -S``: no site-packages of the machine). ``awslambdaric``, the runtime
-client of Lambda's Python images, drives the handler against :mod:`devstack.runtime_api`, so the
+client of Lambda's Python images, drives the handler against :mod:`devstack.sam.runtime_api`, so the
 handler gets a real context (function name, memory, ARN, request id, deadline). The child's
 environment is Lambda's reserved variables plus the template's ``Environment`` overridden by
 ``--env-vars`` (as ``sam local invoke`` does), never the caller's whole environment. A function
 with ``SnapStart: ApplyOn: PublishedVersions`` gets no ``AWS_ACCESS_KEY_ID``: as on Lambda, its
-credentials come from a container credentials endpoint (:mod:`devstack.container_credentials`).
+credentials come from a container credentials endpoint (:mod:`devstack.sam.container_credentials`).
 
 ``--repeat N`` sends N events to the same warm process, as Lambda reuses an environment. A
 handler that raises, or runs past the function's ``Timeout`` (the process is then killed and
@@ -36,12 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from devstack.container_credentials import CredentialsServer, serve_instead_of_keys
-from devstack.runtime_api import Invocation, RuntimeApi
-from devstack.template import FunctionSpec, Template, TemplateError, load_samconfig
-from devstack.xray import XRayDaemon
+from devstack.sam.container_credentials import CredentialsServer, serve_instead_of_keys
+from devstack.sam.runtime_api import Invocation, RuntimeApi
+from devstack.sam.template import FunctionSpec, Template, TemplateError, load_samconfig
+from devstack.sam.xray import XRayDaemon
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 INIT_TIMEOUT_S = 10.0  # Lambda's limit for the init phase
 # The runtime's own packages, as on Lambda's python images (/var/runtime).
 RUNTIME_PACKAGES = ("awslambdaric==4.2.2", "boto3==1.44.8", "botocore==1.44.8")
@@ -597,7 +597,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The ``invoke`` command: exit 0 when every invocation succeeded, 1 otherwise, 2 on set-up."""
-    from devstack.template import parse_overrides
+    from devstack.sam.template import parse_overrides
 
     try:
         if args.repeat < 1:

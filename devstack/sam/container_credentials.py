@@ -24,7 +24,7 @@ from collections.abc import Mapping, MutableMapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from devstack.aws import Credentials
+from devstack.aws import Credentials, iso8601
 
 log = logging.getLogger("devstack")
 
@@ -36,11 +36,6 @@ _KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 _UNKNOWN_LIFETIME = dt.timedelta(hours=1)
 
 
-def iso8601(instant: dt.datetime) -> str:
-    """``2026-12-01T12:00:00Z``, as AWS writes ``Expiration``."""
-    return instant.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class CredentialsServer:
     """Serves one set of credentials on ``http://127.0.0.1:<port>/credentials``. Use as a
     context manager (or :meth:`start` / :meth:`stop`)."""
@@ -49,9 +44,8 @@ class CredentialsServer:
         self.credentials = credentials
         self.label = label
         self.token = secrets.token_urlsafe(32)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
         self._httpd.daemon_threads = True
-        self._httpd.owner = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property
@@ -91,24 +85,26 @@ class CredentialsServer:
         return 200, {**body, "Expiration": iso8601(expiration)}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+def _handler_class(owner: CredentialsServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:
-        owner: CredentialsServer = self.server.owner  # type: ignore[attr-defined]
-        if self.path != PATH:
-            status, body = 404, {"message": f"no such path; credentials are at {PATH}"}
-        else:
-            status, body = owner.answer(self.headers.get("Authorization"))
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        def do_GET(self) -> None:
+            if self.path != PATH:
+                status, body = 404, {"message": f"no such path; credentials are at {PATH}"}
+            else:
+                status, body = owner.answer(self.headers.get("Authorization"))
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # one line per request would drown the function's own output; answer() logs
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # one line per request would drown the function's own output; answer() logs
+
+    return Handler
 
 
 def serve_instead_of_keys(

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from devstack.policy import DSQL_CLUSTER_ARN, TemplatePolicy
+from devstack.sam.policy import DSQL_CLUSTER_ARN, TemplatePolicy
 
 ROLE = "arn:aws:sts::123456789012:assumed-role/iamdb-example-function/s"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONNECT = "rds-db:connect"
 
 
