@@ -40,7 +40,7 @@ test: $(STAMP)
 
 ## unit: the tests that need no devstack servers (iamdb's and devstack's own)
 unit: $(STAMP)
-	$(PY) -m pytest tests/unit tests/devstack -m "not integration"
+	$(PY) -m pytest tests/unit tests/devstack tests/bench -m "not integration"
 
 lint: $(STAMP)
 	$(PY) -m ruff check layer devstack tests bench scripts functions

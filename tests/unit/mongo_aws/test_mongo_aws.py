@@ -19,7 +19,7 @@ import pytest
 from iamdb import _mongo_aws
 from iamdb._mongo_aws import AwsCredential, auth_header, sts_region
 
-LAYER = Path(__file__).resolve().parents[2] / "layer"
+LAYER = Path(__file__).resolve().parents[3] / "layer"
 INSTANT = datetime(2026, 12, 2, 17, 45, 9, tzinfo=timezone.utc)
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 TOKEN = "IQoJb3JpZ2luX2VjE//////////wEaCXVzLWVhc3QtMSJHMEUCIQD+" + "Ab9/+x=" * 100

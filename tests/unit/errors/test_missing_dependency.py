@@ -17,7 +17,7 @@ import pytest
 
 from iamdb._config import DEFAULT_CA_BUNDLE
 
-LAYER = Path(__file__).resolve().parents[2] / "layer"
+LAYER = Path(__file__).resolve().parents[3] / "layer"
 
 CHILD = """
 import asyncio, json, sys

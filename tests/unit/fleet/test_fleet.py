@@ -1,7 +1,7 @@
 """The fleet limiter's ticket queue on a fake clock, against the fleet simulation's DynamoDB model.
 
 The model (bench/fleetsim/dynamodb.py) evaluates DynamoDB's expressions itself and is
-cross-checked against moto (tests/integration/test_fleetsim_dynamodb.py); the same limiter runs
+cross-checked against moto (tests/bench/test_fleetsim_dynamodb.py); the same limiter runs
 against moto in tests/integration/test_fleet_limiter.py. Here every answer is instant and the
 clock moves only when the limiter sleeps, so each condition is checked exactly.
 """

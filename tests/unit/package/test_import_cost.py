@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-LAYER = Path(__file__).resolve().parents[2] / "layer"
+LAYER = Path(__file__).resolve().parents[3] / "layer"
 
 CHILD = """
 import json, sys

@@ -9,7 +9,7 @@ import tomllib
 
 import iamdb
 
-PYPROJECT = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+PYPROJECT = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
 
 
 def test_the_version_is_stated_once_in_the_package() -> None:

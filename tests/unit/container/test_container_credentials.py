@@ -36,7 +36,7 @@ from tests.localserver import Captured, LocalServer, answering, read_request, re
 
 TOKEN = "container-authorization-token-0123456789abcdef"
 KEY, SECRET, SESSION = "ASIACONTAINER0000001", "container-secret-key-0123456789", "session-" * 40
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def iso(epoch: float) -> str:

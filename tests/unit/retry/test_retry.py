@@ -1,6 +1,6 @@
 """Decorrelated-jitter backoff and the message that ends a login's retries.
 
-The retry loop itself is the ManagedConnection's (tests/unit/test_limiter.py).
+The retry loop itself is the ManagedConnection's (tests/unit/limiter/test_limiter.py).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from iamdb._telemetry import METRICS, Probe, Telemetry
 from iamdb._tokens import TokenCache
 from iamdb.errors import AuthError, ConfigError
 from tests.fakes import FakeClock
-from tests.unit.test_managed import ENV, FakeDriver
+from tests.unit.managed.test_managed import ENV, FakeDriver
 
 
 class Recording(Telemetry):
@@ -138,7 +138,7 @@ def test_refusals_are_counted() -> None:
 def test_metric_names_are_the_documented_ones() -> None:
     import iamdb._telemetry
 
-    reference = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    reference = (Path(__file__).resolve().parents[3] / "docs" / "configuration.md").read_text()
     assert len(set(METRICS)) == 10 and all(name.isidentifier() for name in METRICS)
     for name in METRICS:
         assert f"``{name}``" in (iamdb._telemetry.__doc__ or "") and f"`{name}`" in reference, name
