@@ -2,7 +2,7 @@
 
 boto3 and botocore cost ~250 ms of cold start to import and create a client; iamdb needs two
 calls. Every AWS call goes through :class:`AwsClient` and one path: resolve the endpoint as
-boto3 does (:func:`resolve_endpoint`), sign with SigV4 (:func:`iamdb._signer.sign_headers`),
+boto3 does (:func:`resolve_endpoint`), sign with SigV4 (:func:`iamdb._sigv4.sign_headers`),
 send over the endpoint's one kept-alive connection (:mod:`iamdb._http`, every wait bounded by
 the caller's deadline), decode any answer that is not a success into :class:`AwsError`.
 Retrying is the caller's decision (:func:`retryable` says what may be retried); the backoff
@@ -18,9 +18,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
-from iamdb import _signer
+from iamdb import _sigv4
 from iamdb._env import aws_region
-from iamdb._http import HttpConnection, Response, TransportError, split_url
+from iamdb._http import HttpConnection, Response, TransportError
+from iamdb._net import split_url
 from iamdb.errors import ConfigError, IamDbError
 
 if TYPE_CHECKING:
@@ -214,7 +215,7 @@ class AwsClient:
         self, endpoint: AwsEndpoint, service: str, headers: dict[str, str], body: bytes
     ) -> dict[str, str]:
         credentials = self._resolver.resolve()  # every call: rotated credentials are picked up
-        added = _signer.sign_headers(
+        added = _sigv4.sign_headers(
             "POST", headers, body, service=service, region=endpoint.region, credentials=credentials
         )
         return {**headers, **added, "user-agent": USER_AGENT}

@@ -18,8 +18,9 @@ import threading
 from collections.abc import Callable, Mapping
 
 from iamdb._credentials import Credentials, expiry_seconds
-from iamdb._http import HttpConnection, TransportError, split_url
+from iamdb._http import HttpConnection, TransportError
 from iamdb._log import logger
+from iamdb._net import split_url
 from iamdb.errors import ConfigError, CredentialsError
 
 FULL_URI = "AWS_CONTAINER_CREDENTIALS_FULL_URI"

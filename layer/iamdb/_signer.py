@@ -11,7 +11,7 @@ signer picks. The output equals botocore's ``client("rds").generate_db_auth_toke
 ``client("dsql").generate_db_connect_[admin_]auth_token`` byte for byte (same credentials,
 same instant), without importing botocore (half a second of cold start) and about 20 times
 faster per token: one presigner serves both, the fixed parts of the canonical request are
-constants and the derived signing key is cached per (secret key, date, region, service).
+constants, and the SigV4 steps (signing-key cache included) are :mod:`iamdb._sigv4`'s.
 
 botocore's rules reproduced here: the signed ``host`` header is the host name in lower
 case, plus ``:port`` unless the port is 443 (the default of the ``https`` scheme
@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime, timezone
+from datetime import datetime
 
 from iamdb import _credentials
+from iamdb._sigv4 import ALNUM, is_region, percent_encode, signing_key, timestamp
 from iamdb.errors import ConfigError
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "TOKEN_LIFETIME_SECONDS",
     "generate_db_auth_token",
     "generate_dsql_auth_token",
-    "sign_headers",
 ]
 
 TOKEN_LIFETIME_SECONDS = 900
@@ -45,23 +45,15 @@ DSQL_MAX_EXPIRES_SECONDS = 604_800
 
 _RDS_SERVICE = "rds-db"
 _DSQL_SERVICE = "dsql"
-# Query values are UTF-8 with every byte outside RFC 3986's unreserved set escaped as %XX
-# (upper case), as botocore's percent_encode does. Own code: urllib.parse costs ~8 ms to import.
-_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-_UNRESERVED = _ALNUM + "-_.~"
-_ESCAPED = tuple(chr(b) if chr(b) in _UNRESERVED else f"%{b:02X}" for b in range(256))
 _EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
 _FIXED_QUERY = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential="
 
 # Character sets are checked with ``not text.strip(chars)`` (empty when only those
 # characters occur): compiling regular expressions at import costs more than the checks.
-_HOST_CHARS = _ALNUM + "._-"
+_HOST_CHARS = ALNUM + "._-"
 # The zone of an IPv6 literal as RFC 6874 (and botocore) accept it: "%25" or "%" then
 # unreserved characters or percent-escapes.
 _IPV6_ZONE = r"%(?:[A-Za-z0-9._!~-]|%[0-9A-Fa-f]{2})+\Z"  # compiled on use: IPv6 is rare
-
-_KEY_CACHE_MAX = 32
-_signing_keys: dict[tuple[str, str, str, str], bytes] = {}
 
 
 def generate_db_auth_token(
@@ -150,9 +142,9 @@ def _presign(
     order (``Action=...`` and, for RDS, ``DBUser=...``). Validates region, instant and
     credentials, in that order, after the caller validated its own arguments.
     """
-    if not _is_region(region):
+    if not is_region(region):
         raise ConfigError("region", "must be an AWS region name such as 'us-east-1'")
-    stamp = _timestamp(now)
+    stamp = timestamp(now)
     creds = (
         _credentials.default_resolver.resolve()
         if credentials is None
@@ -177,7 +169,7 @@ def _signed_query(
     """SigV4 query presigning of ``GET /`` with only the ``host`` header signed."""
     scope = f"{stamp[:8]}/{region}/{service}/aws4_request"
     # The credential is "key/scope" percent-encoded; the scope's only escapes are its "/".
-    credential = f"{_percent_encode(creds.access_key)}%2F{scope.replace('/', '%2F')}"
+    credential = f"{percent_encode(creds.access_key)}%2F{scope.replace('/', '%2F')}"
     head = f"{action}&{_FIXED_QUERY}{credential}&X-Amz-Date={stamp}&X-Amz-Expires={expires_in}"
     if creds.token is None:
         canonical_query = query = f"{head}&X-Amz-SignedHeaders=host"
@@ -193,55 +185,9 @@ def _signed_query(
         f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n"
         f"{hashlib.sha256(canonical_request.encode()).hexdigest()}"
     )
-    key = _signing_key(creds.secret_key, stamp[:8], region, service)
+    key = signing_key(creds.secret_key, stamp[:8], region, service)
     signature = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
     return f"{query}&X-Amz-Signature={signature}"
-
-
-def sign_headers(
-    method: str,
-    headers: dict[str, str],
-    body: bytes,
-    *,
-    service: str,
-    region: str,
-    credentials: _credentials.Credentials,
-    now: datetime | None = None,
-) -> dict[str, str]:
-    """SigV4-sign a request to ``/`` without query string (the JSON and Query protocols).
-
-    ``headers`` maps lower-case names to the values the request sends, ``host`` included;
-    every one of them is signed. Returns the headers to add to the request:
-    ``x-amz-date``, ``x-amz-security-token`` (when the credentials carry one) and
-    ``authorization``, equal to what botocore's ``SigV4Auth`` computes for the same request
-    and instant.
-    """
-    stamp = _timestamp(now)
-    added = {"x-amz-date": stamp}
-    if credentials.token is not None:
-        added["x-amz-security-token"] = credentials.token
-    signed = {**headers, **added}
-    names = sorted(signed)
-    canonical_headers = "".join(f"{n}:{' '.join(signed[n].split())}\n" for n in names)
-    signed_names = ";".join(names)
-    canonical_request = (
-        f"{method}\n/\n\n{canonical_headers}\n{signed_names}\n{hashlib.sha256(body).hexdigest()}"
-    )
-    scope = f"{stamp[:8]}/{region}/{service}/aws4_request"
-    try:
-        digest = hashlib.sha256(canonical_request.encode()).hexdigest()
-        key = _signing_key(credentials.secret_key, stamp[:8], region, service)
-    except UnicodeEncodeError:  # lone surrogates
-        key = b""  # raised below, outside the handler: as __context__ it would keep the secret
-    if not key:
-        raise ConfigError("credentials", "keys and token must be encodable as UTF-8")
-    string_to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{digest}"
-    signature = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
-    added["authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
-        f"SignedHeaders={signed_names}, Signature={signature}"
-    )
-    return added
 
 
 def _signed_host(hostname: object) -> str:
@@ -282,16 +228,9 @@ def _encode(name: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(name, "must be a non-empty string")
     try:
-        return _percent_encode(value)
+        return percent_encode(value)
     except UnicodeEncodeError:
         raise ConfigError(name, "cannot be encoded as UTF-8") from None
-
-
-def _percent_encode(text: str) -> str:
-    """UTF-8 percent-encoding of everything but ``A-Z a-z 0-9 - _ . ~`` (upper-case hex)."""
-    if not text.strip(_UNRESERVED):
-        return text
-    return "".join([_ESCAPED[b] for b in text.encode()])
 
 
 _token_memo: tuple[str, str] = ("", "")
@@ -303,45 +242,5 @@ def _encoded_session_token(token: str) -> str:
     global _token_memo
     memo = _token_memo
     if memo[0] != token:
-        memo = _token_memo = (token, _percent_encode(token))
+        memo = _token_memo = (token, percent_encode(token))
     return memo[1]
-
-
-def _is_region(region: object) -> bool:
-    """A DNS label (letters, digits, inner hyphens), as botocore validates region names."""
-    return (
-        isinstance(region, str)
-        and 0 < len(region) <= 63
-        and not region.strip(_ALNUM + "-")
-        and not region.startswith("-")
-        and not region.endswith("-")
-    )
-
-
-def _timestamp(now: datetime | None) -> str:
-    """The SigV4 timestamp ``YYYYMMDDTHHMMSSZ`` of ``now`` (UTC); None means the present."""
-    if now is None:
-        now = datetime.now(timezone.utc)
-    elif not isinstance(now, datetime) or now.utcoffset() is None:
-        raise ConfigError("now", "must be a timezone-aware datetime")
-    else:
-        now = now.astimezone(timezone.utc)
-    return now.strftime("%Y%m%dT%H%M%SZ")
-
-
-def _signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
-    """The derived SigV4 key for one day, region and service, cached (bounded)."""
-    cache_key = (secret_key, date, region, service)
-    key = _signing_keys.get(cache_key)
-    if key is None:
-        key = _hmac(f"AWS4{secret_key}".encode(), date)
-        for part in (region, service, "aws4_request"):
-            key = _hmac(key, part)
-        if len(_signing_keys) >= _KEY_CACHE_MAX:
-            _signing_keys.clear()  # rare (rotation, many regions): simplest safe bound
-        _signing_keys[cache_key] = key
-    return key
-
-
-def _hmac(key: bytes, msg: str) -> bytes:
-    return hmac.digest(key, msg.encode(), "sha256")

@@ -22,7 +22,7 @@ from botocore.credentials import ReadOnlyCredentials
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iamdb import _signer
+from iamdb import _sigv4
 from iamdb._credentials import Credentials
 from iamdb._signer import (
     DSQL_MAX_EXPIRES_SECONDS,
@@ -333,9 +333,9 @@ def test_now_defaults_to_the_current_utc_second() -> None:
 
 
 def test_signing_key_cache_stays_bounded() -> None:
-    for i in range(3 * _signer._KEY_CACHE_MAX):
+    for i in range(3 * _sigv4._KEY_CACHE_MAX):
         generate_db_auth_token(HOST, 5432, "app", f"xx-test-{i}", credentials=CREDS, now=INSTANT)
-        assert len(_signer._signing_keys) <= _signer._KEY_CACHE_MAX
+        assert len(_sigv4._signing_keys) <= _sigv4._KEY_CACHE_MAX
 
 
 # --- Aurora DSQL ------------------------------------------------------------------------
@@ -387,7 +387,7 @@ def test_rds_and_dsql_signing_keys_are_not_confused(
     clients: dict[bool, Any], dsql_clients: dict[bool, Any]
 ) -> None:
     """Same secret, day and region: the derived keys differ by service (``rds-db``, ``dsql``)."""
-    _signer._signing_keys.clear()
+    _sigv4._signing_keys.clear()
     now = datetime(2026, 11, 5, 1, 2, 3, tzinfo=timezone.utc)
     for _ in range(2):  # the second round signs with cached keys
         dsql = botocore_dsql_token(dsql_clients[False], DSQL_HOST, "us-east-1", False, 900, now)
