@@ -2,9 +2,9 @@
 ``reset``.
 
 One :class:`Registry` per process (``iamdb._registry.default``) holds, for each engine and
-instance name, one :class:`~iamdb._managed.ManagedConnection`, plus what they share: the
-token cache, the credential resolver, the login limits, the AWS client and the deadline of
-the current invocation. Tests build their own ``Registry`` with a
+instance name, one :class:`~iamdb._managed.ManagedConnection` (and each Mongo instance's
+handle), on top of what they share (:class:`~iamdb._shared.Shared`: settings, token cache,
+limits, AWS client, deadline). Tests build their own ``Registry`` with a
 :class:`~iamdb._runtime.Runtime` of their own (fake clock, environment) instead of touching
 the default one.
 """
@@ -16,32 +16,28 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from iamdb._config import SQL_SUFFIXES, Engine, Settings, SqlConfig, load_settings, load_sql_config
-from iamdb._credentials import CredentialResolver, default_resolver
+from iamdb._config import SQL_SUFFIXES, Engine, SqlConfig, load_sql_config
+from iamdb._credentials import CredentialResolver
 from iamdb._env import instance_name
-from iamdb._limiter import Deadline
-from iamdb._log import WarnOnce, apply_level, join_powertools_logger
 from iamdb._login import Driver, Login
 from iamdb._managed import ManagedConnection
-from iamdb._runtime import PROCESS, Runtime
+from iamdb._runtime import Runtime
+from iamdb._shared import Shared
 from iamdb._snapstart import register_after_restore
 from iamdb._telemetry import Telemetry
-from iamdb._tokens import TokenCache
-from iamdb.errors import ConfigError
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
-    from iamdb._aws import AwsClient
-    from iamdb._limiter import Limits
     from iamdb._mongo_handle import MongoHandle
     from iamdb._pg import PgConnection
 
 T = TypeVar("T")
 
 
-class Registry:
-    """Connections, tokens and credentials of one process, created on first use."""
+class Registry(Shared):
+    """Connections, tokens and credentials of one process, created on first use: the
+    instances here, what they share in :class:`~iamdb._shared.Shared`."""
 
     def __init__(
         self,
@@ -53,29 +49,12 @@ class Registry:
         """``runtime``: the environment, clock, sleep and random source (default: the
         process); ``telemetry``: where metrics go (default: from the settings; tests pass one
         that records)."""
-        self.runtime = runtime or PROCESS
-        self._live = runtime is None  # the process itself: it may join Powertools' Logger
-        # What the settings readers get: None reads os.environ there, so no frame that can be
-        # on a traceback holds the whole environment (secret key included) as an argument.
-        self._environ = None if runtime is None else runtime.environ
-        self._resolver = resolver or (
-            default_resolver if runtime is None else CredentialResolver(runtime)
-        )
-        self.deadline = Deadline(self.runtime.clock)
+        super().__init__(runtime=runtime, resolver=resolver, telemetry=telemetry)
         self._lock = threading.Lock()
         self._managed: dict[tuple[str, str | None], ManagedConnection[Any]] = {}
         self._drivers: dict[str, Driver[Any]] = {}
-        self._settings: Settings | None = None
-        self._tokens: TokenCache | None = None
-        self._limits: Limits | None = None
-        self._aws: AwsClient | None = None
         self._mongo: dict[str | None, MongoHandle] = {}
         self._aio: dict[tuple[str, str | None], Any] = {}  # iamdb.aio's handles
-        self._telemetry: Telemetry | None = telemetry
-        self._given_telemetry = telemetry
-        self._joined_powertools = False
-        self._served = False  # see _serving
-        self.warn_once = WarnOnce()
 
     def get_pg(self, name: str | None = None) -> PgConnection:
         """The PostgreSQL connection for ``IAMDB_PG_*`` (or ``IAMDB_PG_<NAME>_*``)."""
@@ -193,107 +172,13 @@ class Registry:
         """Read and validate an instance's configuration (no network)."""
         return load_sql_config(engine, name, self._environ)
 
-    @property
-    def tokens(self) -> TokenCache:
-        """The token cache shared by every SQL instance of this registry."""
-        if self._tokens is None:
-            settings = self.settings
-            self._tokens = TokenCache(
-                resolver=self._resolver,
-                clock=self.runtime.clock,
-                refresh_seconds=settings.token_refresh_seconds,
-            )
-        return self._tokens
-
-    @property
-    def settings(self) -> Settings:
-        """The process-wide settings (``IAMDB_*`` beyond one instance), read once."""
-        if self._settings is None:
-            self._settings = load_settings(self._environ)
-        return self._settings
-
-    def _serving(self) -> None:
-        """What the registry does before it first serves a getter (again after :meth:`reset`),
-        from :meth:`managed` and :meth:`mongo_handle`, where every getter, pool and engine
-        comes in: ``IAMDB_LOG_LEVEL`` set on iamdb's logger, and iamdb's records joined to
-        the application's Powertools Logger. Here, so that reading :attr:`settings` (the CLI
-        does) changes nothing."""
-        if not self._served:
-            self._served = True
-            apply_level(self.settings.log_level)
-            self._join_powertools_logger()
-
-    @property
-    def telemetry(self) -> Telemetry:
-        """Metrics and subsegments (see :mod:`iamdb._telemetry`), shared by every instance."""
-        if self._telemetry is None:
-            self._telemetry = Telemetry(self.settings.metrics_namespace, self.warn_once)
-        return self._telemetry
-
-    def _join_powertools_logger(self) -> None:
-        """Log through the application's Powertools Logger once it has made one."""
-        if not self._joined_powertools and self._live:
-            self._joined_powertools = join_powertools_logger(
-                keep_level=self.settings.log_level is not None
-            )
-
-    @property
-    def aws(self) -> AwsClient:
-        """The AWS client (DynamoDB, STS) every AWS call of this registry goes through."""
-        if self._aws is None:
-            from iamdb._aws import AwsClient
-
-            self._aws = AwsClient(self.runtime, self._resolver)
-        return self._aws
-
-    @property
-    def limits(self) -> Limits:
-        """The permits of new IAM logins: per-process buckets, and the fleet's ticket queue."""
-        if self._limits is None:
-            from iamdb._limiter import Limits
-
-            settings = self.settings
-            fleet = None
-            if settings.throttle_table:
-                from iamdb._aws import resolve_endpoint
-                from iamdb._fleet import FleetLimiter
-
-                resolve_endpoint("dynamodb", self.runtime.environ)  # ConfigError before any call
-                table = settings.throttle_table
-                fleet = FleetLimiter(table, self.aws, self.runtime, self.warn_once)
-            self._limits = Limits(settings.connect_rate, fleet, self.runtime)
-        return self._limits
-
-    def set_lambda_context(self, context: Any) -> None:
-        """Bound waits for IAM login permits and retries by the invocation's remaining time.
-
-        ``context`` is the Lambda context (anything with ``get_remaining_time_in_millis``);
-        None forgets it.
-        """
-        if context is None:
-            self.deadline.set_context(None)
-            return
-        remaining = getattr(context, "get_remaining_time_in_millis", None)
-        if not callable(remaining):
-            raise ConfigError(
-                "context", "expected the Lambda context (with get_remaining_time_in_millis)"
-            )
-        self.deadline.set_context(remaining)
-        self._join_powertools_logger()  # the handler's Logger may be newer than iamdb's first use
-
     def reset(self) -> None:
         """Close and forget every connection, token, cached credential and setting."""
         with self._lock:
             managed, self._managed = self._managed, {}
             mongo, self._mongo = self._mongo, {}
             aio, self._aio = self._aio, {}
-            aws, self._aws = self._aws, None
-            self._settings, self._tokens, self._served = None, None, False
-            self._telemetry = self._given_telemetry
-            self._limits = None
-            self.deadline.set_context(None)
-            self._resolver.reset()
-            self.warn_once.clear()
+            aws = self._forget()
         for handle in aio.values():
             handle.close()
         if aws is not None:
