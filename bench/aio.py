@@ -21,16 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench.table import Row, print_table
-
-
-def _median_us(fn: Callable[[], Any], repeat: int) -> float:
-    samples = []
-    for _ in range(repeat):
-        t = time.perf_counter_ns()
-        fn()
-        samples.append(time.perf_counter_ns() - t)
-    return statistics.median(samples) / 1000
+from bench.table import Row, median_us, print_table
 
 
 async def _median_us_async(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
@@ -68,8 +59,8 @@ def _invocations(handler: Callable[[], Awaitable[None]], repeat: int) -> tuple[f
         loop.run_until_complete(handler())  # warm: imports, token or lease cached
         asyncio.run(handler())
         for _ in range(repeat):
-            new.append(_median_us(lambda: asyncio.run(handler()), 1))
-            same.append(_median_us(lambda: loop.run_until_complete(handler()), 1))
+            new.append(median_us(lambda: asyncio.run(handler()), 1))
+            same.append(median_us(lambda: loop.run_until_complete(handler()), 1))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
@@ -86,7 +77,7 @@ def rows(env: dict[str, str]) -> list[Row]:
     from iamdb import aio
 
     iamdb.get_pg().execute("SELECT 1")
-    warm_sync = _median_us(iamdb.get_pg, 20000)
+    warm_sync = median_us(iamdb.get_pg, 20000)
 
     async def warm() -> float:
         await aio.get_pg()
@@ -118,8 +109,8 @@ def rows(env: dict[str, str]) -> list[Row]:
         first_sync()
         firsts_s, firsts_a = [], []
         for _ in range(40):  # interleaved, so drift hits both alike
-            firsts_s.append(_median_us(first_sync, 1))
-            firsts_a.append(_median_us(lambda: loop.run_until_complete(first_async()), 1))
+            firsts_s.append(median_us(first_sync, 1))
+            firsts_a.append(median_us(lambda: loop.run_until_complete(first_async()), 1))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()

@@ -23,7 +23,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from bench.table import Row, print_table
+from bench.table import Row, median_us, print_table
 
 COLD_CHILD = """
 import json, sys, time
@@ -102,15 +102,6 @@ def sdk_modules(env: dict[str, str]) -> list[str]:
     return modules
 
 
-def _median_us(fn: Any, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter_ns()
-        fn()
-        times.append(time.perf_counter_ns() - t)
-    return statistics.median(times) / 1000
-
-
 def rows(env: dict[str, str]) -> list[Row]:
     import pymongo
 
@@ -122,7 +113,7 @@ def rows(env: dict[str, str]) -> list[Row]:
 
     os.environ.update(env)
     iamdb.get_mongo().admin.command("ping")
-    warm = _median_us(iamdb.get_mongo, 20000)
+    warm = median_us(iamdb.get_mongo, 20000)
     cfg = load_mongo_config(None, env)
     creds = fetch_lease(cfg, default.mongo_handle()._sources, time.time() + 10).credentials
     # pymongo imports pymongo_auth_aws at every login: swap which one it finds.
@@ -156,8 +147,8 @@ def rows(env: dict[str, str]) -> list[Row]:
     )
     new_base, new_iamdb = [], []
     for _ in range(20):  # interleaved, so drift hits both alike
-        new_base.append(_median_us(baseline_socket, 1))
-        new_iamdb.append(_median_us(iamdb_socket, 1))
+        new_base.append(median_us(baseline_socket, 1))
+        new_iamdb.append(median_us(iamdb_socket, 1))
     sys.modules.update(stand_in)
     os.environ.update({k: v for k, v in saved.items() if v is not None})
     os.environ["AWS_SESSION_TOKEN"] = env["AWS_SESSION_TOKEN"]

@@ -13,20 +13,9 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
-from bench.table import Row, print_table
-
-
-def _median_us(fn: Callable[[], Any], repeat: int) -> float:
-    samples = []
-    for _ in range(repeat):
-        t = time.perf_counter_ns()
-        fn()
-        samples.append(time.perf_counter_ns() - t)
-    return statistics.median(samples) / 1000
+from bench.table import Row, median_us, print_table
 
 
 def rows(env: dict[str, str]) -> list[Row]:
@@ -66,8 +55,8 @@ def rows(env: dict[str, str]) -> list[Row]:
 
     os.environ.update(env)
     iamdb.get_pg().execute("SELECT 1")
-    warm_iamdb = _median_us(iamdb.get_pg, 20000)  # the public path a handler calls
-    warm_base = _median_us(connect_per_invocation, 40)
+    warm_iamdb = median_us(iamdb.get_pg, 20000)  # the public path a handler calls
+    warm_base = median_us(connect_per_invocation, 40)
     iamdb.reset()
 
     # Issue 2's comparison is like for like: no fleet limiter (one DynamoDB call per new login).
@@ -92,9 +81,9 @@ def rows(env: dict[str, str]) -> list[Row]:
     first_login_fleet()  # the DynamoDB client is created once per process, at the first login
     firsts_i, firsts_b, firsts_f = [], [], []
     for _ in range(40):  # interleaved, so drift hits all alike
-        firsts_i.append(_median_us(first_login_iamdb, 1))
-        firsts_b.append(_median_us(first_login_base, 1))
-        firsts_f.append(_median_us(first_login_fleet, 1))
+        firsts_i.append(median_us(first_login_iamdb, 1))
+        firsts_b.append(median_us(first_login_base, 1))
+        firsts_f.append(median_us(first_login_fleet, 1))
     fleet_registry.reset()
     first_i, first_b = statistics.median(firsts_i), statistics.median(firsts_b)
     return [

@@ -1,8 +1,13 @@
-"""The one table format every benchmark prints: baseline, iamdb, ratio, goal."""
+"""The one table format every benchmark prints (baseline, iamdb, ratio, goal), and the one
+median timer of the in-process benchmarks."""
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -15,6 +20,16 @@ class Row:
     @property
     def ratio(self) -> float:
         return self.iamdb / self.baseline if self.baseline else float("nan")
+
+
+def median_us(fn: Callable[[], Any], repeat: int) -> float:
+    """The median time of ``repeat`` calls of ``fn``, in microseconds."""
+    samples = []
+    for _ in range(repeat):
+        t = time.perf_counter_ns()
+        fn()
+        samples.append(time.perf_counter_ns() - t)
+    return statistics.median(samples) / 1000
 
 
 def _fmt(value: float) -> str:
