@@ -22,8 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.sql import _median_us
-from bench.table import Row, print_table
+from bench.table import Row, median_us, print_table
 
 FIRSTS = 30  # first connects of each kind, interleaved so drift hits all alike
 WARM = 3000  # warm checkouts of each kind, in ROUNDS interleaved rounds
@@ -119,7 +118,7 @@ def rows(env: dict[str, str]) -> list[Row]:
         use(target)  # the connection is in the pool from here on
     for _ in range(ROUNDS):  # interleaved: the machine's drift hits every kind alike
         for key, (target, use) in targets.items():
-            samples[key].append(_median_us(functools.partial(use, target), WARM // ROUNDS))
+            samples[key].append(median_us(functools.partial(use, target), WARM // ROUNDS))
     warm = {k: statistics.median(v) for k, v in samples.items()}
     for target, _ in targets.values():
         (target.dispose if isinstance(target, sa.Engine) else target.close)()
