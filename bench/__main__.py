@@ -23,20 +23,21 @@
 
 from __future__ import annotations
 
+import os
+
 from bench import aio, burst, cold, fleet, layer, mongo, observability, signing, sql, sqlalchemy
+
+BENCHMARKS = (signing, sql, sqlalchemy, aio, cold, mongo, layer, observability, burst, fleet)
 
 
 def main() -> None:
-    signing.main()
-    sql.main()
-    sqlalchemy.main()
-    aio.main()
-    cold.main()
-    mongo.main()
-    layer.main()
-    observability.main()
-    burst.main()
-    fleet.main([])
+    for bench in BENCHMARKS:
+        saved = dict(os.environ)  # each starts from the environment make bench was given
+        try:
+            bench.main()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 if __name__ == "__main__":
