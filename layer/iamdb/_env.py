@@ -196,6 +196,9 @@ def valid_host(text: str) -> bool:
     return bool(_HOSTNAME.fullmatch(text))
 
 
+_good_ca_files: set[tuple[str, int, int, int]] = set()  # files that passed, as they were
+
+
 def ca_file_problem(path: str) -> str | None:
     """Why ``path`` is not a usable PEM CA bundle, or None when it is one.
 
@@ -208,6 +211,10 @@ def ca_file_problem(path: str) -> str | None:
         return "a path cannot contain NUL"
     try:
         with open(path, "rb") as file:
+            stat = os.fstat(file.fileno())
+            seen = (path, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            if seen in _good_ca_files:  # a reset() (SnapStart restore) checks it again
+                return None
             data = file.read(_MAX_CA_BYTES + 1)
     except OSError as exc:
         return f"cannot read {path!r:.200} ({exc.strerror or type(exc).__name__})"
@@ -219,4 +226,5 @@ def ca_file_problem(path: str) -> str | None:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=data.decode("ascii"))
     except (UnicodeDecodeError, ValueError, ssl.SSLError):
         return f"{path!r:.200} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    _good_ca_files.add(seen)
     return None

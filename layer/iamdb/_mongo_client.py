@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-from iamdb import _mongo_aws, _redact
+from iamdb import _mongo_aws
 from iamdb._mongo_uri import EXTERNAL, MECHANISM, documentdb_options, split_query
 from iamdb._sts import Lease, assume_role
 from iamdb.errors import AuthError, ConfigError, ConnectError, IamDbError
@@ -135,6 +135,8 @@ def new_client(
         import pymongo
         from pymongo import errors
     if not _mongo_aws.install():  # the application imported pymongo-auth-aws (botocore) itself
+        from iamdb import _redact  # on this path only: compiling its patterns costs ~5 ms
+
         _redact.install()  # its botocore DEBUG logs would show the session token
     try:
         return getattr(pymongo, kind)(
