@@ -23,11 +23,10 @@ sorts the parameters by name; the payload hash is the SHA-256 of an empty body.
 from __future__ import annotations
 
 import hashlib
-import hmac
 from datetime import datetime
 
 from iamdb import _credentials
-from iamdb._sigv4 import ALNUM, is_region, percent_encode, signing_key, timestamp
+from iamdb._sigv4 import ALNUM, is_region, percent_encode, scope, signature, timestamp
 from iamdb.errors import ConfigError
 
 __all__ = [
@@ -167,9 +166,9 @@ def _signed_query(
     creds: _credentials.Credentials,
 ) -> str:
     """SigV4 query presigning of ``GET /`` with only the ``host`` header signed."""
-    scope = f"{stamp[:8]}/{region}/{service}/aws4_request"
     # The credential is "key/scope" percent-encoded; the scope's only escapes are its "/".
-    credential = f"{percent_encode(creds.access_key)}%2F{scope.replace('/', '%2F')}"
+    credential_scope = scope(stamp, region, service).replace("/", "%2F")
+    credential = f"{percent_encode(creds.access_key)}%2F{credential_scope}"
     head = f"{action}&{_FIXED_QUERY}{credential}&X-Amz-Date={stamp}&X-Amz-Expires={expires_in}"
     if creds.token is None:
         canonical_query = query = f"{head}&X-Amz-SignedHeaders=host"
@@ -181,13 +180,8 @@ def _signed_query(
     canonical_request = (
         f"GET\n/\n{canonical_query}\nhost:{host_header}\n\nhost\n{_EMPTY_BODY_SHA256}"
     )
-    string_to_sign = (
-        f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n"
-        f"{hashlib.sha256(canonical_request.encode()).hexdigest()}"
-    )
-    key = signing_key(creds.secret_key, stamp[:8], region, service)
-    signature = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
-    return f"{query}&X-Amz-Signature={signature}"
+    signed_with = signature(canonical_request, creds.secret_key, stamp, region, service)
+    return f"{query}&X-Amz-Signature={signed_with}"
 
 
 def _signed_host(hostname: object) -> str:

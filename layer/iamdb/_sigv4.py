@@ -54,21 +54,34 @@ def sign_headers(
     canonical_request = (
         f"{method}\n/\n\n{canonical_headers}\n{signed_names}\n{hashlib.sha256(body).hexdigest()}"
     )
-    scope = f"{stamp[:8]}/{region}/{service}/aws4_request"
     try:
-        digest = hashlib.sha256(canonical_request.encode()).hexdigest()
-        key = signing_key(credentials.secret_key, stamp[:8], region, service)
+        signed_with = signature(canonical_request, credentials.secret_key, stamp, region, service)
     except UnicodeEncodeError:  # lone surrogates
-        key = b""  # raised below, outside the handler: as __context__ it would keep the secret
-    if not key:
+        signed_with = ""  # raised below, outside the handler: as __context__ it would keep it
+    if not signed_with:
         raise ConfigError("credentials", "keys and token must be encodable as UTF-8")
-    string_to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{digest}"
-    signature = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
     added["authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
-        f"SignedHeaders={signed_names}, Signature={signature}"
+        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope(stamp, region, service)}, "
+        f"SignedHeaders={signed_names}, Signature={signed_with}"
     )
     return added
+
+
+def scope(stamp: str, region: str, service: str) -> str:
+    """The credential scope of a signature made at ``stamp`` (:func:`timestamp`)."""
+    return f"{stamp[:8]}/{region}/{service}/aws4_request"
+
+
+def signature(
+    canonical_request: str, secret_key: str, stamp: str, region: str, service: str
+) -> str:
+    """The hex SigV4 signature of ``canonical_request``: the string to sign (algorithm,
+    instant, scope, the request's SHA-256), signed with the derived key. Both signers' last
+    step; UnicodeEncodeError when the request or key holds lone surrogates."""
+    digest = hashlib.sha256(canonical_request.encode()).hexdigest()
+    string_to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope(stamp, region, service)}\n{digest}"
+    key = signing_key(secret_key, stamp[:8], region, service)
+    return hmac.digest(key, string_to_sign.encode(), "sha256").hex()
 
 
 def percent_encode(text: str) -> str:
