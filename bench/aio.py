@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench.table import Row, median_us, print_table
+from bench.table import Row, interleaved, median_us, print_table
 
 
 async def _median_us_async(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
@@ -54,17 +54,15 @@ async def _empty() -> None:
 def _invocations(handler: Callable[[], Awaitable[None]], repeat: int) -> tuple[float, float]:
     """Median us of a new-loop invocation and of a same-loop one, interleaved."""
     loop = asyncio.new_event_loop()
-    new, same = [], []
     try:
         loop.run_until_complete(handler())  # warm: imports, token or lease cached
         asyncio.run(handler())
-        for _ in range(repeat):
-            new.append(median_us(lambda: asyncio.run(handler()), 1))
-            same.append(median_us(lambda: loop.run_until_complete(handler()), 1))
+        return interleaved(
+            lambda: asyncio.run(handler()), lambda: loop.run_until_complete(handler()), repeat
+        )
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
-    return statistics.median(new), statistics.median(same)
 
 
 def rows(env: dict[str, str]) -> list[Row]:
@@ -107,10 +105,9 @@ def rows(env: dict[str, str]) -> list[Row]:
     try:
         loop.run_until_complete(first_async())
         first_sync()
-        firsts_s, firsts_a = [], []
-        for _ in range(40):  # interleaved, so drift hits both alike
-            firsts_s.append(median_us(first_sync, 1))
-            firsts_a.append(median_us(lambda: loop.run_until_complete(first_async()), 1))
+        first_s, first_a = interleaved(
+            first_sync, lambda: loop.run_until_complete(first_async()), 40
+        )
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
@@ -137,8 +134,8 @@ def rows(env: dict[str, str]) -> list[Row]:
         ),
         Row(
             "first login: async vs blocking (sign + TLS + verify)",
-            statistics.median(firsts_s),
-            statistics.median(firsts_a),
+            first_s,
+            first_a,
             "info: within a few %",
         ),
     ]

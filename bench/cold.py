@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 15
@@ -113,37 +114,46 @@ def bare_update_item_ms(env: dict[str, str], repeat: int = 50) -> tuple[float, f
     from iamdb._runtime import Runtime
 
     rt = Runtime(environ=env)
-    payload = {
-        "TableName": env["IAMDB_THROTTLE_TABLE"],
+    table = env["IAMDB_THROTTLE_TABLE"]
+
+    def client() -> AwsClient:
+        return AwsClient(rt, CredentialResolver(Runtime(environ=env)))
+
+    def ms(aws: AwsClient, payload: dict[str, Any]) -> float:
+        started = time.perf_counter()
+        aws.dynamodb("UpdateItem", payload, time.time() + 10)
+        return (time.perf_counter() - started) * 1000
+
+    def on_new_connection(payload: dict[str, Any]) -> float:
+        fresh = client()
+        try:
+            return ms(fresh, payload)
+        finally:
+            fresh.close()
+
+    def idle_queue_ticket() -> dict[str, Any]:
+        now = int(time.time() * 1e6)
+        return {
+            "TableName": table,
+            "Key": {"pk": {"S": f"bench#idle-queue-{now}"}},
+            **_take(now, 111_111, now, now + 10_000_000),  # R = 10: slots 1/(0.9 R) apart
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+
+    trivial = {
+        "TableName": table,
         "Key": {"pk": {"S": "bench#bare-update-item"}},
         "UpdateExpression": "SET x = :v",
         "ExpressionAttributeValues": {":v": {"N": "1"}},
     }
+    kept_alive = client()
+    ms(kept_alive, trivial)  # connect once
     kept, new, ticket = [], [], []
-    aws = AwsClient(rt, CredentialResolver(Runtime(environ=env)))
-    aws.dynamodb("UpdateItem", payload, time.time() + 10)  # connect once
     for _ in range(repeat):
-        started = time.perf_counter()
-        aws.dynamodb("UpdateItem", payload, time.time() + 10)
-        kept.append((time.perf_counter() - started) * 1000)
-        fresh = AwsClient(rt, CredentialResolver(Runtime(environ=env)))
-        started = time.perf_counter()
-        fresh.dynamodb("UpdateItem", payload, time.time() + 10)
-        new.append((time.perf_counter() - started) * 1000)
-        fresh.close()
-        now = int(time.time() * 1e6)
-        take = {
-            "TableName": env["IAMDB_THROTTLE_TABLE"],
-            "Key": {"pk": {"S": f"bench#idle-queue-{now}"}},
-            **_take(now, 111_111, now, now + 10_000_000),
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
-        fresh = AwsClient(rt, CredentialResolver(Runtime(environ=env)))
-        started = time.perf_counter()
-        fresh.dynamodb("UpdateItem", take, time.time() + 10)
-        ticket.append((time.perf_counter() - started) * 1000)
-        fresh.close()
-    aws.close()
+        kept.append(ms(kept_alive, trivial))
+        new.append(on_new_connection(trivial))
+        ticket.append(on_new_connection(idle_queue_ticket()))
+    kept_alive.close()
     return statistics.median(kept), statistics.median(new), statistics.median(ticket)
 
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from bench.table import Row, median_us, print_table
+from bench.table import Row, interleaved, median_us, print_table
 
 COLD_CHILD = """
 import json, sys, time
@@ -145,10 +145,7 @@ def rows(env: dict[str, str]) -> list[Row]:
         AWS_SECRET_ACCESS_KEY=creds.secret_key,
         AWS_SESSION_TOKEN=creds.token or "",
     )
-    new_base, new_iamdb = [], []
-    for _ in range(20):  # interleaved, so drift hits both alike
-        new_base.append(median_us(baseline_socket, 1))
-        new_iamdb.append(median_us(iamdb_socket, 1))
+    new_base, new_iamdb = interleaved(baseline_socket, iamdb_socket, 20)
     sys.modules.update(stand_in)
     os.environ.update({k: v for k, v in saved.items() if v is not None})
     os.environ["AWS_SESSION_TOKEN"] = env["AWS_SESSION_TOKEN"]
@@ -156,8 +153,8 @@ def rows(env: dict[str, str]) -> list[Row]:
     return [
         Row(
             "new socket + MONGODB-AWS login (us)",
-            statistics.median(new_base),
-            statistics.median(new_iamdb),
+            new_base,
+            new_iamdb,
             "faster than a boto3 session per socket",
         ),
         Row("warm get_mongo() (us)", float("nan"), warm, "<= 5 us median"),

@@ -12,11 +12,9 @@ Run: ``python -m bench.sql`` (starts and stops its own devstack).
 from __future__ import annotations
 
 import os
-import statistics
-from collections.abc import Callable
 from typing import Any
 
-from bench.table import Row, median_us, print_table
+from bench.table import Row, interleaved, median_us, print_table
 
 
 def rows(env: dict[str, str]) -> list[Row]:
@@ -79,20 +77,12 @@ def rows(env: dict[str, str]) -> list[Row]:
     def first_login_base() -> None:
         hand_written().close()
 
-    def interleaved(first: Callable[[], None], second: Callable[[], None]) -> tuple[float, float]:
-        """Medians (us) of 40 rounds of ``first`` then ``second``: drift hits both alike.
-        Each comparison has its own rounds: a fleet login slows the next login measured after
-        it in this one process by 3-5 ms (moto and PostgreSQL share the 2 cores), which a
-        three-way interleave charged to iamdb's plain first login."""
-        a, b = [], []
-        for _ in range(40):
-            a.append(median_us(first, 1))
-            b.append(median_us(second, 1))
-        return statistics.median(a), statistics.median(b)
-
-    first_i, first_b = interleaved(first_login_iamdb, first_login_base)
+    # Each comparison has its own rounds: a fleet login slows the login measured after it in
+    # this one process by 3-5 ms (moto and PostgreSQL share the 2 cores), which a three-way
+    # interleave charged to iamdb's plain first login.
+    first_i, first_b = interleaved(first_login_iamdb, first_login_base, 40)
     first_login_fleet()  # the DynamoDB client is created once per process, at the first login
-    first_f, first_fb = interleaved(first_login_fleet, first_login_base)
+    first_f, first_fb = interleaved(first_login_fleet, first_login_base, 40)
     fleet_registry.reset()
     return [
         Row("warm get_pg() vs connect per invocation", warm_base, warm_iamdb, "<= 5 us median"),

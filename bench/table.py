@@ -1,5 +1,5 @@
-"""The one table format every benchmark prints (baseline, iamdb, ratio, goal), and the one
-median timer of the in-process benchmarks."""
+"""The one table format every benchmark prints (baseline, iamdb, ratio, goal), and the timers
+of the in-process benchmarks."""
 
 from __future__ import annotations
 
@@ -30,6 +30,18 @@ def median_us(fn: Callable[[], Any], repeat: int) -> float:
         fn()
         samples.append(time.perf_counter_ns() - t)
     return statistics.median(samples) / 1000
+
+
+def interleaved(
+    first: Callable[[], Any], second: Callable[[], Any], rounds: int
+) -> tuple[float, float]:
+    """Medians (us) of ``rounds`` single calls of ``first`` and of ``second``, taken in turns
+    so the machine's drift hits both alike."""
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(median_us(first, 1))
+        b.append(median_us(second, 1))
+    return statistics.median(a), statistics.median(b)
 
 
 def _fmt(value: float) -> str:
