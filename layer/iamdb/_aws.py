@@ -68,7 +68,8 @@ class AwsError(IamDbError):
 
     ``code`` is AWS's error code (``MalformedResponse`` when the answer could not be read),
     ``status`` the HTTP status, ``item`` the old item a failed DynamoDB condition returned
-    (``ReturnValuesOnConditionCheckFailure=ALL_OLD``). Messages never hold secrets.
+    (``ReturnValuesOnConditionCheckFailure=ALL_OLD``), ``server_time`` the answer's ``Date``
+    (epoch seconds, whole; None when absent). Messages never hold secrets.
     """
 
     def __init__(
@@ -80,11 +81,19 @@ class AwsError(IamDbError):
         status: int | None = None,
         request_id: str = "",
         item: Mapping[str, Any] | None = None,
+        server_time: float | None = None,
     ) -> None:
         rid = f", request id {request_id}" if request_id else ""
         super().__init__(f"{service}: {code}: {message[:300]} (HTTP {status}{rid})")
         self.service, self.code, self.status = service, code, status
-        self.request_id, self.item = request_id, item
+        self.request_id, self.item, self.server_time = request_id, item, server_time
+
+
+class DynamoAnswer(dict[str, Any]):
+    """A DynamoDB success answer (the decoded JSON) and its ``Date``: ``server_time``, epoch
+    seconds (whole), None when absent. The fleet limiter compares it with its own clock."""
+
+    server_time: float | None = None
 
 
 def retryable(exc: IamDbError) -> bool:
@@ -162,7 +171,9 @@ class AwsClient:
         self._lock = threading.Lock()
         self._connections: dict[AwsEndpoint, HttpConnection] = {}
 
-    def dynamodb(self, operation: str, payload: Mapping[str, Any], deadline: float) -> Any:
+    def dynamodb(
+        self, operation: str, payload: Mapping[str, Any], deadline: float
+    ) -> DynamoAnswer:
         """One DynamoDB JSON 1.0 call (``UpdateItem``...): the decoded answer, or AwsError."""
         endpoint, headers, body = self._dynamodb_request(operation, payload, deadline)
         answer = self._connection(endpoint).request("POST", "/", headers, body, deadline)
@@ -235,17 +246,27 @@ class AwsClient:
             return found
 
 
-def _json_answer(answer: Response) -> Any:
+def _json_answer(answer: Response) -> DynamoAnswer:
     rid = answer.headers.get("x-amzn-requestid", "")
+    server_time = http_date(answer.headers.get("date", ""))
     try:
         data = json.loads(answer.body) if answer.body else {}
     except (ValueError, RecursionError):  # RecursionError: garbage nested past the stack
         data = None
     if not isinstance(data, dict):
         status = answer.status
-        raise AwsError("dynamodb", "MalformedResponse", "not JSON", status=status, request_id=rid)
+        raise AwsError(
+            "dynamodb",
+            "MalformedResponse",
+            "not JSON",
+            status=status,
+            request_id=rid,
+            server_time=server_time,
+        )
     if answer.status == 200:
-        return data
+        found = DynamoAnswer(data)
+        found.server_time = server_time
+        return found
     code = str(data.get("__type", "")).rpartition("#")[2] or f"HTTP{answer.status}"
     message = str(data.get("message") or data.get("Message") or "")
     item = data.get("Item")
@@ -256,6 +277,7 @@ def _json_answer(answer: Response) -> Any:
         status=answer.status,
         request_id=rid,
         item=item if isinstance(item, dict) else None,
+        server_time=server_time,
     )
 
 
@@ -281,3 +303,33 @@ def xml_text(root: Element, path: str) -> str | None:
         "/".join(tag if tag in ("", ".") else f"{{*}}{tag}" for tag in path.split("/"))
     )
     return None if found is None or found.text is None else found.text.strip()
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(text: str) -> float | None:
+    """Epoch seconds of an HTTP ``Date`` (IMF-fixdate, ``Sun, 06 Nov 1994 08:49:37 GMT``, as
+    AWS sends it); None when absent or another form. Own parser: ``email.utils`` costs ms."""
+    from datetime import datetime, timezone
+
+    parts = text.split()
+    if len(parts) != 6 or parts[5] != "GMT" or parts[2] not in _MONTHS:
+        return None
+    day, year, clock = parts[1], parts[3], parts[4].split(":")
+    numbers = [day, year, *clock]
+    if len(clock) != 3 or not all(n.isascii() and n.isdigit() for n in numbers):
+        return None
+    try:
+        instant = datetime(
+            int(year),
+            _MONTHS.index(parts[2]) + 1,
+            int(day),
+            int(clock[0]),
+            int(clock[1]),
+            int(clock[2]),
+            tzinfo=timezone.utc,
+        )
+    except ValueError:
+        return None
+    return instant.timestamp()

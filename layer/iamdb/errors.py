@@ -14,6 +14,12 @@ and ``attempts`` (how many logins were tried). Each is None where it is not know
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    E = TypeVar("E", bound=BaseException)
+
 
 class IamDbError(Exception):
     """Base class of every error raised by iamdb."""
@@ -99,3 +105,17 @@ class ThrottleError(_LoginFailure):
 class ConflictError(IamDbError):
     """A transaction kept failing with SQLSTATE 40001 (Aurora DSQL's optimistic concurrency)
     after every attempt :func:`iamdb.dsql_transaction` was allowed."""
+
+
+def _detached(exc: E) -> E:
+    """``exc`` without traceback, cause or context, ready to be kept or raised elsewhere.
+
+    What iamdb does to an exception it caught before keeping it: its traceback's frames (and
+    those of its ``__context__``) may hold a token, a secret key or a signed request, and a
+    crash reporter serialises every frame's locals. Private: iamdb's modules share it.
+    """
+    exc.__traceback__ = None
+    exc.__cause__ = None
+    exc.__context__ = None
+    exc.__suppress_context__ = False
+    return exc
