@@ -171,9 +171,7 @@ class AwsClient:
         self._lock = threading.Lock()
         self._connections: dict[AwsEndpoint, HttpConnection] = {}
 
-    def dynamodb(
-        self, operation: str, payload: Mapping[str, Any], deadline: float
-    ) -> DynamoAnswer:
+    def dynamodb(self, operation: str, payload: Mapping[str, Any], deadline: float) -> DynamoAnswer:
         """One DynamoDB JSON 1.0 call (``UpdateItem``...): the decoded answer, or AwsError."""
         endpoint, headers, body = self._dynamodb_request(operation, payload, deadline)
         answer = self._connection(endpoint).request("POST", "/", headers, body, deadline)
