@@ -151,14 +151,16 @@ def _default() -> Registry:
     """``iamdb._registry.default``, imported on first use.
 
     A ``from ... import`` inside each getter would cost about 1.3 us per warm call (the
-    import machinery checks the module's spec); a ``sys.modules`` lookup costs 0.05 us.
+    import machinery checks the module's spec); a ``sys.modules`` lookup costs 0.05 us. While
+    another thread is still executing ``iamdb._registry`` (a cold start with getters called
+    from several threads), the module is in ``sys.modules`` without ``default`` yet: the
+    import statement then waits for that thread to finish it.
     """
-    module = sys.modules.get("iamdb._registry")
-    if module is None:
+    default: Registry | None = getattr(sys.modules.get("iamdb._registry"), "default", None)
+    if default is None:
         from iamdb import _registry
 
         return _registry.default
-    default: Registry = module.default
     return default
 
 
