@@ -3,15 +3,26 @@
 Everything time-based in iamdb and devstack takes a clock (and sleep). ``FakeClock`` is epoch
 seconds that move only when told to; ``FakeTime`` adds a ``sleep`` that records every wait
 and, unless frozen, advances the clock by it. ``RecordingProbe`` records the metrics a
-connection counts; ``runtime()`` builds an iamdb Runtime from these.
+connection counts; ``runtime()`` builds an iamdb Runtime from these. ``SocketDriver`` stands in
+for a database driver over socket pairs, and ``managed_connection()`` builds a
+ManagedConnection over it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import socket
+from dataclasses import dataclass, field
 
+from iamdb._config import SqlConfig
+from iamdb._credentials import CredentialResolver
+from iamdb._invocation import Invocation
+from iamdb._limiter import Deadline, Limits
+from iamdb._login import Login, Until
+from iamdb._managed import ManagedConnection
 from iamdb._runtime import Runtime
 from iamdb._telemetry import Telemetry
+from iamdb._tokens import Token, TokenCache
 
 START = 1_700_000_000.0
 
@@ -92,3 +103,91 @@ class RecordingTelemetry(Telemetry):
                 for metric, points in values.items():
                     out[metric] = out.get(metric, 0.0) + sum(points)
         return out
+
+
+@dataclass
+class SocketDriver:
+    """Stands in for psycopg/PyMySQL at unit level: each connection is one end of a
+    ``socketpair`` (the other end, in :attr:`pairs`, plays the server), so a zero-timeout poll
+    sees exactly what a dead or chatty server produces. Refuses with the exceptions queued in
+    :attr:`refusals`; :attr:`transactions` maps a connection's fileno to its transaction state;
+    :attr:`ping_fails` makes every ping fail. The real drivers are exercised in
+    tests/integration."""
+
+    engine: str = "pg"
+    refusals: list[Exception] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)
+    pairs: list[tuple[socket.socket, socket.socket]] = field(default_factory=list)
+    transactions: dict[int, str] = field(default_factory=dict)
+    ping_fails: bool = False
+    pings: int = 0
+    deadlines: list[float] = field(default_factory=list)  # each connect's deadline
+
+    def connect(self, cfg: object, token: Token, until: Until) -> socket.socket:
+        self.tokens.append(token.value)
+        self.deadlines.append(until[1])
+        if self.refusals:
+            raise self.refusals.pop(0)
+        pair = socket.socketpair()
+        self.pairs.append(pair)
+        return pair[0]
+
+    def fileno(self, conn: socket.socket) -> int:
+        return conn.fileno()
+
+    def is_closed(self, conn: socket.socket) -> bool:
+        return conn.fileno() == -1
+
+    def transaction(self, conn: socket.socket) -> str | None:
+        return self.transactions.get(conn.fileno())
+
+    def ping(self, conn: socket.socket, until: Until) -> str | None:
+        self.pings += 1
+        return "ping failed: OSError" if self.ping_fails else None
+
+    def close(self, conn: socket.socket, wait: float = 0.0) -> bool:
+        conn.close()
+        return True
+
+    def server(self, conn: socket.socket) -> socket.socket:
+        """The server's end of ``conn``."""
+        return next(b for a, b in self.pairs if a is conn)
+
+    def cleanup(self) -> None:
+        for a, b in self.pairs:
+            a.close(), b.close()
+
+
+def managed_connection(
+    driver: SocketDriver,
+    cfg: SqlConfig,
+    rt: Runtime,
+    *,
+    limits: Limits | None = None,
+    retries: int = 3,
+    probe: object | None = None,
+    idle_seconds: float = 30.0,
+    deadline: Deadline | None = None,
+    invocation: Invocation | None = None,
+) -> ManagedConnection[socket.socket]:
+    """A ManagedConnection over ``driver`` with its own token cache (credentials from
+    ``rt.environ``), limits (200/s unless given), deadline and invocation on ``rt``'s clock."""
+    tokens = TokenCache(resolver=CredentialResolver(rt), clock=rt.clock)
+    deadline = deadline or Deadline(rt.clock)
+    login = Login(
+        cfg,
+        driver,
+        tokens,
+        runtime=rt,
+        limits=limits or Limits(200, None, rt),
+        deadline=deadline,
+        retries=retries,
+        probe=probe or RecordingProbe(),  # type: ignore[arg-type]
+    )
+    return ManagedConnection(
+        login,
+        runtime=rt,
+        idle_seconds=idle_seconds,
+        deadline=deadline,
+        invocation=invocation or Invocation(rt.environ, rt.clock),
+    )

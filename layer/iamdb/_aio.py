@@ -33,6 +33,8 @@ from iamdb._managed import look, watch
 from iamdb._pg import PgDriver
 
 if TYPE_CHECKING:
+    from iamdb._invocation import Invocation
+    from iamdb._limiter import Deadline
     from iamdb._login import Login
     from iamdb._pg import PgAsyncConnection
     from iamdb._runtime import Runtime
@@ -108,6 +110,7 @@ class _PgSlot:
         self.conn: PgAsyncConnection | None = None
         self.poll: select.poll | None = None
         self.last_used = 0.0
+        self.served: str | None = None  # the invocation the last get() served
         self._driver = driver
 
     async def aclose(self) -> None:
@@ -123,13 +126,23 @@ class AsyncManaged:
     """An instance's ``psycopg.AsyncConnection`` on each event loop, checked at every
     :meth:`get` and replaced when dead, logged in through the singleton's ``Login``."""
 
-    def __init__(self, login: Login[Any], *, runtime: Runtime, idle_seconds: float) -> None:
+    def __init__(
+        self,
+        login: Login[Any],
+        *,
+        runtime: Runtime,
+        idle_seconds: float,
+        deadline: Deadline,
+        invocation: Invocation,
+    ) -> None:
         if not isinstance(login.driver, PgDriver):
             raise TypeError(f"no asyncio driver for {login.cfg.label}")
         self.login = login
         self._driver = login.driver
         self._rt = runtime
         self._idle_seconds = idle_seconds
+        self._deadline = deadline
+        self._invocation = invocation
         self._loops = PerLoop(lambda: _PgSlot(self._driver))
 
     @property
@@ -137,14 +150,30 @@ class AsyncManaged:
         return self.login.probe
 
     async def get(self) -> PgAsyncConnection:
-        """The running loop's live connection, opening or replacing it when needed."""
+        """The running loop's live connection, opening or replacing it when needed, by the
+        deadline (as :meth:`iamdb._managed.ManagedConnection.get`)."""
         slot = await self._loops.slot()
+        deadline = self._deadline.at(self.login.cfg.connect_timeout)
         async with slot.lock:
             now = self._rt.clock()
+            invocation = self._invocation.current()
+            new_invocation = invocation is not None and invocation != slot.served
+            slot.served = invocation
             conn = slot.conn
-            if conn is None or not await self._healthy(slot, conn, now):
-                conn = await self.login.connect_async(self._driver.connect_async)
-                slot.conn, slot.poll = conn, watch(self._driver.fileno(conn))
+            replaced = None
+            if conn is not None:
+                replaced = await self._unusable(slot, conn, now, deadline, new_invocation)
+                if replaced is None:
+                    slot.last_used = now
+                    return conn
+                slot.discard()
+            made: PgAsyncConnection = await self.login.connect_async(
+                self._driver.connect_async, deadline
+            )
+            conn = made
+            if replaced == "dead":
+                self.probe.count("Reconnects")
+            slot.conn, slot.poll = conn, watch(self._driver.fileno(conn))
             slot.last_used = now
             return conn
 
@@ -152,26 +181,46 @@ class AsyncManaged:
         """Close every loop's connection (reset)."""
         self._loops.close()
 
-    async def _healthy(self, slot: _PgSlot, conn: PgAsyncConnection, now: float) -> bool:
-        reason = await self._problem(slot, conn, now)
-        if reason is None:
-            return True
-        logger.info("%s: replacing the connection (%s)", self.login.cfg.label, reason)
-        slot.discard()
-        self.probe.count("Reconnects")
-        return False
-
-    async def _problem(self, slot: _PgSlot, conn: PgAsyncConnection, now: float) -> str | None:
-        driver = self._driver
+    async def _unusable(
+        self,
+        slot: _PgSlot,
+        conn: PgAsyncConnection,
+        now: float,
+        deadline: float,
+        new_invocation: bool,
+    ) -> str | None:
+        """Why ``conn`` must be replaced (``left behind``, ``dead``), or None."""
+        driver, label = self._driver, self.login.cfg.label
         closed = driver.is_closed(conn)
-        if not closed and driver.busy(conn):
+        transaction = None if closed else driver.transaction(conn)
+        if transaction is not None and new_invocation:
+            logger.warning(
+                "%s: an earlier invocation left a transaction open on the connection (%s): "
+                "replacing the connection, so the server rolls it back; its writes are not "
+                "committed. Commit or roll back before the handler returns (or raises).",
+                label,
+                transaction,
+            )
+            self.probe.count("TransactionsRolledBack")
+            return "left behind"
+        if transaction is not None:
             return None  # another task's command or transaction: in use, so not idle
         assert slot.poll is not None
         seen = look(closed, slot.poll, now - slot.last_used, self._idle_seconds)
-        if not seen.confirm:
-            return seen.dead
+        reason = seen.dead
+        if seen.confirm:
+            problem = await self._ping(conn, deadline)
+            reason = None if problem is None else seen.failed(problem)
+        if reason is None:
+            return None
+        logger.info("%s: replacing the connection (%s)", label, reason)
+        return "dead"
+
+    async def _ping(self, conn: PgAsyncConnection, deadline: float) -> str | None:
+        """None when ``SELECT 1`` answers by the deadline, else why not."""
         try:
-            await driver.ping_async(conn)
-        except Exception as exc:
-            return seen.failed(exc)
+            left = max(0.0, deadline - self._rt.clock())
+            await asyncio.wait_for(self._driver.ping_async(conn), left)
+        except (Exception, asyncio.TimeoutError) as exc:
+            return f"ping failed: {type(exc).__name__}"
         return None

@@ -126,9 +126,10 @@ def rate_refused(cfg: SqlConfig, detail: str, token: Token) -> ThrottleError:
     )
 
 
-def connect_failed(cfg: SqlConfig, detail: str, token: Token) -> ConnectError:
-    """The connection failed before or around the login: network, timeout or TLS."""
-    hint = ""
+def connect_failed(cfg: SqlConfig, detail: str, token: Token, *, transient: bool) -> ConnectError:
+    """The connection failed before or around the login: network, timeout or TLS. ``transient``:
+    a later attempt may succeed (nothing listening yet, a restart, a timeout), so the login
+    tries again while its deadline allows."""
     lowered = detail.lower()
     if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
         hint = (
@@ -141,8 +142,18 @@ def connect_failed(cfg: SqlConfig, detail: str, token: Token) -> ConnectError:
             " The cluster has as many open connections as its quota allows (10,000 by default,"
             " SQLSTATE 53300): connections left open elsewhere count too."
         )
-    return ConnectError(
-        f"{cfg.label}: could not connect to {cfg.host}:{cfg.port} as {cfg.user!r} within "
-        f"{cfg.connect_timeout} s: {scrub(detail, token.value).strip()}.{hint}",
+    elif transient:
+        hint = (
+            " The server did not take the connection: it may be down, restarting or failing "
+            "over, or a security group or network ACL drops the packets. iamdb tries again "
+            f"until the invocation's deadline ({cfg.prefix}CONNECT_TIMEOUT bounds each try)."
+        )
+    else:
+        hint = ""
+    failure = ConnectError(
+        f"{cfg.label}: could not connect to {cfg.host}:{cfg.port} as {cfg.user!r}: "
+        f"{scrub(detail, token.value).strip()}.{hint}",
         **where(cfg),
     )
+    failure._transient = transient
+    return failure

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 from iamdb._config import SqlConfig
 from iamdb._errors import locate
 from iamdb._log import logger
-from iamdb._retry import THROTTLING_HINT, DecorrelatedJitter, final_refusal
+from iamdb._retry import THROTTLING_HINT, DecorrelatedJitter, final_error
 from iamdb._telemetry import Probe
 from iamdb._tokens import Token, TokenCache
-from iamdb.errors import AuthError, ConnectError, ThrottleError
+from iamdb.errors import AuthError, ConnectError, ThrottleError, _detached
 
 if TYPE_CHECKING:
     from iamdb._limiter import Deadline, Limits
@@ -33,17 +33,21 @@ if TYPE_CHECKING:
 C = TypeVar("C")
 
 
+Until = tuple[Callable[[], float], float]
+"""A clock and a deadline (seconds on that clock): what bounds a driver's wait."""
+
+
 class Driver(Protocol[C]):
     """What a login needs from a database driver (and a managed connection, to check it)."""
 
     engine: str
 
-    def connect(self, cfg: SqlConfig, token: Token, **options: Any) -> C: ...
+    def connect(self, cfg: SqlConfig, token: Token, until: Until, **options: Any) -> C: ...
     def fileno(self, conn: C) -> int: ...
     def is_closed(self, conn: C) -> bool: ...
-    def in_transaction(self, conn: C) -> bool: ...
-    def ping(self, conn: C) -> None: ...
-    def close(self, conn: C) -> None: ...
+    def transaction(self, conn: C) -> str | None: ...
+    def ping(self, conn: C, until: Until) -> str | None: ...
+    def close(self, conn: C, wait: float = 0.0) -> bool: ...
 
 
 class _Permit(NamedTuple):
@@ -54,6 +58,7 @@ class _Permit(NamedTuple):
 
 class _Connect(NamedTuple):
     token: Token
+    deadline: float
 
 
 class _Sleep(NamedTuple):
@@ -61,8 +66,7 @@ class _Sleep(NamedTuple):
 
 
 _Step = _Permit | _Connect | _Sleep
-_REFUSALS = (AuthError, ThrottleError)  # the server said no (ThrottleError: for the rate)
-_FAILURES = (*_REFUSALS, ConnectError)  # what a step may raise: thrown into the steps
+_FAILURES = (AuthError, ThrottleError, ConnectError)  # what a step may raise: thrown into the steps
 
 
 class Login(Generic[C]):
@@ -92,15 +96,16 @@ class Login(Generic[C]):
         """The token the server last accepted: logins reusing it need no permit."""
         self.last_login: float | None = None  # epoch seconds of the last new connection
 
-    def connect(self, **options: Any) -> C:
+    def connect(self, deadline: float | None = None, **options: Any) -> C:
         """Log in once more (blocking): a new connection, or AuthError / ThrottleError /
-        ConnectError when none could be had before the deadline.
+        ConnectError when none could be had before ``deadline`` (clock seconds; None: the
+        registry's deadline for a login starting now).
 
         ``options`` go to the driver's connect (``autocommit=False`` for the pools and
         SQLAlchemy, the settings a SQLAlchemy dialect passes); they cannot replace iamdb's
         connection, TLS or login parameters."""
         with self.probe.span("connect"):
-            steps = self._steps()
+            steps = self._steps(deadline)
             step = next(steps)
             while True:
                 failure: Exception | None = None
@@ -111,7 +116,8 @@ class Login(Generic[C]):
                             step.endpoint, step.deadline, self.probe, rate=step.rate
                         )
                     elif isinstance(step, _Connect):
-                        result = self.driver.connect(self.cfg, step.token, **options)
+                        until = (self._rt.clock, step.deadline)
+                        result = self.driver.connect(self.cfg, step.token, until, **options)
                     else:
                         self._rt.sleep(step.seconds)
                 except _FAILURES as exc:
@@ -122,13 +128,17 @@ class Login(Generic[C]):
                     conn: C = done.value
                     return conn
 
-    async def connect_async(self, connect: Callable[[SqlConfig, Token], Awaitable[Any]]) -> Any:
+    async def connect_async(
+        self,
+        connect: Callable[[SqlConfig, Token, Until], Awaitable[Any]],
+        deadline: float | None = None,
+    ) -> Any:
         """Log in once more without blocking the event loop: ``connect`` is the driver's async
         connect (``PgDriver.connect_async``); permits are waited for in a worker thread."""
         import asyncio
 
         with self.probe.span("connect"):
-            steps = self._steps()
+            steps = self._steps(deadline)
             step = next(steps)
             while True:
                 failure: Exception | None = None
@@ -143,7 +153,9 @@ class Login(Generic[C]):
                             rate=step.rate,
                         )
                     elif isinstance(step, _Connect):
-                        result = await connect(self.cfg, step.token)
+                        result = await connect(
+                            self.cfg, step.token, (self._rt.clock, step.deadline)
+                        )
                     else:
                         await asyncio.sleep(step.seconds)
                 except _FAILURES as exc:
@@ -153,15 +165,21 @@ class Login(Generic[C]):
                 except StopIteration as done:
                     return done.value
 
-    def _steps(self) -> Generator[_Step, Any, Any]:
-        """The login's steps; the runner sends back each step's result or throws its refusal."""
-        cfg, endpoint = self.cfg, self.cfg.endpoint
-        deadline = self._deadline.at(cfg.connect_timeout)
-        started = self._rt.clock()
+    def _steps(self, deadline: float | None) -> Generator[_Step, Any, Any]:
+        """The login's steps; the runner sends back each step's result or throws its failure.
+
+        A refusal is tried again at most ``IAMDB_AUTH_RETRIES`` times with a new token; a
+        connection that failed in a way a later attempt may not meet (nothing listening yet,
+        a restart, a timeout) is tried again while the deadline allows. Every wait (permits,
+        the connect, backoff) ends by the deadline, which is checked again after each wait:
+        a process frozen in between finds it passed and stops."""
+        cfg, endpoint, clock = self.cfg, self.cfg.endpoint, self._rt.clock
+        if deadline is None:
+            deadline = self._deadline.at(cfg.connect_timeout)
+        started = clock()
         backoff = DecorrelatedJitter(uniform=self._rt.uniform)
+        refusals = 0
         for attempt in itertools.count(1):
-            if attempt > 1:
-                self.probe.count("AuthRetries")
             token = self._tokens.get(endpoint, deadline=deadline, on_sign=self._signed)
             ticket = None
             # RDS does not count a token it accepted before; DSQL counts every connection.
@@ -172,26 +190,35 @@ class Login(Generic[C]):
                     locate(exc, cfg, attempt)
                     raise
             try:
-                conn = yield _Connect(token)
-            except _REFUSALS as exc:
-                refusal = exc.with_traceback(None)  # its frames hold the token
-            except ConnectError as exc:
-                locate(exc, cfg, attempt)
-                raise
+                conn = yield _Connect(token, deadline)
+            except _FAILURES as exc:
+                failure = _detached(exc)  # its frames held the token
             else:
                 self._limits.release(ticket)
-                self.accepted, self.last_login = token, self._rt.clock()
+                self.accepted, self.last_login = token, clock()
                 self._logged_in(token)
                 return conn
-            self.probe.count("AuthFailures" if type(refusal) is AuthError else "ServerThrottled")
-            self._tokens.invalidate(endpoint)  # the next attempt signs anew
+            locate(failure, cfg, attempt)
+            if isinstance(failure, ConnectError):
+                retry = failure._transient
+                self.probe.count("ConnectRetries" if retry else "ConnectFailures")
+            else:
+                refusals += 1
+                retry = refusals <= self._retries
+                self.probe.count(
+                    "AuthFailures" if type(failure) is AuthError else "ServerThrottled"
+                )
+                self._tokens.invalidate(endpoint)  # the next attempt signs anew
             delay = backoff.next_delay()
-            if attempt > self._retries or self._rt.clock() + delay > deadline:
-                # DSQL tells throttling apart (SQLSTATE 53400); an RDS refusal may be throttling.
-                hint = "" if endpoint.dsql else THROTTLING_HINT
-                elapsed = self._rt.clock() - started
-                raise final_refusal(refusal, attempt, elapsed, hint)
-            yield _Sleep(delay)
+            if retry and clock() + delay <= deadline:
+                yield _Sleep(delay)
+                if clock() < deadline:  # not frozen past it while sleeping
+                    if not isinstance(failure, ConnectError):
+                        self.probe.count("AuthRetries")
+                    continue
+            # DSQL tells throttling apart (SQLSTATE 53400); an RDS refusal may be throttling.
+            hint = THROTTLING_HINT if refusals and not endpoint.dsql else ""
+            raise final_error(failure, attempt, clock() - started, hint)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _signed(self) -> None:

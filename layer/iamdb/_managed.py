@@ -2,19 +2,23 @@
 
 Lambda freezes an environment between invocations and may thaw it minutes later with
 sockets that died in the meantime. So every :meth:`ManagedConnection.get` checks the
-connection before handing it out, cheaply:
+connection before handing it out, cheaply, and within the invocation's deadline:
 
-1. the driver's own closed/broken state (no I/O);
-2. a zero-timeout ``poll()`` of the socket: an idle connection has nothing to read, so
+1. what an earlier invocation left: at the first ``get()`` of a new invocation (see
+   :mod:`iamdb._invocation`), a transaction still open (or failed) on the connection belongs to
+   a handler that ended without committing: the connection is replaced (the server rolls the
+   transaction back as it closes), never handed on, and a warning names the instance. So is,
+   with a maximum age (Aurora DSQL ends every session after an hour), one that reached it;
+2. the driver's own closed/broken state (no I/O);
+3. a zero-timeout ``poll()`` of the socket: an idle connection has nothing to read, so
    readable or hung-up means the server said goodbye (or sent a notice): suspect;
-3. a round trip (``SELECT 1`` / ping) only when the socket is suspect or the connection
+4. a round trip (``SELECT 1`` / ping) only when the socket is suspect or the connection
    has been idle longer than ``IAMDB_HEALTHCHECK_IDLE_SECONDS`` (a path that silently
-   died, e.g. a NAT that forgot the flow, shows nothing to ``poll()``).
+   died, e.g. a NAT that forgot the flow, shows nothing to ``poll()``). The round trip ends
+   by the deadline: a connection that does not answer in time is dead.
 
-A dead connection is closed and replaced by a fresh login with a cached (or re-signed)
-token; the caller never sees the dead one. So is, with a maximum age (Aurora DSQL, which ends
-every session after an hour), a connection that reached it: at :meth:`get`, the start of an
-invocation, and never while a transaction is open on it, so no work in flight is cut off.
+A dead connection is replaced by a fresh login with a cached (or re-signed) token, inside
+what is left of the same deadline; the caller never sees the dead one.
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 from iamdb._log import logger
 from iamdb._login import Driver, Login
+from iamdb.errors import ConnectError
 
 if TYPE_CHECKING:
     from iamdb._config import SqlConfig
+    from iamdb._invocation import Invocation
+    from iamdb._limiter import Deadline
     from iamdb._runtime import Runtime
     from iamdb._telemetry import Probe
     from iamdb._tokens import Token
@@ -42,15 +49,26 @@ _SUSPECT = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR | se
 class ManagedConnection(Generic[C]):
     """Holds one connection, checks it on every :meth:`get`, replaces it when dead."""
 
-    def __init__(self, login: Login[C], *, runtime: Runtime, idle_seconds: float) -> None:
+    def __init__(
+        self,
+        login: Login[C],
+        *,
+        runtime: Runtime,
+        idle_seconds: float,
+        deadline: Deadline,
+        invocation: Invocation,
+    ) -> None:
         self.login = login  # how a new connection is made (token, permits, retries)
         self._rt = runtime
         self._idle_seconds = idle_seconds
+        self._deadline = deadline
+        self._invocation = invocation
         self._lock = threading.Lock()
         self._conn: C | None = None
         self._poll: select.poll | None = None
         self._last_used = 0.0
         self._opened = 0.0  # when the connection's login began (the server's age is older)
+        self._served: str | None = None  # the invocation the last get() served
         self.reused = False  # whether the last get() handed out an already open connection
 
     @property
@@ -72,65 +90,92 @@ class ManagedConnection(Generic[C]):
         return self.login.accepted
 
     def get(self) -> C:
-        """The live connection, opening or replacing it when needed."""
-        with self._lock:
-            now = self._rt.clock()
-            conn = self._conn
-            reused = conn is not None and not self._aged(conn, now) and self._healthy(conn, now)
-            if conn is None or not reused:
-                conn = self.login.connect()
-                self._poll = watch(self.login.driver.fileno(conn))
-                self._conn, self._opened = conn, now
-            self.reused = reused
-            self._last_used = now
-            return conn
-
-    def close(self) -> None:
-        """Close the connection (if any); the next :meth:`get` logs in again."""
-        with self._lock:
-            self._discard()
-
-    def _aged(self, conn: C, now: float) -> bool:
-        """Whether the connection reached the instance's maximum age (and was discarded)."""
-        max_age = self.cfg.max_age
-        age = now - self._opened
-        if max_age is None or age < max_age or self.login.driver.in_transaction(conn):
-            return False
-        logger.info(
-            "%s: replacing the connection after %.0f s (%sMAX_AGE_SECONDS=%g)",
-            self.cfg.label,
-            age,
-            self.cfg.prefix,
-            max_age,
-        )
-        self._discard()
-        return True
-
-    def _healthy(self, conn: C, now: float) -> bool:
-        reason = self._problem(conn, now)
-        if reason is None:
-            return True
-        logger.info("%s: replacing the connection (%s)", self.cfg.label, reason)
-        self._discard()
-        self.probe.count("Reconnects")
-        return False
-
-    def _problem(self, conn: C, now: float) -> str | None:
-        assert self._poll is not None
-        closed = self.login.driver.is_closed(conn)
-        seen = look(closed, self._poll, now - self._last_used, self._idle_seconds)
-        if not seen.confirm:
-            return seen.dead
+        """The live connection, opening or replacing it when needed, by the deadline."""
+        clock = self._rt.clock
+        deadline = self._deadline.at(self.cfg.connect_timeout)
+        if not self._lock.acquire(timeout=max(0.0, deadline - clock())):
+            raise ConnectError(
+                f"{self.cfg.label}: another thread's login did not end before the deadline "
+                f"({deadline - clock():.2f} s left): the server is slow to take connections",
+                engine=self.cfg.engine,
+                instance=self.cfg.label,
+                host=self.cfg.host,
+                port=self.cfg.port,
+            )
         try:
-            self.login.driver.ping(conn)
-        except Exception as exc:
-            return seen.failed(exc)
-        return None
+            return self._get(clock(), deadline)
+        finally:
+            self._lock.release()
 
-    def _discard(self) -> None:
-        if self._conn is not None:
-            self.login.driver.close(self._conn)
-        self._conn, self._poll = None, None
+    def close(self, wait: float = 0.0) -> None:
+        """Close the connection (if any); the next :meth:`get` logs in again. One another
+        thread is using is left to it, after waiting up to ``wait`` seconds for it."""
+        with self._lock:
+            self._discard(wait)
+
+    def _get(self, now: float, deadline: float) -> C:
+        conn, invocation = self._conn, self._invocation.current()
+        new_invocation = invocation is not None and invocation != self._served
+        self._served = invocation
+        replaced = None if conn is None else self._unusable(conn, now, deadline, new_invocation)
+        if conn is not None and replaced is None:
+            self.reused, self._last_used = True, now
+            return conn
+        self._discard()
+        conn = self.login.connect(deadline)
+        if replaced == "dead":
+            self.probe.count("Reconnects")  # counted once the replacement is there
+        self._poll = watch(self.login.driver.fileno(conn))
+        self._conn, self._opened = conn, now
+        self.reused, self._last_used = False, now
+        return conn
+
+    def _unusable(self, conn: C, now: float, deadline: float, new_invocation: bool) -> str | None:
+        """Why ``conn`` must be replaced (``left behind``, ``aged``, ``dead``), or None."""
+        driver, cfg = self.login.driver, self.cfg
+        transaction = driver.transaction(conn) if new_invocation else None
+        if transaction is not None and not driver.is_closed(conn):
+            logger.warning(
+                "%s: an earlier invocation left a transaction open on the connection (%s): "
+                "replacing the connection, so the server rolls it back; its writes are not "
+                "committed. Commit or roll back before the handler returns (or raises).",
+                cfg.label,
+                transaction,
+            )
+            self.probe.count("TransactionsRolledBack")
+            return "left behind"
+        age = now - self._opened
+        # Between invocations, or outside Lambda while no transaction is open: nothing in flight.
+        between = new_invocation or (
+            self._invocation.current() is None and driver.transaction(conn) is None
+        )
+        if between and cfg.max_age is not None and age >= cfg.max_age:
+            logger.info(
+                "%s: replacing the connection after %.0f s (%sMAX_AGE_SECONDS=%g)",
+                cfg.label,
+                age,
+                cfg.prefix,
+                cfg.max_age,
+            )
+            return "aged"
+        assert self._poll is not None
+        seen = look(driver.is_closed(conn), self._poll, now - self._last_used, self._idle_seconds)
+        reason = seen.dead
+        if seen.confirm:
+            problem = driver.ping(conn, (self._rt.clock, deadline))
+            reason = None if problem is None else seen.failed(problem)
+        if reason is None:
+            return None
+        logger.info("%s: replacing the connection (%s)", cfg.label, reason)
+        return "dead"
+
+    def _discard(self, wait: float = 0.0) -> None:
+        conn, self._conn, self._poll = self._conn, None, None
+        if conn is not None and not self.login.driver.close(conn, wait):
+            logger.info(
+                "%s: the connection is in use by another thread: it closes when dropped",
+                self.cfg.label,
+            )
 
 
 def watch(fileno: int) -> select.poll:
@@ -141,16 +186,16 @@ def watch(fileno: int) -> select.poll:
 
 
 class Look(NamedTuple):
-    """What a connection shows without a round trip (steps 1 and 2 of the module docstring)."""
+    """What a connection shows without a round trip (steps 2 and 3 of the module docstring)."""
 
     dead: str | None  # why it is plainly dead
     confirm: bool  # a round trip must confirm it first: socket suspect, or idle too long
     suspect: bool
 
-    def failed(self, exc: BaseException) -> str:
+    def failed(self, problem: str) -> str:
         """Why the confirming round trip says the connection is dead."""
         seen = "socket readable while idle, " if self.suspect else ""
-        return f"{seen}ping failed: {type(exc).__name__}"
+        return f"{seen}{problem}"
 
 
 def look(closed: bool, poller: select.poll, idle_for: float, idle: float) -> Look:

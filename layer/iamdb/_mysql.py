@@ -1,17 +1,29 @@
-"""MySQL and MariaDB through PyMySQL: open, check and close IAM-authenticated connections.
+"""MySQL and MariaDB through PyMySQL: open, check and close IAM-authenticated connections,
+every wait ended by the caller's deadline.
 
 RDS receives the IAM token through the ``mysql_clear_password`` client plugin, so the
 token is a cleartext password on the wire: TLS must be up before it is sent. Some PyMySQL
 releases send it first and let the server reject the plaintext session afterwards, so
 iamdb refuses, before authenticating, any server that does not offer TLS (unless
 ``IAMDB_MYSQL_SSLMODE=disable`` says otherwise).
+
+PyMySQL's timeouts are per socket operation (a server dribbling its handshake one byte at a
+time never trips them) and ``socket.create_connection`` gives every address the whole
+timeout. iamdb opens the socket itself (each address gets what is left) and its connection
+class re-arms the socket's timeout to the time left before every read and write while a
+deadline is set (the login, the liveness ping). The class also serialises commands, so that
+closing a connection (``iamdb.reset()``) never happens under a running statement, and makes
+``with conn:`` end the transaction but keep the connection, which is iamdb's to close.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import socket
 import ssl
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from iamdb._config import SqlConfig
@@ -20,12 +32,25 @@ from iamdb._tokens import Token
 from iamdb.errors import ConfigError, ConnectError, IamDbError
 
 MySqlConnection = Any  # PyMySQL ships no type information
+Until = tuple[Callable[[], float], float]  # a clock and a deadline on it
 
 _ACCESS_DENIED = 1045
+# PyMySQL/MySQL client and server errors a later attempt may not meet: can't connect, lost
+# connection, server gone, server shutting down.
+_TRANSIENT = frozenset({2003, 2006, 2013, 1053})
+# Keepalives and TCP_USER_TIMEOUT, as for PostgreSQL (see iamdb._pg).
+_TCP_OPTIONS = (
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", 0), 60),
+    (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", 0), 10),
+    (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", 0), 3),
+    (socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", 0), 30_000),
+    (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+)
 
 
 class MySqlDriver:
-    """The :class:`iamdb._managed.Driver` for PyMySQL connections."""
+    """The :class:`iamdb._login.Driver` for PyMySQL connections."""
 
     engine = "mysql"
 
@@ -35,11 +60,11 @@ class MySqlDriver:
         self._contexts: dict[tuple[str, str], ssl.SSLContext] = {}
 
     def connect(
-        self, cfg: SqlConfig, token: Token, *, autocommit: bool = True, **options: Any
+        self, cfg: SqlConfig, token: Token, until: Until, *, autocommit: bool = True, **options: Any
     ) -> MySqlConnection:
-        """Log in with ``token`` (cleartext plugin, TLS enforced); autocommit on unless asked
-        otherwise. ``options``: more of PyMySQL's arguments (SQLAlchemy's ``client_flag``),
-        never one iamdb sets (a duplicate is a TypeError).
+        """Log in with ``token`` (cleartext plugin, TLS enforced) by ``until``'s deadline;
+        autocommit on unless asked otherwise. ``options``: more of PyMySQL's arguments
+        (SQLAlchemy's ``client_flag``), never one iamdb sets (a duplicate is a TypeError).
 
         Failures are raised from this frame, outside ``except``: PyMySQL's frames hold the
         token (its ``password`` argument), so no traceback or ``__context__`` may keep them.
@@ -47,32 +72,36 @@ class MySqlDriver:
         import pymysql
 
         tls = None if cfg.sslmode == "disable" else self._context(cfg)
+        conn = _connection_class()(
+            host=cfg.host,
+            port=cfg.port,
+            user=cfg.user,
+            password=token.value,
+            database=cfg.dbname,
+            ssl=tls,
+            ssl_disabled=tls is None,
+            connect_timeout=cfg.connect_timeout,
+            autocommit=autocommit,
+            charset="utf8mb4",
+            program_name=cfg.client_name[:64],
+            defer_connect=True,
+            **options,
+        )
         failure: IamDbError
         try:
-            conn = _connection_class()(
-                host=cfg.host,
-                port=cfg.port,
-                user=cfg.user,
-                password=token.value,
-                database=cfg.dbname,
-                ssl=tls,
-                ssl_disabled=tls is None,
-                connect_timeout=cfg.connect_timeout,
-                read_timeout=cfg.connect_timeout,  # bounds the handshake; lifted below
-                write_timeout=cfg.connect_timeout,
-                autocommit=autocommit,
-                charset="utf8mb4",
-                program_name=cfg.client_name[:64],
-                **options,
-            )
+            conn.iamdb_until = until
+            conn.connect(_open_socket(cfg, until))
+        except OSError as exc:  # _open_socket's: no address answered in time
+            failure = connect_failed(cfg, _reason(exc), token, transient=True)
         except pymysql.err.MySQLError as exc:
             failure = _classify(cfg, exc, token)
         except ConnectError as exc:  # TlsFirstConnection's, raised deep in PyMySQL's frames
             failure = exc.with_traceback(None)
         else:
-            conn._read_timeout = None  # queries may run as long as the invocation allows
-            conn._write_timeout = None
+            conn.iamdb_until = None  # queries may run as long as the invocation allows
             return conn
+        finally:
+            del conn  # its arguments hold the token
         raise failure
 
     def fileno(self, conn: MySqlConnection) -> int:
@@ -81,30 +110,53 @@ class MySqlDriver:
     def is_closed(self, conn: MySqlConnection) -> bool:
         return not conn.open
 
-    def in_transaction(self, conn: MySqlConnection) -> bool:
+    def transaction(self, conn: MySqlConnection) -> str | None:
+        """``INTRANS`` when a transaction is open on ``conn`` (as of its last answer), else None."""
         from pymysql.constants.SERVER_STATUS import SERVER_STATUS_IN_TRANS
 
-        return bool(conn.server_status & SERVER_STATUS_IN_TRANS)
+        return "INTRANS" if conn.server_status & SERVER_STATUS_IN_TRANS else None
 
-    def ping(self, conn: MySqlConnection) -> None:
-        conn.ping(reconnect=False)
+    def ping(self, conn: MySqlConnection, until: Until) -> str | None:
+        """None when the server answers a ping by the deadline, else why not; None at once for
+        a connection another thread is using right now."""
+        if not conn.iamdb_busy.acquire(blocking=False):
+            return None
+        failure = None
+        try:
+            conn.iamdb_until = until
+            conn.ping(reconnect=False)
+        except Exception as exc:
+            failure = f"ping failed: {type(exc).__name__}"
+        finally:
+            conn.iamdb_until = None
+            conn.iamdb_busy.release()
+        return failure
 
-    def close(self, conn: MySqlConnection) -> None:
-        with contextlib.suppress(Exception):  # closing a dead connection must not fail
-            conn.close()
+    def close(self, conn: MySqlConnection, wait: float = 0.0) -> bool:
+        """Close ``conn`` unless a command of another thread runs on it (closing a TLS socket
+        under a read crashes the process); waits up to ``wait`` seconds. False: left open."""
+        busy = conn.iamdb_busy
+        if not (busy.acquire(timeout=wait) if wait > 0 else busy.acquire(False)):
+            return False
+        try:
+            with contextlib.suppress(Exception):  # closing a dead connection must not fail
+                conn.close()
+        finally:
+            busy.release()
+        return True
 
     def _context(self, cfg: SqlConfig) -> ssl.SSLContext:
         """One SSLContext per (mode, CA file): loading ~120 RDS CAs costs milliseconds."""
         key = (cfg.sslmode, cfg.sslrootcert)
         ctx = self._contexts.get(key)
         if ctx is None:
+            problem = None
             try:  # checked at configuration time; the file may have changed since
                 ctx = ssl.create_default_context(cafile=cfg.sslrootcert)
             except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(
-                    cfg.prefix + "SSLROOTCERT",
-                    f"cannot load {cfg.sslrootcert!r:.200} ({type(exc).__name__})",
-                ) from None
+                problem = f"cannot load {cfg.sslrootcert!r:.200} ({type(exc).__name__})"
+            if ctx is None:
+                raise ConfigError(cfg.prefix + "SSLROOTCERT", str(problem))
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             if cfg.sslmode != "verify-full":
                 ctx.check_hostname = False
@@ -114,13 +166,47 @@ class MySqlDriver:
         return ctx
 
 
+def _open_socket(cfg: SqlConfig, until: Until) -> socket.socket:
+    """A TCP connection to ``cfg.host:port``: each address in turn, each given what is left of
+    the deadline (at most the connect timeout). OSError when none answered."""
+    clock, deadline = until
+    problem: OSError = TimeoutError("timed out")
+    for family, kind, proto, _, address in socket.getaddrinfo(
+        cfg.host, cfg.port, type=socket.SOCK_STREAM
+    ):
+        left = min(deadline - clock(), cfg.connect_timeout)
+        if left <= 0:
+            break
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(left)
+            sock.connect(address)
+            for level, option, value in _TCP_OPTIONS:
+                if option:
+                    sock.setsockopt(level, option, value)
+        except OSError as exc:
+            sock.close()
+            problem = exc
+            continue
+        return sock
+    raise problem.with_traceback(None)
+
+
 @functools.cache
 def _connection_class() -> type:
-    """PyMySQL's Connection, refusing to authenticate when TLS was asked for but not offered."""
+    """PyMySQL's Connection as iamdb makes it (see the module docstring)."""
     import pymysql
     from pymysql.constants import CLIENT
 
-    class TlsFirstConnection(pymysql.connections.Connection):  # type: ignore[misc]
+    class Connection(pymysql.connections.Connection):  # type: ignore[misc]
+        """A PyMySQL connection made by iamdb; ``with conn:`` keeps it open."""
+
+        iamdb_until: Until | None = None  # while set, every read and write ends by it
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.iamdb_busy = threading.RLock()  # held while a command is on the wire
+            super().__init__(*args, **kwargs)
+
         def _request_authentication(self) -> None:
             if self.ssl and not self.server_capabilities & CLIENT.SSL:
                 raise ConnectError(
@@ -130,7 +216,56 @@ def _connection_class() -> type:
                 )
             super()._request_authentication()
 
-    return TlsFirstConnection
+        def _read_bytes(self, num_bytes: int) -> bytes:
+            if self.iamdb_until is not None:
+                self._arm()
+            return super()._read_bytes(num_bytes)  # type: ignore[no-any-return]
+
+        def _write_bytes(self, data: bytes) -> None:
+            if self.iamdb_until is not None:
+                self._arm()
+                self._write_timeout = self._current_timeout
+            super()._write_bytes(data)
+
+        def _arm(self) -> None:
+            """The socket's timeout: what is left of the deadline (a read that finds it
+            passed times out at once)."""
+            assert self.iamdb_until is not None
+            clock, deadline = self.iamdb_until
+            left = max(0.001, deadline - clock())
+            self._sock.settimeout(left)
+            self._current_timeout = self._read_timeout = left
+
+        def __exit__(self, exc_type: Any, *rest: Any) -> None:
+            if not self.open:
+                return
+            if exc_type is None:
+                self.commit()
+                return
+            with contextlib.suppress(Exception):  # never hides the exception on its way out
+                self.rollback()
+
+    for name in ("query", "next_result", "ping", "begin", "commit", "rollback", "select_db",
+                 "autocommit", "show_warnings", "set_character_set"):  # fmt: skip
+        setattr(Connection, name, _serialised(getattr(pymysql.connections.Connection, name)))
+    return Connection
+
+
+def _serialised(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` run with the connection's ``iamdb_busy`` lock held."""
+
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self.iamdb_busy:
+            return method(self, *args, **kwargs)
+
+    return run
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc.strerror or type(exc).__name__)[:200]
 
 
 def _classify(cfg: SqlConfig, exc: Exception, token: Token) -> IamDbError:
@@ -138,4 +273,5 @@ def _classify(cfg: SqlConfig, exc: Exception, token: Token) -> IamDbError:
     detail = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
     if code == _ACCESS_DENIED:
         return auth_refused(cfg, detail, token)
-    return connect_failed(cfg, detail, token)
+    transient = code in _TRANSIENT and "ssl" not in detail.lower()
+    return connect_failed(cfg, detail, token, transient=transient)

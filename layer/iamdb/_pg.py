@@ -1,13 +1,26 @@
 """PostgreSQL and Aurora DSQL through psycopg 3: open, check and close IAM-authenticated
-connections.
+connections, every wait ended by the caller's deadline.
 
 psycopg is imported only when a PostgreSQL connection is first opened, so handlers
 that never call :func:`iamdb.get_pg` or :func:`iamdb.get_dsql` do not pay for it.
+
+psycopg bounds a connect per address with ``connect_timeout`` (whole seconds, at least 2) and
+a query not at all. iamdb's connections are psycopg's classes with two changes
+(:func:`connection_classes`): the connect generator gives up once the login's deadline passed,
+whatever the number of addresses tried; and ``with conn:`` ends the transaction as psycopg's
+does but keeps the connection open (it is iamdb's, reused by the next call and invocation).
+The liveness check is one ``SELECT 1`` on libpq's own non-blocking API (:mod:`psycopg.pq`),
+waited for here until the deadline.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
+import math
+import select
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from iamdb import _dsql
@@ -27,10 +40,39 @@ else:
 
 # SQLSTATE class 28 (invalid authorization) and libpq's text for refused logins.
 _AUTH_MARKERS = ("authentication failed", "password authentication", "28000", "28p01")
+# libpq's text for failures that a later attempt may not meet: nothing listens yet, the server
+# restarts or went away, the connect timed out. Certificates, DNS and missing databases are
+# not among them: trying again would only repeat them.
+_TRANSIENT = (
+    "connection refused",
+    "timeout expired",
+    "timed out",
+    "closed the connection unexpectedly",
+    "connection reset",
+    "could not receive data",
+    "could not send data",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "terminating connection",
+    "no route to host",
+    "network is unreachable",
+    "57p01",
+    "57p03",
+)
+# Clock and deadline (clock seconds) of the login in progress, for the connect generator.
+_LOGIN_DEADLINE: contextvars.ContextVar[tuple[Callable[[], float], float] | None] = (
+    contextvars.ContextVar("iamdb_login_deadline", default=None)
+)
+# What keepalives and TCP_USER_TIMEOUT leave of a path that dies while a connection is used
+# (see docs/configuration.md): probes after 60 s idle, then every 10 s; unacknowledged data
+# for 30 s ends the connection instead of a query hanging until Lambda's timeout.
+_TCP = {"keepalives": 1, "keepalives_idle": 60, "keepalives_interval": 10,
+        "keepalives_count": 3, "tcp_user_timeout": 30_000}  # fmt: skip
 
 
 class PgDriver:
-    """The :class:`iamdb._managed.Driver` for psycopg 3 connections (PostgreSQL and DSQL)."""
+    """The :class:`iamdb._login.Driver` for psycopg 3 connections (PostgreSQL and DSQL)."""
 
     engine = "pg"
 
@@ -38,12 +80,18 @@ class PgDriver:
         import psycopg  # noqa: F401  # absent: the caller's MissingDependencyError, before a login
 
     def connect(
-        self, cfg: SqlConfig, token: Token, *, autocommit: bool = True, **options: Any
+        self,
+        cfg: SqlConfig,
+        token: Token,
+        until: tuple[Callable[[], float], float],
+        *,
+        autocommit: bool = True,
+        **options: Any,
     ) -> PgConnection:
-        """Log in with ``token`` over TLS as configured; autocommit on unless asked otherwise
-        (a singleton leaves no transaction open across invocations; pools and SQLAlchemy want
-        DB-API transactions). ``options``: more of psycopg's connect arguments, never one
-        iamdb sets (a duplicate is a TypeError).
+        """Log in with ``token`` over TLS as configured, giving up at ``until`` (clock,
+        deadline); autocommit on unless asked otherwise (a singleton leaves no transaction open
+        across invocations; pools and SQLAlchemy want DB-API transactions). ``options``: more
+        of psycopg's connect arguments, never one iamdb sets (a duplicate is a TypeError).
 
         The token's value exists only inside the call, and a failure is raised outside the
         ``except``: psycopg's error keeps its ``pgconn``, whose ``password`` is the token, so
@@ -51,26 +99,40 @@ class PgDriver:
         """
         import psycopg
 
+        sync, _ = connection_classes()
+        reset = _LOGIN_DEADLINE.set(until)
         try:
-            return psycopg.connect(
-                **_params(cfg), autocommit=autocommit, password=token.value, **options
+            return sync.connect(
+                **_params(cfg, until), autocommit=autocommit, password=token.value, **options
             )
         except psycopg.Error as exc:
             failure = _classify(cfg, exc, token)
+        finally:
+            _LOGIN_DEADLINE.reset(reset)
         raise failure
 
     async def connect_async(
-        self, cfg: SqlConfig, token: Token, *, autocommit: bool = True, **options: Any
+        self,
+        cfg: SqlConfig,
+        token: Token,
+        until: tuple[Callable[[], float], float],
+        *,
+        autocommit: bool = True,
+        **options: Any,
     ) -> PgAsyncConnection:
         """:meth:`connect` for asyncio: a ``psycopg.AsyncConnection``, same settings and rules."""
         import psycopg
 
+        _, asynchronous = connection_classes()
+        reset = _LOGIN_DEADLINE.set(until)
         try:
-            return await psycopg.AsyncConnection.connect(
-                **_params(cfg), autocommit=autocommit, password=token.value, **options
+            return await asynchronous.connect(
+                **_params(cfg, until), autocommit=autocommit, password=token.value, **options
             )
         except psycopg.Error as exc:
             failure = _classify(cfg, exc, token)
+        finally:
+            _LOGIN_DEADLINE.reset(reset)
         raise failure
 
     def fileno(self, conn: PgConnection | PgAsyncConnection) -> int:
@@ -79,17 +141,40 @@ class PgDriver:
     def is_closed(self, conn: PgConnection | PgAsyncConnection) -> bool:
         return bool(conn.closed or conn.broken)
 
-    def in_transaction(self, conn: PgConnection) -> bool:
+    def transaction(self, conn: PgConnection | PgAsyncConnection) -> str | None:
+        """The state of a transaction open on ``conn`` (``INTRANS``, ``INERROR``, ``ACTIVE``:
+        a command running), or None when there is none."""
+        status = conn.pgconn.transaction_status
+        if status == 0:  # IDLE
+            return None
         from psycopg.pq import TransactionStatus
 
-        return conn.info.transaction_status != TransactionStatus.IDLE
+        return TransactionStatus(status).name
 
-    def ping(self, conn: PgConnection) -> None:
-        conn.execute("SELECT 1").fetchone()
+    def ping(self, conn: PgConnection, until: tuple[Callable[[], float], float]) -> str | None:
+        """None when ``SELECT 1`` completes by the deadline, else why not. A connection another
+        thread is using right now (psycopg's lock held) answers for itself: None."""
+        if not conn.lock.acquire(blocking=False):
+            return None
+        try:
+            return _round_trip(conn.pgconn, *until)
+        except Exception as exc:  # psycopg.OperationalError: the connection is gone
+            return f"ping failed: {type(exc).__name__}"
+        finally:
+            conn.lock.release()
 
-    def close(self, conn: PgConnection) -> None:
-        with contextlib.suppress(Exception):  # closing a dead connection must not fail
-            conn.close()
+    def close(self, conn: PgConnection, wait: float = 0.0) -> bool:
+        """Close ``conn`` unless a command of another thread runs on it: closing then would
+        crash the process inside libpq. Waits up to ``wait`` seconds for it; False when it
+        was left open (its user drops it; psycopg then closes it)."""
+        if not (conn.lock.acquire(timeout=wait) if wait > 0 else conn.lock.acquire(False)):
+            return False
+        try:
+            with contextlib.suppress(Exception):  # closing a dead connection must not fail
+                conn.close()
+        finally:
+            conn.lock.release()
+        return True
 
     async def ping_async(self, conn: PgAsyncConnection) -> None:
         await (await conn.execute("SELECT 1")).fetchone()
@@ -101,18 +186,112 @@ class PgDriver:
         with contextlib.suppress(Exception):
             conn.pgconn.finish()
 
-    def busy(self, conn: PgAsyncConnection) -> bool:
-        """A command or transaction in progress: another task is using the connection."""
-        return bool(conn.info.transaction_status.name != "IDLE")
+
+@functools.cache
+def connection_classes() -> tuple[type[PgConnection], type[PgAsyncConnection]]:
+    """psycopg's ``Connection`` and ``AsyncConnection`` as iamdb makes them (module docstring)."""
+    import psycopg
+
+    class Connection(psycopg.Connection[Any]):
+        """A psycopg ``Connection`` made by iamdb; ``with conn:`` keeps it open."""
+
+        @classmethod
+        def _connect_gen(cls, *args: Any, **kwargs: Any) -> Any:
+            return _bounded(super()._connect_gen(*args, **kwargs))
+
+        def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+            if self.closed:
+                return
+            if exc_type is None:
+                self.commit()
+                return
+            with contextlib.suppress(Exception):  # never hides the exception on its way out
+                self.rollback()
+
+    class AsyncConnection(psycopg.AsyncConnection[Any]):
+        """A psycopg ``AsyncConnection`` made by iamdb; ``async with conn:`` keeps it open."""
+
+        @classmethod
+        def _connect_gen(cls, *args: Any, **kwargs: Any) -> Any:
+            return _bounded(super()._connect_gen(*args, **kwargs))
+
+        async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+            if self.closed:
+                return
+            if exc_type is None:
+                await self.commit()
+                return
+            with contextlib.suppress(Exception):
+                await self.rollback()
+
+    Connection.__name__ = Connection.__qualname__ = "Connection"
+    AsyncConnection.__name__ = AsyncConnection.__qualname__ = "AsyncConnection"
+    return Connection, AsyncConnection
 
 
-def _params(cfg: SqlConfig) -> dict[str, Any]:
+def _bounded(gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+    """psycopg's connect generator, ended with ``ConnectionTimeout`` once the login's deadline
+    passed: psycopg wakes it at least every 0.1 s, for every address it tries."""
+    until = _LOGIN_DEADLINE.get()
+    if until is None:
+        return (yield from gen)
+    from psycopg import errors
+
+    clock, deadline = until
+    try:
+        step = next(gen)
+        while clock() < deadline:
+            step = gen.send((yield step))
+    except StopIteration as done:
+        return done.value
+    gen.close()
+    raise errors.ConnectionTimeout("timeout expired (the login's deadline passed)")
+
+
+def _round_trip(pgconn: Any, clock: Callable[[], float], deadline: float) -> str | None:
+    """``SELECT 1`` on libpq's non-blocking API; None when answered by ``deadline``."""
+    from psycopg import pq
+
+    fd = pgconn.socket
+    pgconn.send_query(b"SELECT 1")
+    while pgconn.flush():  # 1: more to send
+        if not _ready(fd, select.POLLOUT, clock, deadline):
+            return "ping timed out"
+    answered = False
+    while True:
+        pgconn.consume_input()
+        while not pgconn.is_busy():
+            result = pgconn.get_result()
+            if result is None:
+                return None if answered else "ping got no answer"
+            if result.status != pq.ExecStatus.TUPLES_OK:
+                return f"ping answered {result.status.name}"
+            answered = True
+        if not _ready(fd, select.POLLIN, clock, deadline):
+            return "ping timed out"
+
+
+def _ready(fd: int, events: int, clock: Callable[[], float], deadline: float) -> bool:
+    """Wait until ``fd`` is ready for ``events`` or the deadline passed (one wait only)."""
+    left = deadline - clock()
+    if left <= 0:
+        return False
+    poller = select.poll()
+    poller.register(fd, events)
+    return bool(poller.poll(math.ceil(left * 1000)))
+
+
+def _params(cfg: SqlConfig, until: tuple[Callable[[], float], float]) -> dict[str, Any]:
     """Everything psycopg's connect takes from ``cfg`` (the password and autocommit apart).
 
-    DSQL routes connections by the TLS server name (SNI): through a tunnel (``HOST`` an IP),
-    libpq is given the cluster endpoint as ``host``, for SNI and the certificate check, and the
-    IP as ``hostaddr``, where the socket goes.
+    ``connect_timeout`` bounds each address's attempt (libpq: whole seconds, at least 2): the
+    setting, or less when the deadline is nearer (:func:`_bounded` holds the total). DSQL
+    routes connections by the TLS server name (SNI): through a tunnel (``HOST`` an IP), libpq
+    is given the cluster endpoint as ``host``, for SNI and the certificate check, and the IP as
+    ``hostaddr``, where the socket goes.
     """
+    clock, deadline = until
+    timeout = max(2, min(cfg.connect_timeout, math.ceil(deadline - clock())))
     host: dict[str, str] = {"host": cfg.host}
     if cfg.engine == "dsql" and is_ip(cfg.host):
         host = {"host": cfg.signing_host, "hostaddr": cfg.host}
@@ -123,14 +302,16 @@ def _params(cfg: SqlConfig) -> dict[str, Any]:
         "dbname": cfg.dbname or cfg.user,
         "sslmode": cfg.sslmode,
         "sslrootcert": cfg.sslrootcert,
-        "connect_timeout": cfg.connect_timeout,
+        "connect_timeout": timeout,
         "application_name": cfg.client_name[:63],
+        **_TCP,
     }
 
 
 def _classify(cfg: SqlConfig, exc: Exception, token: Token) -> IamDbError:
     """Refused login (AuthError), refused for the rate (DSQL: ThrottleError) or anything else
-    (ConnectError). A failed connect carries no SQLSTATE: libpq's text says which it was."""
+    (ConnectError, to try again when libpq's text says it may pass later). A failed connect
+    carries no SQLSTATE: libpq's text says which it was."""
     detail = str(exc)
     lowered = detail.lower()
     sqlstate = (getattr(exc, "sqlstate", None) or "").lower()
@@ -138,4 +319,5 @@ def _classify(cfg: SqlConfig, exc: Exception, token: Token) -> IamDbError:
         return rate_refused(cfg, detail, token)
     if sqlstate.startswith("28") or any(m in lowered for m in _AUTH_MARKERS):
         return auth_refused(cfg, detail, token)
-    return connect_failed(cfg, detail, token)
+    transient = any(m in lowered for m in _TRANSIENT) and "certificate" not in lowered
+    return connect_failed(cfg, detail, token, transient=transient)

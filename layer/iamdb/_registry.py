@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+RESET_WAIT_SECONDS = 2.0
+"""How long :meth:`Registry.reset` waits, in all, for statements other threads are running on
+the connections it closes; a connection still in use after that is left to its user."""
+
 
 class Registry(Shared):
     """Connections, tokens and credentials of one process, created on first use: the
@@ -139,7 +143,11 @@ class Registry(Shared):
             login = self.login(engine, name)
             key = (engine, login.cfg.name)
             made = self._aio.get(key) or AsyncManaged(
-                login, runtime=self.runtime, idle_seconds=self.settings.healthcheck_idle_seconds
+                login,
+                runtime=self.runtime,
+                idle_seconds=self.settings.healthcheck_idle_seconds,
+                deadline=self.deadline,
+                invocation=self.invocation,
             )
         with self._lock:
             return self._aio.setdefault(key, made)
@@ -183,8 +191,9 @@ class Registry(Shared):
             handle.close()
         if aws is not None:
             aws.close()
-        for m in managed.values():
-            m.close()
+        until = self.runtime.clock() + RESET_WAIT_SECONDS
+        for m in managed.values():  # one another thread runs a statement on: left to it
+            m.close(wait=max(0.0, until - self.runtime.clock()))
         for handle in mongo.values():
             handle.close()
 
@@ -206,6 +215,8 @@ class Registry(Shared):
             self._login(cfg),
             runtime=self.runtime,
             idle_seconds=self.settings.healthcheck_idle_seconds,
+            deadline=self.deadline,
+            invocation=self.invocation,
         )
 
     def login(self, engine: Engine, name: str | None = None) -> Login[Any]:

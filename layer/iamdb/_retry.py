@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from iamdb.errors import AuthError, ThrottleError
+from iamdb.errors import AuthError, ConnectError, ThrottleError
 
 THROTTLING_HINT = (
     "IAM login throttling is one possible cause: RDS counts throttled IAM logins in the "
@@ -50,18 +50,18 @@ class DecorrelatedJitter:
         return delay
 
 
-def final_refusal(
-    refusal: AuthError | ThrottleError, tries: int, elapsed: float, hint: str = THROTTLING_HINT
-) -> AuthError | ThrottleError:
-    """The error that ends a login's retries, of the last refusal's kind and place: its message,
-    how many attempts (also as ``attempts``), and ``hint`` (by default: how to tell RDS
-    throttling from a misconfiguration)."""
-    attempts = "1 attempt" if tries == 1 else f"{tries} attempts over {elapsed:.1f} s"
-    return type(refusal)(
-        f"{str(refusal).rstrip()} ({attempts}.) {hint}".rstrip(),
-        engine=refusal.engine,
-        instance=refusal.instance,
-        host=refusal.host,
-        port=refusal.port,
+def final_error(
+    failure: AuthError | ThrottleError | ConnectError, tries: int, elapsed: float, hint: str = ""
+) -> AuthError | ThrottleError | ConnectError:
+    """The error that ends a login's attempts, of the last failure's kind and place: its message,
+    how many attempts over how long (also as ``attempts``), and ``hint`` (for a refusal: how to
+    tell RDS throttling from a misconfiguration, :data:`THROTTLING_HINT`)."""
+    attempts = "1 attempt" if tries == 1 else f"{tries} attempts"
+    return type(failure)(
+        f"{str(failure).rstrip()} ({attempts} over {elapsed:.2f} s.) {hint}".rstrip(),
+        engine=failure.engine,
+        instance=failure.instance,
+        host=failure.host,
+        port=failure.port,
         attempts=tries,
     )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from iamdb._config import Settings, load_settings
 from iamdb._credentials import CredentialResolver, default_resolver
+from iamdb._invocation import Invocation
 from iamdb._limiter import Deadline
 from iamdb._log import WarnOnce, apply_level, join_powertools_logger
 from iamdb._runtime import PROCESS, Runtime
@@ -43,6 +44,7 @@ class Shared:
             default_resolver if runtime is None else CredentialResolver(runtime)
         )
         self.deadline = Deadline(self.runtime.clock)
+        self.invocation = Invocation(self.runtime.environ, self.runtime.clock)
         self.warn_once = WarnOnce()
         self._settings: Settings | None = None
         self._tokens: TokenCache | None = None
@@ -132,6 +134,7 @@ class Shared:
         """
         if context is None:
             self.deadline.set_context(None)
+            self.invocation.clear()
             return
         remaining = getattr(context, "get_remaining_time_in_millis", None)
         if not callable(remaining):
@@ -139,6 +142,7 @@ class Shared:
                 "context", "expected the Lambda context (with get_remaining_time_in_millis)"
             )
         self.deadline.set_context(remaining)
+        self.invocation.set_context(getattr(context, "aws_request_id", None), remaining())
         self._join_powertools_logger()  # the handler's Logger may be newer than iamdb's first use
 
     def _forget(self) -> AwsClient | None:
@@ -149,6 +153,7 @@ class Shared:
         self._telemetry = self._given_telemetry
         self._limits = None
         self.deadline.set_context(None)
+        self.invocation.clear()
         self._resolver.reset()
         self.warn_once.clear()
         return aws

@@ -86,6 +86,8 @@ class AuthError(_LoginFailure):
 class ConnectError(_LoginFailure):
     """The connection could not be made or kept: network, timeout or TLS."""
 
+    _transient = False  # iamdb's own mark: a later attempt may succeed (the login retries)
+
 
 class CredentialsError(IamDbError):
     """No AWS credentials could be found to sign with."""

@@ -39,7 +39,8 @@ def test_the_client_name_is_the_function_name_of_the_environment_given() -> None
 
     assert load_sql_config("pg", None, env()).client_name == "iamdb"
     named = load_sql_config("pg", None, env(AWS_LAMBDA_FUNCTION_NAME="f" * 70))
-    assert _params(named)["application_name"] == "f" * 63  # PostgreSQL's NAMEDATALEN - 1
+    until = (lambda: 0.0, 10.0)
+    assert _params(named, until)["application_name"] == "f" * 63  # PostgreSQL's NAMEDATALEN - 1
 
 
 def test_mysql_default_port_and_mysql_sslmode_spelling() -> None:

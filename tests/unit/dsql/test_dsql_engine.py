@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,15 +25,14 @@ from iamdb import _dsql
 from iamdb._cli import configured_instances, describe
 from iamdb._config import DEFAULT_CA_BUNDLE, SqlConfig, load_sql_config
 from iamdb._credentials import CredentialResolver
-from iamdb._limiter import Deadline, Limits, paced_rate
-from iamdb._login import Login
+from iamdb._limiter import Limits, paced_rate
 from iamdb._managed import ManagedConnection
 from iamdb._pg import _classify, _params
 from iamdb._retry import DecorrelatedJitter
 from iamdb._runtime import Runtime
 from iamdb._tokens import Token, TokenCache
 from iamdb.errors import AuthError, ConfigError, ConflictError, ConnectError, ThrottleError
-from tests.fakes import FakeTime, RecordingProbe, runtime
+from tests.fakes import FakeTime, RecordingProbe, SocketDriver, managed_connection, runtime
 
 CLUSTER = "abcdefghijklmnopqrstuvwxyz.dsql.eu-central-1.on.aws"
 KEY, SECRET = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -163,15 +161,16 @@ def test_tls_defaults_to_the_system_ca_store(
 
 
 def test_a_tunnel_sends_the_cluster_name_for_sni_and_the_certificate() -> None:
-    tunnel = _params(dsql(IAMDB_DSQL_HOST="127.0.0.1", IAMDB_DSQL_IAM_HOST=CLUSTER))
+    until = (lambda: 0.0, 10.0)
+    tunnel = _params(dsql(IAMDB_DSQL_HOST="127.0.0.1", IAMDB_DSQL_IAM_HOST=CLUSTER), until)
     assert (tunnel["host"], tunnel["hostaddr"], tunnel["dbname"]) == (
         CLUSTER,
         "127.0.0.1",
         "postgres",
     )
-    direct = _params(dsql())
+    direct = _params(dsql(), until)
     assert direct["host"] == CLUSTER and "hostaddr" not in direct
-    rds_tunnel = _params(rds(IAMDB_PG_HOST="127.0.0.1", IAMDB_PG_IAM_HOST=CLUSTER))
+    rds_tunnel = _params(rds(IAMDB_PG_HOST="127.0.0.1", IAMDB_PG_IAM_HOST=CLUSTER), until)
     assert rds_tunnel["host"] == "127.0.0.1" and "hostaddr" not in rds_tunnel
 
 
@@ -242,40 +241,6 @@ def test_refresh_age_follows_the_lifetime(lifetime: int, refresh: float) -> None
 # -- logins: permits and refusals -------------------------------------------------------------
 
 
-@dataclass
-class FakeDriver:
-    """Stands in for psycopg: socket pairs; refuses as told; a settable transaction state."""
-
-    engine: str = "pg"
-    refusals: list[Exception] = field(default_factory=list)
-    tokens: list[str] = field(default_factory=list)
-    pairs: list[tuple[socket.socket, socket.socket]] = field(default_factory=list)
-    busy: set[int] = field(default_factory=set)  # filenos with a transaction open
-
-    def connect(self, cfg: object, token: Token) -> socket.socket:
-        self.tokens.append(token.value)
-        if self.refusals:
-            raise self.refusals.pop(0)
-        pair = socket.socketpair()
-        self.pairs.append(pair)
-        return pair[0]
-
-    def fileno(self, conn: socket.socket) -> int:
-        return conn.fileno()
-
-    def is_closed(self, conn: socket.socket) -> bool:
-        return conn.fileno() == -1
-
-    def in_transaction(self, conn: socket.socket) -> bool:
-        return conn.fileno() in self.busy
-
-    def ping(self, conn: socket.socket) -> None:
-        pass
-
-    def close(self, conn: socket.socket) -> None:
-        conn.close()
-
-
 class RecordingLimits(Limits):
     def __init__(self, t: FakeTime) -> None:
         super().__init__(200.0, None, runtime(ENV, t))
@@ -289,31 +254,19 @@ class RecordingLimits(Limits):
 
 
 @pytest.fixture
-def driver() -> Iterator[FakeDriver]:
-    d = FakeDriver()
+def driver() -> Iterator[SocketDriver]:
+    d = SocketDriver()
     yield d
-    for a, b in d.pairs:
-        a.close(), b.close()
+    d.cleanup()
 
 
 def managed(
-    t: FakeTime, driver: FakeDriver, cfg: SqlConfig, limits: Limits, probe: RecordingProbe
+    t: FakeTime, driver: SocketDriver, cfg: SqlConfig, limits: Limits, probe: RecordingProbe
 ) -> ManagedConnection[socket.socket]:
-    rt = runtime(ENV, t)
-    login = Login(
-        cfg,
-        driver,
-        TokenCache(resolver=CredentialResolver(Runtime(environ=ENV)), clock=t.clock),
-        runtime=rt,
-        limits=limits,
-        deadline=Deadline(t.clock),
-        retries=3,
-        probe=probe,  # type: ignore[arg-type]
-    )
-    return ManagedConnection(login, runtime=rt, idle_seconds=30)
+    return managed_connection(driver, cfg, runtime(ENV, t), limits=limits, probe=probe)
 
 
-def test_every_dsql_connection_takes_a_permit_at_the_clusters_rate(driver: FakeDriver) -> None:
+def test_every_dsql_connection_takes_a_permit_at_the_clusters_rate(driver: SocketDriver) -> None:
     """RDS does not count a reused token; DSQL counts every new connection, per cluster."""
     t = FakeTime()
     limits = RecordingLimits(t)
@@ -362,7 +315,7 @@ def test_53400_is_a_throttle_error_and_other_refusals_are_not() -> None:
 
 
 def test_a_rate_refusal_is_retried_with_backoff_then_is_a_throttle_error(
-    driver: FakeDriver,
+    driver: SocketDriver,
 ) -> None:
     t = FakeTime()
     cfg, probe = dsql(), RecordingProbe()
@@ -384,7 +337,7 @@ def test_a_rate_refusal_is_retried_with_backoff_then_is_a_throttle_error(
 
 
 def test_a_connection_at_max_age_is_replaced_at_get_but_never_in_a_transaction(
-    driver: FakeDriver,
+    driver: SocketDriver,
 ) -> None:
     t = FakeTime()
     probe = RecordingProbe()
@@ -393,9 +346,9 @@ def test_a_connection_at_max_age_is_replaced_at_get_but_never_in_a_transaction(
     t.now += 3299
     assert m.get() is first and m.reused
     t.now += 1
-    driver.busy.add(first.fileno())  # a transaction is open on it: keep it
+    driver.transactions[first.fileno()] = "INTRANS"  # a transaction is open on it: keep it
     assert m.get() is first
-    driver.busy.clear()
+    driver.transactions.clear()
     second = m.get()  # idle again: replaced now
     assert second is not first and first.fileno() == -1 and not m.reused
     assert probe["Reconnects"] == 0 and probe["ConnectionsOpened"] == 2  # not a dead one
@@ -403,7 +356,7 @@ def test_a_connection_at_max_age_is_replaced_at_get_but_never_in_a_transaction(
     assert m.get() is second  # the age counts from the new login
 
 
-def test_rds_connections_have_no_max_age(driver: FakeDriver) -> None:
+def test_rds_connections_have_no_max_age(driver: SocketDriver) -> None:
     t = FakeTime()
     m = managed(t, driver, rds(), RecordingLimits(t), RecordingProbe())
     first = m.get()

@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import socket
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
 
 from iamdb._config import load_settings, load_sql_config
-from iamdb._credentials import CredentialResolver
 from iamdb._limiter import PACE, Deadline, Limits, TokenBucket, paced_rate
-from iamdb._login import Login
 from iamdb._managed import ManagedConnection
 from iamdb._registry import Registry
-from iamdb._runtime import Runtime
-from iamdb._tokens import Token, TokenCache
 from iamdb.errors import AuthError, ConfigError, ThrottleError
-from tests.fakes import FakeTime, RecordingProbe, runtime
+from tests.fakes import FakeTime, RecordingProbe, SocketDriver, managed_connection, runtime
 
 ENV = {
     "IAMDB_PG_HOST": "mydb.c9akciq32.us-east-1.rds.amazonaws.com",
@@ -137,41 +133,6 @@ def test_limits_raise_instead_of_waiting_past_the_deadline() -> None:
 # -- the login loop of a ManagedConnection -----------------------------------------------
 
 
-@dataclass
-class FakeDriver:
-    """Stands in for psycopg: each connection is one end of a socketpair."""
-
-    engine: str = "pg"
-    tokens: list[str] = field(default_factory=list)
-    refusals: int = 0
-    pairs: list[tuple[socket.socket, socket.socket]] = field(default_factory=list)
-
-    def connect(self, cfg: object, token: Token) -> socket.socket:
-        self.tokens.append(token.value)
-        if self.refusals > 0:
-            self.refusals -= 1
-            raise AuthError("pg: the server refused the IAM login of user 'app'.")
-        pair = socket.socketpair()
-        self.pairs.append(pair)
-        return pair[0]
-
-    def fileno(self, conn: socket.socket) -> int:
-        return conn.fileno()
-
-    def is_closed(self, conn: socket.socket) -> bool:
-        return conn.fileno() == -1
-
-    def ping(self, conn: socket.socket) -> None:
-        pass
-
-    def close(self, conn: socket.socket) -> None:
-        conn.close()
-
-    def cleanup(self) -> None:
-        for a, b in self.pairs:
-            a.close(), b.close()
-
-
 class CountingLimits(Limits):
     def __init__(self, t: FakeTime, rate: float = 10) -> None:
         super().__init__(rate, None, runtime(ENV, t))
@@ -188,35 +149,36 @@ class CountingLimits(Limits):
 
 def managed(
     t: FakeTime,
-    driver: FakeDriver,
+    driver: SocketDriver,
     lim: Limits,
     *,
     retries: int = 3,
     deadline: Deadline | None = None,
     probe: RecordingProbe | None = None,
 ) -> ManagedConnection[socket.socket]:
-    tokens = TokenCache(resolver=CredentialResolver(Runtime(environ=ENV)), clock=t.clock)
-    login = Login(
-        load_sql_config("pg", None, ENV),
+    return managed_connection(
         driver,
-        tokens,
-        runtime=runtime(ENV, t),
+        load_sql_config("pg", None, ENV),
+        runtime(ENV, t),
         limits=lim,
-        deadline=deadline or Deadline(t.clock),
         retries=retries,
-        probe=probe or RecordingProbe(),  # type: ignore[arg-type]
+        probe=probe,
+        deadline=deadline,
     )
-    return ManagedConnection(login, runtime=runtime(ENV, t), idle_seconds=30)
 
 
 @pytest.fixture
-def driver() -> FakeDriver:
-    d = FakeDriver()
-    yield d  # type: ignore[misc]
+def driver() -> Iterator[SocketDriver]:
+    d = SocketDriver()
+    yield d
     d.cleanup()
 
 
-def test_new_login_takes_a_permit_but_reusing_a_token_costs_none(driver: FakeDriver) -> None:
+def refusals(n: int) -> list[Exception]:
+    return [AuthError("pg: the server refused the IAM login of user 'app'.") for _ in range(n)]
+
+
+def test_new_login_takes_a_permit_but_reusing_a_token_costs_none(driver: SocketDriver) -> None:
     t = FakeTime()
     lim = CountingLimits(t)
     m = managed(t, driver, lim)
@@ -234,10 +196,10 @@ def test_new_login_takes_a_permit_but_reusing_a_token_costs_none(driver: FakeDri
     assert lim.permits == 2 and driver.tokens[2] != driver.tokens[1]
 
 
-def test_refused_logins_are_retried_each_with_a_fresh_permit(driver: FakeDriver) -> None:
+def test_refused_logins_are_retried_each_with_a_fresh_permit(driver: SocketDriver) -> None:
     t = FakeTime()
     lim, probe = CountingLimits(t), RecordingProbe()
-    driver.refusals = 2
+    driver.refusals = refusals(2)
     m = managed(t, driver, lim, retries=3, probe=probe)
     m.get()
     assert len(driver.tokens) == 3 and lim.permits == 3
@@ -247,9 +209,9 @@ def test_refused_logins_are_retried_each_with_a_fresh_permit(driver: FakeDriver)
     assert t.sleeps == pytest.approx([0.3, 0.9])  # backoff; the permits were free by then
 
 
-def test_the_last_refusal_says_throttling_may_be_the_cause(driver: FakeDriver) -> None:
+def test_the_last_refusal_says_throttling_may_be_the_cause(driver: SocketDriver) -> None:
     t = FakeTime()
-    driver.refusals = 99
+    driver.refusals = refusals(99)
     m = managed(t, driver, CountingLimits(t), retries=2)
     with pytest.raises(AuthError, match=r"3 attempts.*IamDbAuthConnectionFailureThrottling") as e:
         m.get()
@@ -270,7 +232,7 @@ def test_lambda_deadline_stops_waiting_half_a_second_early() -> None:
     assert Deadline(t.clock).at(5) == t.now + 10
 
 
-def test_no_permit_before_the_deadline_raises_throttle_error(driver: FakeDriver) -> None:
+def test_no_permit_before_the_deadline_raises_throttle_error(driver: SocketDriver) -> None:
     t = FakeTime()
     d = Deadline(t.clock)
     d.set_context(lambda: 4000.0)

@@ -1,26 +1,26 @@
-"""ManagedConnection's health logic with a fake clock and a driver over real socket pairs.
+"""ManagedConnection's logic with a fake clock and a driver over real socket pairs.
 
-The driver here is a stand-in for psycopg/PyMySQL (unit level): each "connection" is one
-end of a ``socketpair``, so the zero-timeout poll sees exactly what a dead or chatty
-server would produce. The real drivers are exercised in tests/integration.
+The driver (tests.fakes.SocketDriver) stands in for psycopg/PyMySQL at unit level: each
+"connection" is one end of a ``socketpair``, so the zero-timeout poll sees exactly what a dead
+or chatty server would produce. The real drivers are exercised in tests/integration, and the
+Lambda lifecycle with real processes in tests/integration/test_lifecycle*.py.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Iterator
 
 import pytest
 
 from iamdb._config import load_sql_config
-from iamdb._credentials import CredentialResolver
-from iamdb._limiter import Deadline, Limits
-from iamdb._login import Login
+from iamdb._invocation import TRACE_VAR, Invocation
 from iamdb._managed import ManagedConnection
 from iamdb._runtime import Runtime
-from iamdb._tokens import Token, TokenCache
 from iamdb.errors import AuthError, ConnectError
-from tests.fakes import FakeClock, RecordingProbe
+from tests.fakes import FakeTime, RecordingProbe, SocketDriver, managed_connection
 
 ENV = {
     "IAMDB_PG_HOST": "mydb.c9akciq32.us-east-1.rds.amazonaws.com",
@@ -30,173 +30,144 @@ ENV = {
 }
 
 
-@dataclass
-class FakeConn:
-    client: socket.socket
-    server: socket.socket
-    closed: bool = False
-    pings: int = 0
+class Setup:
+    """One ManagedConnection over a SocketDriver, its fake time, probe and environment."""
 
+    def __init__(self, retries: int = 0) -> None:
+        self.t = FakeTime()
+        self.env = dict(ENV)  # _X_AMZN_TRACE_ID set here plays Lambda's runtime
+        self.driver = SocketDriver()
+        self.probe = RecordingProbe()
+        rt = Runtime(environ=self.env, clock=self.t.clock, sleep=self.t.sleep, random=lambda: 1.0)
+        self.invocation = Invocation(self.env, self.t.clock)
+        self.managed: ManagedConnection[socket.socket] = managed_connection(
+            self.driver,
+            load_sql_config("pg", None, ENV),
+            rt,
+            retries=retries,
+            probe=self.probe,
+            invocation=self.invocation,
+        )
 
-@dataclass
-class FakeDriver:
-    engine: str = "pg"
-    conns: list[FakeConn] = field(default_factory=list)
-    tokens: list[str] = field(default_factory=list)
-    refuse: bool = False
-    ping_fails: bool = False
-
-    def connect(self, cfg: object, token: Token) -> FakeConn:
-        self.tokens.append(token.value)
-        if self.refuse:
-            raise AuthError("refused")
-        a, b = socket.socketpair()
-        conn = FakeConn(a, b)
-        self.conns.append(conn)
-        return conn
-
-    def fileno(self, conn: FakeConn) -> int:
-        return conn.client.fileno()
-
-    def is_closed(self, conn: FakeConn) -> bool:
-        return conn.closed
-
-    def ping(self, conn: FakeConn) -> None:
-        conn.pings += 1
-        if self.ping_fails:
-            raise OSError("server has gone away")
-
-    def close(self, conn: FakeConn) -> None:
-        conn.closed = True
-        conn.client.close()
-        conn.server.close()
-
-
-Setup = tuple[ManagedConnection[FakeConn], "FakeDriver", FakeClock, RecordingProbe]
+    def invoke(self, trace: str) -> None:
+        """A new invocation begins (Lambda's runtime sets a new trace id)."""
+        self.env[TRACE_VAR] = trace
 
 
 @pytest.fixture
-def setup() -> Setup:
-    clock = FakeClock()
-    driver = FakeDriver()
-    tokens = TokenCache(
-        resolver=CredentialResolver(Runtime(environ=ENV)), clock=clock, refresh_seconds=840
-    )
-    rt = Runtime(environ=ENV, clock=clock)
-    probe = RecordingProbe()
-    login = Login(
-        load_sql_config("pg", None, ENV),
-        driver,
-        tokens,
-        runtime=rt,
-        limits=Limits(200, None, rt),
-        deadline=Deadline(clock),
-        retries=0,
-        probe=probe,  # type: ignore[arg-type]
-    )
-    managed = ManagedConnection(login, runtime=rt, idle_seconds=30)
-    return managed, driver, clock, probe
+def s() -> Iterator[Setup]:
+    setup = Setup()
+    yield setup
+    setup.driver.cleanup()
 
 
-def test_reuses_a_healthy_connection_without_round_trips(setup: Setup) -> None:
-    managed, driver, clock, _ = setup
-    first = managed.get()
-    assert not managed.reused
+def test_reuses_a_healthy_connection_without_round_trips(s: Setup) -> None:
+    first = s.managed.get()
+    assert not s.managed.reused
     for _ in range(5):
-        clock.now += 1
-        assert managed.get() is first
-        assert managed.reused
-    assert first.pings == 0 and len(driver.conns) == 1
+        s.t.now += 1
+        assert s.managed.get() is first
+        assert s.managed.reused
+    assert s.driver.pings == 0 and len(s.driver.pairs) == 1
 
 
-def test_pings_after_idle_and_keeps_a_live_connection(setup: Setup) -> None:
-    managed, _driver, clock, _ = setup
-    first = managed.get()
-    clock.now += 31
-    assert managed.get() is first
-    assert first.pings == 1
+def test_pings_after_idle_and_keeps_a_live_connection(s: Setup) -> None:
+    first = s.managed.get()
+    s.t.now += 31
+    assert s.managed.get() is first
+    assert s.driver.pings == 1
 
 
-def test_idle_connection_that_fails_its_ping_is_replaced(setup: Setup) -> None:
-    managed, driver, clock, _ = setup
-    first = managed.get()
-    driver.ping_fails = True  # e.g. a NAT forgot the flow: nothing to see on the socket
-    clock.now += 31
-    assert managed.get() is not first
-    assert first.closed and len(driver.conns) == 2
+def test_idle_connection_that_fails_its_ping_is_replaced(s: Setup) -> None:
+    first = s.managed.get()
+    s.driver.ping_fails = True  # e.g. a NAT forgot the flow: nothing to see on the socket
+    s.t.now += 31
+    assert s.managed.get() is not first
+    assert first.fileno() == -1 and len(s.driver.pairs) == 2
+    assert s.probe["Reconnects"] == 1
 
 
-def test_server_goodbye_is_seen_without_waiting_for_idle(setup: Setup) -> None:
-    managed, driver, clock, _ = setup
-    first = managed.get()
-    first.server.close()  # the server hung up while we were frozen
-    driver.ping_fails = True
-    clock.now += 1
-    assert managed.get() is not first
-    assert first.closed
+def test_server_goodbye_is_seen_without_waiting_for_idle(s: Setup) -> None:
+    first = s.managed.get()
+    s.driver.server(first).close()  # the server hung up while we were frozen
+    s.driver.ping_fails = True
+    s.t.now += 1
+    assert s.managed.get() is not first
+    assert first.fileno() == -1
 
 
-def test_readable_but_alive_connection_is_kept(setup: Setup) -> None:
-    managed, _driver, clock, _ = setup
-    first = managed.get()
-    first.server.send(b"N")  # e.g. an async notice: suspect, so confirm with a round trip
-    clock.now += 1
-    assert managed.get() is first
-    assert first.pings == 1
+def test_readable_but_alive_connection_is_kept(s: Setup) -> None:
+    first = s.managed.get()
+    s.driver.server(first).send(b"N")  # e.g. an async notice: suspect, so confirm
+    s.t.now += 1
+    assert s.managed.get() is first
+    assert s.driver.pings == 1
 
 
-def test_driver_closed_state_triggers_reconnect_with_the_cached_token(setup: Setup) -> None:
-    managed, driver, clock, probe = setup
-    first = managed.get()
-    first.closed = True
-    clock.now += 1
-    assert managed.get() is not first
-    assert driver.tokens[0] == driver.tokens[1]  # reused token: no re-sign, no throttling cost
-    assert probe["TokensSigned"] == 1
+def test_the_ping_and_the_new_login_share_one_deadline(s: Setup) -> None:
+    """With a Lambda context, both end 0.5 s before the invocation does."""
+    s.managed._deadline.set_context(lambda: 3000.0)
+    first = s.managed.get()
+    s.driver.ping_fails = True
+    s.t.now += 31
+    s.managed.get()
+    assert s.driver.deadlines[-1] == s.t.now + 2.5
+    first.close()
 
 
-def test_reconnect_after_refresh_age_uses_a_new_token(setup: Setup) -> None:
-    managed, driver, clock, probe = setup
-    managed.get().closed = True
-    clock.now += 841
-    managed.get()
-    assert driver.tokens[0] != driver.tokens[1] and probe["TokensSigned"] == 2
+def test_driver_closed_state_triggers_reconnect_with_the_cached_token(s: Setup) -> None:
+    first = s.managed.get()
+    first.close()
+    s.t.now += 1
+    assert s.managed.get() is not first
+    assert s.driver.tokens[0] == s.driver.tokens[1]  # reused token: no re-sign, no throttling
+    assert s.probe["TokensSigned"] == 1
 
 
-def test_refused_login_drops_the_token(setup: Setup) -> None:
-    managed, driver, _clock, probe = setup
-    driver.refuse = True
+def test_reconnect_after_refresh_age_uses_a_new_token(s: Setup) -> None:
+    s.managed.get().close()
+    s.t.now += 841
+    s.managed.get()
+    assert s.driver.tokens[0] != s.driver.tokens[1] and s.probe["TokensSigned"] == 2
+
+
+def test_refused_login_drops_the_token(s: Setup) -> None:
+    s.driver.refusals = [AuthError("refused"), AuthError("refused")]
     with pytest.raises(AuthError):
-        managed.get()
+        s.managed.get()
     with pytest.raises(AuthError):
-        managed.get()
-    assert probe["TokensSigned"] == 2  # signed again after a refusal
-    driver.refuse = False
-    assert managed.get() is driver.conns[0]
+        s.managed.get()
+    assert s.probe["TokensSigned"] == 2  # signed again after a refusal
+    assert s.managed.get() is s.driver.pairs[0][0]
 
 
-def test_close_forgets_the_connection(setup: Setup) -> None:
-    managed, _driver, _clock, _ = setup
-    first = managed.get()
-    managed.close()
-    assert first.closed
-    assert managed.get() is not first
+def test_close_forgets_the_connection(s: Setup) -> None:
+    first = s.managed.get()
+    s.managed.close()
+    assert first.fileno() == -1
+    assert s.managed.get() is not first
 
 
-def test_errors_say_where_the_login_went(setup: Setup) -> None:
-    managed, driver, _clock, _probe = setup
+def test_a_failed_reconnect_counts_no_reconnect(s: Setup) -> None:
+    """``iamdb.info()`` reports what happened: nothing was replaced."""
+    first = s.managed.get()
+    first.close()
+    s.driver.refusals = [AuthError("refused")]
+    with pytest.raises(AuthError):
+        s.managed.get()
+    assert s.probe["Reconnects"] == 0 and not s.managed.connected
+
+
+def test_errors_say_where_the_login_went_and_how_long_it_took(s: Setup) -> None:
     host = ENV["IAMDB_PG_HOST"]
-    driver.refuse = True  # a bare AuthError: the final refusal keeps what it said, adds attempts
+    s.driver.refusals = [AuthError("refused")]  # bare: the final error adds attempts and time
     with pytest.raises(AuthError) as refused:
-        managed.get()
+        s.managed.get()
     assert refused.value.attempts == 1
-
-    def down(cfg: object, token: Token) -> FakeConn:
-        raise ConnectError("unreachable")  # made where the configuration is not known
-
-    driver.connect = down  # type: ignore[method-assign]
+    assert "(1 attempt over 0.00 s.)" in str(refused.value)
+    s.driver.refusals = [ConnectError("unreachable")]  # made where the configuration is unknown
     with pytest.raises(ConnectError) as failed:
-        managed.get()
+        s.managed.get()
     where = failed.value
     assert (where.engine, where.instance, where.host, where.port, where.attempts) == (
         "pg",
@@ -205,3 +176,140 @@ def test_errors_say_where_the_login_went(setup: Setup) -> None:
         5432,
         1,
     )
+
+
+# -- failed connects are tried again while the deadline allows --------------------------------
+
+
+def transient(message: str = "connection refused") -> ConnectError:
+    failure = ConnectError(f"pg: could not connect: {message}")
+    failure._transient = True
+    return failure
+
+
+def test_a_refused_connect_is_tried_again_with_backoff_until_it_succeeds(s: Setup) -> None:
+    """The server is down at thaw and back a moment later: the invocation is served."""
+    s.driver.refusals = [transient(), transient(), transient()]
+    conn = s.managed.get()
+    assert conn is s.driver.pairs[0][0]
+    assert len(s.t.sleeps) == 3 and all(0.1 <= d <= 2.0 for d in s.t.sleeps)
+    assert s.probe["ConnectRetries"] == 3
+
+
+def test_a_refused_connect_ends_at_the_deadline_with_the_time_spent(s: Setup) -> None:
+    s.managed._deadline.set_context(lambda: 6000.0)
+    started = s.t.now
+    s.driver.refusals = [transient() for _ in range(100)]
+    with pytest.raises(ConnectError) as info:
+        s.managed.get()
+    spent = s.t.now - started
+    assert spent <= 5.5  # the deadline: 6 s less the 0.5 s margin
+    assert f"attempts over {spent:.2f} s" in str(info.value)
+    assert info.value.attempts == len(s.driver.tokens)
+
+
+def test_a_connect_failure_that_would_repeat_is_not_tried_again(s: Setup) -> None:
+    s.driver.refusals = [ConnectError("certificate verify failed"), ConnectError("again")]
+    with pytest.raises(ConnectError, match="certificate"):
+        s.managed.get()
+    assert s.t.sleeps == [] and len(s.driver.tokens) == 1
+
+
+# -- what an earlier invocation left ----------------------------------------------------------
+
+
+def test_a_transaction_left_by_an_earlier_invocation_is_rolled_back_by_replacing(
+    s: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    s.invoke("Root=1-a")
+    first = s.managed.get()
+    s.driver.transactions[first.fileno()] = "INTRANS"  # the handler raised before COMMIT
+    s.t.now += 5
+    s.invoke("Root=1-b")
+    with caplog.at_level(logging.WARNING, logger="iamdb"):
+        second = s.managed.get()
+    assert second is not first and first.fileno() == -1  # closed: the server rolls back
+    assert s.probe["TransactionsRolledBack"] == 1 and s.probe["Reconnects"] == 0
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert record.getMessage().startswith("pg: an earlier invocation left a transaction open")
+    assert "INTRANS" in record.getMessage()
+    assert s.driver.tokens[0] == s.driver.tokens[1]  # the accepted token: no new IAM login cost
+
+
+def test_a_failed_transaction_is_not_handed_on_either(s: Setup) -> None:
+    s.invoke("Root=1-a")
+    first = s.managed.get()
+    s.driver.transactions[first.fileno()] = "INERROR"
+    s.invoke("Root=1-b")
+    assert s.managed.get() is not first
+
+
+def test_the_same_invocation_keeps_its_transaction(s: Setup) -> None:
+    """A handler that began a transaction and calls get_pg() again is never cut off."""
+    s.invoke("Root=1-a")
+    first = s.managed.get()
+    s.driver.transactions[first.fileno()] = "INTRANS"
+    s.t.now += 60  # even after the idle limit: the ping sees a connection in use
+    assert s.managed.get() is first and s.probe["TransactionsRolledBack"] == 0
+
+
+def test_without_a_known_invocation_a_transaction_is_never_touched(s: Setup) -> None:
+    first = s.managed.get()  # no context, no trace id: a script or a container
+    s.driver.transactions[first.fileno()] = "INTRANS"
+    s.t.now += 5
+    assert s.managed.get() is first
+
+
+def test_the_request_id_of_the_context_tells_invocations_apart(s: Setup) -> None:
+    class Context:
+        def __init__(self, request_id: str) -> None:
+            self.aws_request_id = request_id
+
+        def get_remaining_time_in_millis(self) -> int:
+            return 10_000
+
+    s.invocation.set_context(Context("req-1").aws_request_id, 10_000)
+    first = s.managed.get()
+    s.driver.transactions[first.fileno()] = "INTRANS"
+    assert s.managed.get() is first
+    s.invocation.set_context(Context("req-2").aws_request_id, 10_000)
+    assert s.managed.get() is not first
+
+
+def test_a_context_whose_time_is_up_is_not_the_current_invocation(s: Setup) -> None:
+    s.invocation.set_context("req-1", 1000)
+    assert s.invocation.current() == "req-1"
+    s.t.now += 2
+    assert s.invocation.current() is None
+    s.invoke("Root=1-c")
+    assert s.invocation.current() == "Root=1-c"
+
+
+# -- threads ----------------------------------------------------------------------------------
+
+
+def test_a_get_waiting_for_another_threads_login_ends_by_the_deadline() -> None:
+    setup = Setup()
+    setup.managed._deadline.set_context(lambda: 600.0)  # 0.1 s to wait, past the margin
+    setup.managed._lock.acquire()  # another thread is logging in, slowly
+    try:
+        with pytest.raises(ConnectError, match="another thread's login did not end"):
+            setup.managed.get()
+    finally:
+        setup.managed._lock.release()
+        setup.driver.cleanup()
+
+
+def test_close_leaves_a_connection_another_thread_uses() -> None:
+    setup = Setup()
+    first = setup.managed.get()
+    in_use = threading.Event()
+
+    def busy_close(conn: socket.socket, wait: float = 0.0) -> bool:
+        in_use.set()
+        return False  # the driver saw a statement running on it
+
+    setup.driver.close = busy_close  # type: ignore[method-assign]
+    setup.managed.close(wait=0.01)
+    assert in_use.is_set() and first.fileno() != -1 and not setup.managed.connected
+    setup.driver.cleanup()

@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from iamdb._retry import DecorrelatedJitter, final_refusal
-from iamdb.errors import AuthError, ThrottleError
+from iamdb._retry import THROTTLING_HINT, DecorrelatedJitter, final_error
+from iamdb.errors import AuthError, ConnectError, ThrottleError
 
 
 def test_each_delay_is_drawn_between_base_and_three_times_the_previous() -> None:
@@ -43,25 +43,32 @@ def test_rejects_a_base_above_the_cap() -> None:
 
 def test_the_final_refusal_says_how_many_attempts_and_how_to_spot_throttling() -> None:
     refusal = "pg: the server refused the IAM login of user 'app'."
-    final = final_refusal(AuthError(refusal), 4, 2.34)
+    final = final_error(AuthError(refusal), 4, 2.34, THROTTLING_HINT)
     message = str(final)
     assert type(final) is AuthError and message.startswith(refusal)
-    assert "4 attempts over 2.3 s" in message
+    assert "4 attempts over 2.34 s" in message
     assert "throttling is one possible cause" in message
     assert "IamDbAuthConnectionFailureThrottling" in message
-    assert "(1 attempt.)" in str(final_refusal(AuthError(refusal), 1, 0.0))
+    assert "(1 attempt over 0.00 s.)" in str(final_error(AuthError(refusal), 1, 0.0))
+
+
+def test_a_connect_failure_states_the_real_time_spent() -> None:
+    failure = "pg: could not connect to db:5432 as 'app': connection refused."
+    final = final_error(ConnectError(failure), 5, 2.5)
+    assert type(final) is ConnectError
+    assert str(final) == f"{failure} (5 attempts over 2.50 s.)"
 
 
 def test_a_refusal_for_the_rate_stays_a_throttle_error_with_its_own_hint() -> None:
     refusal = "dsql: the cluster refused a new connection: rate exceeded."
-    final = final_refusal(ThrottleError(refusal), 2, 0.3, hint="")
+    final = final_error(ThrottleError(refusal), 2, 0.3, hint="")
     assert type(final) is ThrottleError
-    assert str(final) == f"{refusal} (2 attempts over 0.3 s.)"
+    assert str(final) == f"{refusal} (2 attempts over 0.30 s.)"
 
 
 def test_the_final_refusal_keeps_where_the_login_went_and_counts_attempts() -> None:
     refusal = AuthError("refused", engine="pg", instance="pg:reporting", host="db", port=5432)
-    final = final_refusal(refusal, 3, 1.5)
+    final = final_error(refusal, 3, 1.5)
     assert type(final) is AuthError
     assert (final.engine, final.instance, final.host, final.port, final.attempts) == (
         "pg",

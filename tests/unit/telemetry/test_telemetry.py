@@ -14,16 +14,12 @@ from typing import Any
 import pytest
 
 from iamdb._config import load_settings, load_sql_config
-from iamdb._credentials import CredentialResolver
-from iamdb._limiter import Deadline, Limits
-from iamdb._login import Login
 from iamdb._managed import ManagedConnection
 from iamdb._runtime import Runtime
 from iamdb._telemetry import METRICS, Probe, Telemetry
-from iamdb._tokens import TokenCache
 from iamdb.errors import AuthError, ConfigError
-from tests.fakes import FakeClock
-from tests.unit.managed.test_managed import ENV, FakeDriver
+from tests.fakes import FakeClock, SocketDriver, managed_connection
+from tests.unit.managed.test_managed import ENV
 
 
 class Recording(Telemetry):
@@ -78,22 +74,18 @@ def test_emf_record_through_powertools(capsys: pytest.CaptureFixture[str]) -> No
     assert (record["engine"], record["instance"]) == ("mongo", "analytics")
 
 
-def managed_with(telemetry: Telemetry) -> tuple[ManagedConnection[Any], FakeDriver, FakeClock]:
+def managed_with(
+    telemetry: Telemetry,
+) -> tuple[ManagedConnection[Any], SocketDriver, FakeClock]:
     clock = FakeClock()
-    driver = FakeDriver()
-    tokens = TokenCache(resolver=CredentialResolver(Runtime(environ=ENV)), clock=clock)
-    rt = Runtime(environ=ENV, clock=clock)
-    login = Login(
-        load_sql_config("pg", None, ENV),
+    driver = SocketDriver()
+    managed = managed_connection(
         driver,
-        tokens,
-        runtime=rt,
-        limits=Limits(200, None, rt),
-        deadline=Deadline(clock),
+        load_sql_config("pg", None, ENV),
+        Runtime(environ=ENV, clock=clock),
         retries=0,
         probe=telemetry.probe("pg", None),
     )
-    managed = ManagedConnection(login, runtime=rt, idle_seconds=30)
     return managed, driver, clock
 
 
@@ -115,7 +107,7 @@ def test_login_reuse_and_reconnect_are_counted() -> None:
     clock.now += 1
     managed.get()
     assert flushed(managed, telemetry) == {}  # reuse: nothing to report
-    first.server.close()  # the server hung up while the environment was frozen
+    driver.server(first).close()  # the server hung up while the environment was frozen
     driver.ping_fails = True
     clock.now += 1
     managed.get()
@@ -125,7 +117,7 @@ def test_login_reuse_and_reconnect_are_counted() -> None:
 def test_refusals_are_counted() -> None:
     telemetry = Recording()
     managed, driver, _ = managed_with(telemetry)
-    driver.refuse = True
+    driver.refusals = [AuthError("refused")]
     with pytest.raises(AuthError):
         managed.get()
     assert flushed(managed, telemetry) == {

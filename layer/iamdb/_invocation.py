@@ -1,0 +1,49 @@
+"""Which Lambda invocation is running, so that nothing one invocation left open reaches the next.
+
+Lambda runs one invocation at a time per environment and freezes it in between; a connection
+kept in a module-level singleton crosses that boundary. What a handler left behind (a
+transaction begun and never committed because it raised) must be rolled back before the next
+invocation sees the connection, and a transaction the current invocation is still using must
+never be touched. So iamdb needs to tell "a new invocation" from "a second ``get_pg()`` in the
+same one". It knows an invocation by, in this order:
+
+1. the ``aws_request_id`` of the context given to :func:`iamdb.set_lambda_context`, while that
+   invocation's time lasts;
+2. ``_X_AMZN_TRACE_ID``, which Lambda's runtime sets anew for every invocation;
+3. nothing: outside Lambda (scripts, tests, containers) no boundary is known, and iamdb never
+   touches a transaction on its own.
+
+:meth:`Invocation.current` costs one clock read and one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+TRACE_VAR = "_X_AMZN_TRACE_ID"
+"""Set by Lambda's runtime for every invocation (the X-Ray trace header)."""
+
+
+class Invocation:
+    """The current invocation's identity (None when unknown); shared by a registry's instances."""
+
+    def __init__(self, environ: Mapping[str, str], clock: Callable[[], float]) -> None:
+        self._environ = environ
+        self._clock = clock
+        self._request_id: str | None = None
+        self._ends_at = 0.0
+
+    def set_context(self, request_id: str | None, remaining_ms: float) -> None:
+        """The context of the invocation now starting (``aws_request_id``, remaining time)."""
+        self._request_id = request_id if isinstance(request_id, str) and request_id else None
+        self._ends_at = self._clock() + max(0.0, float(remaining_ms)) / 1000.0
+
+    def clear(self) -> None:
+        self._request_id, self._ends_at = None, 0.0
+
+    def current(self) -> str | None:
+        """The running invocation's id, or None when no invocation is known."""
+        if self._request_id is not None and self._clock() < self._ends_at:
+            return self._request_id
+        trace = self._environ.get(TRACE_VAR)
+        return trace or None
