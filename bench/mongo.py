@@ -38,7 +38,7 @@ handle = default.mongo_handle()  # reads and validates the configuration (pymong
 t3 = time.perf_counter()
 lease = fetch_lease(handle.cfg, handle._sources, default.deadline.at(5))  # AssumeRole
 t4 = time.perf_counter()
-client = open_client(handle.cfg, lease)  # connect + TLS + MONGODB-AWS login (ping)
+client = open_client(handle.cfg, lease, (time.time, time.time() + 10))  # TLS + login (ping)
 t5 = time.perf_counter()
 import iamdb._mongo_aws
 sdk = sorted({m.split(".")[0] for m in sys.modules} & {"boto3", "botocore"})

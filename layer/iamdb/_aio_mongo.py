@@ -20,8 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 from iamdb._aio import PerLoop
 from iamdb._log import logger
-from iamdb._mongo_client import login_failure, new_client
-from iamdb._mongo_handle import Clients, CloseClient, Held, MongoHandle, MongoStep, OpenClient
+from iamdb._mongo_client import Until, login_failure, new_client
+from iamdb._mongo_handle import (
+    CheckClient,
+    Clients,
+    CloseClient,
+    Held,
+    MongoHandle,
+    MongoStep,
+    OpenClient,
+)
 from iamdb.errors import ConfigError, IamDbError
 
 if TYPE_CHECKING:
@@ -35,23 +43,43 @@ if TYPE_CHECKING:
 MIN_PYMONGO = (4, 13, 2)
 
 
-async def open_client(cfg: MongoConfig, lease: Lease) -> AsyncMongoClient[Any]:
+async def open_client(cfg: MongoConfig, lease: Lease, until: Until) -> AsyncMongoClient[Any]:
     """:func:`iamdb._mongo_client.open_client` for asyncio: an ``AsyncMongoClient`` with one socket
-    logged in, failures mapped the same way (and raised outside ``except``)."""
+    logged in by the deadline, failures mapped the same way (and raised outside ``except``)."""
+    import pymongo
+
     client: AsyncMongoClient[Any] = new_client("AsyncMongoClient", cfg, lease)
-    failure: IamDbError | None = None
     try:
-        await client.admin.command("ping")
+        with pymongo.timeout(max(0.001, until[1] - until[0]())):
+            await client.admin.command("ping")
     except BaseException as exc:
         failure = login_failure(cfg, lease, exc)
-        if failure is None:
-            await client.close()
-            raise
-    if failure is None:
+    else:
         return client
     await client.close()
     del client  # its init arguments hold the credentials
     raise failure
+
+
+async def check_client(client: Any, until: Until) -> str | None:
+    """:func:`iamdb._mongo_client.check_client` for asyncio. The event loop runs once first: a
+    loop that has not run since the environment thawed has not yet seen its sockets' closes,
+    and pymongo's async pool judges a pooled socket by that."""
+    import pymongo
+
+    await asyncio.sleep(0)
+    problem = "no time left"
+    for _ in range(2):
+        if until[1] - until[0]() <= 0:
+            break
+        try:
+            with pymongo.timeout(max(0.001, until[1] - until[0]())):
+                await client.admin.command("ping")
+        except Exception as exc:  # pymongo's errors: the message names hosts, never secrets
+            problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+        else:
+            return None
+    return problem
 
 
 class _MongoSlot:
@@ -137,11 +165,14 @@ class AsyncMongoHandle:
                 return done.value
             result, failure = None, None
             try:
+                until = (self.handle.clock, getattr(step, "deadline", 0.0))
                 if isinstance(step, OpenClient):
-                    result = await open_client(self.cfg, step.lease)
+                    result = await open_client(self.cfg, step.lease, until)
+                elif isinstance(step, CheckClient):
+                    result = await check_client(step.held.client, until)
                 elif isinstance(step, CloseClient):
                     await self.close_client(step.held)
                 else:
-                    result = await asyncio.to_thread(self.handle.fresh_lease)
+                    result = await asyncio.to_thread(self.handle.fresh_lease, step.deadline)
             except IamDbError as exc:
                 failure = exc

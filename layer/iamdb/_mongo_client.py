@@ -11,14 +11,18 @@ mongo-uri``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import quote
 
 from iamdb import _mongo_aws
 from iamdb._mongo_uri import EXTERNAL, MECHANISM, documentdb_options, split_query
 from iamdb._sts import Lease, assume_role
-from iamdb.errors import AuthError, ConfigError, ConnectError, IamDbError
+from iamdb.errors import AuthError, ConfigError, ConnectError, _detached
+
+Until = tuple[Callable[[], float], float]  # a clock and a deadline on it
+E = TypeVar("E", AuthError, ConnectError)
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
@@ -101,27 +105,53 @@ def client_options(cfg: MongoConfig, credentials: Credentials) -> dict[str, Any]
     return kwargs
 
 
-def open_client(cfg: MongoConfig, lease: Lease) -> MongoClient[Any]:
-    """Create a client for ``lease`` and log one socket in (``ping``), mapping failures.
+def open_client(cfg: MongoConfig, lease: Lease, until: Until) -> MongoClient[Any]:
+    """Create a client for ``lease`` and log one socket in (``ping``) by ``until``'s deadline
+    (pymongo's client-side operation timeout bounds server selection, the connect, TLS and the
+    login), mapping failures.
 
     Secrets are built into the call, never kept in a local, and errors are raised outside
     ``except``, so neither this frame (what a crash reporter captures) nor a ``__context__``
     holds the credentials.
     """
+    import pymongo
+
     client: MongoClient[Any] = new_client("MongoClient", cfg, lease)
-    failure: IamDbError | None = None
     try:
-        client.admin.command("ping")
+        with pymongo.timeout(_left(until)):
+            client.admin.command("ping")
     except BaseException as exc:
         failure = login_failure(cfg, lease, exc)
-        if failure is None:
-            client.close()
-            raise
-    if failure is None:
+    else:
         return client
     client.close()
     del client  # its init arguments hold the credentials
     raise failure  # made, not raised, in the except: it carries no __context__
+
+
+def check_client(client: Any, until: Until) -> str | None:
+    """None when the server answers a ``ping`` by the deadline, else why not. A ping that fails
+    makes pymongo drop the server's pooled sockets, so a second one connects anew: a socket
+    that died while the environment was frozen costs one reconnect, not the invocation."""
+    import pymongo
+
+    problem = "no time left"
+    for _ in range(2):
+        if until[1] - until[0]() <= 0:
+            break
+        try:
+            with pymongo.timeout(_left(until)):
+                client.admin.command("ping")
+        except Exception as exc:  # pymongo's errors: the message names hosts, never secrets
+            problem = f"{type(exc).__name__}: {_short(exc)}"
+        else:
+            return None
+    return problem
+
+
+def _left(until: Until) -> float:
+    """Seconds left before the deadline, as pymongo's timeout takes them (more than 0)."""
+    return max(0.001, until[1] - until[0]())
 
 
 def new_client(
@@ -150,31 +180,36 @@ def new_client(
     raise ConfigError(cfg.prefix + "URI", f"pymongo refuses it: {problem}")
 
 
-def login_failure(cfg: MongoConfig, lease: Lease, exc: BaseException) -> IamDbError | None:
-    """The iamdb error for a failed first login (``ping``), or None when ``exc`` is not
-    pymongo's (it is then the caller's to re-raise)."""
+def login_failure(cfg: MongoConfig, lease: Lease, exc: BaseException) -> BaseException:
+    """What a failed first login (``ping``) raises: iamdb's error for any ``Exception`` (a
+    refusal, an unreachable server, an answer pymongo could not read), else ``exc`` itself
+    (an interrupt, a cancellation) without the traceback whose frames hold the credentials."""
     from pymongo import errors
 
+    hosts = ",".join(cfg.hosts)
     if isinstance(exc, errors.OperationFailure):
         if exc.code == 18:
             return refused(cfg, lease)
-        return AuthError(
-            f"{cfg.label}: MongoDB answered the login with code {exc.code}",
-            engine="mongo",
-            instance=cfg.label,
-            host=",".join(cfg.hosts),
-            attempts=1,
-        )
+        return _at(cfg, AuthError(f"{cfg.label}: MongoDB answered the login with code {exc.code}"))
     if isinstance(exc, errors.PyMongoError):
-        return ConnectError(
-            f"{cfg.label}: could not reach {','.join(cfg.hosts)} "
-            f"({type(exc).__name__}; tls={'on' if cfg.tls else 'off'}): {_short(exc)}",
-            engine="mongo",
-            instance=cfg.label,
-            host=",".join(cfg.hosts),
-            attempts=1,
-        )
-    return None
+        return _at(cfg, ConnectError(
+            f"{cfg.label}: could not reach {hosts} "
+            f"({type(exc).__name__}; tls={'on' if cfg.tls else 'off'}): {_short(exc)}"
+        ))  # fmt: skip
+    if isinstance(exc, Exception):  # pymongo's own KeyError, TypeError, InvalidBSON...
+        return _at(cfg, ConnectError(
+            f"{cfg.label}: the answer of {hosts} to the {MECHANISM} login could not be read "
+            f"({type(exc).__name__}): is it a MongoDB server (Atlas, Percona, DocumentDB) that "
+            "offers MONGODB-AWS?"
+        ))  # fmt: skip
+    return _detached(exc)
+
+
+def _at(cfg: MongoConfig, failure: E) -> E:
+    """``failure`` saying where the login went (see :mod:`iamdb.errors`)."""
+    failure.engine, failure.instance, failure.attempts = "mongo", cfg.label, 1
+    failure.host = ",".join(cfg.hosts)
+    return failure
 
 
 def refused(cfg: MongoConfig, lease: Lease) -> AuthError:

@@ -22,9 +22,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from iamdb import _mongo_client
 from iamdb._log import logger
-from iamdb._mongo_client import Sources, login_refused, open_client, refusal_watch
+from iamdb._mongo_client import (
+    Sources,
+    Until,
+    check_client,
+    login_refused,
+    open_client,
+    refusal_watch,
+)
 from iamdb._telemetry import Probe
-from iamdb.errors import AuthError, IamDbError
+from iamdb.errors import AuthError, ConnectError, IamDbError
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
@@ -60,6 +67,7 @@ class Clients:
     current: Held | None = None
     retired: list[Held] = field(default_factory=list)
     hold_until: float = 0.0  # a renewal failed: keep the current client until then
+    last_used: float = 0.0  # when a call last handed the current client out
 
     def all(self) -> list[Held]:
         return [*self.retired, *([self.current] if self.current is not None else [])]
@@ -72,13 +80,24 @@ class _Term(NamedTuple):
 
 
 class FetchLease(NamedTuple):
-    """Step: new credentials (blocking: :meth:`MongoHandle.fresh_lease`); send back the Lease."""
+    """Step: new credentials (blocking: :meth:`MongoHandle.fresh_lease`) by ``deadline``; send
+    back the Lease."""
+
+    deadline: float
 
 
 class OpenClient(NamedTuple):
-    """Step: a client logged in with ``lease``; send it back."""
+    """Step: a client logged in with ``lease`` by ``deadline``; send it back."""
 
     lease: Lease
+    deadline: float
+
+
+class CheckClient(NamedTuple):
+    """Step: ping a client idle too long, by ``deadline``; send back None or why it failed."""
+
+    held: Held
+    deadline: float
 
 
 class CloseClient(NamedTuple):
@@ -87,7 +106,7 @@ class CloseClient(NamedTuple):
     held: Held
 
 
-MongoStep = FetchLease | OpenClient | CloseClient
+MongoStep = FetchLease | OpenClient | CloseClient | CheckClient
 
 
 class MongoHandle:
@@ -106,25 +125,29 @@ class MongoHandle:
         sources: Sources,
         deadline: Deadline,
         probe: Probe,
-        opener: Callable[[MongoConfig, Lease], MongoClient[Any]] = open_client,
+        idle_seconds: float,
+        opener: Callable[[MongoConfig, Lease, Until], MongoClient[Any]] = open_client,
+        checker: Callable[[Any, Until], str | None] = check_client,
     ) -> None:
         self.cfg = cfg
         self.probe = probe  # metrics and subsegments
         self._sources = sources
         self._deadline = deadline
-        self._clock = sources.runtime.clock
+        self._clock = self.clock = sources.runtime.clock
+        self._idle_seconds = idle_seconds
         self._opener = opener
+        self._checker = checker
         self._lock = threading.Lock()
         self._term: _Term | None = None  # replaced whole: readers need no lock
         self._clients = Clients()
         self.reused = False  # whether the last get() handed out the client it already had
         self.last_login: float | None = None  # epoch seconds of the current client's login
 
-    def fresh_lease(self) -> Lease:
+    def fresh_lease(self, deadline: float | None = None) -> Lease:
         """New credentials for this instance (blocking; also the admin helpers' way in)."""
-        return _mongo_client.fetch_lease(
-            self.cfg, self._sources, self._deadline.at(_CONNECT_SECONDS)
-        )
+        if deadline is None:
+            deadline = self._deadline.at(_CONNECT_SECONDS)
+        return _mongo_client.fetch_lease(self.cfg, self._sources, deadline)
 
     @property
     def lease(self) -> Lease | None:
@@ -150,8 +173,16 @@ class MongoHandle:
         return client
 
     def ready(self, clients: Clients) -> Any:
-        """``clients``' current client when it can be handed out with nothing to do, else None."""
-        return None if clients.retired else self._usable(clients, self._clock())
+        """``clients``' current client when it can be handed out with nothing to do (no client to
+        close, valid credentials, used less than ``IAMDB_HEALTHCHECK_IDLE_SECONDS`` ago), else
+        None."""
+        now = self._clock()
+        if clients.retired or now - clients.last_used >= self._idle_seconds:
+            return None
+        client = self._usable(clients, now)
+        if client is not None:
+            clients.last_used = now
+        return client
 
     def close(self) -> None:
         """Close every blocking client this handle made, forget the credentials (reset)."""
@@ -178,9 +209,17 @@ class MongoHandle:
         for old in retired:
             yield CloseClient(old)
         now = self._clock()
+        deadline = self._deadline.at(_CONNECT_SECONDS)
         current = self._usable(clients, now)
-        if current is not None:
-            return current
+        if current is not None and clients.current is not None:
+            idle = now - clients.last_used
+            problem = None
+            if idle >= self._idle_seconds:  # frozen a while: sockets may have died meanwhile
+                problem = yield CheckClient(clients.current, deadline)
+            if problem is None:
+                clients.last_used = now
+                return current
+            raise self._unanswered(problem, idle, self._clock() - now)
         held, term = clients.current, self._term
         refused_now = held is not None and held.refused()
         if refused_now:
@@ -194,10 +233,10 @@ class MongoHandle:
         try:
             if refused_now or term is None or not self._valid(term, now):
                 with self.probe.span("credentials"):
-                    term = self._renewed((yield FetchLease()), now)
+                    term = self._renewed((yield FetchLease(deadline)), now)
             with self.probe.span("connect"):
                 try:
-                    client = yield OpenClient(term.lease)
+                    client = yield OpenClient(term.lease, deadline)
                 except AuthError:
                     self.probe.count("AuthFailures")
                     raise
@@ -219,6 +258,7 @@ class MongoHandle:
         if held is not None:
             clients.retired.append(held)  # closed on the next call: maybe mid-cursor
         clients.current, clients.hold_until = Held(client, term.lease, refusal_watch(client)), 0.0
+        clients.last_used = now
         lease = term.lease
         logger.info(
             "%s: logged in to %s as %s (access key %s%s)",
@@ -242,11 +282,13 @@ class MongoHandle:
             result, failure = None, None
             try:
                 if isinstance(step, OpenClient):
-                    result = self._opener(self.cfg, step.lease)
+                    result = self._opener(self.cfg, step.lease, (self._clock, step.deadline))
+                elif isinstance(step, CheckClient):
+                    result = self._checker(step.held.client, (self._clock, step.deadline))
                 elif isinstance(step, CloseClient):
                     self._close_client(step.held)
                 else:
-                    result = self.fresh_lease()
+                    result = self.fresh_lease(step.deadline)
             except IamDbError as exc:
                 failure = exc
 
@@ -266,6 +308,18 @@ class MongoHandle:
         ):
             return held.client
         return None
+
+    def _unanswered(self, problem: str, idle: float, spent: float) -> ConnectError:
+        hosts = ",".join(self.cfg.hosts)
+        return ConnectError(
+            f"{self.cfg.label}: MongoDB at {hosts} did not answer a ping (twice) within "
+            f"{spent:.2f} s after {idle:.0f} s idle: {problem}. The server may be down or "
+            "failing over, or the network path died while the environment was frozen.",
+            engine="mongo",
+            instance=self.cfg.label,
+            host=hosts,
+            attempts=2,
+        )
 
     def _renewed(self, lease: Lease, now: float) -> _Term:
         """The term of freshly fetched credentials (AuthError when they expire too soon)."""

@@ -120,6 +120,7 @@ class Registry(Shared):
                     sources=Sources(self.aws, self.runtime, self._resolver),
                     deadline=self.deadline,
                     probe=self.telemetry.probe("mongo", name),
+                    idle_seconds=self.settings.healthcheck_idle_seconds,
                 )
                 self._mongo[name] = found
             return found

@@ -393,16 +393,23 @@ class StubClient:
 
 
 def handle_with(
-    *script: Exception | float, fail_login: bool = False
+    *script: Exception | float, fail_login: bool = False, pings: list[str | None] | None = None
 ) -> tuple[MongoHandle, FakeTime, list[StubClient]]:
+    """A handle over stub clients; ``pings``: what each liveness check answers (None: alive)."""
     clock = FakeTime(MONGO_START)
     made: list[StubClient] = []
 
-    def opener(cfg: MongoConfig, lease: Lease) -> Any:
+    def opener(cfg: MongoConfig, lease: Lease, until: Any) -> Any:
         if fail_login:
             raise AuthError("refused")
         made.append(StubClient(lease))
         return made[-1]
+
+    def checker(client: Any, until: Any) -> str | None:
+        checked.append(client)
+        return None if pings is None else pings.pop(0)
+
+    checked: list[Any] = []
 
     rt = runtime(dict(BASE), clock)
     handle = MongoHandle(
@@ -410,8 +417,11 @@ def handle_with(
         sources=Sources(FakeAws(*script), rt, CredentialResolver(Runtime(environ=BASE))),  # type: ignore[arg-type]
         deadline=Deadline(clock.clock),
         probe=RecordingProbe(),  # type: ignore[arg-type]
+        idle_seconds=30.0,
         opener=opener,
+        checker=checker,
     )
+    handle.checked = checked  # type: ignore[attr-defined]
     return handle, clock, made
 
 
@@ -479,3 +489,26 @@ def test_one_mongo_instance_whatever_the_spelling() -> None:
         assert registry.mongo_handle("REPORTS") is handle and handle.cfg.name == "reports"
     finally:
         registry.reset()
+
+
+# -- liveness after a freeze ------------------------------------------------------------------
+
+
+def test_a_client_idle_past_the_limit_is_shown_to_answer_before_it_is_handed_out() -> None:
+    handle, clock, _ = handle_with(MONGO_START + 3600, pings=[None])
+    first = handle.get()
+    clock.now += 29
+    assert handle.get() is first and handle.checked == []  # type: ignore[attr-defined]
+    clock.now += 31  # frozen a while: its sockets may have died
+    assert handle.get() is first and handle.checked == [first]  # type: ignore[attr-defined]
+    clock.now += 1
+    assert handle.get() is first and len(handle.checked) == 1  # type: ignore[attr-defined]
+
+
+def test_a_client_that_does_not_answer_in_time_is_a_connect_error() -> None:
+    handle, clock, _ = handle_with(MONGO_START + 3600, pings=["ServerSelectionTimeoutError: x"])
+    handle.get()
+    clock.now += 60
+    with pytest.raises(ConnectError, match=r"did not answer a ping .* after 60 s idle") as info:
+        handle.get()
+    assert info.value.engine == "mongo" and info.value.__context__ is None
