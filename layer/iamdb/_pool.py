@@ -1,4 +1,4 @@
-"""psycopg_pool pools whose every new connection is an iamdb IAM login.
+"""psycopg_pool pools whose every new connection is an iamdb IAM login, fit for Lambda.
 
 psycopg_pool makes each connection with ``connection_class.connect``. The class iamdb gives it
 makes them with the instance's :class:`~iamdb._login.Login`, the one behind ``get_pg()``: the
@@ -7,6 +7,14 @@ refusal retries and errors. psycopg_pool's callable ``kwargs`` could hand psycop
 token, but psycopg would then log in on its own: a permit for every connection, a refused
 token kept until it ages out, the pool's backoff instead of iamdb's retries, and psycopg's
 errors (whose ``pgconn`` holds the token) instead of iamdb's.
+
+The pool class is psycopg_pool's with the Lambda lifecycle in mind: a checkout waits at most
+until the invocation's deadline (then :class:`~iamdb.errors.ConnectError`, not a
+``PoolTimeout`` after the pool's own timeout), the check at checkout is iamdb's ``SELECT 1``
+bounded by that deadline, and a connection an earlier invocation took with ``getconn()`` and
+never returned while a transaction was open on it is closed (the server rolls it back) and
+given back to the pool at the next checkout, with a warning: its writes are never committed,
+and its slot is not lost.
 """
 
 from __future__ import annotations
@@ -18,13 +26,15 @@ from iamdb import _registry
 from iamdb._config import SQL_SUFFIXES
 from iamdb._env import instance_prefix
 from iamdb._errors import requires
-from iamdb.errors import ConfigError
+from iamdb._log import logger
+from iamdb.errors import ConfigError, ConnectError
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
     from iamdb._config import SqlConfig
+    from iamdb._login import Login
 
 # Where the pool's connections come from is iamdb's business.
 _REFUSED = ("conninfo", "kwargs", "connection_class")
@@ -33,25 +43,62 @@ _REFUSED = ("conninfo", "kwargs", "connection_class")
 def pg_pool(name: str | None = None, **pool_kwargs: Any) -> ConnectionPool[Any]:
     """A ``psycopg_pool.ConnectionPool`` for ``IAMDB_PG_*`` (``IAMDB_PG_<NAME>_*`` when named)."""
     with requires("pool", instance_prefix("pg", name, SQL_SUFFIXES) + "HOST"):
-        import psycopg
-        from psycopg_pool import ConnectionPool
+        from psycopg_pool import ConnectionPool, PoolTimeout
 
-    class IamDbConnection(psycopg.Connection[Any]):
+    from iamdb._pg import PgDriver, connection_classes
+
+    driver = PgDriver()
+    base, _ = connection_classes()
+
+    class IamDbConnection(base):  # type: ignore[misc, valid-type]
         """What the pool connects with: an iamdb login (its conninfo and kwargs are empty)."""
 
         @classmethod
-        def connect(  # type: ignore[override]  # a psycopg.Connection, made by iamdb
+        def connect(  # a psycopg.Connection, made by iamdb
             cls, conninfo: str = "", **kwargs: Any
         ) -> psycopg.Connection[Any]:
-            login = _registry.default.login("pg", name)  # anew: iamdb.reset() applies
+            login = _login(name)  # anew: iamdb.reset() applies
             try:
                 conn: psycopg.Connection[Any] = login.connect(autocommit=False)
             finally:
                 login.probe.flush()  # one EMF record for what this login did
             return conn
 
-    kwargs = _kwargs(name, pool_kwargs, ConnectionPool.check_connection, open=True)
-    return ConnectionPool(connection_class=IamDbConnection, **kwargs)
+    class Pool(ConnectionPool[Any]):
+        """psycopg_pool's pool, checkouts bounded by the invocation (see the module)."""
+
+        _taken: dict[int, tuple[Any, str | None]]
+
+        def getconn(self, timeout: float | None = None) -> Any:
+            login, wait, invocation = _checkout(name, self.timeout, timeout)
+            for conn in _left_behind(self._taken, invocation, driver, login.cfg):
+                driver.close(conn)
+                super().putconn(conn)  # closed: the pool discards it and may make another
+            try:
+                conn = super().getconn(wait)
+            except PoolTimeout:
+                failure = _pool_timeout(login.cfg, self.name, wait, self.max_size)
+            else:
+                self._taken[id(conn)] = (conn, invocation)
+                return conn
+            raise failure
+
+        def putconn(self, conn: Any) -> None:
+            self._taken.pop(id(conn), None)
+            super().putconn(conn)
+
+    def check(conn: Any) -> None:
+        """Before a checkout: ``SELECT 1`` by the deadline (the socket may have died frozen)."""
+        clock = _registry.default.runtime.clock
+        _, wait, _ = _checkout(name, None, None)
+        problem = driver.ping(conn, (clock, clock() + wait))
+        if problem is not None:
+            raise ConnectionError(problem)
+
+    kwargs = _kwargs(name, pool_kwargs, check, open=True)
+    pool = Pool(connection_class=IamDbConnection, **kwargs)
+    pool._taken = {}
+    return pool
 
 
 def pg_async_pool(name: str | None = None, **pool_kwargs: Any) -> AsyncConnectionPool[Any]:
@@ -61,29 +108,115 @@ def pg_async_pool(name: str | None = None, **pool_kwargs: Any) -> AsyncConnectio
     Not opened (``await pool.open()``, or ``async with``): it belongs to the running loop.
     """
     with requires("pool", instance_prefix("pg", name, SQL_SUFFIXES) + "HOST"):
-        import psycopg
-        from psycopg_pool import AsyncConnectionPool
+        import asyncio
 
-    from iamdb._pg import PgDriver
+        from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-    connect = functools.partial(PgDriver().connect_async, autocommit=False)
+    from iamdb._pg import PgDriver, connection_classes
 
-    class IamDbAsyncConnection(psycopg.AsyncConnection[Any]):
+    driver = PgDriver()
+    _, base = connection_classes()
+    connect = functools.partial(driver.connect_async, autocommit=False)
+
+    class IamDbAsyncConnection(base):  # type: ignore[misc, valid-type]
         """What the pool connects with: an iamdb login (its conninfo and kwargs are empty)."""
 
         @classmethod
-        async def connect(  # type: ignore[override]  # a psycopg.AsyncConnection, by iamdb
+        async def connect(  # a psycopg.AsyncConnection, made by iamdb
             cls, conninfo: str = "", **kwargs: Any
         ) -> psycopg.AsyncConnection[Any]:
-            login = _registry.default.login("pg", name)
+            login = _login(name)
             try:
                 conn: psycopg.AsyncConnection[Any] = await login.connect_async(connect)
             finally:
                 login.probe.flush()
             return conn
 
-    kwargs = _kwargs(name, pool_kwargs, AsyncConnectionPool.check_connection, open=False)
-    return AsyncConnectionPool(connection_class=IamDbAsyncConnection, **kwargs)
+    class Pool(AsyncConnectionPool[Any]):
+        """psycopg_pool's async pool, checkouts bounded by the invocation (see the module)."""
+
+        _taken: dict[int, tuple[Any, str | None]]
+
+        async def getconn(self, timeout: float | None = None) -> Any:
+            login, wait, invocation = _checkout(name, self.timeout, timeout)
+            for conn in _left_behind(self._taken, invocation, driver, login.cfg):
+                driver.finish(conn)
+                await super().putconn(conn)
+            try:
+                conn = await super().getconn(wait)
+            except PoolTimeout:
+                failure = _pool_timeout(login.cfg, self.name, wait, self.max_size)
+            else:
+                self._taken[id(conn)] = (conn, invocation)
+                return conn
+            raise failure
+
+        async def putconn(self, conn: Any) -> None:
+            self._taken.pop(id(conn), None)
+            await super().putconn(conn)
+
+    async def check(conn: Any) -> None:
+        """Before a checkout: ``SELECT 1`` by the deadline (the socket may have died frozen)."""
+        _, wait, _ = _checkout(name, None, None)
+        await asyncio.wait_for(driver.ping_async(conn), wait)
+
+    kwargs = _kwargs(name, pool_kwargs, check, open=False)
+    pool = Pool(connection_class=IamDbAsyncConnection, **kwargs)
+    pool._taken = {}
+    return pool
+
+
+def _login(name: str | None) -> Login[Any]:
+    return _registry.default.login("pg", name)
+
+
+def _checkout(
+    name: str | None, configured: float | None, asked: float | None
+) -> tuple[Login[Any], float, str | None]:
+    """For one checkout: the login, how long it may wait (the time left before the deadline,
+    or less when the pool's or the caller's timeout says so) and the current invocation."""
+    registry = _registry.default
+    login = registry.login("pg", name)
+    clock = registry.runtime.clock
+    left = max(0.0, registry.deadline.at(login.cfg.connect_timeout) - clock())
+    wait = min(t for t in (left, configured, asked) if t is not None)
+    return login, wait, registry.invocation.current()
+
+
+def _left_behind(
+    taken: dict[int, tuple[Any, str | None]], invocation: str | None, driver: Any, cfg: SqlConfig
+) -> list[Any]:
+    """Connections an earlier invocation took and left in a transaction (none when the current
+    invocation is not known), forgotten here; the caller closes and returns them."""
+    if invocation is None:
+        return []
+    found = []
+    for key, (conn, took) in list(taken.items()):
+        state = None if took == invocation else driver.transaction(conn)
+        if state is not None:
+            logger.warning(
+                "%s: a connection an earlier invocation took from the pool was never returned "
+                "and has a transaction open (%s): closing it, so the server rolls it back; its "
+                "writes are not committed. Use 'with pool.connection() as conn:'.",
+                cfg.label,
+                state,
+            )
+            del taken[key]
+            found.append(conn)
+    return found
+
+
+def _pool_timeout(cfg: SqlConfig, pool: str, wait: float, size: int) -> ConnectError:
+    return ConnectError(
+        f"{cfg.label}: no connection from pool {pool!r} within {wait:.2f} s: its {size} "
+        "connection(s) are in use, or none could be made in time (a connection taken with "
+        "getconn() must be given back with putconn(); 'with pool.connection() as conn:' does "
+        "it). The wait ends with the invocation's deadline.",
+        engine=cfg.engine,
+        instance=cfg.label,
+        host=cfg.host,
+        port=cfg.port,
+    )
 
 
 def _kwargs(name: str | None, given: dict[str, Any], check: Any, *, open: bool) -> dict[str, Any]:
@@ -96,13 +229,13 @@ def _kwargs(name: str | None, given: dict[str, Any], check: Any, *, open: bool) 
                 "connection attributes (autocommit, row_factory, prepare_threshold) in "
                 "configure=",
             )
-    cfg: SqlConfig = _registry.default.login("pg", name).cfg  # ConfigError before the pool
+    cfg: SqlConfig = _login(name).cfg  # ConfigError before the pool
     min_size = given.get("min_size", 0)
     return {
         "min_size": 0,  # opening makes no connection: the first checkout logs in
         "max_size": max(1, min_size),  # one invocation at a time per environment
         "open": open,
-        "check": check,  # psycopg_pool's round trip at checkout: the socket may have died frozen
+        "check": check,  # a round trip at checkout: the socket may have died frozen
         "timeout": 2.0 * cfg.connect_timeout,  # as long as get_pg() waits for a login
         "name": f"iamdb-{cfg.label}",
         **given,

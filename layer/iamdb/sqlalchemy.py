@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from iamdb import _registry
 from iamdb._errors import requires
 from iamdb._snapstart import register_after_restore
+from iamdb._sqla_lifecycle import pool_class, watch
 from iamdb.errors import ConfigError
 
 with requires("sqlalchemy", "iamdb.sqlalchemy"):
@@ -42,7 +43,10 @@ E = TypeVar("E", "sqlalchemy.Engine", "AsyncEngine")
 LAMBDA_DEFAULTS: dict[str, Any] = {
     "pool_size": 1,  # one invocation at a time per environment: one connection is enough
     "max_overflow": 0,
-    "pool_pre_ping": True,  # a connection that died while the environment was frozen
+    # iamdb checks a connection at checkout itself, as get_pg() does (cheaply, and a round trip
+    # ended by the deadline only when it may have died while the environment was frozen):
+    # SQLAlchemy's pre-ping would make a round trip at every checkout, without a time limit.
+    "pool_pre_ping": False,
     # Older connections are replaced before use: below the 350 s after which AWS NAT gateways
     # and NLBs forget an idle flow (a ping on such a connection hangs instead of failing), and
     # far below RDS Proxy's 1800 s idle client timeout and MySQL's wait_timeout.
@@ -66,7 +70,7 @@ def create_engine(
     Raises ConfigError, before any network call, when the configuration is wrong.
     """
     cfg = _config(engine, name)
-    kwargs = {**_defaults(engine_kwargs), **engine_kwargs}
+    kwargs = {**_defaults(engine_kwargs, engine, name, asynchronous=False), **engine_kwargs}
     return attach(sqlalchemy.create_engine(_url(cfg), **kwargs), engine, name)
 
 
@@ -83,7 +87,7 @@ def create_async_engine(
     from sqlalchemy.ext.asyncio import create_async_engine as create
 
     cfg = _config(engine, name)
-    kwargs = {**_defaults(engine_kwargs), **engine_kwargs}
+    kwargs = {**_defaults(engine_kwargs, engine, name, asynchronous=True), **engine_kwargs}
     return attach(create(_url(cfg), **kwargs), engine, name)
 
 
@@ -123,6 +127,7 @@ def attach(target: E, engine: Engine, name: str | None = None) -> E:
             login.probe.flush()  # one EMF record for what this login did, as get_pg() prints
 
     event.listen(sync, "do_connect", connect)
+    watch(sync, engine, name)  # checkout checks, no transaction into another invocation
     # SnapStart: connections in the snapshot are not this environment's (every environment
     # restored from it holds the same sockets): forget them, without a word on their sockets.
     register_after_restore(functools.partial(sync.dispose, close=False))
@@ -144,14 +149,17 @@ def _config(engine: Engine, name: str | None) -> SqlConfig:
     return _registry.default.login(engine, name).cfg
 
 
-def _defaults(engine_kwargs: dict[str, Any]) -> dict[str, Any]:
+def _defaults(
+    engine_kwargs: dict[str, Any], engine: Engine, name: str | None, *, asynchronous: bool
+) -> dict[str, Any]:
     """:data:`LAMBDA_DEFAULTS` that apply: none with a ready ``pool``, no sizes with a
-    ``poolclass`` (only the default queue pool takes them)."""
+    ``poolclass`` (only the default queue pool takes them); without either, iamdb's queue pool,
+    whose checkouts end by the invocation's deadline (:mod:`iamdb._sqla_lifecycle`)."""
     if "pool" in engine_kwargs:
         return {}
     if "poolclass" in engine_kwargs:
         return {k: v for k, v in LAMBDA_DEFAULTS.items() if k not in _SIZES}
-    return dict(LAMBDA_DEFAULTS)
+    return {**LAMBDA_DEFAULTS, "poolclass": pool_class(engine, name, asynchronous)}
 
 
 def _check_dialect(dialect: Dialect, cfg: SqlConfig) -> None:

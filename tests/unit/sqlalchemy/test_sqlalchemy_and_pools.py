@@ -44,15 +44,15 @@ def test_urls_come_from_the_settings_and_hold_no_password() -> None:
 
 def test_lambda_defaults_and_what_overrides_them() -> None:
     pool: Any = create_engine("pg").pool
-    assert (pool.size(), pool._max_overflow, pool._pre_ping, pool._recycle) == (1, 0, True, 300)
+    assert (pool.size(), pool._max_overflow, pool._pre_ping, pool._recycle) == (1, 0, False, 300)
     pool = create_engine("pg", pool_size=5, pool_pre_ping=False, pool_recycle=60).pool
     assert (pool.size(), pool._max_overflow, pool._pre_ping, pool._recycle) == (5, 0, False, 60)
     pool = create_engine("pg", poolclass=NullPool).pool  # no sizes for it: no TypeError
-    assert isinstance(pool, NullPool) and (pool._pre_ping, pool._recycle) == (True, 300)
+    assert isinstance(pool, NullPool) and (pool._pre_ping, pool._recycle) == (False, 300)
     given = StaticPool(lambda: None)
     assert create_engine("pg", pool=given).pool is given
     pool = create_async_engine("pg").sync_engine.pool
-    assert (pool.size(), pool._max_overflow, pool._pre_ping, pool._recycle) == (1, 0, True, 300)
+    assert (pool.size(), pool._max_overflow, pool._pre_ping, pool._recycle) == (1, 0, False, 300)
 
 
 def test_configuration_mistakes_are_config_errors_naming_what_to_fix(
