@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from iamdb._log import logger
-from iamdb._managed import look, watch
+from iamdb._managed import look, ping_deadline, watch
 from iamdb._pg import PgDriver
 
 if TYPE_CHECKING:
@@ -209,7 +209,7 @@ class AsyncManaged:
         seen = look(closed, slot.poll, now - slot.last_used, self._idle_seconds)
         reason = seen.dead
         if seen.confirm:
-            problem = await self._ping(conn, deadline)
+            problem = await self._ping(conn, ping_deadline(now, deadline))
             reason = None if problem is None else seen.failed(problem)
         if reason is None:
             return None

@@ -162,7 +162,7 @@ class ManagedConnection(Generic[C]):
         seen = look(driver.is_closed(conn), self._poll, now - self._last_used, self._idle_seconds)
         reason = seen.dead
         if seen.confirm:
-            problem = driver.ping(conn, (self._rt.clock, deadline))
+            problem = driver.ping(conn, (self._rt.clock, ping_deadline(now, deadline)))
             reason = None if problem is None else seen.failed(problem)
         if reason is None:
             return None
@@ -176,6 +176,17 @@ class ManagedConnection(Generic[C]):
                 "%s: the connection is in use by another thread: it closes when dropped",
                 self.cfg.label,
             )
+
+
+PING_SECONDS = 1.0
+"""The longest a liveness round trip may take: a healthy server answers in milliseconds, and
+what is left of the deadline must still allow a new login when it does not answer."""
+
+
+def ping_deadline(now: float, deadline: float) -> float:
+    """When a liveness round trip starting ``now`` gives up: after :data:`PING_SECONDS`, or
+    half the time left before ``deadline`` when that is less."""
+    return now + min(PING_SECONDS, max(0.0, deadline - now) / 2)
 
 
 def watch(fileno: int) -> select.poll:

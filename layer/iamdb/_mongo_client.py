@@ -124,9 +124,17 @@ def open_client(cfg: MongoConfig, lease: Lease, until: Until) -> MongoClient[Any
         failure = login_failure(cfg, lease, exc)
     else:
         return client
-    client.close()
+    close_soon(client)
     del client  # its init arguments hold the credentials
     raise failure  # made, not raised, in the except: it carries no __context__
+
+
+def close_soon(client: Any) -> None:
+    """Close a client that failed to log in without waiting for it: pymongo's ``close()`` waits
+    for its monitor threads (up to half a second), time the caller's deadline does not have."""
+    import threading
+
+    threading.Thread(target=client.close, name="iamdb-mongo-close", daemon=True).start()
 
 
 def check_client(client: Any, until: Until) -> str | None:

@@ -196,7 +196,7 @@ def _open_socket(cfg: SqlConfig, until: Until) -> socket.socket:
 def _connection_class() -> type:
     """PyMySQL's Connection as iamdb makes it (see the module docstring)."""
     import pymysql
-    from pymysql.constants import CLIENT
+    from pymysql.constants import CLIENT, CR
 
     class Connection(pymysql.connections.Connection):  # type: ignore[misc]
         """A PyMySQL connection made by iamdb; ``with conn:`` keeps it open."""
@@ -217,9 +217,23 @@ def _connection_class() -> type:
             super()._request_authentication()
 
         def _read_bytes(self, num_bytes: int) -> bytes:
-            if self.iamdb_until is not None:
+            if self.iamdb_until is None:
+                return super()._read_bytes(num_bytes)  # type: ignore[no-any-return]
+            data = b""
+            while len(data) < num_bytes:  # every recv gets only what is left of the deadline
                 self._arm()
-            return super()._read_bytes(num_bytes)  # type: ignore[no-any-return]
+                failure = None
+                try:
+                    chunk = self._rfile.read1(num_bytes - len(data))
+                except OSError as exc:
+                    failure, chunk = f"({_reason(exc)})", b""
+                if not chunk:
+                    self._force_close()
+                    raise pymysql.err.OperationalError(
+                        CR.CR_SERVER_LOST, f"Lost connection to MySQL server {failure or ''}"
+                    )
+                data += chunk
+            return data
 
         def _write_bytes(self, data: bytes) -> None:
             if self.iamdb_until is not None:

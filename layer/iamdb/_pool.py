@@ -27,6 +27,7 @@ from iamdb._config import SQL_SUFFIXES
 from iamdb._env import instance_prefix
 from iamdb._errors import requires
 from iamdb._log import logger
+from iamdb._managed import ping_deadline
 from iamdb.errors import ConfigError, ConnectError
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def pg_pool(name: str | None = None, **pool_kwargs: Any) -> ConnectionPool[Any]:
         """Before a checkout: ``SELECT 1`` by the deadline (the socket may have died frozen)."""
         clock = _registry.default.runtime.clock
         _, wait, _ = _checkout(name, None, None)
-        problem = driver.ping(conn, (clock, clock() + wait))
+        problem = driver.ping(conn, (clock, ping_deadline(clock(), clock() + wait)))
         if problem is not None:
             raise ConnectionError(problem)
 
@@ -158,7 +159,7 @@ def pg_async_pool(name: str | None = None, **pool_kwargs: Any) -> AsyncConnectio
     async def check(conn: Any) -> None:
         """Before a checkout: ``SELECT 1`` by the deadline (the socket may have died frozen)."""
         _, wait, _ = _checkout(name, None, None)
-        await asyncio.wait_for(driver.ping_async(conn), wait)
+        await asyncio.wait_for(driver.ping_async(conn), ping_deadline(0.0, wait))
 
     kwargs = _kwargs(name, pool_kwargs, check, open=False)
     pool = Pool(connection_class=IamDbAsyncConnection, **kwargs)

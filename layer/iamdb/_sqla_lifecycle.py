@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from iamdb import _registry
 from iamdb._log import logger
-from iamdb._managed import look
+from iamdb._managed import look, ping_deadline
 from iamdb._managed import watch as poller
 from iamdb.errors import ConnectError
 
@@ -143,7 +143,8 @@ def _problem(login: Login[Any], conn: Any, record: Any) -> str | None:
     )
     if not seen.confirm:
         return seen.dead
-    deadline = registry.deadline.at(login.cfg.connect_timeout)
+    now = clock()
+    deadline = ping_deadline(now, registry.deadline.at(login.cfg.connect_timeout))
     problem = _ping(login, conn, (clock, deadline))
     return None if problem is None else seen.failed(problem)
 
@@ -177,22 +178,25 @@ def _take_back(login: Login[Any], invocation: str | None) -> None:
         dbapi = fairy.dbapi_connection
         conn = None if dbapi is None else _driver_connection(dbapi)
         state = None if conn is None else owner.driver.transaction(conn)
-        if state is None:
-            continue
-        logger.warning(
-            "%s: a connection an earlier invocation checked out (a Session never closed) has "
-            "a transaction open (%s): closing it, so the server rolls it back; its writes are "
-            "not committed. Close Sessions before the handler returns: 'with Session(engine) "
-            "as session, session.begin():'.",
-            owner.cfg.label,
-            state,
-        )
-        owner.probe.count("TransactionsRolledBack")
+        if conn is not None and state is None:
+            continue  # held without a transaction: its holder's to give back
+        if conn is not None:
+            logger.warning(
+                "%s: a connection an earlier invocation checked out (a Session never closed) "
+                "has a transaction open (%s): closing it, so the server rolls it back; its "
+                "writes are not committed. Close Sessions before the handler returns: 'with "
+                "Session(engine) as session, session.begin():'.",
+                owner.cfg.label,
+                state,
+            )
+            owner.probe.count("TransactionsRolledBack")
         _checked_in(dbapi, record)
         fairy.detach()  # its slot goes back to its pool; the holder keeps a dead connection
-        if _is_async(conn):
+        if conn is None:
+            pass  # already invalidated (closed): only its slot was held
+        elif _is_async(conn):
             with contextlib.suppress(Exception):
-                conn.pgconn.finish()  # type: ignore[union-attr]
+                conn.pgconn.finish()
         else:
             owner.driver.close(conn)
 
