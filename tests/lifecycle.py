@@ -16,6 +16,7 @@ connection and never answers), or relay the server's bytes one at a time (a drib
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -63,7 +64,8 @@ for line in sys.stdin:
     os.environ["_X_AMZN_TRACE_ID"] = "Root=1-" + request["id"][:8] + "-" + request["id"]
     started = time.time()
     try:
-        out = {"ok": True, "value": handler(request["event"], Context(request["id"], request["deadline"]))}
+        context = Context(request["id"], request["deadline"])
+        out = {"ok": True, "value": handler(request["event"], context)}
     except Exception as exc:
         out = {"ok": False, "error": type(exc).__name__, "message": str(exc)[:3000],
                "iamdb": any(c.__module__.startswith("iamdb") for c in type(exc).__mro__)}
@@ -288,7 +290,5 @@ class _Flow:
     def close(self) -> None:
         self.closed = True
         for sock in (self.client, self.upstream):
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass

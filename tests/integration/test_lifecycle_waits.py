@@ -173,7 +173,7 @@ def test_a_pool_checkout_with_the_server_down_ends_by_the_deadline(
         ("mysql", "sqlalchemy"),
         ("pg", "aio"),
         ("pg", "pool"),
-    ],  # fmt: skip
+    ],
 )
 def test_a_server_down_at_thaw_and_back_soon_after_serves_the_invocation(
     stack: Stack, stack_env: dict[str, str], engine: str, flavour: str
