@@ -33,12 +33,15 @@ def requires(extra: str, variable: str) -> Iterator[None]:
     SnapStart's hooks (:mod:`iamdb._snapstart`), botocore's credential chain
     (:mod:`iamdb._credentials`).
     """
+    failure = None
     try:
         yield
     except MissingDependencyError:
         raise
     except ImportError as exc:
-        raise MissingDependencyError(variable, exc.name or "a module", extra, str(exc)) from exc
+        failure = MissingDependencyError(variable, exc.name or "a module", extra, str(exc))
+    if failure is not None:
+        raise failure
 
 
 class Where(TypedDict):

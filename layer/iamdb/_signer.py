@@ -206,14 +206,16 @@ def _ipv6_host(hostname: str) -> str:
 
     inner = hostname[1:-1]
     _, percent, zone = inner.partition("%")
+    lowered = None
     try:
         ipaddress.IPv6Address(inner)
-        if percent and not re.match(_IPV6_ZONE, percent + zone):
-            raise ValueError(inner)
-        # urlsplit lower-cases the address but (on recent Pythons) not the zone.
-        lowered = urlsplit(f"https://{hostname}/").hostname
+        if not percent or re.match(_IPV6_ZONE, percent + zone):
+            # urlsplit lower-cases the address but (on recent Pythons) not the zone.
+            lowered = urlsplit(f"https://{hostname}/").hostname
     except ValueError:
-        raise ConfigError("hostname", "not a valid bracketed IPv6 address") from None
+        pass
+    if lowered is None:
+        raise ConfigError("hostname", "not a valid bracketed IPv6 address")
     return f"[{lowered}]"
 
 
@@ -223,8 +225,9 @@ def _encode(name: str, value: object) -> str:
         raise ConfigError(name, "must be a non-empty string")
     try:
         return percent_encode(value)
-    except UnicodeEncodeError:
-        raise ConfigError(name, "cannot be encoded as UTF-8") from None
+    except UnicodeEncodeError:  # lone surrogates
+        pass
+    raise ConfigError(name, "cannot be encoded as UTF-8")
 
 
 _token_memo: tuple[str, str] = ("", "")

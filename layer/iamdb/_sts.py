@@ -27,7 +27,7 @@ from iamdb._aws import AwsError, retryable, xml_text
 from iamdb._credentials import Credentials, expiry_seconds
 from iamdb._log import logger
 from iamdb._retry import DecorrelatedJitter
-from iamdb.errors import AuthError, ConnectError, CredentialsError, IamDbError
+from iamdb.errors import AuthError, ConnectError, CredentialsError, IamDbError, _detached
 
 if TYPE_CHECKING:
     from iamdb._aws import AwsClient
@@ -106,9 +106,13 @@ def assume_role(
     while True:
         attempt += 1
         try:
-            return _assumed(aws.sts(params, deadline), role_arn)
+            found = _assumed(aws.sts(params, deadline), role_arn)
         except (AwsError, ConnectError) as exc:
-            failure: IamDbError = exc
+            failure: IamDbError = _detached(exc)  # its frames held the signed request
+        else:
+            if isinstance(found, Lease):
+                return found
+            failure = AwsError("sts", "MalformedResponse", found, status=200)
         if not retryable(failure):
             raise _as_error(role_arn, failure, attempt)
         delay = backoff.next_delay()
@@ -149,7 +153,9 @@ def _as_error(role_arn: str, exc: IamDbError, attempts: int) -> IamDbError:
     return AuthError(f"STS AssumeRole on {role_arn} failed: {code}{rid}")
 
 
-def _assumed(root: object, role_arn: str) -> Lease:
+def _assumed(root: object, role_arn: str) -> Lease | str:
+    """The Lease in an AssumeRole answer, or what is wrong with it. Returns rather than raises:
+    this frame holds the secret key and session token."""
     from xml.etree.ElementTree import Element
 
     assert isinstance(root, Element)
@@ -158,7 +164,8 @@ def _assumed(root: object, role_arn: str) -> Lease:
     token, expiration = xml_text(root, base + "SessionToken"), xml_text(root, base + "Expiration")
     expires_at = expiry_seconds(expiration) if expiration else None
     if not (key and secret and token) or expires_at is None:
-        why = "AssumeRole answered without complete Credentials"
-        raise AwsError("sts", "MalformedResponse", why, status=200)
+        return "AssumeRole answered without complete Credentials"
+    if not all(part.isascii() and part.isprintable() for part in (key, secret, token)):
+        return "AssumeRole answered credentials with characters AWS never uses"
     arn = xml_text(root, "AssumeRoleResult/AssumedRoleUser/Arn") or role_arn
     return Lease(Credentials(key, secret, token), expires_at, arn)

@@ -31,122 +31,10 @@ import iamdb._registry
 from devstack.aws import MONGO_UNLISTED_ROLE_ARN
 from devstack.stack import Stack
 from iamdb._config import DEFAULT_CA_BUNDLE, load_settings
-from iamdb._credentials import Credentials
-from iamdb._sts import Lease
-from iamdb._tokens import Token, TokenCache
 from iamdb.errors import AuthError, ConfigError, ConnectError
-from tests.integration.kept_alive import kept_alive
+from tests.integration.leaks import BOTOCORE, Secrets, client_side, see_logs
 
 pytestmark = pytest.mark.integration
-
-LOGGERS = ("", "iamdb", "psycopg", "pymysql", "pymongo", "botocore", "boto3", "urllib3")
-SERVER_SIDE = ("moto", "werkzeug", "devstack")  # devstack's in-process servers
-BOTOCORE = ("botocore", "boto3", "urllib3", "s3transfer")
-
-
-class Secrets:
-    """Every secret seen during a test, and every text that must not contain one."""
-
-    def __init__(self) -> None:
-        self.values: set[str] = set()
-        self.texts: list[tuple[str, str]] = []  # (where, text)
-        self.tokens: list[str] = []
-        self.leases: list[Lease] = []
-        self.roles: list[Lease] = []
-
-    def add_secret(self, value: str | None) -> None:
-        if value:
-            assert len(value) >= 16, "too short to be a meaningful secret"
-            self.values.add(value)
-
-    def add_token(self, token: str) -> None:
-        self.tokens.append(token)
-        self.add_secret(token)
-        query = parse_qs(urlsplit("https://" + token).query)
-        (signature,) = query["X-Amz-Signature"]
-        self.add_secret(signature)
-
-    def add_credentials(self, creds: Credentials) -> None:
-        self.add_secret(creds.secret_key)
-        self.add_secret(creds.token)
-
-    def see(self, where: str, text: object) -> None:
-        self.texts.append((where, text if isinstance(text, str) else repr(text)))
-
-    def see_exception(self, where: str, exc: BaseException) -> None:
-        for path, text in kept_alive(exc):
-            self.see(f"{where}: {path}", text)
-
-    def leaks(self) -> list[str]:
-        return [
-            f"{where}: holds a secret of {len(secret)} chars starting {secret[:4]!r}"
-            for where, text in self.texts
-            for secret in self.values
-            if secret in text
-        ]
-
-
-@pytest.fixture
-def secrets(
-    stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: Any
-) -> Iterator[Secrets]:
-    """Collects secrets as iamdb makes them; DEBUG logging for every logger involved."""
-    found = Secrets()
-    found.add_secret(stack_env["AWS_SECRET_ACCESS_KEY"])
-    found.add_secret(stack_env["AWS_SESSION_TOKEN"])
-    monkeypatch.setenv("IAMDB_LOG_LEVEL", "DEBUG")
-    for name in LOGGERS:
-        caplog.set_level(logging.DEBUG, logger=name)
-
-    real_get = TokenCache.get
-
-    def spy_get(self: TokenCache, *args: Any, **kwargs: Any) -> Token:
-        token = real_get(self, *args, **kwargs)
-        found.add_token(token.value)
-        return token
-
-    real_fetch = iamdb._mongo_client.fetch_lease
-
-    def spy_fetch(*args: Any, **kwargs: Any) -> Lease:
-        lease = real_fetch(*args, **kwargs)
-        found.leases.append(lease)
-        found.add_credentials(lease.credentials)
-        return lease
-
-    real_assume = iamdb._mongo_client.assume_role
-
-    def spy_assume(*args: Any, **kwargs: Any) -> Lease:
-        role = real_assume(*args, **kwargs)
-        found.roles.append(role)
-        found.add_credentials(role.credentials)
-        return role
-
-    monkeypatch.setattr(TokenCache, "get", spy_get)
-    monkeypatch.setattr(iamdb._mongo_client, "fetch_lease", spy_fetch)
-    monkeypatch.setattr(iamdb._mongo_client, "assume_role", spy_assume)
-    yield found
-
-
-def _client_side(name: str, family: tuple[str, ...]) -> bool:
-    return any(name == f or name.startswith(f + ".") for f in family)
-
-
-def _see_logs(found: Secrets, caplog: Any, *, botocore: bool = False) -> None:
-    """Records of the client side: iamdb, the drivers, the root logger; botocore's on request.
-
-    moto and werkzeug are devstack's in-process AWS, a server: what it logs is not the
-    client's. botocore's wire logging is checked apart (see the xfail test below).
-    """
-    for record in caplog.records:
-        if _client_side(record.name, SERVER_SIDE):
-            continue
-        if _client_side(record.name, BOTOCORE) and not botocore:
-            continue
-        where = f"log {record.name}:{record.levelname}"
-        found.see(where + " message", record.getMessage())
-        found.see(where + " args", record.args)
-        found.see(where + " formatted", caplog.handler.format(record))  # with the traceback
-        found.see(where + " exc_text", record.exc_text or "")
 
 
 def _see_iamdb_objects(found: Secrets) -> None:
@@ -206,7 +94,7 @@ def test_happy_paths_leak_nothing(secrets: Secrets, caplog: Any, recwarn: Any) -
     secrets.see("pymongo db repr", repr(db))
     secrets.see("pymongo pool options", str(client.options.pool_options))
     _see_iamdb_objects(secrets)
-    _see_logs(secrets, caplog)
+    see_logs(secrets, caplog)
     for warning in recwarn.list:
         secrets.see("warning", str(warning.message))
     assert any(r.name.startswith("pymongo") for r in caplog.records)  # DEBUG really on
@@ -246,7 +134,7 @@ def test_failure_paths_leak_nothing(
     for where, exc in errors:
         secrets.see_exception(where, exc)
     _see_iamdb_objects(secrets)
-    _see_logs(secrets, caplog)
+    see_logs(secrets, caplog)
     for warning in recwarn.list:
         secrets.see("warning", str(warning.message))
     leaks = secrets.leaks()
@@ -286,7 +174,7 @@ def test_tls_and_network_failures_leak_nothing(
 
     for where, exc in errors:
         secrets.see_exception(where, exc)
-    _see_logs(secrets, caplog)
+    see_logs(secrets, caplog)
     for warning in recwarn.list:
         secrets.see("warning", str(warning.message))
     leaks = secrets.leaks()
@@ -369,7 +257,7 @@ def test_async_paths_leak_nothing(
     for where, exc in errors:
         secrets.see_exception(where, exc)
     _see_iamdb_objects(secrets)
-    _see_logs(secrets, caplog)
+    see_logs(secrets, caplog)
     for warning in recwarn.list:
         secrets.see("warning", str(warning.message))
     leaks = secrets.leaks()
@@ -433,11 +321,11 @@ def test_botocore_debug_wire_logs_leak_nothing(secrets: Secrets, caplog: Any) ->
 
     iamdb.get_mongo().get_default_database().hygiene.count_documents({})
     assert iamdb.get_pg().execute("SELECT 1").fetchone() == (1,)
-    _see_logs(secrets, caplog, botocore=True)
+    see_logs(secrets, caplog, botocore=True)
     leaks = secrets.leaks()
     assert not leaks, "\n".join(sorted(set(leaks)))
     assert sys.modules["pymongo_auth_aws"] is iamdb._mongo_aws  # iamdb signed the login
-    messages = [r.getMessage() for r in caplog.records if _client_side(r.name, BOTOCORE)]
+    messages = [r.getMessage() for r in caplog.records if client_side(r.name, BOTOCORE)]
     assert messages == []
     assert len(secrets.roles) == 1 and secrets.tokens
 
@@ -449,7 +337,7 @@ def test_the_detector_sees_a_logged_token(secrets: Secrets, caplog: Any) -> None
     assert token is not None
     signature = parse_qs(urlsplit("https://" + token.value).query)["X-Amz-Signature"][0]
     logging.getLogger("iamdb").debug("oops %s", signature)
-    _see_logs(secrets, caplog)
+    see_logs(secrets, caplog)
     assert any("log iamdb:DEBUG" in leak for leak in secrets.leaks())
     secrets.see("an exception", RuntimeError(f"refused {token.value}"))
     assert any(leak.startswith("an exception") for leak in secrets.leaks())
