@@ -197,6 +197,12 @@ def _sql(engine: str, variable: str, value: str, flavour: str = "singleton") -> 
     return case
 
 
+NO_TOKEN = (
+    "<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>ASIAX</AccessKeyId>"
+    f"<SecretAccessKey>s{'e' * 40}</SecretAccessKey></Credentials></AssumeRoleResult>"
+    "</AssumeRoleResponse>"
+)
+
 CASES: dict[str, Case] = {
     "sts: trust policy does not admit the function": _untrusted_role,
     "sts: unreachable until the deadline": _sts_unreachable,
