@@ -88,10 +88,17 @@ class MalformedMongo:
                 _, body = parse_msg(payload)
                 name = next(iter(body)).lower()
                 if name in ("hello", "ismaster"):
-                    doc = {"ok": 1.0, "isWritablePrimary": True, "maxWireVersion": 21,
-                           "minWireVersion": 0, "maxBsonObjectSize": 16777216,
-                           "maxMessageSizeBytes": 48000000, "maxWriteBatchSize": 100000,
-                           "logicalSessionTimeoutMinutes": 30, "connectionId": 1}  # fmt: skip
+                    doc = {
+                        "ok": 1.0,
+                        "isWritablePrimary": True,
+                        "maxWireVersion": 21,
+                        "minWireVersion": 0,
+                        "maxBsonObjectSize": 16777216,
+                        "maxMessageSizeBytes": 48000000,
+                        "maxWriteBatchSize": 100000,
+                        "logicalSessionTimeoutMinutes": 30,
+                        "connectionId": 1,
+                    }
                 else:
                     doc = self.reply
                 data = struct.pack("<IB", 0, 0) + bson.encode(doc)
@@ -216,7 +223,7 @@ CASES: dict[str, Case] = {
             "<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>ASIAX"
             "</AccessKeyId><SecretAccessKey>s" + "e" * 40 + "</SecretAccessKey>"
             "</Credentials></AssumeRoleResult></AssumeRoleResponse>",
-        )  # fmt: skip
+        )
     ),
     "mongo sasl: no payload": _malformed_sasl({"ok": 1.0, "conversationId": 1, "done": False}),
     "mongo sasl: no conversationId": _malformed_sasl(
@@ -224,7 +231,7 @@ CASES: dict[str, Case] = {
             "ok": 1.0,
             "payload": bson.encode({"s": b"x" * 64, "h": "sts.amazonaws.com"}),
             "done": False,
-        }  # fmt: skip
+        }
     ),
     "mongo sasl: payload not BSON": _malformed_sasl(
         {"ok": 1.0, "conversationId": 1, "payload": b"\x05\x00\x00\x00garbage", "done": False}
