@@ -149,7 +149,7 @@ class FleetLimiter:
         failure = self._warm(waits.deadline)  # TLS before reading the clock
         if failure is not None:
             return failure
-        offset = self.clock.offset()
+        offset, asked = self.clock.offset(), _us(self.clock.now())
         view = self._view(start, spacing, waits.deadline)
         if view.start > view.hi:
             raise self._too_late(endpoint, rate, view.start - view.now, view, waits)
@@ -161,7 +161,7 @@ class FleetLimiter:
             if self._misled(offset):
                 return 0  # taken on a clock this answer proved wrong: not used, take again
             slot = int(n) - spacing
-            return Ticket(key, slot, int(n), slot == view.start, _until(slot, view.now, took))
+            return Ticket(key, slot, int(n), slot == view.start, _until(slot, asked, took))
         if not _refused(answer):
             return answer
         view = self._view(start, spacing, waits.deadline)  # the clock as this answer left it
@@ -175,14 +175,14 @@ class FleetLimiter:
     def _restart(self, key: str, spacing: int, waits: Waits) -> Ticket | int | IamDbError:
         """Restart a queue that is not legitimate at this instant; 0 (take again) when another
         caller restarted it first."""
-        offset = self.clock.offset()
+        offset, asked = self.clock.offset(), _us(self.clock.now())
         view = self._view(0, spacing, waits.deadline)
         answer, took = self._update(key, queue.restart(view, spacing), waits.deadline)
         if isinstance(answer, IamDbError):
             return 0 if _refused(answer) else answer
         if self._misled(offset):
             return 0
-        return Ticket(key, view.now, view.now + spacing, True, _until(view.now, view.now, took))
+        return Ticket(key, view.now, view.now + spacing, True, _until(view.now, asked, took))
 
     def _use(self, ticket: Ticket, waits: Waits) -> bool:
         """Sleep until the ticket's slot; False when the slot was missed (the process was
@@ -211,7 +211,9 @@ class FleetLimiter:
             logger.debug("fleet limiter: marking the queue idle failed (%s)", _shown(exc))
 
     def _view(self, start: int, spacing: int, deadline: float) -> queue.View:
-        now, latest = _us(self.clock.now()), _us(self.clock.latest())
+        # What it writes and what it calls stale go by the earliest DynamoDB's time can be
+        # (never in the future, never a live queue restarted); from the future by the latest.
+        now, latest = _us(self.clock.earliest()), _us(self.clock.latest())
         hi = min(_us(deadline - self.clock.offset()), now + queue.HORIZON_US)
         lo, wlim = now - queue.TOLERANCE_US, latest + _SKEW_US
         return queue.View(now, max(start, now), lo, hi, wlim, wlim + queue.HORIZON_US + spacing)

@@ -51,7 +51,7 @@ class View(NamedTuple):
 
     now: int
     start: int  # the earliest slot it may take (a fence raises it)
-    lo: int  # the oldest slot still usable: now - TOLERANCE_US
+    lo: int  # the oldest slot still usable: TOLERANCE_US before the earliest ``now`` can be
     hi: int  # the latest slot it can use: its deadline, at most HORIZON_US ahead
     wlim: int  # an item written (its w) after this was written from the future
     far: int  # a queue reaching beyond this was not written by a legitimate taker

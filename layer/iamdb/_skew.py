@@ -65,6 +65,11 @@ class ClockCheck:
         """What :meth:`now` subtracts from this clock (seconds; 0 unless proven)."""
         return self._offset
 
+    def earliest(self) -> float:
+        """The earliest DynamoDB's time can be now, once the error is proven (this clock
+        minus the most error it can have); until then this clock, trusted."""
+        return self._clock() - (self._high if self._offset else 0.0)
+
     def latest(self) -> float:
         """The latest DynamoDB's time can be now: this clock minus the least error it can have
         (this clock itself until an answer tells)."""
