@@ -42,14 +42,14 @@ class FakeAws:
         self.calls: list[str] = []
         self.sent: list[dict[str, Any]] = []
         self.fail: list[IamDbError] = []  # raised instead of answering, one per call
-        self.took = 0.0  # seconds each call takes (the fake clock moves by it)
+        self.took: list[float] = []  # how long the next calls take (the fake clock moves)
 
     def warm(self, service: str, deadline: float) -> None:
         pass
 
     def dynamodb(self, operation: str, payload: dict[str, Any], deadline: float) -> Any:
         self.calls.append(payload["UpdateExpression"].split()[0])
-        self.t.now += self.took
+        self.t.now += self.took.pop(0) if self.took else 0.0
         if self.fail:
             raise self.fail.pop(0)
         date = float(math.floor(self.t.now))
