@@ -2,37 +2,33 @@
 
 A deploy or a traffic spike starts hundreds of environments at once; each paces only itself,
 so together they exceed the instance's limit. With ``IAMDB_THROTTLE_TABLE`` set, every new
-IAM login first takes a ticket from one DynamoDB item per signing endpoint (:mod:`iamdb._queue`
-describes the item). ``n`` is the instant (epoch microseconds) of the next free slot; slots
-are ``s = 1 / (0.9 R)`` apart. A login takes its slot with **one** conditional ``UpdateItem``
-that returns the new value, then sleeps until the slot begins::
+IAM login first takes a ticket from one DynamoDB item per signing endpoint (:mod:`iamdb._queue`:
+the item and its writes). ``n`` is the instant (epoch microseconds) of the next free slot;
+slots are ``s = 1 / (0.9 R)`` apart. A login takes its slot with **one** conditional
+``UpdateItem`` (``SET n = if_not_exists(n, :start) + :s``, the new ``n`` returned), then
+sleeps until the slot begins.
 
-    SET n = if_not_exists(n, :start) + :s, w = :now
-    IF ((attribute_not_exists(n) AND (attribute_not_exists(f) OR f <= :start))
-        OR n BETWEEN :now - 50 ms AND :deadline)
-       AND (attribute_not_exists(w) OR w <= :wlim)
-
-- **The deadline is part of the condition**: a caller never takes a slot it could not use in
-  time. When the queue reaches past its deadline, the failed condition returns the item
-  (``ALL_OLD``) and the caller gets :class:`~iamdb.errors.ThrottleError` at once.
+- **The deadline is part of the condition** (``n BETWEEN :now - 50 ms AND :deadline``): a caller
+  never takes a slot it could not use in time. When the queue reaches past its deadline, the
+  failed condition returns the item (``ALL_OLD``) and the caller gets ThrottleError at once.
 - **A queue that is not legitimate is restarted** at the caller's instant by a second write,
   conditional on the queue still not being legitimate (concurrent restarts happen once): stale
-  (``n`` more than 50 ms past: a steady trickle within 50 ms reuses the queue), reaching
-  further than any deadline lets a taker push it (900 s), written from the future (``w``
-  after the latest DynamoDB's time can be, beyond the tolerated skew), or not numbers at all.
+  (``n`` more than 50 ms past: a steady trickle within 50 ms reuses the queue), reaching further
+  than any deadline lets a taker push it (900 s), written from the future (``w``, the writer's
+  clock, after the latest DynamoDB's time can be plus the tolerated skew), or not numbers.
   A restart refreshes ``expires_at``, so no item outlives its use.
-- **Clocks**: every answer's ``Date`` tells how far this process's clock is from DynamoDB's
-  (:mod:`iamdb._skew`). Within :data:`~iamdb._skew.SKEW_SECONDS` (1 s) the clock is trusted;
-  beyond it, once proven, the limiter goes by DynamoDB's time and warns once per process. A
-  ticket taken on a clock the answer proved wrong is not used, and a queue the process wrote
-  before it knew is restarted: a process whose clock is off harms at most itself.
-- **An idle queue costs the next burst nothing**: the caller that started a run (found the queue
-  absent, idle or restarted it) marks it idle after its login, if nobody took a ticket since:
-  ``n`` is removed and ``f`` (fence) keeps its end, so the next login takes its slot with one
-  write at ``max(now, f)``. That write is sent without waiting for its answer.
-- **Every wait ends by the deadline and is checked after**: a process frozen while asleep
-  (Lambda freezes environments between invocations) wakes to ThrottleError past its deadline,
-  and a slot it missed is not used: it takes another if the deadline allows.
+- **Clocks**: every answer's ``Date`` bounds this process's clock error (:mod:`iamdb._skew`).
+  Within :data:`~iamdb._skew.SKEW_SECONDS` (1 s) the clock is trusted; beyond it, once proven,
+  the limiter goes by DynamoDB's time and warns once per process. A ticket taken on a clock
+  the answer proved wrong is not used, and what the process wrote before it knew is restarted:
+  a process whose clock is off harms at most itself.
+- **An idle queue costs the next burst nothing**: the caller that started a run marks it idle
+  after its login, if nobody took a ticket since: ``n`` is removed and ``f`` (fence) keeps its
+  end, so the next login takes its slot with one write at ``max(now, f)``. That write is sent
+  without waiting for its answer.
+- **Every wait ends by the deadline and is checked after** (:class:`iamdb._limiter.Waits`): a
+  process frozen while asleep (Lambda freezes environments between invocations) wakes to
+  ThrottleError past its deadline, and a slot it missed is not used: it takes another.
 - **Back-pressure is not an outage**: DynamoDB throttling and 5xx answers are retried with
   jittered backoff inside the deadline, then ThrottleError. Only when the table cannot be used at
   all (access denied, no such table, endpoint unreachable or not answering within
@@ -40,9 +36,9 @@ that returns the new value, then sleeps until the slot begins::
   open: the login goes ahead under the per-process limiter, one warning per process, and
   DynamoDB is left alone for :data:`COOLDOWN_SECONDS`.
 
-No exception that crossed the AWS client is kept or chained: its frames hold the signed
-request. Each is detached (:func:`iamdb.errors._detached`) where it is caught, and every error
-is raised outside ``except`` blocks.
+No exception that crossed the AWS client is kept or chained (its frames hold the signed
+request): each is detached (:func:`iamdb.errors._detached`) where it is caught, and errors are
+raised outside ``except`` blocks.
 """
 
 from __future__ import annotations
@@ -91,7 +87,7 @@ class FleetLimiter:
 
     def __init__(self, table: str, aws: AwsClient, runtime: Runtime, warn_once: WarnOnce) -> None:
         self.table = table
-        self.clock = ClockCheck(runtime.clock, self._skewed)
+        self.clock = ClockCheck(runtime.clock, warn_once)
         self._aws = aws
         self._rt = runtime
         self._warn_once = warn_once
@@ -268,18 +264,6 @@ class FleetLimiter:
             COOLDOWN_SECONDS,
         )
         logger.debug("fleet limiter failed open (%s)", reason)
-
-    def _skewed(self, low: float, high: float) -> None:
-        ahead = low > 0
-        self._warn_once(
-            "fleet:clock",
-            "iamdb: this process's clock is %.1f to %.1f s %s DynamoDB's (the Date of its "
-            "answers says so): the fleet limiter paces new IAM logins on DynamoDB's time "
-            "instead. Fix the clock (NTP); AWS refuses requests signed more than 5 minutes off",
-            low if ahead else -high,
-            high if ahead else -low,
-            "ahead of" if ahead else "behind",
-        )
 
     def _too_late(
         self, endpoint: str, rate: float, wait_us: int, view: queue.View, waits: Waits

@@ -101,8 +101,10 @@ class TokenBucket:
             ready = max(now, self._updated) + wait
             if ready > deadline:
                 raise ThrottleError(
-                    f"no permit for a new IAM login before the deadline: the next one is "
-                    f"{ready - now:.3f} s away at {self.rate:g} logins/s"
+                    f"this process's own login pace: the next permit for a new IAM login is "
+                    f"{ready - now:.3f} s away at {self.rate:g} logins/s, past the deadline; "
+                    "none was taken. Keep connections across invocations, or raise "
+                    "IAMDB_CONNECT_RATE if the instance admits more"
                 )
             self._tokens -= 1
             return ready

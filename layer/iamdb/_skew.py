@@ -22,6 +22,10 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from iamdb._log import WarnOnce
 
 SKEW_SECONDS = 1.0
 """Clock error tolerated unproven: beyond it, once the ``Date`` of DynamoDB's answers proves it,
@@ -32,9 +36,9 @@ before it knew as written from the future."""
 class ClockCheck:
     """What the ``Date`` of DynamoDB's answers says about this process's clock. Thread-safe."""
 
-    def __init__(self, clock: Callable[[], float], warn: Callable[[float, float], None]) -> None:
+    def __init__(self, clock: Callable[[], float], warn_once: WarnOnce) -> None:
         self._clock = clock
-        self._warn = warn  # called once the error is first proven: (low, high) bounds
+        self._warn_once = warn_once
         self._lock = threading.Lock()
         self._low = -math.inf  # this clock minus DynamoDB's lies in (low, high]
         self._high = math.inf
@@ -56,6 +60,18 @@ class ClockCheck:
             bounds = self._low, self._high
         if first:
             self._warn(*bounds)
+
+    def _warn(self, low: float, high: float) -> None:
+        ahead = low > 0
+        self._warn_once(
+            "clock-skew",
+            "iamdb: this process's clock is %.1f to %.1f s %s DynamoDB's (the Date of its "
+            "answers says so): the fleet limiter paces new IAM logins on DynamoDB's time "
+            "instead. Fix the clock (NTP); AWS refuses requests signed more than 5 minutes off",
+            low if ahead else -high,
+            high if ahead else -low,
+            "ahead of" if ahead else "behind",
+        )
 
     def now(self) -> float:
         """DynamoDB's time as best known: this clock, corrected once its error is proven."""

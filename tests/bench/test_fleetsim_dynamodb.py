@@ -254,7 +254,7 @@ def test_queue_item_shapes_agree_with_moto(moto: Any) -> None:
     where a number belongs is left out: moto answers HTTP 500 to a comparison of a string with
     a number (DynamoDB: false; pinned in tests/bench/test_fleetsim_expr.py)."""
     from iamdb import _queue as queue
-    from tests.unit.fleet.test_queue import F, N, SPACING, VIEW, W, item
+    from tests.unit.fleet.test_queue import SPACING, VIEW, F, N, W, item
 
     def numbers(values: list[Any]) -> list[Any]:
         return [v for v in values if not (isinstance(v, dict) and "S" in v)]

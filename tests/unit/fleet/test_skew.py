@@ -20,10 +20,11 @@ class Clocks:
     def __init__(self, error: float, server: float = 1_800_000_000.25) -> None:
         self.server, self.error = server, error
         self.warned: list[tuple[float, float]] = []
-        self.check = ClockCheck(lambda: self.server + self.error, self._warn)
+        self.check = ClockCheck(lambda: self.server + self.error, self._warn)  # type: ignore[arg-type]
 
-    def _warn(self, low: float, high: float) -> None:
-        self.warned.append((low, high))
+    def _warn(self, key: str, message: str, low: float, high: float, side: str) -> None:
+        """Stands in for WarnOnce (every call kept): the bounds, as this clock minus DynamoDB's."""
+        self.warned.append((low, high) if side == "ahead of" else (-high, -low))
 
     def answer(self, trip: float = 0.01, at: float = 0.5) -> None:
         """One round trip, DynamoDB stamping its Date ``at`` (0-1) of the way through it."""
