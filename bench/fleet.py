@@ -23,15 +23,23 @@ Columns:
   order, from the start);
 - unserved: why, by error class (LambdaTimeout: logged in after the invocation ended).
 
-Run: ``python -m bench.fleet [--rows 1,3-5] [--strategy legacy] [--seed 1]``.
+The second table runs the faults of :mod:`bench.fleetsim.faults` (one environment's clock off,
+a corrupt queue item, among 1,000) with main's limiter (``main``, before the clock-skew guard)
+and today's (``ticket``). Its columns: served / optimum for the correct-clock environments, why
+the others were not served and when they were told, how the skewed environment's invocations
+ended, RDS refusals and peak, fail-opens, DynamoDB writes per login served, the hot item's peak.
+
+Run: ``python -m bench.fleet [--rows 1,3-5] [--strategy legacy] [--seed 1] [--faults 1-3]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 
-from bench.fleetsim.run import SCENARIOS, Run, Summary, simulate, summarize
+from bench.fleetsim.faults import FAULTS, FaultSummary, summarize_faults
+from bench.fleetsim.run import SCENARIOS, Run, Scenario, Summary, simulate, summarize
 from bench.fleetsim.strategy import STRATEGIES
 
 GOALS = (
@@ -41,17 +49,17 @@ GOALS = (
 )
 
 
-def rows_wanted(spec: str | None) -> list[int]:
+def rows_wanted(spec: str | None, scenarios: list[Scenario] = SCENARIOS) -> list[int]:
     """1-based scenario numbers from ``"1,3-5"`` (all when None)."""
     if not spec:
-        return list(range(1, len(SCENARIOS) + 1))
+        return list(range(1, len(scenarios) + 1))
     wanted: list[int] = []
     for part in spec.split(","):
         low, _, high = part.partition("-")
         wanted.extend(range(int(low), int(high or low) + 1))
     for number in wanted:
-        if not 1 <= number <= len(SCENARIOS):
-            raise SystemExit(f"--rows: no scenario {number} (1-{len(SCENARIOS)})")
+        if not 1 <= number <= len(scenarios):
+            raise SystemExit(f"no scenario {number} (1-{len(scenarios)})")
     return wanted
 
 
@@ -81,6 +89,45 @@ HEADERS = [
 ]  # fmt: skip
 
 
+def fault_row(number: int, run: Run, s: FaultSummary) -> list[str]:
+    sc = run.scenario
+    told = None if s.median_told_unserved is None else 1000 * s.median_told_unserved
+    return [
+        str(number), sc.fault, f"{sc.n:,}", sc.arrival, f"{sc.rate:g}", f"{sc.remaining:g} s",
+        run.strategy, f"{s.served:,} / {s.optimum:,}",
+        ", ".join(f"{k} {v:,}" for k, v in s.unserved.items()) or "-", _num(told, 0), s.skewed,
+        f"{s.refused:,}", f"{s.peak_logins:,}", f"{s.fail_opens:,}", _num(s.writes_per_login),
+        f"{s.item_peak_writes:,}", f"{s.throttled:,}",
+    ]  # fmt: skip
+
+
+FAULT_HEADERS = [
+    "#", "fault", "N", "arrival", "R", "deadline", "strategy", "correct envs served / optimum",
+    "correct envs unserved", "told (ms)", "skewed env's invocations", "refused by RDS",
+    "max logins/s", "fail-opens", "writes/login", "hot item writes/s", "throttled", "warnings",
+]  # fmt: skip
+FAULT_STRATEGIES = ("main", "ticket")
+
+
+class _Warnings(logging.Handler):
+    """Counts iamdb's warnings during a run instead of printing them (one per process is the
+    design: a fault row shows how many the fleet logged)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+    def __enter__(self) -> _Warnings:
+        logging.getLogger("iamdb").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("iamdb").removeHandler(self)
+
+
 def main(argv: list[str] | None = None) -> None:
     from bench.table import print_grid
 
@@ -92,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         "--strategy", action="append", choices=sorted(STRATEGIES), help="repeatable (default: all)"
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--faults", help="fault scenario numbers (default: all)")
     args = parser.parse_args(argv)
     lines = []
     for number in rows_wanted(args.rows):
@@ -101,6 +149,14 @@ def main(argv: list[str] | None = None) -> None:
             lines.append(row(number, run, summarize(run), time.perf_counter() - started))
     print_grid(f"Fleet simulation (virtual time, seed {args.seed})", HEADERS, lines)
     print(f"\n{GOALS}")
+    lines = []
+    for number in rows_wanted(args.faults, FAULTS):
+        for name in args.strategy or FAULT_STRATEGIES:
+            if name in FAULT_STRATEGIES:
+                with _Warnings() as warnings:
+                    run = simulate(FAULTS[number - 1], name, args.seed)
+                lines.append([*fault_row(number, run, summarize_faults(run)), str(warnings.count)])
+    print_grid(f"Faults: clocks off, corrupt items (seed {args.seed})", FAULT_HEADERS, lines)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ thread at a time and moves a virtual clock, so a run is fast and deterministic.
 - :mod:`~bench.fleetsim.dynamodb` (with :mod:`~bench.fleetsim.values`,
   :mod:`~bench.fleetsim.expr`, :mod:`~bench.fleetsim.parse`): the table model;
 - :mod:`~bench.fleetsim.rds`: the instance throttling new IAM logins;
-- :mod:`~bench.fleetsim.strategy`: what a strategy (one environment's life) gets and returns;
-  :mod:`~bench.fleetsim.strategies`: the registered ones; :mod:`~bench.fleetsim.legacy`: the
-  frozen copy of today's limiter they drive;
-- :mod:`~bench.fleetsim.run`: scenarios, the optimum, one row's numbers. ``python -m
-  bench.fleet`` prints the table.
+- :mod:`~bench.fleetsim.strategy`: what a strategy (one environment's life) gets and returns,
+  its clock possibly off true time; :mod:`~bench.fleetsim.strategies`: the registered ones;
+  :mod:`~bench.fleetsim.legacy` and :mod:`~bench.fleetsim.baseline`: frozen copies of earlier
+  limiters they drive for comparison;
+- :mod:`~bench.fleetsim.run`: scenarios, the optimum, one row's numbers;
+  :mod:`~bench.fleetsim.faults`: one clock off or a corrupt queue item among 1,000. ``python
+  -m bench.fleet`` prints both tables.
 """

@@ -17,12 +17,14 @@ bucket: it never admits more than 1,000 writes in any second, where a bucket of 
 1,000/s refill would admit up to 2,000 in one (real DynamoDB's burst capacity lies between).
 
 :class:`Client` is one environment's view: each call is a round trip drawn uniformly from
-:data:`LATENCY` of virtual time, applied at its midpoint, and counted. :class:`Boto3Client`
-dresses a Client as a boto3 DynamoDB client for code written against boto3.
+:data:`LATENCY` of virtual time, applied (and its ``Date`` stamped) at its midpoint, and
+counted. :class:`Boto3Client` dresses a Client as a boto3 DynamoDB client for code written
+against boto3.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -255,12 +257,16 @@ class Client:
         self.writes = 0
         """Of which writes DynamoDB took (UpdateItem, PutItem, DeleteItem), billed ones: a
         failed condition is a write, a throttled request is not."""
+        self.date: float | None = None
+        """The HTTP ``Date`` of the last answer: the instant the table applied the request,
+        in whole seconds of true (virtual) time, as DynamoDB's clock stamps it."""
 
     def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Send one request; its answer (or DynamoError) comes back a round trip later."""
         self.requests += 1
         trip = self._rng.uniform(*LATENCY)
         self._sim.sleep(trip / 2)
+        self.date = float(math.floor(self._sim.now()))
         billed = operation in WRITES
         try:
             return self.table.call(operation, payload, self._sim.now())

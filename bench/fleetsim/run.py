@@ -38,20 +38,41 @@ class Scenario:
     spread: float
     rate: float
     remaining: float
+    offset: float = 0.0
+    """Clock offset (seconds, + ahead) of one environment, the skewed one; 0: none."""
+    skewed: float = 0.0
+    """Where the skewed environment comes in arrival order (0 first, 0.5 halfway)."""
+    corrupt: str = ""
+    """The queue item found at the start: ``n`` or ``f`` a year ahead, ``s``: ``n`` a string."""
 
     @property
     def arrival(self) -> str:
         return "t=0" if not self.spread else f"over {self.spread:g} s"
 
     @property
+    def fault(self) -> str:
+        if self.corrupt:
+            return {"n": "n a year ahead", "f": "f a year ahead", "s": "n a string"}[self.corrupt]
+        if not self.offset:
+            return "-"
+        where = "first" if self.skewed == 0 else f"at {self.skewed:.0%} of arrivals"
+        ahead = f"{abs(self.offset):g} s" if abs(self.offset) < 3600 else "1 h"
+        return f"1 env {ahead} {'fast' if self.offset > 0 else 'slow'}, {where}"
+
+    @property
     def name(self) -> str:
-        return f"N={self.n} {self.arrival} R={self.rate:g} D={self.remaining:g}s"
+        name = f"N={self.n} {self.arrival} R={self.rate:g} D={self.remaining:g}s"
+        return name if self.fault == "-" else f"{name} {self.fault}"
 
 
 SCENARIOS = [
     *(Scenario(n, 0.0, r, d) for n in (60, 600, 3000) for r in (10, 200) for d in (10, 30)),
     *(Scenario(1000, 10.0, r, d) for r in (10, 200) for d in (10, 30)),
 ]
+
+SKEWED_INVOCATIONS = 5
+"""Invocations of the skewed environment (each a new login): does it recover?"""
+YEAR_US = 365 * 86400 * 1_000_000
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,8 @@ class Run:
     envs: list[Env]
     table: Table
     rds: Rds
+    skewed: int | None = None
+    """Index in :attr:`envs` of the environment whose clock is off (None: none is)."""
 
 
 def simulate(scenario: Scenario, strategy: str, seed: int = 1) -> Run:
@@ -84,8 +107,11 @@ def simulate(scenario: Scenario, strategy: str, seed: int = 1) -> Run:
     arrivals = sorted(start + master.uniform(0.0, scenario.spread) for _ in range(scenario.n))
     sim = Sim(start)
     table = Table(TABLE)
+    if scenario.corrupt:
+        _corrupt(table, scenario.corrupt, start)
     rds = Rds(sim, scenario.rate, user=USER)
     outcomes: dict[int, Outcome] = {}
+    skewed = round(scenario.skewed * (scenario.n - 1)) if scenario.offset else None
     for env_id, arrival in enumerate(arrivals):
         rng = random.Random(f"{seed}:{scenario.name}:{env_id}")
         deadline = arrival + scenario.remaining
@@ -105,11 +131,22 @@ def simulate(scenario: Scenario, strategy: str, seed: int = 1) -> Run:
             context=LambdaContext(sim, deadline),
             rng=rng,
             credentials=_role_session(rng),
+            offset=scenario.offset if env_id == skewed else 0.0,
+            invocations=SKEWED_INVOCATIONS if env_id == skewed else 1,
         )
         sim.spawn(functools.partial(_live, environment, ctx, outcomes), arrival)
     sim.run()
     envs = [Env(a, a + scenario.remaining, outcomes[i]) for i, a in enumerate(arrivals)]
-    return Run(scenario, strategy, start, envs, table, rds)
+    return Run(scenario, strategy, start, envs, table, rds, skewed)
+
+
+def _corrupt(table: Table, what: str, start: float) -> None:
+    """The queue item as no legitimate limiter writes it: ``n`` or ``f`` a year ahead, or
+    ``n`` a string (written by hand, another tool, a bug)."""
+    ahead = {"N": str(int(start * 1_000_000) + YEAR_US)}
+    value = {"s": {"S": "garbage"}}.get(what, ahead)
+    item = {"pk": {"S": f"q#{HOST}:{PORT}"}, "n" if what == "s" else what: value}
+    table.call("PutItem", {"TableName": TABLE, "Item": item}, start)
 
 
 def _live(environment: Strategy, ctx: Ctx, outcomes: dict[int, Outcome]) -> None:

@@ -2,7 +2,10 @@
 
 - ``legacy``: the limiter of commit 02efbb6, through its frozen copy
   (:mod:`bench.fleetsim.legacy`);
-- ``ticket``: today's login path and ticket queue (``iamdb._managed``, ``iamdb._fleet``).
+- ``main``: today's login path with the ticket queue and ``Limits`` of main f5b3399, before the
+  clock-skew guard, through their frozen copy (:mod:`bench.fleetsim.baseline`);
+- ``ticket``: today's login path and ticket queue (``iamdb._login``, ``iamdb._limiter``,
+  ``iamdb._fleet``).
 
 A new limiter joins by registering its own ``environment(ctx)`` here with ``@strategy(name)``.
 """
@@ -10,6 +13,7 @@ A new limiter joins by registering its own ``environment(ctx)`` here with ``@str
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +21,7 @@ from typing import Any
 
 from bench.fleetsim import legacy
 from bench.fleetsim.dynamodb import Boto3Client, DynamoError
-from bench.fleetsim.strategy import Ctx, Outcome, strategy
+from bench.fleetsim.strategy import INVOCATION_GAP, Ctx, LambdaContext, Outcome, strategy
 from iamdb.errors import IamDbError
 
 CONNECT_TIMEOUT = 5  # IAMDB_PG_CONNECT_TIMEOUT's default
@@ -53,16 +57,16 @@ def legacy_environment(ctx: Ctx) -> Outcome:
     fleet = legacy.FleetLimiter(
         ctx.table,
         client=Boto3Client(ctx.dynamodb),
-        clock=ctx.now,
+        clock=ctx.clock,
         sleep=ctx.sleep,
         uniform=ctx.rng.uniform,
     )
     admission = legacy.Admission(
-        legacy.ProcessLimiter(ctx.rate, clock=ctx.now, sleep=ctx.sleep),
+        legacy.ProcessLimiter(ctx.rate, clock=ctx.clock, sleep=ctx.sleep),
         fleet=fleet,
         retries=AUTH_RETRIES,
         remaining_ms=lambda: ctx.context.get_remaining_time_in_millis,
-        clock=ctx.now,
+        clock=ctx.clock,
         sleep=ctx.sleep,
         backoff=lambda: legacy.DecorrelatedJitter(uniform=ctx.rng.uniform),
     )
@@ -79,12 +83,13 @@ def legacy_environment(ctx: Ctx) -> Outcome:
     return Outcome.success(ctx, login_at, fail_opens=fleet.fail_opens)
 
 
-# -- ticket: today's limiter ---------------------------------------------------------------
+# -- ticket and main: the login path of today, with today's limiter or main's -------------
 
 
 class _SimAws:
-    """iamdb's AWS client as the fleet limiter uses it, over the model (no HTTP): model
-    errors become :class:`iamdb._aws.AwsError`, as the wire's decoder makes them."""
+    """iamdb's AWS client as the fleet limiter uses it, over the model (no HTTP): answers are
+    :class:`iamdb._aws.DynamoAnswer` and model errors :class:`iamdb._aws.AwsError`, both with the
+    ``server_time`` their ``Date`` would carry (true virtual time, whole seconds)."""
 
     def __init__(self, ctx: Ctx) -> None:
         self._ctx = ctx
@@ -93,14 +98,26 @@ class _SimAws:
         pass  # the model has no connection to open
 
     def dynamodb(self, operation: str, payload: dict[str, Any], deadline: float) -> Any:
-        from iamdb._aws import AwsError
+        from iamdb._aws import AwsError, DynamoAnswer
 
+        client = self._ctx.dynamodb
+        failure: DynamoError | None = None
         try:
-            return self._ctx.dynamodb.call(operation, payload)
+            found = client.call(operation, payload)
         except DynamoError as exc:
+            failure = exc
+        if failure is not None:
             raise AwsError(
-                "dynamodb", exc.code, exc.message, status=exc.status, item=exc.item
-            ) from None
+                "dynamodb",
+                failure.code,
+                failure.message,
+                status=failure.status,
+                item=failure.item,
+                server_time=client.date,
+            )
+        answer = DynamoAnswer(found)
+        answer.server_time = client.date
+        return answer
 
     def dynamodb_send(self, operation: str, payload: dict[str, Any], deadline: float) -> None:
         def send() -> None:
@@ -161,17 +178,31 @@ class _RdsDriver:
 
 @strategy("ticket")
 def ticket_environment(ctx: Ctx) -> Outcome:
-    """One cold environment's first ``get_pg()`` through today's login path.
+    """One cold environment's ``get_pg()`` logins through today's login path and limiter.
 
     The real login loop (``iamdb._login.Login``), ``Limits`` (the per-process bucket, then the
     fleet's ticket queue ``FleetLimiter``), ``TokenCache``, ``Deadline`` from the Lambda
-    context and the default retries, on a Runtime of virtual time and the environment's RNG;
+    context and the default retries, on a Runtime of the environment's clock and RNG;
     DynamoDB is the model (through :class:`_SimAws`), the database the RDS model.
     """
+    from iamdb._fleet import FleetLimiter
+    from iamdb._limiter import Limits
+
+    return _environment(ctx, FleetLimiter, Limits)
+
+
+@strategy("main")
+def main_environment(ctx: Ctx) -> Outcome:
+    """As ``ticket``, with the fleet limiter and ``Limits`` of main f5b3399 (the baseline)."""
+    from bench.fleetsim import baseline
+
+    return _environment(ctx, baseline.FleetLimiter, baseline.Limits)
+
+
+def _environment(ctx: Ctx, fleet_type: Any, limits_type: Any) -> Outcome:
     from iamdb._config import load_sql_config
     from iamdb._credentials import CredentialResolver
-    from iamdb._fleet import FleetLimiter
-    from iamdb._limiter import Deadline, Limits
+    from iamdb._limiter import Deadline
     from iamdb._log import WarnOnce
     from iamdb._login import Login
     from iamdb._runtime import Runtime
@@ -186,17 +217,19 @@ def ticket_environment(ctx: Ctx) -> Outcome:
         "AWS_SECRET_ACCESS_KEY": ctx.credentials.secret_key,
         "AWS_SESSION_TOKEN": ctx.credentials.token or "",
     }
-    rt = Runtime(environ=env, clock=ctx.now, sleep=ctx.sleep, random=ctx.rng.random)
-    fleet = FleetLimiter(ctx.table, _SimAws(ctx), rt, WarnOnce())  # type: ignore[arg-type]
-    deadline = Deadline(ctx.now)
+    rt = Runtime(environ=env, clock=ctx.clock, sleep=ctx.sleep, random=ctx.rng.random)
+    fleet = fleet_type(ctx.table, _SimAws(ctx), rt, WarnOnce())
+    deadline = Deadline(ctx.clock)
     deadline.set_context(ctx.context.get_remaining_time_in_millis)
     probe = _Probe()
+    cfg = load_sql_config("pg", None, env)
+    tokens = TokenCache(resolver=CredentialResolver(Runtime(environ=env)), clock=ctx.clock)
     login = Login(
-        load_sql_config("pg", None, env),
+        cfg,
         _RdsDriver(ctx),
-        TokenCache(resolver=CredentialResolver(Runtime(environ=env)), clock=ctx.now),
+        tokens,
         runtime=rt,
-        limits=Limits(ctx.rate, fleet, rt),
+        limits=limits_type(ctx.rate, fleet, rt),
         deadline=deadline,
         retries=AUTH_RETRIES,
         probe=probe,  # type: ignore[arg-type]
@@ -204,5 +237,21 @@ def ticket_environment(ctx: Ctx) -> Outcome:
     try:
         answer = login.connect()
     except IamDbError as exc:
-        return Outcome.failure(ctx, exc, fail_opens=probe.fail_opens)
-    return Outcome.success(ctx, answer.at, fail_opens=probe.fail_opens)
+        outcome = Outcome.failure(ctx, exc, fail_opens=probe.fail_opens)
+    else:
+        outcome = Outcome.success(ctx, answer.at, fail_opens=probe.fail_opens)
+    again = []
+    for k in range(1, ctx.invocations):  # the same process, later invocations: new logins
+        begins = ctx.arrival + k * INVOCATION_GAP
+        if ctx.now() < begins:
+            ctx.sleep(begins - ctx.now())
+        context = LambdaContext(ctx.sim, ctx.now() + (ctx.deadline - ctx.arrival))
+        deadline.set_context(context.get_remaining_time_in_millis)
+        tokens.invalidate(cfg.endpoint)  # a new token: a login the server counts
+        try:
+            answer = login.connect()
+        except IamDbError as exc:
+            again.append(type(exc).__name__)
+        else:
+            again.append("ok" if answer.at <= context.deadline else "LambdaTimeout")
+    return dataclasses.replace(outcome, again=tuple(again)) if again else outcome

@@ -4,7 +4,8 @@ A strategy is a function ``environment(ctx: Ctx) -> Outcome``, registered by nam
 :func:`strategy`. The simulation calls it once per environment, in a simulated thread of its
 own, at the environment's arrival: the environment is cold and wants one new IAM login before
 its invocation ends. It must drive iamdb's real code (not a re-implementation) with
-``ctx.now``/``ctx.sleep`` as its clock and sleep, ``ctx.dynamodb`` as DynamoDB and
+``ctx.clock``/``ctx.sleep`` as its clock and sleep (``ctx.clock`` is the environment's own clock,
+which may be off true time by ``ctx.offset``), ``ctx.dynamodb`` as DynamoDB and
 ``ctx.rds.connect`` as the driver's login, and return :meth:`Outcome.success` or
 :meth:`Outcome.failure`. Any other exception is a bug and stops the run.
 """
@@ -28,10 +29,10 @@ class LambdaContext:
 
     def __init__(self, sim: Sim, deadline: float) -> None:
         self._sim = sim
-        self._deadline = deadline
+        self.deadline = deadline
 
     def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - self._sim.now()) * 1000))
+        return max(0, int((self.deadline - self._sim.now()) * 1000))
 
 
 @dataclass(frozen=True)
@@ -59,13 +60,23 @@ class Ctx:
     """This environment's randomness (seeded: same seed, same run)."""
     credentials: Credentials
     """This environment's own role session: its tokens never equal another's."""
+    offset: float = 0.0
+    """How far this environment's clock is ahead of true (DynamoDB's) time, in seconds."""
+    invocations: int = 1
+    """Invocations that each want a new IAM login, :data:`INVOCATION_GAP` apart (the first at
+    :attr:`arrival`): later ones show whether an environment recovers from a bad first one."""
 
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
 
     def now(self) -> float:
+        """True (virtual) time: what DynamoDB, RDS and Lambda's countdown go by."""
         return self.sim.now()
+
+    def clock(self) -> float:
+        """This environment's own clock: true time plus its :attr:`offset`."""
+        return self.sim.now() + self.offset
 
     def sleep(self, seconds: float) -> None:
         self.sim.sleep(seconds)
@@ -97,6 +108,9 @@ class Outcome:
     requests: int
     """DynamoDB requests it sent (all operations); ``writes`` of them were writes."""
     writes: int
+    again: tuple[str, ...] = ()
+    """How each later invocation (:attr:`Ctx.invocations`) ended: ``ok``, ``LambdaTimeout``
+    (logged in after that invocation ended) or the error's class name."""
 
     @classmethod
     def success(cls, ctx: Ctx, login_at: float, *, fail_opens: int = 0) -> Outcome:
@@ -115,6 +129,10 @@ class Outcome:
             ctx.dynamodb.requests,
             ctx.dynamodb.writes,
         )
+
+
+INVOCATION_GAP = 2.0
+"""Seconds between the starts of an environment's invocations (:attr:`Ctx.invocations`)."""
 
 
 Strategy = Callable[[Ctx], Outcome]

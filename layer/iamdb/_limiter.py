@@ -12,7 +12,10 @@ that delay varies, so logins spaced at exactly the limit could arrive closer tog
 Waiting is a reservation then a ``sleep``: a caller reserves the next free instant under
 the lock, then sleeps outside it until that instant; callers are served in order and never
 spin. A reservation that would end after the caller's deadline is not made:
-:class:`~iamdb.errors.ThrottleError` is raised at once instead.
+:class:`~iamdb.errors.ThrottleError` is raised at once instead. Every sleep of a login's
+permits goes through its :class:`Waits`, which checks the deadline again when the sleep ends:
+Lambda freezes an environment between invocations, and one frozen while asleep wakes after
+its invocation ended. ``ThrottleWaitMs`` counts the sleeps iamdb asked for, not the freeze.
 """
 
 from __future__ import annotations
@@ -98,11 +101,52 @@ class TokenBucket:
             ready = max(now, self._updated) + wait
             if ready > deadline:
                 raise ThrottleError(
-                    f"no permit for a new IAM login before the deadline: the next one is "
-                    f"{ready - now:.3f} s away at {self.rate:g} logins/s"
+                    f"this process's own login pace: the next permit for a new IAM login is "
+                    f"{ready - now:.3f} s away at {self.rate:g} logins/s, past the deadline; "
+                    "none was taken. Keep connections across invocations, or raise "
+                    "IAMDB_CONNECT_RATE if the instance admits more"
                 )
             self._tokens -= 1
             return ready
+
+
+SUSPENDED_SECONDS = 1.0
+"""Wall time beyond the waits asked for that a deadline message calls a suspension."""
+
+
+class Waits:
+    """The sleeps of one new login's permits: none past ``deadline`` (clock seconds), the
+    deadline checked again after each, their asked-for total in :attr:`asked`."""
+
+    def __init__(self, runtime: Runtime, endpoint: str, deadline: float) -> None:
+        self.endpoint = endpoint
+        self.deadline = deadline
+        self.asked = 0.0
+        """Seconds of sleep asked for so far (``ThrottleWaitMs``)."""
+        self.began = runtime.clock()
+        self._rt = runtime
+
+    def sleep(self, seconds: float, what: str) -> None:
+        """Sleep ``seconds`` waiting for ``what``; ThrottleError when it ended past the deadline."""
+        self._rt.sleep(seconds)
+        self.asked += seconds
+        self.check(what)
+
+    def check(self, what: str) -> None:
+        """ThrottleError when the deadline has passed (``what``: what was being waited for)."""
+        now = self._rt.clock()
+        if now <= self.deadline:
+            return
+        spent = now - self.began
+        frozen = spent - self.asked > SUSPENDED_SECONDS
+        raise ThrottleError(
+            f"{'the process was suspended' if frozen else 'the deadline passed'} while waiting "
+            f"for {what}: a new IAM login to {self.endpoint} reached its permits "
+            f"{now - self.deadline:.2f} s past its deadline, {spent:.2f} s after asking for "
+            f"them, {self.asked:.2f} s of which were waits iamdb asked for"
+            + (" (Lambda freezes an environment between invocations)" if frozen else "")
+            + ". No login was attempted; the next one asks anew"
+        )
 
 
 class Limits:
@@ -128,21 +172,22 @@ class Limits:
         this limiter's own rate, ``IAMDB_CONNECT_RATE``).
 
         Returns the fleet ticket to :meth:`release` after the login (None without one).
-        Raises ThrottleError, without waiting, when no permit comes before ``deadline``.
+        Raises ThrottleError, without waiting, when no permit comes before ``deadline``, and
+        when a wait ended past it (the process was suspended).
         """
         rate = self.rate if rate is None else rate
-        started = self._rt.clock()
+        waits = Waits(self._rt, endpoint, deadline)
         ready = self._bucket(endpoint, rate).reserve(deadline)
         wait = ready - self._rt.clock()
         if wait > 0:
-            self._rt.sleep(wait)
+            waits.sleep(wait, "this process's permit")
         ticket = None
         if self.fleet is not None:
             with probe.span("fleet ticket"):
-                ticket = self.fleet.acquire(endpoint, rate, deadline)
+                ticket = self.fleet.acquire(endpoint, rate, waits)
             if ticket is None:
                 probe.count("LimiterFailOpen")
-        probe.count("ThrottleWaitMs", 1000.0 * max(0.0, self._rt.clock() - started))
+        probe.count("ThrottleWaitMs", 1000.0 * waits.asked)
         return ticket
 
     def release(self, ticket: Ticket | None) -> None:
