@@ -160,7 +160,7 @@ class _RdsDriver:
     def __init__(self, ctx: Ctx) -> None:
         self._ctx = ctx
 
-    def connect(self, cfg: object, token: Any) -> _Login:
+    def connect(self, cfg: object, token: Any, until: Any) -> _Login:
         return _Login(self._ctx.rds.connect(token.value, self._ctx.rng))
 
     def fileno(self, conn: _Login) -> int:
@@ -169,11 +169,14 @@ class _RdsDriver:
     def is_closed(self, conn: _Login) -> bool:
         return False
 
-    def ping(self, conn: _Login) -> None:
-        pass
+    def transaction(self, conn: _Login) -> str | None:
+        return None
 
-    def close(self, conn: _Login) -> None:
-        pass
+    def ping(self, conn: _Login, until: Any) -> str | None:
+        return None
+
+    def close(self, conn: _Login, wait: float = 0.0) -> bool:
+        return True
 
 
 @strategy("ticket")
