@@ -1,14 +1,16 @@
-"""Where iamdb's AWS calls go and whom they trust: endpoint URL settings checked and split
+"""Where iamdb's AWS calls go and whom they trust: URL settings checked and split
 (:func:`split_url`, for ``AWS_ENDPOINT_URL*`` and the container credentials URI), and the
-verifying TLS context of every HTTPS connection :mod:`iamdb._http` opens (:func:`tls_context`).
+connection every request of :mod:`iamdb._http` starts from (:func:`connect`): TCP to one of
+the name's addresses and, for HTTPS, TLS verified with :func:`tls_context`, all by a deadline.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable
 from urllib.parse import SplitResult, urlsplit
 
 from iamdb.errors import ConfigError
@@ -16,14 +18,90 @@ from iamdb.errors import ConfigError
 _contexts: dict[str | None, ssl.SSLContext] = {}
 
 
-def tls_context(environ: Mapping[str, str]) -> ssl.SSLContext:
+def connect(
+    host: str,
+    port: int,
+    *,
+    tls: bool,
+    cafile: str | None,
+    deadline: float,
+    clock: Callable[[], float],
+) -> socket.socket | str:
+    """A socket connected to ``host:port`` by ``deadline`` (``clock`` seconds), TLS-verified
+    for ``host`` when ``tls`` (trusting :func:`tls_context`); or why not, an error message.
+
+    The addresses the name resolves to (a VPC interface endpoint has one per zone) are tried
+    in turn, each with an equal share of the time left, so a black-holed one cannot take it
+    all; the TLS handshake gets what remains (CPython bounds the whole handshake by the
+    timeout, not each read). Resolving the name cannot be bounded through the socket API:
+    the resolver's own timeouts apply (Lambda asks the VPC resolver, which caches AWS names).
+    """
+    why = "the name has no address"
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        addresses, why = [], f"cannot resolve the name: {reason(exc)}"
+    sock = None
+    for tried, (family, kind, proto, _, address) in enumerate(addresses):
+        left = deadline - clock()
+        if left <= 0:
+            why = "timed out (the deadline was reached)"
+            break
+        try:
+            sock = socket.socket(family, kind, proto)
+            sock.settimeout(left / (len(addresses) - tried))  # a share for each address left
+            sock.connect(address)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            break
+        except OSError as exc:
+            why = reason(exc)
+        if sock is not None:
+            sock.close()
+            sock = None
+    if sock is None:
+        count = f" ({len(addresses)} addresses)" if len(addresses) > 1 else ""
+        return f"cannot connect to {host}:{port}{count}: {why}"
+    return _handshake(sock, host, port, cafile, deadline - clock()) if tls else sock
+
+
+def _handshake(
+    sock: socket.socket, host: str, port: int, cafile: str | None, left: float
+) -> socket.socket | str:
+    """``sock`` with TLS verified for ``host``, the handshake done within ``left`` seconds."""
+    secured: ssl.SSLSocket | None = None
+    try:
+        context = tls_context(cafile)
+    except (OSError, ValueError) as exc:  # ssl.SSLError, FileNotFoundError, a NUL in the path
+        context, why = None, f"cannot load the CA bundle {cafile or 'of the system'}: {reason(exc)}"
+    if context is not None and left <= 0:
+        why = "timed out (the deadline was reached)"
+    elif context is not None:
+        try:
+            secured = context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+            secured.settimeout(left)
+            secured.do_handshake()
+            return secured
+        except (OSError, ValueError) as exc:  # ValueError: a name TLS refuses
+            why = reason(exc)
+    (secured or sock).close()
+    return f"TLS with {host}:{port} failed: {why}"
+
+
+def reason(exc: BaseException) -> str:
+    """A socket or TLS error in a few words on one line (what messages quote of it)."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())[:200]
+
+
+def tls_context(cafile: str | None) -> ssl.SSLContext:
     """The verifying TLS context for AWS endpoints, one per CA bundle (loading costs ms).
 
-    ``AWS_CA_BUNDLE`` when set (as botocore honours it); else the system's trust store; else,
-    when the system has none (some minimal images), the CA bundle botocore ships, found
-    without importing botocore.
+    ``cafile``: ``AWS_CA_BUNDLE`` when set (as botocore honours it); else the system's trust
+    store; else, when the system has none (some minimal images), the CA bundle botocore
+    ships, found without importing botocore.
     """
-    cafile = (environ.get("AWS_CA_BUNDLE") or "").strip() or None
     found = _contexts.get(cafile)
     if found is None:
         found = ssl.create_default_context(cafile=cafile)
