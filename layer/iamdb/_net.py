@@ -1,7 +1,8 @@
-"""Where iamdb's AWS calls go and whom they trust: URL settings checked and split
-(:func:`split_url`, for ``AWS_ENDPOINT_URL*`` and the container credentials URI), and the
-connection every request of :mod:`iamdb._http` starts from (:func:`connect`): TCP to one of
-the name's addresses and, for HTTPS, TLS verified with :func:`tls_context`, all by a deadline.
+"""Where iamdb's AWS calls go and whom they trust: each service's endpoint as botocore resolves
+it (:func:`resolve_endpoint`), URL settings checked and split (:func:`split_url`, for
+``AWS_ENDPOINT_URL*`` and the container credentials URI), and the connection every request of
+:mod:`iamdb._http` starts from (:func:`connect`): TCP to one of the name's addresses and, for
+HTTPS, TLS verified with :func:`tls_context`, all by a deadline.
 """
 
 from __future__ import annotations
@@ -10,12 +11,106 @@ import os
 import re
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 from urllib.parse import SplitResult, urlsplit
 
+from iamdb._env import REGION_VARS, aws_region
 from iamdb.errors import ConfigError
 
 _contexts: dict[str | None, ssl.SSLContext] = {}
+# Each partition but "aws" (the rest), as botocore's partitions.json: region pattern, then
+# (name, DNS suffix, dual-stack DNS suffix). boto3 refuses dual-stack endpoints where its
+# endpoints.json has none (None here): in aws-iso-e and aws-iso-f, the rules notwithstanding.
+_PARTITIONS = [
+    (re.compile(pattern, re.ASCII), name, dns, dualstack)
+    for pattern, name, dns, dualstack in (
+        (r"cn-\w+-\d+", "aws-cn", "amazonaws.com.cn", "api.amazonwebservices.com.cn"),
+        (r"us-gov-\w+-\d+", "aws-us-gov", "amazonaws.com", "api.aws"),
+        (r"us-iso-\w+-\d+", "aws-iso", "c2s.ic.gov", "api.aws.ic.gov"),
+        (r"us-isob-\w+-\d+", "aws-iso-b", "sc2s.sgov.gov", "api.aws.scloud"),
+        (r"eu-isoe-\w+-\d+", "aws-iso-e", "cloud.adc-e.uk", None),
+        (r"us-isof-\w+-\d+", "aws-iso-f", "csp.hci.ic.gov", None),
+        (r"eusc-de-\w+-\d+", "aws-eusc", "amazonaws.eu", "api.amazonwebservices.eu"),
+    )
+]
+_AWS = ["aws", "amazonaws.com", "api.aws"]
+_ENDPOINT_VARS = (
+    "AWS_ENDPOINT_URL",
+    *REGION_VARS,
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    "AWS_USE_FIPS_ENDPOINT",
+    "AWS_USE_DUALSTACK_ENDPOINT",
+)
+
+
+class AwsEndpoint(NamedTuple):
+    """Where one service's calls go, and the region they are signed for."""
+
+    scheme: str
+    host: str
+    port: int
+    region: str
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+
+def resolve_endpoint(service: str, environ: Mapping[str, str]) -> AwsEndpoint:
+    """The endpoint boto3 would use for ``service`` (``dynamodb`` or ``sts``), validated.
+
+    ``AWS_ENDPOINT_URL_<SERVICE>``, then ``AWS_ENDPOINT_URL`` (unless
+    ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` is true); otherwise the regional endpoint of the
+    region's partition as botocore's endpoint rules build it: ``<service>-fips`` with
+    ``AWS_USE_FIPS_ENDPOINT`` (but GovCloud's regional endpoints are FIPS already), the
+    partition's dual-stack domain (``api.aws``...) with ``AWS_USE_DUALSTACK_ENDPOINT``.
+    Raises ConfigError naming the variable, before any call.
+    """
+    names = (f"AWS_ENDPOINT_URL_{service.upper()}", *_ENDPOINT_VARS)
+    env = {var: environ[var] for var in names if var in environ}
+    del environ  # a ConfigError's frames must not keep os.environ (it holds the secret key)
+    region = aws_region(env)
+    if not _flag(env, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
+        for var in names[:2]:
+            url = (env.get(var) or "").strip()
+            if url:
+                return _parse_endpoint_url(var, url, region)
+    partition, dns, dualstack_dns = next(
+        (found for pattern, *found in _PARTITIONS if pattern.fullmatch(region)), _AWS
+    )
+    fips, dualstack = _flag(env, "AWS_USE_FIPS_ENDPOINT"), _flag(env, "AWS_USE_DUALSTACK_ENDPOINT")
+    if dualstack and dualstack_dns is None:
+        why = f"boto3 knows no dual-stack {service} endpoint in {region} (partition {partition})"
+        raise ConfigError("AWS_USE_DUALSTACK_ENDPOINT", f"{why}: unset it for this region")
+    if fips and (dualstack or partition != "aws-us-gov"):  # GovCloud's own are FIPS already
+        service = f"{service}-fips"
+    return AwsEndpoint(
+        "https", f"{service}.{region}.{dualstack_dns if dualstack else dns}", 443, region
+    )
+
+
+def _flag(environ: Mapping[str, str], var: str) -> bool:
+    """A boolean setting read as botocore's ``ensure_boolean`` does: only ``true`` (any case)."""
+    return (environ.get(var) or "").lower() == "true"
+
+
+def _parse_endpoint_url(var: str, url: str, region: str) -> AwsEndpoint:
+    parts, host, port = split_url(var, url)
+    if (
+        parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.port == 0
+        or host.strip("abcdefghijklmnopqrstuvwxyz0123456789.-:") != ""
+    ):
+        shown = f"{parts.scheme}://{host}"  # neither userinfo nor the rest is repeated
+        raise ConfigError(var, f"expected http(s)://host[:port] (no path), got {shown!r:.120}")
+    if ":" in host:
+        host = f"[{host}]"
+    return AwsEndpoint(parts.scheme, host, port, region)
 
 
 def connect(
