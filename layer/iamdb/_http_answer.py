@@ -93,13 +93,14 @@ class Reader:
             return self._chunked(), True
         if length is None:
             return self._to_close(), False
-        sizes = {part.strip(" \t") for part in length.split(",")}  # "5, 5": one length
-        size = sizes.pop() if len(sizes) == 1 else ""
-        if not (size.isascii() and size.isdigit() and len(size) <= 10):
+        sizes = [part.strip(" \t") for part in length.split(",")]  # "5, 5": one length
+        if not all(n.isascii() and n.isdigit() and len(n) <= 10 for n in sizes):
             raise self.broken("bad Content-Length")
-        if int(size) > MAX_BODY:
+        if len({int(n) for n in sizes}) != 1:
+            raise self.broken("Content-Length with different values")
+        if int(sizes[0]) > MAX_BODY:
             raise self.broken("Content-Length over 4 MiB")
-        return self._exactly(int(size)), True
+        return self._exactly(int(sizes[0])), True
 
     def _chunked(self) -> bytes:
         body = bytearray()
