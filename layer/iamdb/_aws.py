@@ -123,12 +123,13 @@ class AwsClient:
     def dynamodb(self, operation: str, payload: Mapping[str, Any], deadline: float) -> DynamoAnswer:
         """One DynamoDB JSON 1.0 call (``UpdateItem``...): the decoded answer, or AwsError."""
         endpoint, connection, body = self._dynamodb_call(payload)
-        # The signed headers go straight into the call: a frame an error passes through
-        # holds no secret in its locals (the answer holds none either: table items).
-        answer = connection.request(
-            "POST", "/", self._signed(endpoint, operation, body, deadline), body, deadline
+        # Neither the signed headers nor the answer is kept in a local: this frame is in
+        # the traceback of what is raised, and a crash reporter serialises its locals.
+        outcome = _json_answer(
+            connection.request(
+                "POST", "/", self._signed(endpoint, operation, body, deadline), body, deadline
+            )
         )
-        outcome = _json_answer(answer)
         if isinstance(outcome, AwsError):
             raise outcome
         return outcome
@@ -152,8 +153,7 @@ class AwsClient:
         form.update((k, v) for k, v in params.items() if k != "Action")
         body = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in form.items())
         data = body.encode()
-        # Neither the signed headers nor the answer (AssumeRole's holds the role's secret
-        # key) is kept in a local: this frame is in the traceback of what is raised.
+        # As in dynamodb(): AssumeRole's answer holds the role's secret key.
         outcome = _xml_answer(
             self._connection(endpoint).request(
                 "POST", "/", self._signed(endpoint, None, data, deadline), data, deadline

@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import NamedTuple, TypeVar
 
-from iamdb._http_answer import LOST, NETWORK, SLOW, Failure, Reader
+from iamdb._http_answer import LOST, NETWORK, SLOW, TRUST, Failure, Reader
 from iamdb._net import connect, reason
 from iamdb.errors import ConfigError, ConnectError
 
@@ -193,7 +193,8 @@ class HttpConnection:
             clock=self._clock,
         )
         if isinstance(opened, str):
-            raise Failure(opened, SLOW if "timed out" in opened else NETWORK, sent=False)
+            hint = NETWORK if opened.startswith("cannot") else TRUST
+            raise Failure(opened, SLOW if "timed out" in opened else hint, sent=False)
         self._sock = opened
         return False
 
