@@ -24,8 +24,8 @@ _CTL = bytes(range(32)).replace(b"\t", b"") + b"\x7f"
 # What each kind of failure tells the reader to do.
 NETWORK = "check the endpoint and the network path to it: VPC endpoint or NAT, security groups"
 TRUST = "check the endpoint's certificate and the CAs trusted (AWS_CA_BUNDLE)"
-SLOW = "the endpoint is slow or unreachable; the caller's deadline was reached"
-BROKEN = "something other than the endpoint answered: a proxy, or the wrong port?"
+SLOW = "the deadline was reached: check that the endpoint is reachable, or leave the call more time"
+BROKEN = "something other than the endpoint answered: check the endpoint URL (a proxy? its port?)"
 LOST = "the connection broke; the call may be made again"
 
 
