@@ -18,16 +18,30 @@
 - burst: 60 cold environments logging in at once to a server limiting new IAM logins to
   10/s: naive, retry-only and iamdb's limiters (starts its own devstack);
 - fleet: the fleet limiter's code at 60-3,000 environments against modelled DynamoDB and RDS,
-  in virtual time (no devstack).
+  in virtual time (no devstack);
+- http: iamdb's HTTP client against the same on ``http.client`` (cold import, per request,
+  lines of code; no devstack).
 """
 
 from __future__ import annotations
 
 import os
 
-from bench import aio, burst, cold, fleet, layer, mongo, observability, signing, sql, sqlalchemy
+from bench import (
+    aio,
+    burst,
+    cold,
+    fleet,
+    http,
+    layer,
+    mongo,
+    observability,
+    signing,
+    sql,
+    sqlalchemy,
+)
 
-BENCHMARKS = (signing, sql, sqlalchemy, aio, cold, mongo, layer, observability, burst, fleet)
+BENCHMARKS = (signing, sql, sqlalchemy, aio, cold, mongo, layer, observability, burst, fleet, http)
 
 
 def main() -> None:

@@ -12,17 +12,17 @@ is :class:`iamdb._retry.DecorrelatedJitter`.
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from iamdb import _sigv4
-from iamdb._env import aws_region
 from iamdb._http import HttpConnection, Response, TransportError
-from iamdb._net import split_url
-from iamdb.errors import ConfigError, IamDbError
+from iamdb._http_answer import http_date
+from iamdb._net import AwsEndpoint
+from iamdb._net import resolve_endpoint as resolve_endpoint  # where callers import it from
+from iamdb.errors import IamDbError, _detached
 
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
@@ -31,15 +31,7 @@ if TYPE_CHECKING:
     from iamdb._runtime import Runtime
 
 USER_AGENT = "iamdb/0.1"
-# (region pattern, DNS suffix) by partition, as botocore's partitions.json; the rest is "aws".
-_PARTITIONS = (
-    (re.compile(r"cn-\w+-\d+", re.ASCII), "amazonaws.com.cn"),
-    (re.compile(r"eusc-de-\w+-\d+", re.ASCII), "amazonaws.eu"),
-    (re.compile(r"us-iso-\w+-\d+", re.ASCII), "c2s.ic.gov"),
-    (re.compile(r"us-isob-\w+-\d+", re.ASCII), "sc2s.sgov.gov"),
-    (re.compile(r"eu-isoe-\w+-\d+", re.ASCII), "cloud.adc-e.uk"),
-    (re.compile(r"us-isof-\w+-\d+", re.ASCII), "csp.hci.ic.gov"),
-)
+_CODE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
 # Error codes that mean "slow down / try later": back-pressure, not a broken setup.
 THROTTLING = frozenset(
     {
@@ -69,7 +61,9 @@ class AwsError(IamDbError):
     ``code`` is AWS's error code (``MalformedResponse`` when the answer could not be read),
     ``status`` the HTTP status, ``item`` the old item a failed DynamoDB condition returned
     (``ReturnValuesOnConditionCheckFailure=ALL_OLD``), ``server_time`` the answer's ``Date``
-    (epoch seconds, whole; None when absent). Messages never hold secrets.
+    (epoch seconds, whole; None when absent). Messages never hold secrets. What the answer
+    said is kept bounded and on one line: ``code`` and ``request_id`` to at most 100 of
+    ``[A-Za-z0-9._:-]``, the message to 300 printable characters.
     """
 
     def __init__(
@@ -83,10 +77,22 @@ class AwsError(IamDbError):
         item: Mapping[str, Any] | None = None,
         server_time: float | None = None,
     ) -> None:
+        code, request_id = _identifier(code) or f"HTTP{status}", _identifier(request_id)
         rid = f", request id {request_id}" if request_id else ""
-        super().__init__(f"{service}: {code}: {message[:300]} (HTTP {status}{rid})")
+        super().__init__(f"{service}: {code}: {_one_line(message, 300)} (HTTP {status}{rid})")
         self.service, self.code, self.status = service, code, status
         self.request_id, self.item, self.server_time = request_id, item, server_time
+
+
+def _identifier(text: str) -> str:
+    return "".join([c for c in text[:200] if c in _CODE_CHARS])[:100]
+
+
+def _one_line(text: str, limit: int) -> str:
+    """``text`` (from a remote answer) on one line of at most ``limit`` characters: control
+    and other unprintable characters and runs of blanks become one space."""
+    shown = "".join([c if c.isprintable() else " " for c in text[: limit * 2]])
+    return " ".join(shown.split())[:limit]
 
 
 class DynamoAnswer(dict[str, Any]):
@@ -105,63 +111,6 @@ def retryable(exc: IamDbError) -> bool:
     return False
 
 
-class AwsEndpoint(NamedTuple):
-    """Where one service's calls go, and the region they are signed for."""
-
-    scheme: str
-    host: str
-    port: int
-    region: str
-
-    @property
-    def host_header(self) -> str:
-        default = 443 if self.scheme == "https" else 80
-        return self.host if self.port == default else f"{self.host}:{self.port}"
-
-
-def resolve_endpoint(service: str, environ: Mapping[str, str]) -> AwsEndpoint:
-    """The endpoint boto3 would use for ``service`` (``dynamodb`` or ``sts``), validated.
-
-    ``AWS_ENDPOINT_URL_<SERVICE>``, then ``AWS_ENDPOINT_URL`` (unless
-    ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` is true); otherwise the regional endpoint of the
-    region's partition, ``<service>-fips`` with ``AWS_USE_FIPS_ENDPOINT`` (STS in GovCloud is
-    FIPS already). Raises ConfigError naming the variable, before any call.
-    """
-    region = aws_region(environ)
-    if not _flag(environ, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
-        for var in (f"AWS_ENDPOINT_URL_{service.upper()}", "AWS_ENDPOINT_URL"):
-            url = (environ.get(var) or "").strip()
-            if url:
-                return _parse_endpoint_url(var, url, region)
-    suffix = next((s for p, s in _PARTITIONS if p.fullmatch(region)), "amazonaws.com")
-    fips = _flag(environ, "AWS_USE_FIPS_ENDPOINT")
-    if fips and not (service == "sts" and region.startswith("us-gov-")):
-        service = f"{service}-fips"
-    return AwsEndpoint("https", f"{service}.{region}.{suffix}", 443, region)
-
-
-def _flag(environ: Mapping[str, str], var: str) -> bool:
-    """A boolean setting read as botocore's ``ensure_boolean`` does: only ``true`` (any case)."""
-    return (environ.get(var) or "").lower() == "true"
-
-
-def _parse_endpoint_url(var: str, url: str, region: str) -> AwsEndpoint:
-    parts, host, port = split_url(var, url)
-    if (
-        parts.username is not None
-        or parts.path not in ("", "/")
-        or parts.query
-        or parts.fragment
-        or parts.port == 0
-        or host.strip("abcdefghijklmnopqrstuvwxyz0123456789.-:") != ""
-    ):
-        shown = f"{parts.scheme}://{host}"  # neither userinfo nor the rest is repeated
-        raise ConfigError(var, f"expected http(s)://host[:port] (no path), got {shown!r:.120}")
-    if ":" in host:
-        host = f"[{host}]"
-    return AwsEndpoint(parts.scheme, host, port, region)
-
-
 class AwsClient:
     """Signed calls to DynamoDB and STS; one kept-alive connection per endpoint. Thread-safe."""
 
@@ -173,14 +122,24 @@ class AwsClient:
 
     def dynamodb(self, operation: str, payload: Mapping[str, Any], deadline: float) -> DynamoAnswer:
         """One DynamoDB JSON 1.0 call (``UpdateItem``...): the decoded answer, or AwsError."""
-        endpoint, headers, body = self._dynamodb_request(operation, payload, deadline)
-        answer = self._connection(endpoint).request("POST", "/", headers, body, deadline)
-        return _json_answer(answer)
+        endpoint, connection, body = self._dynamodb_call(payload)
+        # Neither the signed headers nor the answer is kept in a local: this frame is in
+        # the traceback of what is raised, and a crash reporter serialises its locals.
+        outcome = _json_answer(
+            connection.request(
+                "POST", "/", self._signed(endpoint, operation, body, deadline), body, deadline
+            )
+        )
+        if isinstance(outcome, AwsError):
+            raise outcome
+        return outcome
 
     def dynamodb_send(self, operation: str, payload: Mapping[str, Any], deadline: float) -> None:
         """Send a DynamoDB call without waiting for its answer (best effort, off the login)."""
-        endpoint, headers, body = self._dynamodb_request(operation, payload, deadline)
-        self._connection(endpoint).send("POST", "/", headers, body, deadline)
+        endpoint, connection, body = self._dynamodb_call(payload)
+        connection.send(
+            "POST", "/", self._signed(endpoint, operation, body, deadline), body, deadline
+        )
 
     def warm(self, service: str, deadline: float) -> None:
         """Open ``service``'s connection now if it is not open (TCP and TLS before the clock
@@ -193,13 +152,16 @@ class AwsClient:
         form = {"Action": params["Action"], "Version": "2011-06-15"}
         form.update((k, v) for k, v in params.items() if k != "Action")
         body = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in form.items())
-        headers = {
-            "host": endpoint.host_header,
-            "content-type": "application/x-www-form-urlencoded; charset=utf-8",
-        }
-        signed = self._signed(endpoint, "sts", headers, body.encode())
-        answer = self._connection(endpoint).request("POST", "/", signed, body.encode(), deadline)
-        return _xml_answer(answer)
+        data = body.encode()
+        # As in dynamodb(): AssumeRole's answer holds the role's secret key.
+        outcome = _xml_answer(
+            self._connection(endpoint).request(
+                "POST", "/", self._signed(endpoint, None, data, deadline), data, deadline
+            )
+        )
+        if isinstance(outcome, AwsError):
+            raise outcome
+        return outcome
 
     def close(self) -> None:
         """Close every connection (the next call opens a new one)."""
@@ -208,26 +170,44 @@ class AwsClient:
         for connection in connections.values():
             connection.close()
 
-    def _dynamodb_request(
-        self, operation: str, payload: Mapping[str, Any], deadline: float
-    ) -> tuple[AwsEndpoint, dict[str, str], bytes]:
+    def _dynamodb_call(
+        self, payload: Mapping[str, Any]
+    ) -> tuple[AwsEndpoint, HttpConnection, bytes]:
         endpoint = resolve_endpoint("dynamodb", self._rt.environ)
         body = json.dumps(payload, separators=(",", ":")).encode()
-        headers = {
-            "host": endpoint.host_header,
-            "content-type": "application/x-amz-json-1.0",
-            "x-amz-target": f"DynamoDB_20120810.{operation}",
-        }
-        return endpoint, self._signed(endpoint, "dynamodb", headers, body), body
+        return endpoint, self._connection(endpoint), body
 
     def _signed(
-        self, endpoint: AwsEndpoint, service: str, headers: dict[str, str], body: bytes
+        self, endpoint: AwsEndpoint, target: str | None, body: bytes, deadline: float
     ) -> dict[str, str]:
-        credentials = self._resolver.resolve()  # every call: rotated credentials are picked up
-        added = _sigv4.sign_headers(
-            "POST", headers, body, service=service, region=endpoint.region, credentials=credentials
-        )
-        return {**headers, **added, "user-agent": USER_AGENT}
+        """The headers of a request to ``endpoint``, signed with the current credentials
+        (fetched by ``deadline`` when they come from the container endpoint); DynamoDB's
+        operation is ``target``, STS's (None) is in the body.
+
+        A failure (no credentials, unsignable ones) is raised detached: the resolver's and
+        the signer's frames hold tokens and the string that was signed.
+        """
+        if target is None:
+            service, content_type = "sts", "application/x-www-form-urlencoded; charset=utf-8"
+        else:
+            service, content_type = "dynamodb", "application/x-amz-json-1.0"
+        headers = {"host": endpoint.host_header, "content-type": content_type}
+        if target is not None:
+            headers["x-amz-target"] = f"DynamoDB_20120810.{target}"
+        try:
+            added = _sigv4.sign_headers(
+                "POST",
+                headers,
+                body,
+                service=service,
+                region=endpoint.region,
+                credentials=self._resolver.resolve(deadline),  # rotated ones are picked up
+            )
+        except IamDbError as exc:
+            failure = _detached(exc)
+        else:
+            return {**headers, **added, "user-agent": USER_AGENT}
+        raise failure
 
     def _connection(self, endpoint: AwsEndpoint) -> HttpConnection:
         with self._lock:
@@ -244,7 +224,8 @@ class AwsClient:
             return found
 
 
-def _json_answer(answer: Response) -> DynamoAnswer:
+def _json_answer(answer: Response) -> DynamoAnswer | AwsError:
+    """A DynamoDB answer decoded: the success, or the AwsError to raise (never raises)."""
     rid = answer.headers.get("x-amzn-requestid", "")
     server_time = http_date(answer.headers.get("date", ""))
     try:
@@ -252,12 +233,11 @@ def _json_answer(answer: Response) -> DynamoAnswer:
     except (ValueError, RecursionError):  # RecursionError: garbage nested past the stack
         data = None
     if not isinstance(data, dict):
-        status = answer.status
-        raise AwsError(
+        return AwsError(
             "dynamodb",
             "MalformedResponse",
-            "not JSON",
-            status=status,
+            "not a JSON object",
+            status=answer.status,
             request_id=rid,
             server_time=server_time,
         )
@@ -265,13 +245,12 @@ def _json_answer(answer: Response) -> DynamoAnswer:
         found = DynamoAnswer(data)
         found.server_time = server_time
         return found
-    code = str(data.get("__type", "")).rpartition("#")[2] or f"HTTP{answer.status}"
-    message = str(data.get("message") or data.get("Message") or "")
+    kind, message = data.get("__type"), data.get("message", data.get("Message"))
     item = data.get("Item")
-    raise AwsError(
+    return AwsError(
         "dynamodb",
-        code,
-        message,
+        (kind.rpartition("#")[2] if isinstance(kind, str) else "") or f"HTTP{answer.status}",
+        message if isinstance(message, str) else "",
         status=answer.status,
         request_id=rid,
         item=item if isinstance(item, dict) else None,
@@ -279,20 +258,32 @@ def _json_answer(answer: Response) -> DynamoAnswer:
     )
 
 
-def _xml_answer(answer: Response) -> Element:
+def _xml_answer(answer: Response) -> Element | AwsError:
+    """An STS answer parsed: the success's root, or the AwsError to raise (never raises).
+
+    The body is decoded as UTF-8 (what STS sends) and parsed as text, so an encoding the
+    XML declares (``shift_jis``, ``utf-32``, an unknown name) is never looked up.
+    """
     from xml.etree import ElementTree
 
+    server_time = http_date(answer.headers.get("date", ""))
     try:
-        root = ElementTree.fromstring(answer.body)
-    except ElementTree.ParseError:
-        raise AwsError("sts", "MalformedResponse", "not XML", status=answer.status) from None
+        root = ElementTree.fromstring(answer.body.decode("utf-8-sig"))
+    except (ValueError, SyntaxError):  # UnicodeDecodeError; ParseError is a SyntaxError
+        root = None
+    if root is None:
+        return AwsError(
+            "sts", "MalformedResponse", "not XML", status=answer.status, server_time=server_time
+        )
     rid = answer.headers.get("x-amzn-requestid") or xml_text(root, ".//RequestId") or ""
     if answer.status == 200:
         return root
     error = root.find(".//{*}Error")  # ErrorResponse/Error, or ErrorResponse/Errors/Error
     code = (xml_text(error, "Code") if error is not None else None) or f"HTTP{answer.status}"
     message = (xml_text(error, "Message") if error is not None else None) or ""
-    raise AwsError("sts", code, message, status=answer.status, request_id=rid)
+    return AwsError(
+        "sts", code, message, status=answer.status, request_id=rid, server_time=server_time
+    )
 
 
 def xml_text(root: Element, path: str) -> str | None:
@@ -301,33 +292,3 @@ def xml_text(root: Element, path: str) -> str | None:
         "/".join(tag if tag in ("", ".") else f"{{*}}{tag}" for tag in path.split("/"))
     )
     return None if found is None or found.text is None else found.text.strip()
-
-
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def http_date(text: str) -> float | None:
-    """Epoch seconds of an HTTP ``Date`` (IMF-fixdate, ``Sun, 06 Nov 1994 08:49:37 GMT``, as
-    AWS sends it); None when absent or another form. Own parser: ``email.utils`` costs ms."""
-    from datetime import datetime, timezone
-
-    parts = text.split()
-    if len(parts) != 6 or parts[5] != "GMT" or parts[2] not in _MONTHS:
-        return None
-    day, year, clock = parts[1], parts[3], parts[4].split(":")
-    numbers = [day, year, *clock]
-    if len(clock) != 3 or not all(n.isascii() and n.isdigit() for n in numbers):
-        return None
-    try:
-        instant = datetime(
-            int(year),
-            _MONTHS.index(parts[2]) + 1,
-            int(day),
-            int(clock[0]),
-            int(clock[1]),
-            int(clock[2]),
-            tzinfo=timezone.utc,
-        )
-    except ValueError:
-        return None
-    return instant.timestamp()

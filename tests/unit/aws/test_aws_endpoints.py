@@ -1,23 +1,31 @@
 """``resolve_endpoint`` against boto3's own resolution, and the configuration it refuses.
 
-For every case boto3 creates a client with the same region and the same environment
-(``AWS_ENDPOINT_URL*``, ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS``, ``AWS_USE_FIPS_ENDPOINT`` are
-read by boto3 from the process environment) and its ``meta.endpoint_url`` is compared with
-iamdb's endpoint: scheme, host (lower case) and port, the default port made explicit. boto3
-keeps a configured URL's spelling (case, ``:443``, a trailing ``/``); what is compared is
-where the requests go.
+Regional endpoints: for every region of botocore's partitions and every combination of
+``AWS_USE_FIPS_ENDPOINT`` and ``AWS_USE_DUALSTACK_ENDPOINT``, the endpoint botocore's endpoint
+rules give a request (the oracle), or a ConfigError exactly where they give none.
+
+Configured URLs: boto3 creates a client with the same region and the same environment
+(``AWS_ENDPOINT_URL*``, ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS``... are read by boto3 from the
+process environment) and its ``meta.endpoint_url`` is compared with iamdb's endpoint: scheme,
+host (lower case) and port, the default port made explicit. boto3 keeps a configured URL's
+spelling (case, ``:443``, a trailing ``/``); what is compared is where the requests go.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import os
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
+import botocore.loaders
+import botocore.session
 import pytest
+from botocore.config import Config
+from botocore.exceptions import EndpointResolutionError, EndpointVariantError
 
 from iamdb._aws import AwsClient, AwsEndpoint, resolve_endpoint
 from iamdb._credentials import CredentialResolver
@@ -26,31 +34,6 @@ from iamdb._runtime import Runtime
 from iamdb.errors import ConfigError
 from tests.localserver import LocalServer, answering, response
 
-REGIONS = [
-    # aws
-    "us-east-1",
-    "us-west-2",
-    "eu-west-3",
-    "ap-southeast-5",
-    "il-central-1",
-    "mx-central-1",
-    "ca-west-1",
-    # aws-cn
-    "cn-north-1",
-    "cn-northwest-1",
-    # aws-us-gov
-    "us-gov-west-1",
-    "us-gov-east-1",
-    # aws-iso, aws-iso-b, aws-iso-e, aws-iso-f
-    "us-iso-east-1",
-    "us-iso-west-1",
-    "us-isob-east-1",
-    "eu-isoe-west-1",
-    "us-isof-south-1",
-    "us-isof-east-1",
-    # aws-eusc
-    "eusc-de-east-1",
-]
 SERVICES = ["dynamodb", "sts"]
 _VARIABLES = (
     "AWS_ENDPOINT_URL",
@@ -59,6 +42,7 @@ _VARIABLES = (
     "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
     "AWS_USE_FIPS_ENDPOINT",
     "AWS_USE_DUALSTACK_ENDPOINT",
+    "AWS_ACCOUNT_ID",
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
     "AWS_PROFILE",
@@ -95,17 +79,99 @@ def _session() -> Any:
     return boto3.session.Session(aws_access_key_id="AKID", aws_secret_access_key="secret")
 
 
-@pytest.mark.parametrize("fips", [None, "true", "false"])
-@pytest.mark.parametrize("region", REGIONS)
-def test_regional_endpoints_equal_boto3(
-    monkeypatch: pytest.MonkeyPatch, region: str, fips: str | None
-) -> None:
-    env = {} if fips is None else {"AWS_USE_FIPS_ENDPOINT": fips}
+def _partition_regions() -> list[str]:
+    """Every region botocore's partitions.json names, but the ``<partition>-global`` pseudo
+    regions (below), and one region per partition that its pattern alone places there."""
+    data = botocore.loaders.create_loader().load_data("partitions")
+    listed = {r for partition in data["partitions"] for r in partition["regions"]}
+    patterned = [
+        "us-west-9",
+        "cn-south-7",
+        "us-gov-north-3",
+        "us-iso-north-9",
+        "us-isob-north-9",
+        "eu-isoe-north-9",
+        "us-isof-north-9",
+        "eusc-de-west-2",
+        "xx-east-1",
+    ]
+    return sorted(r for r in listed if not r.endswith("-global")) + patterned
+
+
+def botocore_endpoint(
+    service: str, region: str, fips: bool, dualstack: bool
+) -> tuple[str, str, int, str] | None:
+    """Where botocore's endpoint rules send a request (scheme, host, port, signing region);
+    None where botocore has no endpoint: creating the client refuses the variant (dual-stack
+    where endpoints.json has none), or the rules have none. The rules' endpoint, not
+    ``meta.endpoint_url``: that one comes from endpoints.json and differs (FIPS DynamoDB in
+    GovCloud); requests go where the rules say."""
+    try:
+        client = _botocore_session().create_client(
+            service,
+            region_name=region,
+            aws_access_key_id="AKID",
+            aws_secret_access_key="secret",
+            config=Config(use_fips_endpoint=fips, use_dualstack_endpoint=dualstack),
+        )
+    except EndpointVariantError:
+        return None
+    operation = client.meta.service_model.operation_model(
+        "UpdateItem" if service == "dynamodb" else "AssumeRole"
+    )
+    try:
+        found = client._ruleset_resolver.construct_endpoint(
+            operation_model=operation, call_args={}, request_context={}
+        )
+    except EndpointResolutionError:
+        return None
+    schemes = found.properties.get("authSchemes") or [{}]
+    return (*_where(found.url), schemes[0].get("signingRegion", region))
+
+
+@functools.lru_cache(maxsize=1)
+def _botocore_session() -> Any:
+    return botocore.session.get_session()
+
+
+@pytest.fixture
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AWS setting of the test process reaches botocore (profiles, account id, flags)."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+
+
+@pytest.mark.usefixtures("clean_environ")
+@pytest.mark.parametrize("region", _partition_regions())
+def test_regional_endpoints_equal_botocores_rules(region: str) -> None:
+    """For each FIPS and dual-stack combination: botocore's endpoint, or a ConfigError where
+    botocore's rules have none."""
+    for service, fips, dualstack in itertools.product(SERVICES, (False, True), (False, True)):
+        env = {"AWS_REGION": region}
+        env.update({"AWS_USE_FIPS_ENDPOINT": "true"} if fips else {})
+        env.update({"AWS_USE_DUALSTACK_ENDPOINT": "true"} if dualstack else {})
+        expected = botocore_endpoint(service, region, fips, dualstack)
+        case = (service, fips, dualstack)
+        if expected is None:
+            with pytest.raises(ConfigError):
+                resolve_endpoint(service, env)
+            continue
+        endpoint = resolve_endpoint(service, env)
+        assert (*_ours(endpoint), endpoint.region) == expected, case
+
+
+@pytest.mark.parametrize("region", ["aws-global", "aws-us-gov-global", "aws-cn-global", "local"])
+def test_pseudo_regions_are_refused(region: str) -> None:
+    """botocore knows ``aws-global`` (STS's global endpoint) and DynamoDB's ``local``; no
+    Lambda function runs there, and iamdb's region check refuses them by name rather than
+    guess."""
     for service in SERVICES:
-        expected = boto3_endpoint(monkeypatch, service, region, env)
-        endpoint = resolve_endpoint(service, {"AWS_REGION": region, **env})
-        assert _ours(endpoint) == expected, service
-        assert endpoint.region == region
+        with pytest.raises(ConfigError) as info:
+            resolve_endpoint(service, {"AWS_REGION": region})
+        assert info.value.variable == "AWS_REGION"
 
 
 _URLS = [
@@ -130,6 +196,7 @@ _CONFIGURED: list[dict[str, str]] = [
     {"AWS_ENDPOINT_URL": "http://all:1", "AWS_ENDPOINT_URL_DYNAMODB": ""},
     {"AWS_ENDPOINT_URL": ""},
     {"AWS_ENDPOINT_URL": "http://all:1", "AWS_USE_FIPS_ENDPOINT": "true"},
+    {"AWS_ENDPOINT_URL": "http://all:1", "AWS_USE_DUALSTACK_ENDPOINT": "true"},
 ]
 _IGNORE = [None, "true", "false"]
 
@@ -159,6 +226,7 @@ def test_boolean_settings_are_read_as_boto3_reads_them(
     """botocore accepts only ``true`` in any case: ``1``, ``yes`` or padding mean false."""
     for env in (
         {"AWS_USE_FIPS_ENDPOINT": value},
+        {"AWS_USE_DUALSTACK_ENDPOINT": value},
         {"AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": value, "AWS_ENDPOINT_URL": "http://local:1"},
     ):
         for service in SERVICES:

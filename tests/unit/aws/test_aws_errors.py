@@ -214,7 +214,11 @@ def test_dynamodb_json_errors(
         (response(200, b"null"), "MalformedResponse", False),
         (response(200, b"\xff\xfe\x00\x00garbage"), "MalformedResponse", False),
         (response(200, b"[" * 100_000 + b"]" * 100_000), "MalformedResponse", False),
-        (response(400, b'{"__type": 7, "message": ["not", "text"], "Item": "nope"}'), "7", False),
+        (
+            response(400, b'{"__type": 7, "message": ["not", "text"], "Item": "nope"}'),
+            "HTTP400",
+            False,
+        ),
         (response(400, b'{"message": "no type"}'), "HTTP400", False),
         (response(403, b'{"Message": "Forbidden"}'), "HTTP403", False),
     ],

@@ -7,8 +7,8 @@ signed ``host`` from that URL itself, so iamdb's host rule (default ports droppe
 brackets) is checked too. The ``Authorization`` header must be equal byte for byte.
 
 Regional endpoints (``dynamodb.eu-west-3.amazonaws.com:443``...) and generated host names are
-reached through one seam: ``socket.create_connection`` sends the TCP connection to the local
-server while everything above it (TLS with the endpoint's name, HTTP, signing) is iamdb's own.
+reached through one seam: ``socket.getaddrinfo`` resolves every name to the local server, while
+everything above it (TCP, TLS with the endpoint's name, HTTP, signing) is iamdb's own.
 
 boto3 itself is compared last (its request captured by a ``before-send`` hook, no network):
 the same signed headers, the same body once parsed. boto3 also sends ``User-Agent``,
@@ -111,16 +111,14 @@ def tls(tls_files: Any) -> Iterator[LocalServer]:
 
 @pytest.fixture(scope="module")
 def redirect(plain: LocalServer, tls: LocalServer) -> Iterator[None]:
-    """Every outgoing TCP connection goes to the local servers (https: the TLS one)."""
-    original = socket.create_connection
+    """Every name resolves to the local servers (port 443: the TLS one)."""
 
-    def connect(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
-        _, port = address
+    def resolve(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
         target = plain if port != 443 else tls
-        return original(("127.0.0.1", target.port), *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", target.port))]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket, "create_connection", connect)
+        patch.setattr(socket, "getaddrinfo", resolve)
         yield
 
 
