@@ -126,6 +126,7 @@ def parse_uri(var: str, uri: str | None) -> MongoUri:
     )
     _check_auth(var, options)
     _check_tls(var, result)
+    _check_pool(var, options)
     return result
 
 
@@ -229,6 +230,13 @@ def _check_auth(var: str, options: Mapping[str, Any]) -> None:
     for key, value in options.items():
         if isinstance(value, str) and not value.isprintable():  # appname=%00
             raise ConfigError(var, f"{key}: expected printable characters only")
+
+
+def _check_pool(var: str, options: Mapping[str, Any]) -> None:
+    """What pymongo checks only when it makes the client (after AssumeRole): the pool's sizes."""
+    low, high = options.get("minpoolsize"), options.get("maxpoolsize")
+    if low is not None and high is not None and high != 0 and low > high:
+        raise ConfigError(var, f"minPoolSize={low} is larger than maxPoolSize={high}")
 
 
 def _check_tls(var: str, uri: MongoUri) -> None:

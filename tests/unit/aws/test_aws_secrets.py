@@ -29,6 +29,7 @@ from iamdb._aws import AwsClient
 from iamdb._credentials import CredentialResolver
 from iamdb._fleet import FleetLimiter
 from iamdb._http import HttpConnection, TransportError
+from iamdb._limiter import Waits
 from iamdb._log import WarnOnce
 from iamdb._runtime import Runtime
 from iamdb.errors import ConfigError, CredentialsError, IamDbError, ThrottleError
@@ -245,7 +246,7 @@ def test_no_secret_when_the_fleet_limiter_gives_up_under_throttling() -> None:
         aws = AwsClient(rt, CredentialResolver(Runtime(environ=env)))
         fleet = FleetLimiter("iamdb-throttle", aws, rt, WarnOnce())
         with pytest.raises(ThrottleError) as info:
-            fleet.acquire("db.example:5432", 10.0, t.now + 2.0)
+            fleet.acquire("db.example:5432", 10.0, Waits(rt, "db.example:5432", t.now + 2.0))
         aws.close()
     del env, rt, aws, fleet
     assert len(server.captured) >= 2

@@ -340,7 +340,8 @@ def _check_valid(configs: list[object]) -> None:
             assert isinstance(port, int) and 1 <= port <= 65535
         for text in (cfg.user, cfg.dbname or "x"):
             assert text.isprintable() and text == text.strip() and len(text) <= 128
-        assert re.fullmatch(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}", cfg.region, re.ASCII), cfg.region
+        # two to four letters first, as iamdb._env.REGION (eusc-de-east-1 is a region too)
+        assert re.fullmatch(r"[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}", cfg.region, re.ASCII), cfg.region
         assert cfg.sslmode in SSLMODES
         assert "\0" not in cfg.sslrootcert
         assert isinstance(cfg.connect_timeout, int) and 1 <= cfg.connect_timeout <= 300
