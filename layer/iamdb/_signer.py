@@ -26,7 +26,15 @@ import hashlib
 from datetime import datetime
 
 from iamdb import _credentials
-from iamdb._sigv4 import ALNUM, is_region, percent_encode, scope, signature, timestamp
+from iamdb._sigv4 import (
+    ALNUM,
+    encodable,
+    is_region,
+    percent_encode,
+    scope,
+    signature,
+    timestamp,
+)
 from iamdb.errors import ConfigError
 
 __all__ = [
@@ -75,6 +83,8 @@ def generate_db_auth_token(
 
     Raises ConfigError naming the bad argument, or CredentialsError.
     """
+    creds = _held(credentials)
+    del credentials  # the caller's object may show its secrets: no frame keeps it from here
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
         raise ConfigError("port", "must be an integer from 1 to 65535")
     host = _signed_host(hostname)
@@ -85,7 +95,7 @@ def generate_db_auth_token(
         _RDS_SERVICE,
         region,
         TOKEN_LIFETIME_SECONDS,
-        credentials,
+        creds,
         now,
     )
     return f"{hostname}:{port}/?{query}"
@@ -110,6 +120,8 @@ def generate_dsql_auth_token(
 
     Raises ConfigError naming the bad argument, or CredentialsError.
     """
+    creds = _held(credentials)
+    del credentials  # as in generate_db_auth_token
     host = _signed_host(hostname)
     if not isinstance(admin, bool):
         raise ConfigError("admin", "must be True or False")
@@ -122,8 +134,14 @@ def generate_dsql_auth_token(
             "expires_in", f"must be an integer from 1 to {DSQL_MAX_EXPIRES_SECONDS} (seconds)"
         )
     action = "Action=DbConnectAdmin" if admin else "Action=DbConnect"
-    query = _presign(host, action, _DSQL_SERVICE, region, expires_in, credentials, now)
+    query = _presign(host, action, _DSQL_SERVICE, region, expires_in, creds, now)
     return f"{hostname}/?{query}"
+
+
+def _held(credentials: object | None) -> _credentials.Credentials | None:
+    """The caller's credentials as iamdb's :class:`~iamdb._credentials.Credentials`, whose repr
+    hides the secrets (None: resolve them when signing)."""
+    return None if credentials is None else _credentials.as_credentials(credentials)
 
 
 def _presign(
@@ -132,7 +150,7 @@ def _presign(
     service: str,
     region: str,
     expires_in: int,
-    credentials: object | None,
+    credentials: _credentials.Credentials | None,
     now: datetime | None,
 ) -> str:
     """The token's query string, ``X-Amz-Signature`` last (SigV4 query presigning).
@@ -144,16 +162,10 @@ def _presign(
     if not is_region(region):
         raise ConfigError("region", "must be an AWS region name such as 'us-east-1'")
     stamp = timestamp(now)
-    creds = (
-        _credentials.default_resolver.resolve()
-        if credentials is None
-        else _credentials.as_credentials(credentials)
-    )
-    try:
-        return _signed_query(host_header, action, service, region, stamp, expires_in, creds)
-    except UnicodeEncodeError:  # lone surrogates
-        pass  # raised below, outside the handler: as __context__ it would keep the secret alive
-    raise ConfigError("credentials", "keys and token must be encodable as UTF-8")
+    creds = _credentials.default_resolver.resolve() if credentials is None else credentials
+    if not encodable(creds):  # checked before any local holds a secret
+        raise ConfigError("credentials", "keys and token must be encodable as UTF-8")
+    return _signed_query(host_header, action, service, region, stamp, expires_in, creds)
 
 
 def _signed_query(

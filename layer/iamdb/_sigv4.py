@@ -44,6 +44,8 @@ def sign_headers(
     and instant.
     """
     stamp = timestamp(now)
+    if not encodable(credentials):  # checked before any local holds a secret
+        raise ConfigError("credentials", "keys and token must be encodable as UTF-8")
     added = {"x-amz-date": stamp}
     if credentials.token is not None:
         added["x-amz-security-token"] = credentials.token
@@ -54,17 +56,22 @@ def sign_headers(
     canonical_request = (
         f"{method}\n/\n\n{canonical_headers}\n{signed_names}\n{hashlib.sha256(body).hexdigest()}"
     )
-    try:
-        signed_with = signature(canonical_request, credentials.secret_key, stamp, region, service)
-    except UnicodeEncodeError:  # lone surrogates
-        signed_with = ""  # raised below, outside the handler: as __context__ it would keep it
-    if not signed_with:
-        raise ConfigError("credentials", "keys and token must be encodable as UTF-8")
+    signed_with = signature(canonical_request, credentials.secret_key, stamp, region, service)
     added["authorization"] = (
         f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope(stamp, region, service)}, "
         f"SignedHeaders={signed_names}, Signature={signed_with}"
     )
     return added
+
+
+def encodable(credentials: _credentials.Credentials) -> bool:
+    """Whether the credentials' strings encode as UTF-8 (no lone surrogates), as signing needs."""
+    try:
+        for part in (credentials.access_key, credentials.secret_key, credentials.token or ""):
+            part.encode()
+    except UnicodeEncodeError:  # its .object is the secret: dropped with this frame
+        return False
+    return True
 
 
 def scope(stamp: str, region: str, service: str) -> str:
