@@ -13,9 +13,9 @@ backoff does. The random source is injectable; nothing here sleeps or spins.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 
+from iamdb._runtime import ENTROPY
 from iamdb.errors import AuthError, ConnectError, ThrottleError
 
 THROTTLING_HINT = (
@@ -34,7 +34,7 @@ class DecorrelatedJitter:
         base: float = 0.1,
         cap: float = 2.0,
         *,
-        uniform: Callable[[float, float], float] = random.uniform,
+        uniform: Callable[[float, float], float] = ENTROPY.uniform,
     ) -> None:
         if not 0 < base <= cap:
             raise ValueError(f"expected 0 < base <= cap, got base={base}, cap={cap}")

@@ -4,6 +4,11 @@ Every time-based decision (token age, permits, backoff, deadlines, credential ex
 the clock and sleeps through one :class:`Runtime`, and every setting comes from its
 ``environ``: tests and the fleet simulation hand iamdb a runtime of their own instead of
 patching modules.
+
+The random source of backoff jitter is the operating system's (:data:`ENTROPY`), not the
+``random`` module's state: Lambda SnapStart restores many environments from one snapshot, and
+a state captured in it would make them all retry in lockstep (AWS's SnapStart uniqueness
+guidance: generate entropy after restore). A draw costs about a microsecond, once per retry.
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ class Runtime:
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
-    random: Callable[[], float] = random.random
+    random: Callable[[], float] = field(default_factory=lambda: ENTROPY.random)
 
     def uniform(self, low: float, high: float) -> float:
         """A random number in ``[low, high)``."""
         return low + (high - low) * self.random()
 
 
+ENTROPY = random.SystemRandom()
+"""Random numbers from the operating system (``os.urandom``), the same after a SnapStart restore
+in no two environments."""
+
 PROCESS = Runtime()
-"""The real process: ``os.environ`` (read live), ``time.time``, ``time.sleep``, ``random``."""
+"""The real process: ``os.environ`` (read live), ``time.time``, ``time.sleep``, :data:`ENTROPY`."""
