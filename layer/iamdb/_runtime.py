@@ -20,6 +20,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
+ENTROPY = random.SystemRandom()
+"""Random numbers from the operating system (``os.urandom``), the same after a SnapStart restore
+in no two environments."""
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Environment, clock (epoch seconds), sleep and random source (uniform in [0, 1))."""
@@ -27,16 +32,12 @@ class Runtime:
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
-    random: Callable[[], float] = field(default_factory=lambda: ENTROPY.random)
+    random: Callable[[], float] = ENTROPY.random
 
     def uniform(self, low: float, high: float) -> float:
         """A random number in ``[low, high)``."""
         return low + (high - low) * self.random()
 
-
-ENTROPY = random.SystemRandom()
-"""Random numbers from the operating system (``os.urandom``), the same after a SnapStart restore
-in no two environments."""
 
 PROCESS = Runtime()
 """The real process: ``os.environ`` (read live), ``time.time``, ``time.sleep``, :data:`ENTROPY`."""
