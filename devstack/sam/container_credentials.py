@@ -21,10 +21,11 @@ import logging
 import secrets
 import threading
 from collections.abc import Mapping, MutableMapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from devstack.aws import Credentials, iso8601
+from devstack.httpserver import Server
 
 log = logging.getLogger("devstack")
 
@@ -44,8 +45,7 @@ class CredentialsServer:
         self.credentials = credentials
         self.label = label
         self.token = secrets.token_urlsafe(32)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
-        self._httpd.daemon_threads = True
+        self._httpd = Server(("127.0.0.1", 0), _handler_class(self))
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property

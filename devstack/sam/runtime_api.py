@@ -20,8 +20,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from devstack.httpserver import Server
 
 PREFIX = "/2018-06-01/runtime"
 
@@ -55,8 +57,7 @@ class RuntimeApi:
         self.init_error: dict[str, Any] | None = None
         self.init_error_event = threading.Event()
         self.polled = threading.Event()  # the runtime asked for work at least once (init done)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
-        self._server.daemon_threads = True
+        self._server = Server(("127.0.0.1", 0), _handler_class(self))
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="runtime-api", daemon=True
         )

@@ -186,6 +186,7 @@ def test_cli_repeat_prints_one_json_line_per_event(env_json: Path, layers: dict[
     reused = [json.loads(r["body"])["reused_connection"] for r in lines]
     assert reused == [False, True, True]
     assert result.stderr.count("REPORT RequestId:") == 3
+    assert "Traceback" not in result.stderr  # a run that succeeded shows none
     token = json.loads(env_json.read_text())["Parameters"]["AWS_SESSION_TOKEN"]
     assert token not in result.stdout + result.stderr
 
