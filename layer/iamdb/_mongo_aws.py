@@ -89,7 +89,9 @@ class AwsSaslContext:
     def _second(self, server_payload: bytes | None) -> Any:
         if not server_payload:
             raise PyMongoAuthAwsError("MONGODB-AWS failed: server payload empty")
-        server = self.bson_decode(server_payload)
+        server = self._decoded(server_payload)
+        if server is None:
+            raise PyMongoAuthAwsError("MONGODB-AWS failed: the server's payload is not BSON")
         nonce, sts_host = server.get("s"), server.get("h")
         if not isinstance(nonce, bytes) or len(nonce) != 64:
             raise PyMongoAuthAwsError("Server returned an invalid nonce.")
@@ -102,6 +104,15 @@ class AwsSaslContext:
             raise PyMongoAuthAwsError("MONGODB-AWS credentials are incomplete")
         answer = auth_header(creds, nonce, sts_host)
         return self.binary_type()(self.bson_encode(answer))
+
+    def _decoded(self, payload: bytes) -> Mapping[str, Any] | None:
+        """The server's payload as a document, or None when it is none (any decoding error:
+        pymongo's would escape the conversation as something other than an auth failure)."""
+        try:
+            server = self.bson_decode(payload)
+        except Exception:
+            return None
+        return server if isinstance(server, Mapping) else None
 
     # pymongo's subclass provides these (dependency injection, as in pymongo-auth-aws)
     def binary_type(self) -> Any:
