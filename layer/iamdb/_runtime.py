@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-
 ENTROPY = random.SystemRandom()
 """Random numbers from the operating system (``os.urandom``), the same after a SnapStart restore
 in no two environments."""

@@ -9,6 +9,7 @@ secret key or the session token.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -82,10 +83,8 @@ def test_any_document_as_the_payload(document: dict[str, Any]) -> None:
 def test_a_nonce_that_starts_right_and_any_sts_host(tail: bytes, host: str) -> None:
     ctx, nonce = started()
     payload = bson.encode({"s": Binary(nonce + tail), "h": host})
-    try:
+    with contextlib.suppress(PyMongoAuthAwsError):
         ctx.step(payload)
-    except PyMongoAuthAwsError:
-        pass
 
 
 def test_a_good_payload_is_answered() -> None:
