@@ -17,11 +17,14 @@ Everything here is optional and costs nothing until it is used:
 
 Names of metrics (all ``Count`` unless said): ``ConnectionsOpened``, ``Reconnects`` (a dead
 connection replaced), ``TokensSigned``, ``CredentialRefreshes`` (AssumeRole for Mongo),
-``ThrottleWaitMs`` (``Milliseconds`` waited for IAM login permits), ``AuthRetries``,
-``AuthFailures`` (logins the server refused), ``ServerThrottled`` (new connections the server
-refused for their rate: Aurora DSQL's SQLSTATE 53400), ``LimiterFailOpen`` (the fleet limiter's
-DynamoDB failed and the login went ahead on the process limiter alone), ``TransactionRetries``
-(transactions :func:`iamdb.dsql_transaction` ran again after a 40001 conflict).
+``ThrottleWaitMs`` (``Milliseconds`` of waits for IAM login permits iamdb asked for),
+``AuthRetries``, ``AuthFailures`` (logins the server refused), ``ConnectRetries`` (connects tried
+again after a failure a later attempt may not meet), ``ConnectFailures`` (connects that failed
+for good), ``ServerThrottled`` (new connections the server refused for their rate: Aurora DSQL's
+SQLSTATE 53400), ``LimiterFailOpen`` (the fleet limiter's DynamoDB failed and the login went
+ahead on the process limiter alone), ``TransactionRetries`` (transactions
+:func:`iamdb.dsql_transaction` ran again after a 40001 conflict), ``TransactionsRolledBack`` (a
+transaction an earlier invocation left open, rolled back by replacing its connection).
 
 Powertools absent is not an error (not :class:`~iamdb.errors.MissingDependencyError`): metrics
 are an extra a connection must never fail for, so a namespace without Powertools warns once and
@@ -49,6 +52,9 @@ METRICS = (
     "ServerThrottled",
     "LimiterFailOpen",
     "TransactionRetries",
+    "ConnectRetries",
+    "ConnectFailures",
+    "TransactionsRolledBack",
 )
 _UNITS = {"ThrottleWaitMs": "Milliseconds"}
 _TRACER_MODULE = "aws_lambda_powertools.tracing.tracer"
