@@ -315,13 +315,13 @@ _NOT_AN_ENDPOINT = "is the URI in AWS_CONTAINER_CREDENTIALS_FULL_URI (or _RELATI
 
 
 def _said(data: object, request: _Request) -> str:
-    """``: <message>`` of an error answer (200 characters, printable, every secret of the
-    request or the answer replaced), or nothing."""
-    said = (data.get("message") or data.get("Message")) if isinstance(data, dict) else None
-    if not (isinstance(data, dict) and isinstance(said, str)):
+    """``: <message>`` of an error answer (200 printable characters, the token replaced), or
+    nothing: nothing either when the answer holds credentials, which may be in the message."""
+    if not isinstance(data, dict) or any(name in data for name in _FIELDS[1:]):
         return ""
-    for secret in (request.headers.get("authorization"), *(data.get(f) for f in _FIELDS[1:])):
-        if isinstance(secret, str) and secret:
-            said = said.replace(secret, "<hidden>")
+    said, token = data.get("message") or data.get("Message"), request.headers.get("authorization")
+    if not isinstance(said, str):
+        return ""
+    said = said.replace(token, "<token>") if token else said
     said = "".join(c if c.isprintable() else " " for c in said[:200]).strip()
     return f": {said}" if said else ""
