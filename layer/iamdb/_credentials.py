@@ -117,16 +117,25 @@ def as_credentials(obj: object) -> Credentials:
 
     Accepts botocore's ``Credentials`` and ``ReadOnlyCredentials`` and iamdb's own
     :class:`Credentials` (returned as is). A missing ``token`` attribute means no token.
-    ConfigError ``credentials`` unless each is printable ASCII (the token may be None).
+    Values are the caller's to choose (the signer presigns any Unicode secret as botocore
+    does); the sources iamdb reads itself are checked by :func:`checked`.
     """
     if isinstance(obj, Credentials):
         return obj
-    key, secret = getattr(obj, "access_key", None), getattr(obj, "secret_key", None)
-    found = checked(key, secret, getattr(obj, "token", None), ("access_key", "secret_key", "token"))
-    if isinstance(found, ConfigError):
-        del obj, key, secret  # the raise passes through this frame: no secret may stay
-        raise ConfigError("credentials", str(found))
-    return found
+    access_key: Any = getattr(obj, "access_key", None)
+    secret_key: Any = getattr(obj, "secret_key", None)
+    token: Any = getattr(obj, "token", None)
+    why = None
+    if not (isinstance(access_key, str) and access_key):
+        why = "access_key must be a non-empty string"
+    elif not (isinstance(secret_key, str) and secret_key):
+        why = "secret_key must be a non-empty string"
+    elif token is not None and not isinstance(token, str):
+        why = "token must be a string or None"
+    if why is not None:
+        del obj, access_key, secret_key, token  # the raise passes through this frame
+        raise ConfigError("credentials", why)
+    return Credentials(access_key, secret_key, token)
 
 
 def checked(

@@ -93,14 +93,16 @@ def test_a_key_without_its_secret_keeps_no_token_alive(secret: str | None) -> No
     assert _leaks(error, TOKEN) == []
 
 
-@pytest.mark.parametrize("suffix", list(SUFFIXES))
-@pytest.mark.parametrize("field", ["access_key", "secret_key", "token"])
-def test_as_credentials_refuses_them_too(field: str, suffix: str) -> None:
-    values = {"access_key": KEY, "secret_key": SECRET, "token": TOKEN}
-    values[field] += SUFFIXES[suffix]
-    error = _failure(lambda: as_credentials(ReadOnlyCredentials(**values)))
+@pytest.mark.parametrize(
+    "values",
+    [("", SECRET, TOKEN), (KEY, SECRET, 42), (KEY, None, TOKEN), (None, SECRET, TOKEN)],
+    ids=["empty-key", "number-token", "no-secret", "no-key"],
+)
+def test_as_credentials_errors_keep_no_secret_alive(values: tuple[object, ...]) -> None:
+    """Credentials handed in by the caller: checked for shape only (the signer presigns any
+    Unicode secret as botocore does), and the error keeps neither secret alive."""
+    error = _failure(lambda: as_credentials(ReadOnlyCredentials(*values)))
     assert isinstance(error, ConfigError) and error.variable == "credentials"
-    assert field in str(error)
     assert _leaks(error, SECRET, TOKEN) == []
 
 
