@@ -208,6 +208,8 @@ def _target(full: str, relative: str) -> tuple[str, str, int, str]:
             f"got host {host!r:.80}",
         )
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if not path.isprintable() or " " in path:  # it goes into the request line as it is
+        raise ConfigError(var, "the path has spaces or control characters: percent-encode them")
     return parts.scheme, host, port, path
 
 

@@ -452,8 +452,11 @@ def test_relative_uri_goes_to_the_ecs_agent(relative: str, path: str) -> None:
     assert _target(env) == ("http", "169.254.170.2", 80, path)
 
 
-@pytest.mark.parametrize("relative", ["v2/credentials", "http://evil.example/creds", "@evil/x"])
-def test_relative_uri_without_a_leading_slash_is_a_config_error(relative: str) -> None:
+@pytest.mark.parametrize(
+    "relative",
+    ["v2/credentials", "http://evil.example/creds", "@evil/x", "/v2/a b", "/v2/a\x00b", "/a\x7f"],
+)
+def test_a_relative_uri_that_is_no_clean_path_is_a_config_error(relative: str) -> None:
     env = {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": relative}
     with pytest.raises(ConfigError) as info:
         _source(env, FakeClock()).get()
@@ -469,7 +472,15 @@ def test_relative_uri_wins_over_full_uri_as_in_botocore() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://127.0.0.1/creds", "127.0.0.1:80/creds", "http:///creds", "http://127.0.0.1:x/"]
+    "url",
+    [
+        "ftp://127.0.0.1/creds",
+        "127.0.0.1:80/creds",
+        "http:///creds",
+        "http://127.0.0.1:x/",
+        "http://127.0.0.1/a b HTTP/1.0",
+        "http://127.0.0.1/a?\x0bb",
+    ],
 )
 def test_malformed_full_uri_is_a_config_error(url: str) -> None:
     env = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": url}
