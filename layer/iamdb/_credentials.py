@@ -154,7 +154,8 @@ def checked(
         if i == 2 and value is None:
             continue
         if not (isinstance(value, str) and value.isascii() and value.isprintable() and value):
-            why = "missing or empty" if value is None or value == "" else _UNPRINTABLE
+            missing = "missing or empty" + (f" while {names[0]} is set" if i else "")
+            why = missing if value is None or value == "" else _UNPRINTABLE
             return ConfigError(names[i], why)
     return Credentials(key, secret, token)
 
