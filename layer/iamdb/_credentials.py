@@ -7,7 +7,9 @@ ECS) they come from the container credentials endpoint instead, which iamdb asks
 (:mod:`iamdb._container`). Only when neither is configured (a laptop with profiles or SSO,
 an EC2 instance) is botocore's default credential chain imported and used.
 
-Secrets never appear in a repr, a log line or an error message.
+Secrets never appear in a repr, a log line or an error message, nor in the locals of a frame
+an error passes through (what crash reporters serialise): code that holds one returns an
+outcome (:func:`checked`), and the raising happens where nothing secret is left.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from iamdb.errors import ConfigError, CredentialsError
 
 TYPE_CHECKING = False  # typing itself costs ~10 ms of cold start; only the checker needs it
 if TYPE_CHECKING:
-    from collections.abc import Mapping
     from typing import Any
 
     from iamdb._runtime import Runtime
@@ -116,19 +117,53 @@ def as_credentials(obj: object) -> Credentials:
 
     Accepts botocore's ``Credentials`` and ``ReadOnlyCredentials`` and iamdb's own
     :class:`Credentials` (returned as is). A missing ``token`` attribute means no token.
+    Values are the caller's to choose (the signer presigns any Unicode secret as botocore
+    does); the sources iamdb reads itself are checked by :func:`checked`.
     """
     if isinstance(obj, Credentials):
         return obj
     access_key: Any = getattr(obj, "access_key", None)
     secret_key: Any = getattr(obj, "secret_key", None)
     token: Any = getattr(obj, "token", None)
+    why = None
     if not (isinstance(access_key, str) and access_key):
-        raise ConfigError("credentials", "access_key must be a non-empty string")
-    if not (isinstance(secret_key, str) and secret_key):
-        raise ConfigError("credentials", "secret_key must be a non-empty string")
-    if token is not None and not isinstance(token, str):
-        raise ConfigError("credentials", "token must be a string or None")
+        why = "access_key must be a non-empty string"
+    elif not (isinstance(secret_key, str) and secret_key):
+        why = "secret_key must be a non-empty string"
+    elif token is not None and not isinstance(token, str):
+        why = "token must be a string or None"
+    if why is not None:
+        del obj, access_key, secret_key, token  # the raise passes through this frame
+        raise ConfigError("credentials", why)
     return Credentials(access_key, secret_key, token)
+
+
+def checked(
+    key: Any, secret: Any, token: Any, names: tuple[str, str, str]
+) -> Credentials | ConfigError:
+    """:class:`Credentials`, or a ConfigError naming the unusable one by ``names``.
+
+    Each must be a non-empty string of printable ASCII, as every real AWS key id, secret key
+    and session token is (base64 and ``/+=``); the token may also be None or empty (none).
+    Anything else would reach the signer and the HTTP client, whose encoding errors keep the
+    whole request head, session token included. Returns rather than raises: this frame
+    holds the secrets, so no exception may pass through it; the message never has a value.
+    """
+    token = None if token == "" else token
+    for i, value in enumerate((key, secret, token)):
+        if i == 2 and value is None:
+            continue
+        if not (isinstance(value, str) and value.isascii() and value.isprintable() and value):
+            missing = "missing or empty" + (f" while {names[0]} is set" if i else "")
+            why = missing if value is None or value == "" else _UNPRINTABLE
+            return ConfigError(names[i], why)
+    return Credentials(key, secret, token)
+
+
+_UNPRINTABLE = (
+    "must be printable ASCII (AWS keys and tokens are base64 and '/+='): it is not a string, "
+    "or has control or non-ASCII characters"
+)
 
 
 class CredentialResolver:
@@ -151,9 +186,10 @@ class CredentialResolver:
     """
 
     def __init__(self, runtime: Runtime | None = None) -> None:
-        """``runtime``: where to read the variables (its ``environ``) and when container
-        credentials are due for refresh (its ``clock``); None: ``os.environ`` read live and
-        ``time.time``, without importing :mod:`iamdb._runtime` (signing's cold path)."""
+        """``runtime``: where to read the variables (its ``environ``), and the clock, sleep
+        and random source of container credential fetches; None: ``os.environ`` read live, and
+        :data:`iamdb._runtime.PROCESS` imported only when the container endpoint is asked
+        (not on signing's cold path)."""
         self._runtime = runtime
         self._lock = _thread.allocate_lock()
         self._botocore: Any = None
@@ -163,21 +199,37 @@ class CredentialResolver:
     def resolve(self, deadline: float | None = None) -> Credentials:
         """The current credentials; raises ConfigError or CredentialsError.
 
-        ``deadline`` (clock seconds) bounds a fetch from the container endpoint, if one is due.
+        ``deadline`` (clock seconds) bounds a fetch from the container endpoint, retries
+        included, if one is due. No frame an error passes through here holds the environment
+        or a secret: a crash reporter that serialises a traceback's locals finds none.
         """
         env = os.environ if self._runtime is None else self._runtime.environ
         key = env.get(_ENV_KEY)
         if key:
-            secret = env.get(_ENV_SECRET)
-            if not secret:
-                raise ConfigError(_ENV_SECRET, f"missing or empty while {_ENV_KEY} is set")
-            return self._remember(key, secret, env.get(_ENV_TOKEN) or None)
-        if (env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI") or "").strip() or (
-            env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") or ""
-        ).strip():
-            return self._container_source(env).get(deadline)  # type: ignore[no-any-return]
-        frozen = self._from_botocore()
-        return self._remember(frozen.access_key, frozen.secret_key, frozen.token)
+            secret, token = env.get(_ENV_SECRET), env.get(_ENV_TOKEN) or None
+            del env
+            last = self._last  # unchanged: the same object, its fingerprint computed once
+            if (
+                last is not None
+                and last.access_key == key
+                and last.secret_key == secret
+                and last.token == token
+            ):
+                return last
+            found = checked(key, secret, token, (_ENV_KEY, _ENV_SECRET, _ENV_TOKEN))
+            if isinstance(found, ConfigError):
+                del key, secret, token
+                raise found
+            self._last = found
+            return found
+        container = bool(
+            (env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI") or "").strip()
+            or (env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") or "").strip()
+        )
+        del env  # it holds the container authorization token, or other secrets
+        if container:
+            return self._container_source().get(deadline)  # type: ignore[no-any-return]
+        return self._from_botocore()
 
     def reset(self) -> None:
         """Forget cached credentials and sources (the next resolve starts afresh)."""
@@ -186,61 +238,68 @@ class CredentialResolver:
             self._container = None
             self._last = None
 
-    def _container_source(self, env: Mapping[str, str]) -> Any:
+    def _container_source(self) -> Any:
         with self._lock:
             if self._container is None:
-                import time
-
                 from iamdb._container import ContainerCredentials
 
-                clock = time.time if self._runtime is None else self._runtime.clock
-                self._container = ContainerCredentials(env, clock)
-            return self._container
+                runtime = self._runtime
+                if runtime is None:
+                    from iamdb._runtime import PROCESS
 
-    def _remember(self, key: str, secret: str, token: str | None) -> Credentials:
-        # Return the previous object while nothing changed, so its fingerprint is reused.
-        last = self._last
-        if (
-            last is not None
-            and last.access_key == key
-            and last.secret_key == secret
-            and last.token == token
-        ):
-            return last
-        creds = Credentials(key, secret, token)
-        self._last = creds
-        return creds
+                    runtime = PROCESS
+                self._container = ContainerCredentials(runtime)
+            return self._container
 
     def _from_botocore(self) -> Credentials:
         source = self._botocore_credentials()
+        why = None
         try:
             frozen = source.get_frozen_credentials()
         except Exception as exc:  # botocore raises many types; its messages hold no secrets
-            raise CredentialsError(
-                f"botocore could not refresh credentials ({type(exc).__name__}: {exc})"
-            ) from exc
+            why = f"botocore could not refresh credentials ({type(exc).__name__}: {str(exc)[:300]})"
+        if why is not None:  # raised here, not in the except: no caught frame stays reachable
+            raise CredentialsError(why)
         if not (frozen and frozen.access_key and frozen.secret_key):
+            del frozen  # a key without its secret (or the reverse): still not for a traceback
             raise CredentialsError(f"no AWS credentials found: {_WHERE}")
-        return Credentials(frozen.access_key, frozen.secret_key, frozen.token or None)
+        last = self._last  # unchanged: the same object, its fingerprint computed once
+        if last is not None and (last.access_key, last.secret_key, last.token) == (
+            frozen.access_key,
+            frozen.secret_key,
+            frozen.token or None,
+        ):
+            return last
+        names = ("access_key", "secret_key", "token")
+        found = checked(frozen.access_key, frozen.secret_key, frozen.token, names)
+        if isinstance(found, ConfigError):
+            del frozen
+            raise CredentialsError(f"botocore's credential chain answered unusable ones ({found})")
+        self._last = found
+        return found
 
     def _botocore_credentials(self) -> Any:
         with self._lock:
             if self._botocore is not None:
                 return self._botocore
+            missing = False
             try:  # absent: a CredentialsError, not MissingDependencyError (no iamdb extra brings
                 # botocore; on Lambda the environment or container endpoint has the credentials)
                 import botocore.session
             except ImportError:
+                missing = True
+            if missing:
                 raise CredentialsError(
                     f"no AWS credentials found: {_ENV_KEY} is not set and botocore is not "
                     "installed to look further"
-                ) from None
+                )
+            why = None
             try:
                 found = botocore.session.Session().get_credentials()
             except Exception as exc:
-                raise CredentialsError(
-                    f"no AWS credentials found ({type(exc).__name__}: {exc}): {_WHERE}"
-                ) from exc
+                why = f"no AWS credentials found ({type(exc).__name__}: {str(exc)[:300]}): {_WHERE}"
+            if why is not None:
+                raise CredentialsError(why)
             if found is None:
                 raise CredentialsError(f"no AWS credentials found: {_WHERE}")
             from iamdb import _redact

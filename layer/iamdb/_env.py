@@ -196,32 +196,66 @@ def valid_host(text: str) -> bool:
     return bool(_HOSTNAME.fullmatch(text))
 
 
-_good_ca_files: set[tuple[str, int, int, int]] = set()  # files that passed, as they were
+_good_ca_files: set[tuple[str, int, int]] = set()  # files that passed: path, size, hash(bytes)
+
+
+def read_regular_file(path: str, limit: int) -> bytes | str:
+    """The bytes of the regular file ``path``, at most ``limit`` of them; else why not.
+
+    Never blocks and never reads without end: a FIFO is opened non-blocking and, like a
+    device (``/dev/zero``), a directory or a socket, refused by ``fstat`` of the opened
+    descriptor (a path swapped after a check would escape a ``stat`` before ``open``). The
+    reason (a sentence fragment) names the path, never the content.
+    """
+    import stat
+
+    shown = f"{path!r:.200}"
+    if "\0" in path:
+        return "a path cannot contain NUL"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        return f"cannot read {shown} ({exc.strerror or type(exc).__name__})"
+    chunks: list[bytes] = []
+    size, why = 0, None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) else None
+            kind = kind or ("a directory" if stat.S_ISDIR(mode) else "not a file")
+            why = f"{shown} is not a regular file ({kind})"
+        while why is None and size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        why = f"cannot read {shown} ({exc.strerror or type(exc).__name__})"
+    finally:
+        os.close(fd)
+    if why is None and size > limit:
+        why = f"{shown} is larger than {limit} bytes"
+    return b"".join(chunks) if why is None else why
 
 
 def ca_file_problem(path: str) -> str | None:
     """Why ``path`` is not a usable PEM CA bundle, or None when it is one.
 
     Reads and loads it as the drivers will, so a missing, unreadable, empty or non-PEM
-    file is a configuration error, not an ``ssl.SSLError`` after a token was signed.
+    file is a configuration error, not an ``ssl.SSLError`` after a token was signed; a FIFO,
+    a device or a file over 10 MiB is refused without waiting or reading it all.
     """
-    import ssl  # only for a bundle the user chose: the bundled one is known good
-
-    if "\0" in path:
-        return "a path cannot contain NUL"
-    try:
-        with open(path, "rb") as file:
-            stat = os.fstat(file.fileno())
-            seen = (path, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-            if seen in _good_ca_files:  # a reset() (SnapStart restore) checks it again
-                return None
-            data = file.read(_MAX_CA_BYTES + 1)
-    except OSError as exc:
-        return f"cannot read {path!r:.200} ({exc.strerror or type(exc).__name__})"
+    data = read_regular_file(path, _MAX_CA_BYTES)
+    if isinstance(data, str):
+        return data
     if not data.strip():
         return f"{path!r:.200} is empty"
-    if len(data) > _MAX_CA_BYTES:
-        return f"{path!r:.200} is larger than {_MAX_CA_BYTES // (1024 * 1024)} MiB"
+    seen = (path, len(data), hash(data))
+    if seen in _good_ca_files:  # a reset() (SnapStart restore) does not load it again
+        return None
+    import ssl  # only for a bundle the user chose: the bundled one is known good
+
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=data.decode("ascii"))
     except (UnicodeDecodeError, ValueError, ssl.SSLError):

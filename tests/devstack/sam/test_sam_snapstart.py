@@ -24,6 +24,7 @@ from devstack.sam.invoke import REPO
 from devstack.sam.template import Template
 from iamdb._container import ContainerCredentials
 from iamdb._credentials import expiry_seconds
+from iamdb._runtime import Runtime
 from iamdb.errors import CredentialsError
 
 EXPIRES = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
@@ -100,7 +101,7 @@ def test_each_server_has_its_own_token() -> None:
 
 def test_iamdb_and_botocore_both_read_it() -> None:
     with CredentialsServer(CREDS) as server:
-        ours = ContainerCredentials(server.environment(), lambda: 0.0).get()
+        ours = ContainerCredentials(Runtime(environ=server.environment(), clock=lambda: 0.0)).get()
         theirs = ContainerProvider(environ=server.environment()).load()
         assert theirs is not None
         frozen = theirs.get_frozen_credentials()
@@ -112,9 +113,8 @@ def test_iamdb_and_botocore_both_read_it() -> None:
             )
         assert theirs._expiry_time == EXPIRES
         with pytest.raises(CredentialsError):
-            ContainerCredentials(
-                {**server.environment(), "AWS_CONTAINER_AUTHORIZATION_TOKEN": "no"}, lambda: 0.0
-            ).get()
+            refused = {**server.environment(), "AWS_CONTAINER_AUTHORIZATION_TOKEN": "no"}
+            ContainerCredentials(Runtime(environ=refused, clock=lambda: 0.0)).get()
 
 
 def test_serving_instead_of_keys_moves_them_out_of_the_environment() -> None:

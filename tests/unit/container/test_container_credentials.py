@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,18 @@ def _env(server: LocalServer, **extra: str) -> dict[str, str]:
     }
 
 
+def _source(env: dict[str, str], clock: Callable[[], float]) -> ContainerCredentials:
+    """Credentials from ``env``'s endpoint on ``clock``; backoff advances a fake clock."""
+    sleep = clock.advance if isinstance(clock, FakeClock) else time.sleep
+    return ContainerCredentials(Runtime(environ=env, clock=clock, sleep=sleep, random=lambda: 0.5))
+
+
+def _target(env: dict[str, str]) -> tuple[str, str, int, str]:
+    return _container._target(
+        env.get(_container.FULL_URI, ""), env.get(_container.RELATIVE_URI, "")
+    )
+
+
 def _fetches(server: LocalServer) -> int:
     return len(server.captured)
 
@@ -101,7 +113,7 @@ def _fetches(server: LocalServer) -> int:
 
 
 def test_full_uri_with_token(server: LocalServer, clock: FakeClock) -> None:
-    source = ContainerCredentials(_env(server), clock)
+    source = _source(_env(server), clock)
     creds = source.get()
     assert (creds.access_key, creds.secret_key, creds.token) == (
         "ASIACONTAINER0000001",
@@ -122,7 +134,7 @@ def test_full_uri_with_token_file_read_at_every_fetch(
     token_file.write_text(TOKEN + "\n")  # as files usually end
     env = _env(server, AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=str(token_file))
     env["AWS_CONTAINER_AUTHORIZATION_TOKEN"] = "the-file-wins-over-this-variable"
-    source = ContainerCredentials(env, clock)
+    source = _source(env, clock)
     assert source.get().secret_key == f"{SECRET}-1"
     endpoint.token = "rotated-token-0123456789abcdefgh"
     token_file.write_text(endpoint.token)  # EKS and ECS rotate the file
@@ -135,7 +147,7 @@ def test_no_token_sends_no_authorization(server: LocalServer, endpoint: Endpoint
     env = _env(server)
     del env["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
     endpoint.token = None  # type: ignore[assignment]
-    ContainerCredentials(env, FakeClock()).get()
+    _source(env, FakeClock()).get()
     assert server.captured[0].header("authorization") is None
 
 
@@ -149,14 +161,14 @@ def test_https_full_uri_with_the_ca_from_aws_ca_bundle(tmp_path: Path, clock: Fa
             "AWS_CONTAINER_AUTHORIZATION_TOKEN": TOKEN,
             "AWS_CA_BUNDLE": str(files.ca),
         }
-        assert ContainerCredentials(env, clock).get().access_key.startswith("ASIA")
+        assert _source(env, clock).get().access_key.startswith("ASIA")
 
 
 # --- cache and refresh ------------------------------------------------------------------------
 
 
 def test_cached_until_shortly_before_expiration(server: LocalServer, clock: FakeClock) -> None:
-    source = ContainerCredentials(_env(server), clock)
+    source = _source(_env(server), clock)
     first = source.get()
     refresh_at = START + 3600 - _container.REFRESH_SECONDS
     clock.now = refresh_at - 0.001
@@ -171,7 +183,7 @@ def test_short_lived_credentials_refresh_at_half_life(
     server: LocalServer, endpoint: Endpoint, clock: FakeClock
 ) -> None:
     endpoint.lifetime = 120.0
-    source = ContainerCredentials(_env(server), clock)
+    source = _source(_env(server), clock)
     source.get()
     clock.advance(59.999)
     source.get()
@@ -184,7 +196,7 @@ def test_short_lived_credentials_refresh_at_half_life(
 def test_a_failed_refresh_keeps_still_valid_credentials(
     server: LocalServer, endpoint: Endpoint, clock: FakeClock, caplog: Any
 ) -> None:
-    source = ContainerCredentials(_env(server), clock)
+    source = _source(_env(server), clock)
     first = source.get()
     endpoint.broken = response(500, b'{"message": "metadata service unavailable"}')
     clock.now = START + 3600 - _container.REFRESH_SECONDS  # due for refresh, 300 s left
@@ -205,10 +217,10 @@ def test_a_failed_refresh_keeps_still_valid_credentials(
 def test_a_failed_refresh_with_too_little_left_raises(
     server: LocalServer, endpoint: Endpoint, clock: FakeClock
 ) -> None:
-    source = ContainerCredentials(_env(server), clock)
+    source = _source(_env(server), clock)
     source.get()
     endpoint.broken = response(500, b"")
-    clock.now = START + 3600 - _container.KEEP_SECONDS
+    clock.now = START + 3600 - _container.MIN_LEFT_SECONDS
     with pytest.raises(CredentialsError):
         source.get()
 
@@ -309,7 +321,7 @@ def test_bad_answers_are_credentials_errors(answer: bytes, clock: FakeClock) -> 
             conn.sendall(answer)
 
     with LocalServer(handle) as local:
-        source = ContainerCredentials(_env(local), clock)
+        source = _source(_env(local), clock)
         with pytest.raises(CredentialsError) as info:
             source.get()
     message = str(info.value)
@@ -327,7 +339,7 @@ def test_an_endpoint_that_never_answers_fails_within_the_fetch_bound() -> None:
             polls.append(1)
 
     with LocalServer(silent) as local:
-        source = ContainerCredentials(_env(local), time.time)
+        source = _source(_env(local), time.time)
         try:
             with pytest.raises(CredentialsError) as info:
                 source.get(deadline=time.time() + 0.5)  # nearer than the 2 s fetch bound
@@ -343,7 +355,7 @@ def test_nothing_listening_is_a_credentials_error(clock: FakeClock) -> None:
         port = probe.getsockname()[1]
     env = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": f"http://127.0.0.1:{port}/creds"}
     with pytest.raises(CredentialsError) as info:
-        ContainerCredentials(env, clock).get()
+        _source(env, clock).get()
     assert isinstance(info.value, IamDbError)
 
 
@@ -361,7 +373,7 @@ def test_unreadable_token_file_is_a_config_error_before_any_call(
         path.write_bytes(b"\xff\xfe\xfa token")
     env = _env(server, AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=str(path))
     with pytest.raises(ConfigError) as info:
-        ContainerCredentials(env, clock).get()
+        _source(env, clock).get()
     assert info.value.variable == "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"
     assert server.accepted == 0
 
@@ -379,7 +391,7 @@ def test_a_token_with_control_characters_is_refused_without_repeating_it(
         env = _env(server, AWS_CONTAINER_AUTHORIZATION_TOKEN=bad + "x")
         variable = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
     with pytest.raises(ConfigError) as info:
-        ContainerCredentials(env, clock).get()
+        _source(env, clock).get()
     assert info.value.variable == variable
     assert TOKEN not in str(info.value)
     assert server.accepted == 0
@@ -418,11 +430,11 @@ def test_which_hosts_may_be_asked_is_botocores_rule(url: str) -> None:
     env = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": url, "AWS_CONTAINER_AUTHORIZATION_TOKEN": TOKEN}
     if allowed:
         parts = urlsplit(url)
-        scheme, host, _port, path = _container._target(env)
+        scheme, host, _port, path = _target(env)
         assert (scheme, host, path) == (parts.scheme, parts.hostname, parts.path)
     else:
         with pytest.raises(ConfigError) as info:
-            ContainerCredentials(env, FakeClock()).get()
+            _source(env, FakeClock()).get()
         assert info.value.variable == "AWS_CONTAINER_CREDENTIALS_FULL_URI"
         assert TOKEN not in str(info.value)
 
@@ -437,14 +449,17 @@ def test_which_hosts_may_be_asked_is_botocores_rule(url: str) -> None:
 )
 def test_relative_uri_goes_to_the_ecs_agent(relative: str, path: str) -> None:
     env = {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": relative}
-    assert _container._target(env) == ("http", "169.254.170.2", 80, path)
+    assert _target(env) == ("http", "169.254.170.2", 80, path)
 
 
-@pytest.mark.parametrize("relative", ["v2/credentials", "http://evil.example/creds", "@evil/x"])
-def test_relative_uri_without_a_leading_slash_is_a_config_error(relative: str) -> None:
+@pytest.mark.parametrize(
+    "relative",
+    ["v2/credentials", "http://evil.example/creds", "@evil/x", "/v2/a b", "/v2/a\x00b", "/a\x7f"],
+)
+def test_a_relative_uri_that_is_no_clean_path_is_a_config_error(relative: str) -> None:
     env = {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": relative}
     with pytest.raises(ConfigError) as info:
-        ContainerCredentials(env, FakeClock()).get()
+        _source(env, FakeClock()).get()
     assert info.value.variable == "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"
 
 
@@ -453,16 +468,24 @@ def test_relative_uri_wins_over_full_uri_as_in_botocore() -> None:
         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/x",
         "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://127.0.0.1:9/creds",
     }
-    assert _container._target(env) == ("http", "169.254.170.2", 80, "/v2/credentials/x")
+    assert _target(env) == ("http", "169.254.170.2", 80, "/v2/credentials/x")
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://127.0.0.1/creds", "127.0.0.1:80/creds", "http:///creds", "http://127.0.0.1:x/"]
+    "url",
+    [
+        "ftp://127.0.0.1/creds",
+        "127.0.0.1:80/creds",
+        "http:///creds",
+        "http://127.0.0.1:x/",
+        "http://127.0.0.1/a b HTTP/1.0",
+        "http://127.0.0.1/a?\x0bb",
+    ],
 )
 def test_malformed_full_uri_is_a_config_error(url: str) -> None:
     env = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": url}
     with pytest.raises(ConfigError) as info:
-        ContainerCredentials(env, FakeClock()).get()
+        _source(env, FakeClock()).get()
     assert info.value.variable == "AWS_CONTAINER_CREDENTIALS_FULL_URI"
 
 
@@ -470,7 +493,7 @@ def test_malformed_full_uri_is_a_config_error(url: str) -> None:
 
 
 def test_no_secret_in_reprs(server: LocalServer, clock: FakeClock) -> None:
-    source = ContainerCredentials(_env(server), clock)
+    source = _source(_env(server), clock)
     creds = source.get()
     resolver = CredentialResolver(Runtime(environ=_env(server), clock=clock))
     resolver.resolve()
