@@ -9,7 +9,7 @@ documented link-local addresses (the token must not leave the host), a relative 
 ``169.254.170.2``, and a hiccup (5xx, 429, timeout, refused connection, answer cut short) is
 tried again, up to 3 attempts with iamdb's backoff; every attempt and wait ends by the
 caller's deadline. Stricter: credentials with a minute or less left are refused, and so is a
-control or non-ASCII character in them, or a control or non-Latin-1 one in the token.
+control or non-ASCII character in them or in the token.
 
 Secrets: the functions that hold the token or a served answer return an outcome (a value or
 a :class:`_Problem`) and never raise; :meth:`ContainerCredentials.get` raises, holding only
@@ -230,7 +230,7 @@ def _request(
 
     A token file is read at every fetch (EKS and ECS rotate it), at most 16 KiB, never a FIFO
     or a device, and stripped (a trailing newline is how files end). The token must fit one
-    header line: no control characters, nothing outside Latin-1. Errors never repeat it.
+    header line as iamdb's HTTP client sends one: printable ASCII. Errors never repeat it.
     """
     path = (environ.get(TOKEN_FILE) or "").strip()
     var = TOKEN_FILE if path else TOKEN
@@ -248,10 +248,10 @@ def _request(
     else:
         token = environ.get(TOKEN)
     token = (token or "").strip() or None
-    if token is not None and not (token.isprintable() and max(token) <= "\xff"):
+    if token is not None and not (token.isascii() and token.isprintable()):
         problem = (
-            "the authorization token has control characters or characters outside Latin-1 "
-            "(it must fit one HTTP header line)"
+            "the authorization token has control or non-ASCII characters (it must fit one "
+            "HTTP header line: printable ASCII, as Lambda's and ECS's tokens are)"
         )
     if problem is not None:
         return ConfigError(var, problem)

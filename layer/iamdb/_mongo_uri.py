@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iamdb._config import DEFAULT_CA_BUNDLE
-from iamdb._env import ca_file_problem, is_ip, valid_host
+from iamdb._env import ca_file_problem, is_ip, read_regular_file, valid_host
 from iamdb.errors import ConfigError
 
 EXTERNAL = "$external"
@@ -114,6 +114,7 @@ def parse_uri(var: str, uri: str | None) -> MongoUri:
         raise ConfigError(var, "mongodb+srv:// takes exactly one host name and no port")
     parts = split_query(query)
     _check_names(var, parts)
+    _check_files(var, parts)
     srv_parts = [p for p in parts if p.partition("=")[0].lower() in _SRV_ONLY]
     plain = [p for p in parts if p not in srv_parts] if srv else parts
     parsed, srv_options = _pymongo_parse(var, location, plain, srv_parts)
@@ -179,6 +180,23 @@ def _check_names(var: str, parts: list[str]) -> None:
         if key in seen and key != "readpreferencetags":  # pymongo keeps the last one, warning
             raise ConfigError(var, f"option {key} is given twice")
         seen.add(key)
+
+
+_FILES = ("tlscafile", "tlscertificatekeyfile", "tlscrlfile")
+_MAX_FILE_BYTES = 10 * 1024 * 1024
+
+
+def _check_files(var: str, parts: list[str]) -> None:
+    """The files the URI names, read as iamdb reads a CA file (a regular file, bounded), before
+    pymongo's parser opens them itself: a FIFO there would hang it."""
+    from urllib.parse import unquote_plus
+
+    for part in parts:
+        key, _, value = part.partition("=")
+        if key.lower() in _FILES and value:
+            problem = read_regular_file(unquote_plus(value), _MAX_FILE_BYTES)
+            if isinstance(problem, str):
+                raise ConfigError(var, f"{key}: {problem}")
 
 
 def _pymongo_parse(

@@ -7,6 +7,7 @@ OpenSSL (through ``ssl``) reads the subjects of the bundled certificates.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import ssl
@@ -22,7 +23,7 @@ from iamdb._config import DEFAULT_CA_BUNDLE
 from iamdb._credentials import Credentials
 from iamdb._mongo_client import client_options, connection_string
 from iamdb._mongo_config import MongoConfig, load_mongo_config
-from iamdb._mongo_uri import RDS_BUNDLE_REGIONS, documentdb_region
+from iamdb._mongo_uri import RDS_BUNDLE_REGIONS, documentdb_region, parse_uri
 from iamdb._sts import Lease
 from iamdb.errors import ConfigError
 
@@ -216,3 +217,15 @@ def test_connection_string_keeps_the_uris_own_choice() -> None:
     uri = connection_string(c, Lease(CREDS, 0.0, "the execution role"))
     assert uri.lower().count("retrywrites") == 1
     assert uri_parser.parse_uri(uri)["options"]["retryWrites"] is True
+
+
+@pytest.mark.parametrize("option", ["tlsCAFile", "tlsCertificateKeyFile", "tlsCRLFile"])
+def test_a_fifo_named_by_the_uri_is_refused_before_pymongo_opens_it(
+    tmp_path: Path, option: str
+) -> None:
+    """pymongo's parser opens these files itself: a FIFO would hang get_mongo()."""
+    fifo = tmp_path / "file.pem"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"not a regular file \(a FIFO\)") as info:
+        parse_uri("IAMDB_MONGO_URI", f"mongodb://db.example.com/app?{option}={fifo}")
+    assert info.value.variable == "IAMDB_MONGO_URI"
