@@ -110,7 +110,7 @@ def bare_update_item_ms(env: dict[str, str], repeat: int = 50) -> tuple[float, f
     Python, milliseconds apart; DynamoDB in microseconds."""
     from iamdb._aws import AwsClient
     from iamdb._credentials import CredentialResolver
-    from iamdb._fleet import _take
+    from iamdb._queue import HORIZON_US, TOLERANCE_US, View, take
     from iamdb._runtime import Runtime
 
     rt = Runtime(environ=env)
@@ -132,11 +132,13 @@ def bare_update_item_ms(env: dict[str, str], repeat: int = 50) -> tuple[float, f
             fresh.close()
 
     def idle_queue_ticket() -> dict[str, Any]:
-        now = int(time.time() * 1e6)
+        now = int(time.time() * 1e6)  # a correct clock: every bound as the limiter sets it
+        view = View(now, now, now - TOLERANCE_US, now + 10_000_000, now + 1_000_000,
+                    now + HORIZON_US)  # fmt: skip
         return {
             "TableName": table,
             "Key": {"pk": {"S": f"bench#idle-queue-{now}"}},
-            **_take(now, 111_111, now, now + 10_000_000),  # R = 10: slots 1/(0.9 R) apart
+            **take(view, 111_111),  # R = 10: slots 1/(0.9 R) apart
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
 
