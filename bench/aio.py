@@ -67,8 +67,8 @@ def _invocations(handler: Callable[[], Awaitable[None]], repeat: int) -> tuple[f
 
 def rows(env: dict[str, str]) -> list[Row]:
     import iamdb
+    from iamdb._core.runtime import Runtime
     from iamdb._registry import Registry
-    from iamdb._runtime import Runtime
 
     os.environ.update({k: v for k, v in env.items() if k != "IAMDB_THROTTLE_TABLE"})
     os.environ.pop("IAMDB_THROTTLE_TABLE", None)  # as bench.sql: one DynamoDB call apart

@@ -1,13 +1,13 @@
-"""iamdb's own HTTP/1.1 client (``iamdb._http``) against the same client on ``http.client``.
+"""iamdb's own HTTP/1.1 client (``iamdb._aws.http``) against the same client on ``http.client``.
 
 The decision this measures: keep the raw-socket client, or build ``HttpConnection`` on the
 standard library's ``http.client`` over a socket whose timeout is re-armed to the time left
 before every operation (the same total-deadline guarantee). That alternative is
 :class:`bench.httpclient.StdlibConnection`, written to pass the same tests (run them on it:
-``python -m pytest -p bench.httpclient tests/unit/http tests/unit/aws``).
+``python -m pytest -p bench.httpclient tests/unit/aws/http tests/unit/aws/client``).
 
-1. Cold import: a fresh interpreter imports the transport (``iamdb._http``, or what the
-   variant imports beyond ``iamdb._net``, which both need), median of :data:`COLD_RUNS`,
+1. Cold import: a fresh interpreter imports the transport (``iamdb._aws.http``, or what the
+   variant imports beyond ``iamdb._aws.net``, which both need), median of :data:`COLD_RUNS`,
    the two in turns.
 2. Per request: the same DynamoDB-sized signed POST to a loopback keep-alive server, median
    of :data:`ROUNDS` single requests, the two in turns.
@@ -34,12 +34,12 @@ ROUNDS = 3000
 _IMPORT = """
 import sys, time
 sys.path[:0] = [{layer!r}, {root!r}]
-import iamdb.errors, iamdb._net  # both sides need these: not what is compared
+import iamdb.errors, iamdb._aws.net  # both sides need these: not what is compared
 t = time.perf_counter()
 {statement}
 print((time.perf_counter() - t) * 1000)
 """
-_OURS = "import iamdb._http"
+_OURS = "import iamdb._aws.http"
 _STDLIB = "import contextlib, http.client, io, select, threading"  # StdlibConnection's
 
 
@@ -57,7 +57,7 @@ def cold_import(runs: int = COLD_RUNS) -> tuple[float, float]:
 def per_request(rounds: int = ROUNDS) -> tuple[float, float]:
     """Median us per signed POST on a kept-alive loopback connection (http.client's, ours)."""
     from bench.table import interleaved
-    from iamdb._http import HttpConnection
+    from iamdb._aws.http import HttpConnection
     from tests.localserver import LocalServer, answering, response
 
     answer = response(200, b'{"Attributes":{"n":{"N":"1764547200111111"}}}', _AWS_HEADERS)
@@ -98,12 +98,12 @@ _AWS_HEADERS = [
 
 def code_lines() -> tuple[int, int]:
     """Lines of code of each client (not blank, comment or docstring): the variant and the
-    parts of ``iamdb._http`` it reuses; ``iamdb._http`` and ``iamdb._http_answer`` but the
-    ``http_date`` both would keep."""
+    parts of ``iamdb._aws.http`` it reuses; ``iamdb._aws.http`` and ``iamdb._aws.http_answer``
+    but the ``http_date`` both would keep."""
     variant = (ROOT / "bench/httpclient/__init__.py").read_text()
-    ours = (ROOT / "layer/iamdb/_http.py").read_text()
+    ours = (ROOT / "layer/iamdb/_aws/http.py").read_text()
     reused = {"TransportError", "Response", "_encode", "_token", "_NOT_TCHAR", "_readable"}
-    answer = (ROOT / "layer/iamdb/_http_answer.py").read_text()
+    answer = (ROOT / "layer/iamdb/_aws/http_answer.py").read_text()
     answer_sloc = _sloc(answer) - _sloc(answer, {"_MONTHS", "http_date"})
     plugin = _sloc(variant, {"pytest_configure"})
     return _sloc(variant) - plugin + _sloc(ours, reused), _sloc(ours) + answer_sloc
@@ -147,7 +147,7 @@ def main() -> None:
     cold = f"cold import, fresh process, median of {COLD_RUNS} (ms)"
     warm = f"signed POST, kept-alive loopback connection, median of {ROUNDS} (us)"
     print_table(
-        "HTTP client: http.client with re-armed timeouts (baseline) against iamdb._http",
+        "HTTP client: http.client with re-armed timeouts (baseline) against iamdb._aws.http",
         [
             Row(cold, cold_theirs, cold_ours, "<= 1"),
             Row(warm, warm_theirs, warm_ours, "<= 1"),

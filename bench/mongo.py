@@ -32,7 +32,7 @@ import iamdb
 t1 = time.perf_counter()
 import pymongo
 t2 = time.perf_counter()
-from iamdb._mongo_client import fetch_lease, open_client
+from iamdb._mongo.client import fetch_lease, open_client
 from iamdb._registry import default
 handle = default.mongo_handle()  # reads and validates the configuration (pymongo's URI parser)
 t3 = time.perf_counter()
@@ -40,9 +40,9 @@ lease = fetch_lease(handle.cfg, handle._sources, default.deadline.at(5))  # Assu
 t4 = time.perf_counter()
 client = open_client(handle.cfg, lease, (time.time, time.time() + 10))  # TLS + login (ping)
 t5 = time.perf_counter()
-import iamdb._mongo_aws
+import iamdb._mongo.aws
 sdk = sorted({m.split(".")[0] for m in sys.modules} & {"boto3", "botocore"})
-if sys.modules.get("pymongo_auth_aws", iamdb._mongo_aws) is not iamdb._mongo_aws:
+if sys.modules.get("pymongo_auth_aws", iamdb._mongo.aws) is not iamdb._mongo.aws:
     sdk.append("pymongo_auth_aws")
 print(json.dumps({"phases": {"import iamdb": t1 - t0, "import pymongo": t2 - t1,
                   "iamdb: read and check the configuration": t3 - t2,
@@ -106,9 +106,9 @@ def rows(env: dict[str, str]) -> list[Row]:
     import pymongo
 
     import iamdb
-    from iamdb import _mongo_aws
-    from iamdb._mongo_client import client_options, fetch_lease
-    from iamdb._mongo_config import load_mongo_config
+    from iamdb._mongo import aws as _mongo_aws
+    from iamdb._mongo.client import client_options, fetch_lease
+    from iamdb._mongo.config import load_mongo_config
     from iamdb._registry import default
 
     os.environ.update(env)

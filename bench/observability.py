@@ -33,7 +33,7 @@ if sys.argv[1] == "powertools":
     # auto_patch=False: X-Ray's own wrapping of psycopg is the Tracer's cost, not iamdb's
     logger, metrics, tracer = Logger(), Metrics(), Tracer(auto_patch=False)
     handler = tracer.provider.in_subsegment("## handler")  # as capture_lambda_handler does
-import iamdb, iamdb._pg, iamdb._registry, psycopg  # imported alike in both modes: not measured
+import iamdb, iamdb._sql.pg, iamdb._registry, psycopg  # imported alike in both modes: not measured
 t = time.perf_counter()
 with handler:
     iamdb.get_pg().execute("SELECT 1")

@@ -119,8 +119,8 @@ def warm_signing() -> tuple[float, float]:
     _ensure_paths()
     import boto3
 
-    from iamdb._credentials import Credentials
-    from iamdb._signer import generate_db_auth_token
+    from iamdb._aws.credentials import Credentials
+    from iamdb._aws.signer import generate_db_auth_token
 
     rds = boto3.client(
         "rds",
@@ -149,8 +149,8 @@ def warm_dsql_signing() -> tuple[float, float]:
     _ensure_paths()
     import boto3
 
-    from iamdb._credentials import Credentials
-    from iamdb._signer import generate_dsql_auth_token
+    from iamdb._aws.credentials import Credentials
+    from iamdb._aws.signer import generate_dsql_auth_token
 
     dsql = boto3.client(
         "dsql",

@@ -22,8 +22,8 @@ def rows(env: dict[str, str]) -> list[Row]:
     import psycopg
 
     import iamdb
+    from iamdb._core.runtime import Runtime
     from iamdb._registry import Registry
-    from iamdb._runtime import Runtime
 
     rds = boto3.client(
         "rds",

@@ -36,8 +36,8 @@ def rows(env: dict[str, str]) -> list[Row]:
 
     import iamdb
     import iamdb._registry
+    from iamdb._core.runtime import Runtime
     from iamdb._registry import Registry
-    from iamdb._runtime import Runtime
     from iamdb.sqlalchemy import create_engine
 
     plain = {k: v for k, v in env.items() if k != "IAMDB_THROTTLE_TABLE"}

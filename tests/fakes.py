@@ -14,15 +14,15 @@ import contextlib
 import socket
 from dataclasses import dataclass, field
 
-from iamdb._config import SqlConfig
-from iamdb._credentials import CredentialResolver
-from iamdb._invocation import Invocation
-from iamdb._limiter import Deadline, Limits
-from iamdb._login import Login, Until
-from iamdb._managed import ManagedConnection
-from iamdb._runtime import Runtime
-from iamdb._telemetry import Telemetry
-from iamdb._tokens import Token, TokenCache
+from iamdb._aws.credentials import CredentialResolver
+from iamdb._core.invocation import Invocation
+from iamdb._core.runtime import Runtime
+from iamdb._core.telemetry import Telemetry
+from iamdb._sql.config import SqlConfig
+from iamdb._sql.limits import Deadline, Limits
+from iamdb._sql.login import Login, Until
+from iamdb._sql.managed import ManagedConnection
+from iamdb._sql.tokens import Token, TokenCache
 
 START = 1_700_000_000.0
 
@@ -59,7 +59,8 @@ class FakeTime(FakeClock):
 
 
 class RecordingProbe:
-    """Stands in for :class:`iamdb._telemetry.Probe`: records every count, opens no subsegment."""
+    """Stands in for :class:`iamdb._core.telemetry.Probe`: records every count, opens no
+    subsegment."""
 
     def __init__(self) -> None:
         self.counts: dict[str, float] = {}

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator, Mapping
 import pytest
 
 import iamdb._registry
+from iamdb._core.runtime import Runtime
+from iamdb._core.telemetry import Telemetry
 from iamdb._registry import Registry
-from iamdb._runtime import Runtime
-from iamdb._telemetry import Telemetry
 
 Install = Callable[..., Registry]
 

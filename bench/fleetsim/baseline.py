@@ -1,7 +1,7 @@
 """FROZEN COPY of iamdb's fleet limiter at main f5b3399 (before the clock-skew guard).
 
 The fleet bench runs it beside today's limiter as the strategy ``main``: ``FleetLimiter`` of
-``layer/iamdb/_fleet.py`` and ``Limits`` of ``layer/iamdb/_limiter.py`` at that commit, code
+``layer/iamdb/_sql/fleet.py`` and ``Limits`` of ``layer/iamdb/_sql/limits.py`` at that commit, code
 unchanged; only the module docstrings were cut (they are in git). The rest (login loop, token
 bucket, AWS error types) is today's iamdb. Do not fix bugs here: the point is to measure them.
 """
@@ -11,17 +11,17 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from iamdb._aws import AwsError, retryable
-from iamdb._http import TransportError
-from iamdb._limiter import TokenBucket, paced_rate
-from iamdb._log import WarnOnce, logger
-from iamdb._retry import DecorrelatedJitter
+from iamdb._aws.client import AwsError, retryable
+from iamdb._aws.http import TransportError
+from iamdb._core.backoff import DecorrelatedJitter
+from iamdb._core.log import WarnOnce, logger
+from iamdb._sql.limits import TokenBucket, paced_rate
 from iamdb.errors import ConfigError, IamDbError, ThrottleError
 
 if TYPE_CHECKING:
-    from iamdb._aws import AwsClient
-    from iamdb._runtime import Runtime
-    from iamdb._telemetry import Probe
+    from iamdb._aws.client import AwsClient
+    from iamdb._core.runtime import Runtime
+    from iamdb._core.telemetry import Probe
 
 TOLERANCE_US = 50_000
 """A slot up to 50 ms in the past is still taken (logged in at once)."""
@@ -264,7 +264,7 @@ class Limits:
         self, endpoint: str, deadline: float, probe: Probe, *, rate: float | None = None
     ) -> Ticket | None:
         """Wait for the permits of one new login to ``endpoint`` (an :attr:`Endpoint.key
-        <iamdb._tokens.Endpoint.key>`), whose server admits ``rate`` logins per second (None:
+        <iamdb._sql.tokens.Endpoint.key>`), whose server admits ``rate`` logins per second (None:
         this limiter's own rate, ``IAMDB_CONNECT_RATE``).
 
         Returns the fleet ticket to :meth:`release` after the login (None without one).

@@ -21,7 +21,7 @@ from bench.fleetsim.dynamodb import Client, Table
 from bench.fleetsim.rds import Rds
 from bench.fleetsim.sim import EPOCH, Sim
 from bench.fleetsim.strategy import STRATEGIES, Ctx, LambdaContext, Outcome, Strategy
-from iamdb._credentials import Credentials
+from iamdb._aws.credentials import Credentials
 
 HOST = "prod.cluster-c0ffee000000.us-east-1.rds.amazonaws.com"
 PORT = 5432

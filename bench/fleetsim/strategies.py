@@ -4,8 +4,8 @@
   (:mod:`bench.fleetsim.legacy`);
 - ``main``: today's login path with the ticket queue and ``Limits`` of main f5b3399, before the
   clock-skew guard, through their frozen copy (:mod:`bench.fleetsim.baseline`);
-- ``ticket``: today's login path and ticket queue (``iamdb._login``, ``iamdb._limiter``,
-  ``iamdb._fleet``).
+- ``ticket``: today's login path and ticket queue (``iamdb._sql.login``, ``iamdb._sql.limits``,
+  ``iamdb._sql.fleet``).
 
 A new limiter joins by registering its own ``environment(ctx)`` here with ``@strategy(name)``.
 """
@@ -88,8 +88,9 @@ def legacy_environment(ctx: Ctx) -> Outcome:
 
 class _SimAws:
     """iamdb's AWS client as the fleet limiter uses it, over the model (no HTTP): answers are
-    :class:`iamdb._aws.DynamoAnswer` and model errors :class:`iamdb._aws.AwsError`, both with the
-    ``server_time`` their ``Date`` would carry (true virtual time, whole seconds)."""
+    :class:`iamdb._aws.client.DynamoAnswer` and model errors :class:`iamdb._aws.client.AwsError`,
+    both with the ``server_time`` their ``Date`` would carry (true virtual time, whole
+    seconds)."""
 
     def __init__(self, ctx: Ctx) -> None:
         self._ctx = ctx
@@ -98,7 +99,7 @@ class _SimAws:
         pass  # the model has no connection to open
 
     def dynamodb(self, operation: str, payload: dict[str, Any], deadline: float) -> Any:
-        from iamdb._aws import AwsError, DynamoAnswer
+        from iamdb._aws.client import AwsError, DynamoAnswer
 
         client = self._ctx.dynamodb
         failure: DynamoError | None = None
@@ -153,7 +154,7 @@ class _Login:
 
 
 class _RdsDriver:
-    """The Driver of :class:`iamdb._managed.ManagedConnection`, logging in to the RDS model."""
+    """The Driver of :class:`iamdb._sql.managed.ManagedConnection`, logging in to the RDS model."""
 
     engine = "pg"
 
@@ -183,13 +184,13 @@ class _RdsDriver:
 def ticket_environment(ctx: Ctx) -> Outcome:
     """One cold environment's ``get_pg()`` logins through today's login path and limiter.
 
-    The real login loop (``iamdb._login.Login``), ``Limits`` (the per-process bucket, then the
+    The real login loop (``iamdb._sql.login.Login``), ``Limits`` (the per-process bucket, then the
     fleet's ticket queue ``FleetLimiter``), ``TokenCache``, ``Deadline`` from the Lambda
     context and the default retries, on a Runtime of the environment's clock and RNG;
     DynamoDB is the model (through :class:`_SimAws`), the database the RDS model.
     """
-    from iamdb._fleet import FleetLimiter
-    from iamdb._limiter import Limits
+    from iamdb._sql.fleet import FleetLimiter
+    from iamdb._sql.limits import Limits
 
     return _environment(ctx, FleetLimiter, Limits)
 
@@ -203,13 +204,13 @@ def main_environment(ctx: Ctx) -> Outcome:
 
 
 def _environment(ctx: Ctx, fleet_type: Any, limits_type: Any) -> Outcome:
-    from iamdb._config import load_sql_config
-    from iamdb._credentials import CredentialResolver
-    from iamdb._limiter import Deadline
-    from iamdb._log import WarnOnce
-    from iamdb._login import Login
-    from iamdb._runtime import Runtime
-    from iamdb._tokens import TokenCache
+    from iamdb._aws.credentials import CredentialResolver
+    from iamdb._core.log import WarnOnce
+    from iamdb._core.runtime import Runtime
+    from iamdb._sql.config import load_sql_config
+    from iamdb._sql.limits import Deadline
+    from iamdb._sql.login import Login
+    from iamdb._sql.tokens import TokenCache
 
     env = {
         "IAMDB_PG_HOST": ctx.host,

@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from bench.fleetsim.dynamodb import Client
 from bench.fleetsim.rds import Rds
 from bench.fleetsim.sim import Sim
-from iamdb._credentials import Credentials
-from iamdb._signer import generate_db_auth_token
+from iamdb._aws.credentials import Credentials
+from iamdb._aws.signer import generate_db_auth_token
 
 
 class LambdaContext:

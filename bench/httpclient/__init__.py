@@ -1,17 +1,17 @@
 """iamdb's ``HttpConnection`` on the standard library's ``http.client``: the alternative
-:mod:`bench.http` measures against ``iamdb._http``.
+:mod:`bench.http` measures against ``iamdb._aws.http``.
 
 ``http.client`` over a socket whose timeout is re-armed to the time left before every
 operation (its own timeout is per socket operation), written to pass the tests of
-``iamdb._http``: it checks headers before ``putheader`` (whose ValueError quotes the value,
+``iamdb._aws.http``: it checks headers before ``putheader`` (whose ValueError quotes the value,
 the session token), re-checks what ``http.client`` reads loosely (``int()`` lengths, chunk
 sizes, status up to 999, other transfer codings), bounds the body, keeps one buffered reader
 per connection (answers sent ahead), and maps ``HTTPException``/``ValueError``/``OSError`` to
-TransportError. It reuses ``iamdb._http``'s TransportError, Response, header check and idle
+TransportError. It reuses ``iamdb._aws.http``'s TransportError, Response, header check and idle
 check (:func:`bench.http.code_lines` counts them on its side).
 
-As a pytest plugin it takes ``iamdb._http.HttpConnection``'s place before any test module
-imports it: ``python -m pytest -p bench.httpclient tests/unit/http tests/unit/aws``.
+As a pytest plugin it takes ``iamdb._aws.http.HttpConnection``'s place before any test module
+imports it: ``python -m pytest -p bench.httpclient tests/unit/aws/http tests/unit/aws/client``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from iamdb._http import Response, TransportError, _encode, _readable
-from iamdb._net import connect, reason
+from iamdb._aws.http import Response, TransportError, _encode, _readable
+from iamdb._aws.net import connect, reason
 from iamdb.errors import ConfigError
 
 MAX_BODY = 4 * 1024 * 1024
@@ -95,7 +95,7 @@ class _Client(http.client.HTTPConnection):
 
 
 class StdlibConnection:
-    """:class:`iamdb._http.HttpConnection` on http.client. Thread-safe."""
+    """:class:`iamdb._aws.http.HttpConnection` on http.client. Thread-safe."""
 
     def __init__(
         self,
@@ -300,6 +300,6 @@ def _why(exc: BaseException) -> str:
 
 def pytest_configure(config: Any) -> None:
     """As a pytest plugin (``-p bench.httpclient``): the tests get this variant."""
-    import iamdb._http
+    import iamdb._aws.http
 
-    iamdb._http.HttpConnection = StdlibConnection  # type: ignore[misc]
+    iamdb._aws.http.HttpConnection = StdlibConnection  # type: ignore[misc]

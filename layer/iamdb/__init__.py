@@ -35,11 +35,11 @@ if TYPE_CHECKING:
 
     from pymongo import MongoClient
 
+    from iamdb._aws.signer import generate_db_auth_token, generate_dsql_auth_token
     from iamdb._info import Info
-    from iamdb._pg import PgConnection
     from iamdb._pool import pg_async_pool, pg_pool
     from iamdb._registry import Registry
-    from iamdb._signer import generate_db_auth_token, generate_dsql_auth_token
+    from iamdb._sql.pg import PgConnection
 
     T = TypeVar("T")
 
@@ -166,7 +166,7 @@ def _default() -> Registry:
 
 def __getattr__(name: str) -> object:
     if name in ("generate_db_auth_token", "generate_dsql_auth_token"):
-        from iamdb import _signer
+        from iamdb._aws import signer as _signer
 
         return getattr(_signer, name)
     if name == "Info":

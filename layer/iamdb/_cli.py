@@ -26,9 +26,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from iamdb._config import SQL_SUFFIXES, Engine, SqlConfig
-from iamdb._env import instance_name, instance_prefix, settings_environ
+from iamdb._core.env import instance_name, instance_prefix, settings_environ
 from iamdb._registry import Registry
+from iamdb._sql.config import SQL_SUFFIXES, Engine, SqlConfig
 from iamdb.errors import ConfigError, IamDbError
 
 _INSTANCE_HOST = re.compile(r"IAMDB_(PG|MYSQL|DSQL)_(?:(.+)_)?HOST")
@@ -38,7 +38,7 @@ _ENGINES: dict[str, Engine] = {"PG": "pg", "MYSQL": "mysql", "DSQL": "dsql"}
 def configured_instances(environ: Mapping[str, str]) -> list[tuple[Engine, str | None]]:
     """(engine, name) of every instance that has an ``IAMDB_<ENGINE>[_<NAME>]_HOST``.
 
-    Names follow get_pg()'s rule (:func:`iamdb._env.instance_name`): a variable that no
+    Names follow get_pg()'s rule (:func:`iamdb._core.env.instance_name`): a variable that no
     name reads as its HOST (``IAMDB_PG_IAM_HOST`` is the default instance's IAM_HOST, a
     lower-case or malformed name) is not an instance.
     """
@@ -82,7 +82,7 @@ def describe_credentials(environ: Mapping[str, str]) -> list[str]:
 
 
 def describe_metrics(registry: Registry) -> str:
-    """Where iamdb's EMF metrics go, or why there are none (see iamdb._telemetry)."""
+    """Where iamdb's EMF metrics go, or why there are none (see iamdb._core.telemetry)."""
     namespace = registry.settings.metrics_namespace
     if namespace is None:
         return "metrics: off (set IAMDB_METRICS_NAMESPACE or POWERTOOLS_METRICS_NAMESPACE)"
@@ -163,7 +163,7 @@ def cmd_check(args: argparse.Namespace, registry: Registry) -> int:
 
 def _mongo_secret(args: argparse.Namespace, registry: Registry) -> tuple[str, str]:
     """(connection string with fresh credentials, human note about their expiry)."""
-    from iamdb._mongo_client import connection_string
+    from iamdb._mongo.client import connection_string
 
     handle = registry.mongo_handle(args.name)
     lease = handle.fresh_lease()

@@ -9,7 +9,7 @@ liveness check at checkout, and no transaction carried into another invocation.
   then ``SELECT 1``/ping ended by the deadline); a dead one makes the pool connect anew.
   SQLAlchemy's own ``pool_pre_ping`` pings on every checkout and waits without bound.
 - **No transaction crosses an invocation** (every engine): a transaction is marked with the
-  invocation it began in (:mod:`iamdb._invocation`). A statement that would run in one begun by
+  invocation it began in (:mod:`iamdb._core.invocation`). A statement that would run in one begun by
   an earlier invocation (a module-level ``Session`` whose handler raised before committing)
   closes the connection, so the server rolls the old transaction back, and raises
   :class:`~iamdb.errors.ConnectError`: the earlier invocation's writes are never committed by
@@ -26,14 +26,14 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from iamdb import _registry
-from iamdb._log import logger
-from iamdb._managed import look, ping_deadline
-from iamdb._managed import watch as poller
+from iamdb._core.log import logger
+from iamdb._sql.managed import look, ping_deadline
+from iamdb._sql.managed import watch as poller
 from iamdb.errors import ConnectError
 
 if TYPE_CHECKING:
-    from iamdb._config import Engine, SqlConfig
-    from iamdb._login import Login, Until
+    from iamdb._sql.config import Engine, SqlConfig
+    from iamdb._sql.login import Login, Until
 
 _BEGAN = "iamdb.invocation"  # connection info: the invocation its transaction began in
 _IDLE = "iamdb.idle"  # connection info: (poller, when it was checked in)
@@ -49,7 +49,7 @@ def pool_class(engine: Engine, name: str | None, asynchronous: bool) -> type:
     base = AsyncAdaptedQueuePool if asynchronous else QueuePool
 
     class LambdaPool(base):  # type: ignore[misc, valid-type]
-        """A queue pool bounded by the invocation (see :mod:`iamdb._sqla_lifecycle`)."""
+        """A queue pool bounded by the invocation (see :mod:`iamdb._engines`)."""
 
         def _do_get(self) -> Any:
             login = _login(engine, name)
@@ -127,7 +127,7 @@ def _checked_in(dbapi: Any, record: Any) -> None:
 
 def _problem(login: Login[Any], conn: Any, record: Any) -> str | None:
     """Why a pooled connection is dead, from the cheap checks and, when they say so, a round
-    trip ended by the deadline (as :class:`iamdb._managed.ManagedConnection`)."""
+    trip ended by the deadline (as :class:`iamdb._sql.managed.ManagedConnection`)."""
     registry = _registry.default
     clock = registry.runtime.clock
     idle = record.info.get(_IDLE)

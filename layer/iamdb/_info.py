@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from iamdb._config import SQL_SUFFIXES
-from iamdb._env import instance_name
-from iamdb._mongo_config import MONGO_SUFFIXES
+from iamdb._core.env import instance_name
+from iamdb._mongo.config import MONGO_SUFFIXES
+from iamdb._sql.config import SQL_SUFFIXES
 
 if TYPE_CHECKING:
+    from iamdb._core.telemetry import Probe
     from iamdb._registry import Registry
-    from iamdb._telemetry import Probe
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """psycopg_pool pools whose every new connection is an iamdb IAM login, fit for Lambda.
 
 psycopg_pool makes each connection with ``connection_class.connect``. The class iamdb gives it
-makes them with the instance's :class:`~iamdb._login.Login`, the one behind ``get_pg()``: the
+makes them with the instance's :class:`~iamdb._sql.login.Login`, the one behind ``get_pg()``: the
 same token cache, TLS settings, permits (none for the token the server last accepted),
 refusal retries and errors. psycopg_pool's callable ``kwargs`` could hand psycopg a current
 token, but psycopg would then log in on its own: a permit for every connection, a refused
@@ -23,19 +23,19 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from iamdb import _registry
-from iamdb._config import SQL_SUFFIXES
-from iamdb._env import instance_prefix
-from iamdb._errors import requires
-from iamdb._log import logger
-from iamdb._managed import ping_deadline
+from iamdb._core.env import instance_prefix
+from iamdb._core.log import logger
+from iamdb._sql.config import SQL_SUFFIXES
+from iamdb._sql.managed import ping_deadline
+from iamdb._sql.refusals import requires
 from iamdb.errors import ConfigError, ConnectError
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-    from iamdb._config import SqlConfig
-    from iamdb._login import Login
+    from iamdb._sql.config import SqlConfig
+    from iamdb._sql.login import Login
 
 # Where the pool's connections come from is iamdb's business.
 _REFUSED = ("conninfo", "kwargs", "connection_class")
@@ -46,7 +46,7 @@ def pg_pool(name: str | None = None, **pool_kwargs: Any) -> ConnectionPool[Any]:
     with requires("pool", instance_prefix("pg", name, SQL_SUFFIXES) + "HOST"):
         from psycopg_pool import ConnectionPool, PoolTimeout
 
-    from iamdb._pg import PgDriver, connection_classes
+    from iamdb._sql.pg import PgDriver, connection_classes
 
     driver = PgDriver()
     base, _ = connection_classes()
@@ -113,7 +113,7 @@ def pg_async_pool(name: str | None = None, **pool_kwargs: Any) -> AsyncConnectio
 
         from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-    from iamdb._pg import PgDriver, connection_classes
+    from iamdb._sql.pg import PgDriver, connection_classes
 
     driver = PgDriver()
     _, base = connection_classes()

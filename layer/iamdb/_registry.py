@@ -2,10 +2,10 @@
 ``reset``.
 
 One :class:`Registry` per process (``iamdb._registry.default``) holds, for each engine and
-instance name, one :class:`~iamdb._managed.ManagedConnection` (and each Mongo instance's
+instance name, one :class:`~iamdb._sql.managed.ManagedConnection` (and each Mongo instance's
 handle), on top of what they share (:class:`~iamdb._shared.Shared`: settings, token cache,
 limits, AWS client, deadline). Tests build their own ``Registry`` with a
-:class:`~iamdb._runtime.Runtime` of their own (fake clock, environment) instead of touching
+:class:`~iamdb._core.runtime.Runtime` of their own (fake clock, environment) instead of touching
 the default one.
 """
 
@@ -16,21 +16,21 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from iamdb._config import SQL_SUFFIXES, Engine, SqlConfig, load_sql_config
-from iamdb._credentials import CredentialResolver
-from iamdb._env import instance_name
-from iamdb._login import Driver, Login
-from iamdb._managed import ManagedConnection
-from iamdb._runtime import Runtime
+from iamdb._aws.credentials import CredentialResolver
+from iamdb._core.env import instance_name
+from iamdb._core.runtime import Runtime
+from iamdb._core.snapstart import register_after_restore
+from iamdb._core.telemetry import Telemetry
 from iamdb._shared import Shared
-from iamdb._snapstart import register_after_restore
-from iamdb._telemetry import Telemetry
+from iamdb._sql.config import SQL_SUFFIXES, Engine, SqlConfig, load_sql_config
+from iamdb._sql.login import Driver, Login
+from iamdb._sql.managed import ManagedConnection
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
-    from iamdb._mongo_handle import MongoHandle
-    from iamdb._pg import PgConnection
+    from iamdb._mongo.handle import MongoHandle
+    from iamdb._sql.pg import PgConnection
 
 T = TypeVar("T")
 
@@ -78,7 +78,7 @@ class Registry(Shared):
         self, fn: Callable[[PgConnection], T], name: str | None = None, *, attempts: int = 3
     ) -> T:
         """``fn(conn)`` in a transaction on :meth:`get_dsql`, run again after 40001 conflicts."""
-        from iamdb._dsql import run_transaction
+        from iamdb._sql.dsql import run_transaction
 
         return run_transaction(self, fn, name, attempts=attempts)
 
@@ -100,11 +100,11 @@ class Registry(Shared):
             managed.probe.flush()  # one EMF record for what this call did, if anything
 
     def mongo_handle(self, name: str | None = None) -> MongoHandle:
-        """The :class:`~iamdb._mongo_handle.MongoHandle` of a Mongo instance (config read once)."""
-        from iamdb._aws import resolve_endpoint
-        from iamdb._mongo_client import Sources
-        from iamdb._mongo_config import MONGO_SUFFIXES, load_mongo_config
-        from iamdb._mongo_handle import MongoHandle
+        """The :class:`~iamdb._mongo.handle.MongoHandle` of a Mongo instance (config read once)."""
+        from iamdb._aws.client import resolve_endpoint
+        from iamdb._mongo.client import Sources
+        from iamdb._mongo.config import MONGO_SUFFIXES, load_mongo_config
+        from iamdb._mongo.handle import MongoHandle
 
         name = None if name is None else instance_name(name, MONGO_SUFFIXES)  # "Reports" too
         with self._lock:
@@ -133,13 +133,13 @@ class Registry(Shared):
             return found
         made: Any
         if engine == "mongo":
-            from iamdb._aio_mongo import AsyncMongoHandle
+            from iamdb._mongo.aio import AsyncMongoHandle
 
             handle = self.mongo_handle(name)
             key: tuple[str, str | None] = (engine, handle.cfg.name)
             made = self._aio.get(key) or AsyncMongoHandle(handle)
         else:
-            from iamdb._aio import AsyncManaged
+            from iamdb._sql.aio import AsyncManaged
 
             login = self.login(engine, name)
             key = (engine, login.cfg.name)
@@ -242,15 +242,15 @@ class Registry(Shared):
         kind = "mysql" if cfg.engine == "mysql" else "pg"  # DSQL speaks PostgreSQL
         driver = self._drivers.get(kind)
         if driver is None:
-            from iamdb._errors import requires
+            from iamdb._sql.refusals import requires
 
             with requires(kind, cfg.prefix + "HOST"):
                 if kind == "pg":
-                    from iamdb._pg import PgDriver
+                    from iamdb._sql.pg import PgDriver
 
                     driver = PgDriver()
                 else:
-                    from iamdb._mysql import MySqlDriver
+                    from iamdb._sql.mysql import MySqlDriver
 
                     driver = MySqlDriver()
             self._drivers[kind] = driver
@@ -261,7 +261,7 @@ def _filter_botocore_logs() -> None:
     """Take secrets out of botocore's DEBUG logs when the application uses boto3 itself
     (iamdb's own AWS calls do not go through botocore): never imports it."""
     if "botocore" in sys.modules:
-        from iamdb import _redact
+        from iamdb._aws import redact as _redact
 
         _redact.install()
 

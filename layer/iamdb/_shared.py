@@ -10,19 +10,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from iamdb._config import Settings, load_settings
-from iamdb._credentials import CredentialResolver, default_resolver
-from iamdb._invocation import Invocation
-from iamdb._limiter import Deadline
-from iamdb._log import WarnOnce, apply_level, join_powertools_logger
-from iamdb._runtime import PROCESS, Runtime
-from iamdb._telemetry import Telemetry
-from iamdb._tokens import TokenCache
+from iamdb._aws.credentials import CredentialResolver, default_resolver
+from iamdb._core.invocation import Invocation
+from iamdb._core.log import WarnOnce, apply_level, join_powertools_logger
+from iamdb._core.runtime import PROCESS, Runtime
+from iamdb._core.telemetry import Telemetry
+from iamdb._sql.config import Settings, load_settings
+from iamdb._sql.limits import Deadline
+from iamdb._sql.tokens import TokenCache
 from iamdb.errors import ConfigError
 
 if TYPE_CHECKING:
-    from iamdb._aws import AwsClient
-    from iamdb._limiter import Limits
+    from iamdb._aws.client import AwsClient
+    from iamdb._sql.limits import Limits
 
 
 class Shared:
@@ -87,7 +87,7 @@ class Shared:
 
     @property
     def telemetry(self) -> Telemetry:
-        """Metrics and subsegments (see :mod:`iamdb._telemetry`), shared by every instance."""
+        """Metrics and subsegments (see :mod:`iamdb._core.telemetry`), shared by every instance."""
         if self._telemetry is None:
             self._telemetry = Telemetry(self.settings.metrics_namespace, self.warn_once)
         return self._telemetry
@@ -103,7 +103,7 @@ class Shared:
     def aws(self) -> AwsClient:
         """The AWS client (DynamoDB, STS) every AWS call goes through."""
         if self._aws is None:
-            from iamdb._aws import AwsClient
+            from iamdb._aws.client import AwsClient
 
             self._aws = AwsClient(self.runtime, self._resolver)
         return self._aws
@@ -112,13 +112,13 @@ class Shared:
     def limits(self) -> Limits:
         """The permits of new IAM logins: per-process buckets, and the fleet's ticket queue."""
         if self._limits is None:
-            from iamdb._limiter import Limits
+            from iamdb._sql.limits import Limits
 
             settings = self.settings
             fleet = None
             if settings.throttle_table:
-                from iamdb._aws import resolve_endpoint
-                from iamdb._fleet import FleetLimiter
+                from iamdb._aws.client import resolve_endpoint
+                from iamdb._sql.fleet import FleetLimiter
 
                 resolve_endpoint("dynamodb", self.runtime.environ)  # ConfigError before any call
                 table = settings.throttle_table

@@ -6,7 +6,7 @@
 ...     conn.execute(sqlalchemy.text("SELECT 1"))
 
 SQLAlchemy pools connections; each new one is made, through SQLAlchemy's ``do_connect`` event,
-by the instance's :class:`~iamdb._login.Login`, the one behind ``get_pg()``/``get_mysql()``:
+by the instance's :class:`~iamdb._sql.login.Login`, the one behind ``get_pg()``/``get_mysql()``:
 the token comes from the shared cache (re-signed once old, so a pool never closes over its
 first token), permits are taken only for a token the server has not accepted yet, refusals
 are retried by iamdb's rules, and TLS is iamdb's (MySQL's checked before the token is sent).
@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from iamdb import _registry
-from iamdb._errors import requires
-from iamdb._snapstart import register_after_restore
-from iamdb._sqla_lifecycle import pool_class, watch
+from iamdb._core.snapstart import register_after_restore
+from iamdb._engines import pool_class, watch
+from iamdb._sql.refusals import requires
 from iamdb.errors import ConfigError
 
 with requires("sqlalchemy", "iamdb.sqlalchemy"):
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import Dialect
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from iamdb._config import Engine, SqlConfig
+    from iamdb._sql.config import Engine, SqlConfig
 
 __all__ = ["LAMBDA_DEFAULTS", "attach", "create_async_engine", "create_engine"]
 
@@ -116,7 +116,7 @@ def attach(target: E, engine: Engine, name: str | None = None) -> E:
         try:
             if not dialect.is_async:
                 return login.connect(autocommit=False, **options)
-            from iamdb._pg import PgDriver
+            from iamdb._sql.pg import PgDriver
 
             driver = functools.partial(PgDriver().connect_async, autocommit=False, **options)
             # What create_async_engine(async_creator=...) passes its dialect: the adapted
@@ -154,7 +154,7 @@ def _defaults(
 ) -> dict[str, Any]:
     """:data:`LAMBDA_DEFAULTS` that apply: none with a ready ``pool``, no sizes with a
     ``poolclass`` (only the default queue pool takes them); without either, iamdb's queue pool,
-    whose checkouts end by the invocation's deadline (:mod:`iamdb._sqla_lifecycle`)."""
+    whose checkouts end by the invocation's deadline (:mod:`iamdb._engines`)."""
     if "pool" in engine_kwargs:
         return {}
     if "poolclass" in engine_kwargs:

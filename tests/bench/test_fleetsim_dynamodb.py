@@ -7,7 +7,7 @@ returned, error codes, the old item of a failed condition. Numbers are compared 
 (moto echoes the text it was sent, DynamoDB and the model answer canonical text).
 
 Known moto differences from DynamoDB are kept out of these sequences and pinned in
-tests/unit/test_fleetsim_expr.py instead; one is normalised here: moto adds the key to the
+tests/bench/test_fleetsim_expr.py instead; one is normalised here: moto adds the key to the
 UPDATED_NEW answer of an item the request created (DynamoDB returns only updated attributes).
 """
 
@@ -250,11 +250,11 @@ def test_ticket_queue_expressions(moto: Any) -> None:
 
 def test_queue_item_shapes_agree_with_moto(moto: Any) -> None:
     """iamdb's own queue writes (take, restart, idle mark) on the item shapes the client-side
-    verdict is tested on (tests/unit/fleet/test_queue.py): moto and the model agree. Text
+    verdict is tested on (tests/unit/sql/fleet/test_queue.py): moto and the model agree. Text
     where a number belongs is left out: moto answers HTTP 500 to a comparison of a string with
     a number (DynamoDB: false; pinned in tests/bench/test_fleetsim_expr.py)."""
-    from iamdb import _queue as queue
-    from tests.unit.fleet.test_queue import SPACING, VIEW, F, N, W, item
+    from iamdb._sql import queue as queue
+    from tests.unit.sql.fleet.test_queue import SPACING, VIEW, F, N, W, item
 
     def numbers(values: list[Any]) -> list[Any]:
         return [v for v in values if not (isinstance(v, dict) and "S" in v)]

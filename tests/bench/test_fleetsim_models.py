@@ -20,8 +20,8 @@ from bench.fleetsim.dynamodb import (
 from bench.fleetsim.rds import HANDSHAKE, Rds
 from bench.fleetsim.sim import EPOCH, Sim
 from devstack.verifier import KeyInfo, Verifier
-from iamdb._credentials import Credentials
-from iamdb._signer import generate_db_auth_token
+from iamdb._aws.credentials import Credentials
+from iamdb._aws.signer import generate_db_auth_token
 from iamdb.errors import AuthError
 
 ADD_ONE = {

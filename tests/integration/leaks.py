@@ -12,10 +12,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-import iamdb._mongo_client
-from iamdb._credentials import Credentials
-from iamdb._sts import Lease
-from iamdb._tokens import Token, TokenCache
+import iamdb._mongo.client
+from iamdb._aws.credentials import Credentials
+from iamdb._aws.sts import Lease
+from iamdb._sql.tokens import Token, TokenCache
 from tests.integration.kept_alive import kept_alive
 
 LOGGERS = ("", "iamdb", "psycopg", "pymysql", "pymongo", "botocore", "boto3", "urllib3")
@@ -84,7 +84,7 @@ def secrets(
         found.add_token(token.value)
         return token
 
-    real_fetch = iamdb._mongo_client.fetch_lease
+    real_fetch = iamdb._mongo.client.fetch_lease
 
     def spy_fetch(*args: Any, **kwargs: Any) -> Lease:
         lease = real_fetch(*args, **kwargs)
@@ -92,7 +92,7 @@ def secrets(
         found.add_credentials(lease.credentials)
         return lease
 
-    real_assume = iamdb._mongo_client.assume_role
+    real_assume = iamdb._mongo.client.assume_role
 
     def spy_assume(*args: Any, **kwargs: Any) -> Lease:
         role = real_assume(*args, **kwargs)
@@ -101,8 +101,8 @@ def secrets(
         return role
 
     monkeypatch.setattr(TokenCache, "get", spy_get)
-    monkeypatch.setattr(iamdb._mongo_client, "fetch_lease", spy_fetch)
-    monkeypatch.setattr(iamdb._mongo_client, "assume_role", spy_assume)
+    monkeypatch.setattr(iamdb._mongo.client, "fetch_lease", spy_fetch)
+    monkeypatch.setattr(iamdb._mongo.client, "assume_role", spy_assume)
     yield found
 
 

@@ -26,9 +26,9 @@ from pymongo.errors import InvalidOperation
 import iamdb
 from devstack.stack import Stack
 from iamdb import aio
+from iamdb._core.runtime import Runtime
 from iamdb._info import describe
 from iamdb._registry import Registry
-from iamdb._runtime import Runtime
 from tests.fakes import FakeClock, RecordingTelemetry
 from tests.integration import test_mongo
 
@@ -391,7 +391,7 @@ def test_an_old_pymongo_is_a_config_error_before_any_call(
     import pymongo
 
     calls: list[object] = []
-    monkeypatch.setattr(iamdb._mongo_client, "assume_role", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(iamdb._mongo.client, "assume_role", lambda *a, **k: calls.append(a))
     monkeypatch.setattr(pymongo, "version_tuple", (4, 12, 1))
     monkeypatch.setattr(pymongo, "version", "4.12.1")
     with pytest.raises(iamdb.ConfigError) as info:

@@ -25,8 +25,8 @@ import pytest
 
 import iamdb
 from devstack.stack import DSQL_ENDPOINT, DSQL_USER, Stack
+from iamdb._core.runtime import Runtime
 from iamdb._registry import Registry
-from iamdb._runtime import Runtime
 from tests.fakes import RecordingTelemetry
 from tests.integration.kept_alive import kept_alive
 from tests.integration.test_fleet_limiter import table_item

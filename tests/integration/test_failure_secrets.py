@@ -7,7 +7,8 @@ whose SASL frames are malformed, and the SQL flavours (singletons, ``pg_pool``, 
 ``iamdb.aio``) refused or unreachable. Each must raise an ``IamDbError`` from which
 :func:`tests.integration.kept_alive.kept_alive` reaches no secret: the function's secret key
 and session token, any token iamdb signed, any assumed role's credentials. The container
-credentials and the fleet queue have their own tables (tests/unit/container, tests/unit/fleet).
+credentials and the fleet queue have their own tables (tests/unit/aws/container,
+tests/unit/sql/fleet).
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from pymongo.errors import OperationFailure
 import iamdb
 from devstack.aws import MONGO_ROLE_ARN
 from devstack.stack import MONGO_ROLES, Stack
+from iamdb._core.runtime import Runtime
 from iamdb._registry import Registry
-from iamdb._runtime import Runtime
 from iamdb.errors import AuthError, ConnectError, ThrottleError
 from tests.fakes import RecordingTelemetry
 from tests.integration.faultproxy import (

@@ -24,9 +24,9 @@ import pytest
 
 from devstack.aws import ACCOUNT, REGION, THROTTLE_TABLE
 from devstack.stack import PG_ENDPOINT, Stack
-from iamdb._aws import AwsClient
-from iamdb._credentials import CredentialResolver
-from iamdb._runtime import Runtime
+from iamdb._aws.client import AwsClient
+from iamdb._aws.credentials import CredentialResolver
+from iamdb._core.runtime import Runtime
 from tests.integration.test_fleet_limiter import put_item, table_item
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ import json, logging, sys, time
 offset = float(sys.argv[1])
 from iamdb import _registry
 from iamdb._registry import Registry
-from iamdb._runtime import Runtime
+from iamdb._core.runtime import Runtime
 _registry.default = Registry(runtime=Runtime(clock=lambda: time.time() + offset))
 warnings = []
 class Keep(logging.Handler):

@@ -26,14 +26,14 @@ import pytest
 from devstack.aws import ACCOUNT, REGION, THROTTLE_TABLE
 from devstack.procs import free_port
 from devstack.stack import PG_ENDPOINT, Stack
-from iamdb._aws import AwsClient
-from iamdb._credentials import CredentialResolver
-from iamdb._fleet import COOLDOWN_SECONDS, FleetLimiter, Ticket
-from iamdb._limiter import Waits, paced_rate
-from iamdb._log import WarnOnce
-from iamdb._queue import TOLERANCE_US, TTL_SECONDS
+from iamdb._aws.client import AwsClient
+from iamdb._aws.credentials import CredentialResolver
+from iamdb._core.log import WarnOnce
+from iamdb._core.runtime import Runtime
 from iamdb._registry import Registry
-from iamdb._runtime import Runtime
+from iamdb._sql.fleet import COOLDOWN_SECONDS, FleetLimiter, Ticket
+from iamdb._sql.limits import Waits, paced_rate
+from iamdb._sql.queue import TOLERANCE_US, TTL_SECONDS
 from iamdb.errors import ThrottleError
 from tests.fakes import FakeTime, RecordingTelemetry, runtime
 
@@ -229,12 +229,12 @@ def test_many_threads_and_processes_never_share_a_slot_or_exceed_the_rate(
 
     child = (
         "import json, sys, time\n"
-        "from iamdb._aws import AwsClient\n"
-        "from iamdb._runtime import PROCESS\n"
-        "from iamdb._credentials import CredentialResolver\n"
-        "from iamdb._fleet import FleetLimiter\n"
-        "from iamdb._limiter import Waits\n"
-        "from iamdb._log import WarnOnce\n"
+        "from iamdb._aws.client import AwsClient\n"
+        "from iamdb._core.runtime import PROCESS\n"
+        "from iamdb._aws.credentials import CredentialResolver\n"
+        "from iamdb._sql.fleet import FleetLimiter\n"
+        "from iamdb._sql.limits import Waits\n"
+        "from iamdb._core.log import WarnOnce\n"
         "fleet = FleetLimiter(sys.argv[1], AwsClient(PROCESS, CredentialResolver()), PROCESS,"
         " WarnOnce())\n"
         "ep = sys.argv[2]\n"

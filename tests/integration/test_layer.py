@@ -27,7 +27,8 @@ _PROBE = r"""
 import json, os, sys
 sys.path[:0] = sys.argv[1:]  # the layer (/opt/python), then the runtime's boto3 (/var/runtime)
 before = sum(len(f) for _, _, f in os.walk(sys.argv[1]))
-import iamdb, iamdb._registry, iamdb._pg, iamdb._mysql, iamdb._mongo_aws, psycopg, pymysql, pymongo
+import iamdb, iamdb._registry, iamdb._sql.pg, iamdb._sql.mysql, iamdb._mongo.aws
+import psycopg, pymysql, pymongo
 import iamdb._pool, psycopg_pool
 after = sum(len(f) for _, _, f in os.walk(sys.argv[1]))
 print(json.dumps({
@@ -35,7 +36,7 @@ print(json.dumps({
     "psycopg": psycopg.__file__,
     "psycopg_pool": psycopg_pool.__file__,
     "iamdb": iamdb.__file__,
-    "ca": iamdb._config.DEFAULT_CA_BUNDLE,
+    "ca": iamdb._core.env.RDS_CA_BUNDLE,
     "new_files": after - before,
     "boto3_in_layer": os.path.exists(os.path.join(sys.argv[1], "boto3")),
 }))

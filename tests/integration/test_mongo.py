@@ -30,8 +30,8 @@ from devstack.aws import (
     MONGO_UNTRUSTED_ROLE_ARN,
 )
 from devstack.stack import Stack
+from iamdb._core.runtime import Runtime
 from iamdb._registry import Registry
-from iamdb._runtime import Runtime
 from iamdb.errors import AuthError, ConfigError
 from tests.fakes import FakeClock
 from tests.integration.cli import run_iamdb

@@ -22,9 +22,9 @@ import bson
 import pytest
 
 import iamdb
-import iamdb._mongo_client
+import iamdb._mongo.client
 from devstack.stack import Stack
-from iamdb._sts import Lease
+from iamdb._aws.sts import Lease
 from iamdb.errors import AuthError, ConnectError
 
 pytestmark = pytest.mark.integration
@@ -141,13 +141,13 @@ def replica_set(stack_env: dict[str, str]) -> Iterator[tuple[Member, Member]]:
 def leases(monkeypatch: pytest.MonkeyPatch) -> list[Lease]:
     """Every lease get_mongo() fetches (the role's session token is what must not travel)."""
     found: list[Lease] = []
-    real = iamdb._mongo_client.fetch_lease
+    real = iamdb._mongo.client.fetch_lease
 
     def spy(*args: Any, **kwargs: Any) -> Lease:
         found.append(real(*args, **kwargs))
         return found[-1]
 
-    monkeypatch.setattr(iamdb._mongo_client, "fetch_lease", spy)
+    monkeypatch.setattr(iamdb._mongo.client, "fetch_lease", spy)
     return found
 
 
@@ -202,11 +202,11 @@ def test_a_bad_uri_is_refused_before_assume_role(
     stack: Stack, stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, options: str
 ) -> None:
     """devstack's peer, one bad option: ConfigError, and STS was never called."""
-    import iamdb._mongo_client
+    import iamdb._mongo.client
 
     assert stack.mongo is not None and stack.tls is not None
     calls: list[object] = []
-    monkeypatch.setattr(iamdb._mongo_client, "assume_role", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(iamdb._mongo.client, "assume_role", lambda *a, **k: calls.append(a))
     query = options.format(ca=stack.tls.ca)
     monkeypatch.setenv("IAMDB_MONGO_URI", f"mongodb://localhost:{stack.mongo.port}/app?{query}")
     iamdb.reset()

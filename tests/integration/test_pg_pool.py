@@ -17,8 +17,8 @@ import pytest
 
 import iamdb
 from devstack.stack import Stack
+from iamdb._core.telemetry import quiet_probe
 from iamdb._info import describe
-from iamdb._telemetry import quiet_probe
 from tests.registries import Install, own_registry_fixture  # noqa: F401  (own_registry)
 
 pytestmark = pytest.mark.integration

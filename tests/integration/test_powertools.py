@@ -22,10 +22,11 @@ import pytest
 from devstack.sam.invoke import build_layers, environment, find_python, prepare
 from devstack.sam.xray import XRayDaemon
 from devstack.stack import Stack
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = ROOT
 APP = Path(__file__).with_name("powertools_app.py")
 NAMESPACE = "IamDbTest"
 

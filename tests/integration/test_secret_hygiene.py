@@ -26,11 +26,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 import iamdb
-import iamdb._mongo_client
+import iamdb._mongo.client
 import iamdb._registry
 from devstack.aws import MONGO_UNLISTED_ROLE_ARN
 from devstack.stack import Stack
-from iamdb._config import DEFAULT_CA_BUNDLE, load_settings
+from iamdb._core.env import RDS_CA_BUNDLE
+from iamdb._sql.config import load_settings
 from iamdb.errors import AuthError, ConfigError, ConnectError
 from tests.integration.leaks import BOTOCORE, Secrets, client_side, see_logs
 
@@ -149,7 +150,7 @@ def test_tls_and_network_failures_leak_nothing(
     assert stack.tls is not None
     errors: list[tuple[str, BaseException]] = []
     for what, variable, value in (
-        ("TLS", "SSLROOTCERT", DEFAULT_CA_BUNDLE),  # the RDS CAs did not sign devstack's cert
+        ("TLS", "SSLROOTCERT", RDS_CA_BUNDLE),  # the RDS CAs did not sign devstack's cert
         ("unreachable", "PORT", str(_closed_port())),
     ):
         for engine, call in (("pg", iamdb.get_pg), ("mysql", iamdb.get_mysql)):
@@ -317,14 +318,14 @@ def test_botocore_debug_wire_logs_leak_nothing(secrets: Secrets, caplog: Any) ->
     limiter's UpdateItem, signed with the function's session token) and its MONGODB-AWS
     signature (the role's session token) no longer go through botocore at all: with botocore's
     loggers at DEBUG, none of them logs a line, so none can leak."""
-    import iamdb._mongo_aws
+    import iamdb._mongo.aws
 
     iamdb.get_mongo().get_default_database().hygiene.count_documents({})
     assert iamdb.get_pg().execute("SELECT 1").fetchone() == (1,)
     see_logs(secrets, caplog, botocore=True)
     leaks = secrets.leaks()
     assert not leaks, "\n".join(sorted(set(leaks)))
-    assert sys.modules["pymongo_auth_aws"] is iamdb._mongo_aws  # iamdb signed the login
+    assert sys.modules["pymongo_auth_aws"] is iamdb._mongo.aws  # iamdb signed the login
     messages = [r.getMessage() for r in caplog.records if client_side(r.name, BOTOCORE)]
     assert messages == []
     assert len(secrets.roles) == 1 and secrets.tokens

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 import iamdb
+from iamdb._core.runtime import Runtime
 from iamdb._info import describe
 from iamdb._registry import Registry
-from iamdb._runtime import Runtime
 from tests.fakes import RecordingTelemetry
 
 pytestmark = pytest.mark.integration

@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
 
 import iamdb
 from devstack.stack import Stack
+from iamdb._core.telemetry import quiet_probe
 from iamdb._info import describe
-from iamdb._telemetry import quiet_probe
 from iamdb.sqlalchemy import attach, create_async_engine, create_engine
 from tests.fakes import RecordingTelemetry
 from tests.integration.test_fleet_limiter import table_item

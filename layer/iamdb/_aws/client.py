@@ -2,11 +2,11 @@
 
 boto3 and botocore cost ~250 ms of cold start to import and create a client; iamdb needs two
 calls. Every AWS call goes through :class:`AwsClient` and one path: resolve the endpoint as
-boto3 does (:func:`resolve_endpoint`), sign with SigV4 (:func:`iamdb._sigv4.sign_headers`),
-send over the endpoint's one kept-alive connection (:mod:`iamdb._http`, every wait bounded by
+boto3 does (:func:`resolve_endpoint`), sign with SigV4 (:func:`iamdb._aws.sigv4.sign_headers`),
+send over the endpoint's one kept-alive connection (:mod:`iamdb._aws.http`, every wait bounded by
 the caller's deadline), decode any answer that is not a success into :class:`AwsError`.
 Retrying is the caller's decision (:func:`retryable` says what may be retried); the backoff
-is :class:`iamdb._retry.DecorrelatedJitter`.
+is :class:`iamdb._core.backoff.DecorrelatedJitter`.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from iamdb import _sigv4
-from iamdb._http import HttpConnection, Response, TransportError
-from iamdb._http_answer import http_date
-from iamdb._net import AwsEndpoint
-from iamdb._net import resolve_endpoint as resolve_endpoint  # where callers import it from
+from iamdb._aws import sigv4 as _sigv4
+from iamdb._aws.http import HttpConnection, Response, TransportError
+from iamdb._aws.http_answer import http_date
+from iamdb._aws.net import AwsEndpoint
+from iamdb._aws.net import resolve_endpoint as resolve_endpoint  # where callers import it from
 from iamdb.errors import IamDbError, _detached
 
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
 
-    from iamdb._credentials import CredentialResolver
-    from iamdb._runtime import Runtime
+    from iamdb._aws.credentials import CredentialResolver
+    from iamdb._core.runtime import Runtime
 
 USER_AGENT = "iamdb/0.1"
 _CODE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")

@@ -21,22 +21,22 @@ from __future__ import annotations
 import ipaddress
 import json
 import threading
-from typing import NamedTuple  # typing is loaded already: iamdb._http uses it
+from typing import NamedTuple  # typing is loaded already: iamdb._aws.http uses it
 
-from iamdb._credentials import Credentials, checked, expiry_seconds
-from iamdb._env import read_regular_file
-from iamdb._http import HttpConnection, TransportError
-from iamdb._log import logger
-from iamdb._net import split_url
-from iamdb._retry import DecorrelatedJitter
+from iamdb._aws.credentials import Credentials, checked, expiry_seconds
+from iamdb._aws.http import HttpConnection, TransportError
+from iamdb._aws.net import split_url
+from iamdb._core.backoff import DecorrelatedJitter
+from iamdb._core.env import read_regular_file
+from iamdb._core.log import logger
 from iamdb.errors import ConfigError, CredentialsError, IamDbError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from iamdb._http import Response
-    from iamdb._runtime import Runtime
+    from iamdb._aws.http import Response
+    from iamdb._core.runtime import Runtime
 
 FULL_URI = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
 RELATIVE_URI = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"

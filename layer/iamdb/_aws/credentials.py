@@ -4,7 +4,7 @@ On Lambda the execution role's credentials are in ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY`` and ``AWS_SESSION_TOKEN``; reading them costs microseconds
 and needs no import of botocore (about half a second of cold start). With SnapStart (and on
 ECS) they come from the container credentials endpoint instead, which iamdb asks itself
-(:mod:`iamdb._container`). Only when neither is configured (a laptop with profiles or SSO,
+(:mod:`iamdb._aws.container`). Only when neither is configured (a laptop with profiles or SSO,
 an EC2 instance) is botocore's default credential chain imported and used.
 
 Secrets never appear in a repr, a log line or an error message, nor in the locals of a frame
@@ -24,7 +24,7 @@ TYPE_CHECKING = False  # typing itself costs ~10 ms of cold start; only the chec
 if TYPE_CHECKING:
     from typing import Any
 
-    from iamdb._runtime import Runtime
+    from iamdb._core.runtime import Runtime
 
 __all__ = [
     "CredentialResolver",
@@ -175,7 +175,7 @@ class CredentialResolver:
 
     Without ``AWS_ACCESS_KEY_ID``, a container credentials endpoint
     (``AWS_CONTAINER_CREDENTIALS_FULL_URI`` or ``_RELATIVE_URI``) is asked, and its answer
-    cached until shortly before it expires (:mod:`iamdb._container`). Only when neither is
+    cached until shortly before it expires (:mod:`iamdb._aws.container`). Only when neither is
     configured, botocore's default chain is used:
     imported lazily, its credentials object created once per resolver, and
     ``get_frozen_credentials()`` called on every :meth:`resolve` so that refreshable
@@ -188,7 +188,7 @@ class CredentialResolver:
     def __init__(self, runtime: Runtime | None = None) -> None:
         """``runtime``: where to read the variables (its ``environ``), and the clock, sleep
         and random source of container credential fetches; None: ``os.environ`` read live, and
-        :data:`iamdb._runtime.PROCESS` imported only when the container endpoint is asked
+        :data:`iamdb._core.runtime.PROCESS` imported only when the container endpoint is asked
         (not on signing's cold path)."""
         self._runtime = runtime
         self._lock = _thread.allocate_lock()
@@ -241,11 +241,11 @@ class CredentialResolver:
     def _container_source(self) -> Any:
         with self._lock:
             if self._container is None:
-                from iamdb._container import ContainerCredentials
+                from iamdb._aws.container import ContainerCredentials
 
                 runtime = self._runtime
                 if runtime is None:
-                    from iamdb._runtime import PROCESS
+                    from iamdb._core.runtime import PROCESS
 
                     runtime = PROCESS
                 self._container = ContainerCredentials(runtime)
@@ -302,7 +302,7 @@ class CredentialResolver:
                 raise CredentialsError(why)
             if found is None:
                 raise CredentialsError(f"no AWS credentials found: {_WHERE}")
-            from iamdb import _redact
+            from iamdb._aws import redact as _redact
 
             _redact.install()  # botocore's DEBUG logs of SSO or assume-role refreshes hold secrets
             self._botocore = found

@@ -1,11 +1,11 @@
 """HTTP/1.1 for iamdb's AWS calls: one kept-alive connection per endpoint, waits bounded.
 
 Every wait gets only the time left until the caller's deadline: the connect (all of the
-name's addresses together, :func:`iamdb._net.connect`), the TLS handshake, each send and each
+name's addresses together, :func:`iamdb._aws.net.connect`), the TLS handshake, each send and each
 receive. A request returns, or raises :class:`TransportError`, by then: an endpoint that
 dribbles its answer a byte at a time cannot stretch it.
 
-Answers are read strictly (:mod:`iamdb._http_answer`): breaking a rule of RFC 9112, or past
+Answers are read strictly (:mod:`iamdb._aws.http_answer`): breaking a rule of RFC 9112, or past
 64 KiB of head or 4 MiB of body, an answer is a TransportError, never a ValueError.
 
 No secret reaches an error: a request that HTTP/1.1 cannot carry is refused by name before
@@ -34,8 +34,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import NamedTuple, TypeVar
 
-from iamdb._http_answer import LOST, NETWORK, SLOW, TRUST, Failure, Reader
-from iamdb._net import connect, reason
+from iamdb._aws.http_answer import LOST, NETWORK, SLOW, TRUST, Failure, Reader
+from iamdb._aws.net import connect, reason
 from iamdb.errors import ConfigError, ConnectError
 
 T = TypeVar("T")
@@ -153,7 +153,7 @@ class HttpConnection:
         that HTTP makes harmless to repeat (GET: the container credentials). A POST whose
         answer was lost may have taken effect: a conditional UpdateItem that took a slot in
         the fleet queue must not take a second one, and AssumeRole twice is a waste. Its
-        caller decides whether to call again (:func:`iamdb._aws.retryable`).
+        caller decides whether to call again (:func:`iamdb._aws.client.retryable`).
         """
         for attempt in (1, 2):
             reused = self._ready(deadline)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Mapping
 
-from iamdb._net import reason
+from iamdb._aws.net import reason
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 4 * 1024 * 1024
@@ -30,7 +30,7 @@ LOST = "the connection broke; the call may be made again"
 
 
 class Failure(Exception):
-    """Why a request failed, inside :mod:`iamdb._http` only: its public methods make a
+    """Why a request failed, inside :mod:`iamdb._aws.http` only: its public methods make a
     TransportError of it. ``hint``: what to do about it; ``sent``: as TransportError's."""
 
     def __init__(self, why: str, hint: str, *, sent: bool) -> None:

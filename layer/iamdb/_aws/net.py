@@ -1,7 +1,7 @@
 """Where iamdb's AWS calls go and whom they trust: each service's endpoint as botocore resolves
 it (:func:`resolve_endpoint`), URL settings checked and split (:func:`split_url`, for
 ``AWS_ENDPOINT_URL*`` and the container credentials URI), and the connection every request of
-:mod:`iamdb._http` starts from (:func:`connect`): TCP to one of the name's addresses and, for
+:mod:`iamdb._aws.http` starts from (:func:`connect`): TCP to one of the name's addresses and, for
 HTTPS, TLS verified with :func:`tls_context`, all by a deadline.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import NamedTuple
 from urllib.parse import SplitResult, urlsplit
 
-from iamdb._env import REGION_VARS, aws_region
+from iamdb._core.env import REGION_VARS, aws_region
 from iamdb.errors import ConfigError
 
 _contexts: dict[str | None, ssl.SSLContext] = {}

@@ -11,7 +11,7 @@ signer picks. The output equals botocore's ``client("rds").generate_db_auth_toke
 ``client("dsql").generate_db_connect_[admin_]auth_token`` byte for byte (same credentials,
 same instant), without importing botocore (half a second of cold start) and about 20 times
 faster per token: one presigner serves both, the fixed parts of the canonical request are
-constants, and the SigV4 steps (signing-key cache included) are :mod:`iamdb._sigv4`'s.
+constants, and the SigV4 steps (signing-key cache included) are :mod:`iamdb._aws.sigv4`'s.
 
 botocore's rules reproduced here: the signed ``host`` header is the host name in lower
 case, plus ``:port`` unless the port is 443 (the default of the ``https`` scheme
@@ -25,8 +25,8 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from iamdb import _credentials
-from iamdb._sigv4 import (
+from iamdb._aws import credentials as _credentials
+from iamdb._aws.sigv4 import (
     ALNUM,
     encodable,
     is_region,
@@ -77,7 +77,7 @@ def generate_db_auth_token(
     ``hostname`` must be the real RDS endpoint name (or a bracketed IPv6 literal): the
     signature covers it. ``credentials`` is any object with ``access_key``,
     ``secret_key`` and ``token`` attributes; None resolves them with
-    :data:`iamdb._credentials.default_resolver` (environment first). ``now`` is the
+    :data:`iamdb._aws.credentials.default_resolver` (environment first). ``now`` is the
     timezone-aware signing instant; None means the current time. The token is valid for
     :data:`TOKEN_LIFETIME_SECONDS` from that instant.
 
@@ -139,7 +139,7 @@ def generate_dsql_auth_token(
 
 
 def _held(credentials: object | None) -> _credentials.Credentials | None:
-    """The caller's credentials as iamdb's :class:`~iamdb._credentials.Credentials`, whose repr
+    """The caller's credentials as iamdb's :class:`~iamdb._aws.credentials.Credentials`, whose repr
     hides the secrets (None: resolve them when signing)."""
     return None if credentials is None else _credentials.as_credentials(credentials)
 

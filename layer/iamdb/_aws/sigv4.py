@@ -1,9 +1,9 @@
 """SigV4, the steps every signature of iamdb's shares, with the standard library only.
 
-Two signers build on them: :mod:`iamdb._signer` presigns RDS and DSQL auth tokens (a query
-string), :func:`sign_headers` signs the DynamoDB and STS requests of :mod:`iamdb._aws` and the
-STS request of MONGODB-AWS (headers). Both equal botocore's output byte for byte. The derived
-signing key is cached per (secret key, date, region, service); query values are
+Two signers build on them: :mod:`iamdb._aws.signer` presigns RDS and DSQL auth tokens (a query
+string), :func:`sign_headers` signs the DynamoDB and STS requests of :mod:`iamdb._aws.client`
+and the STS request of MONGODB-AWS (headers). Both equal botocore's output byte for byte. The
+derived signing key is cached per (secret key, date, region, service); query values are
 percent-encoded as UTF-8 with only ``-_.~`` and alphanumerics left alone.
 """
 
@@ -13,7 +13,7 @@ import hashlib
 import hmac
 from datetime import datetime, timezone
 
-from iamdb import _credentials
+from iamdb._aws import credentials as _credentials
 from iamdb.errors import ConfigError
 
 # Query values are UTF-8 with every byte outside RFC 3986's unreserved set escaped as %XX

@@ -5,7 +5,7 @@ function's execution role assumes:
 
 - the call goes to the regional STS endpoint of ``AWS_REGION`` (``AWS_ENDPOINT_URL_STS``,
   FIPS, China and GovCloud as boto3 resolves them), signed with the current credentials of
-  the execution role (rotated ones are picked up), through :class:`iamdb._aws.AwsClient`;
+  the execution role (rotated ones are picked up), through :class:`iamdb._aws.client.AwsClient`;
 - a ``RoleSessionName`` built from ``AWS_LAMBDA_FUNCTION_NAME`` and a short random suffix,
   so CloudTrail shows which function connected;
 - ``AccessDenied`` becomes :class:`~iamdb.errors.AuthError` naming the role and pointing at
@@ -23,15 +23,15 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from iamdb._aws import AwsError, retryable, xml_text
-from iamdb._credentials import Credentials, expiry_seconds
-from iamdb._log import logger
-from iamdb._retry import DecorrelatedJitter
+from iamdb._aws.client import AwsError, retryable, xml_text
+from iamdb._aws.credentials import Credentials, expiry_seconds
+from iamdb._core.backoff import DecorrelatedJitter
+from iamdb._core.log import logger
 from iamdb.errors import AuthError, ConnectError, CredentialsError, IamDbError, _detached
 
 if TYPE_CHECKING:
-    from iamdb._aws import AwsClient
-    from iamdb._runtime import Runtime
+    from iamdb._aws.client import AwsClient
+    from iamdb._core.runtime import Runtime
 
 _SESSION_CHARS = re.compile(r"[^A-Za-z0-9_+=,.@-]")
 MAX_SESSION_NAME = 64
@@ -46,7 +46,7 @@ class Lease:
     """Credentials for one login and when they stop working (epoch seconds; None: not known to
     expire): an assumed role's, or the execution role's own.
 
-    Compared by value (:class:`~iamdb._credentials.Credentials` compares key and fingerprint);
+    Compared by value (:class:`~iamdb._aws.credentials.Credentials` compares key and fingerprint);
     the repr shows the access key id, never the secret or the session token.
     """
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from iamdb._runtime import ENTROPY
+from iamdb._core.runtime import ENTROPY
 from iamdb.errors import AuthError, ConnectError, ThrottleError
 
 THROTTLING_HINT = (

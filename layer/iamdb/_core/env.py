@@ -27,6 +27,9 @@ _HOSTNAME = re.compile(
     re.ASCII,
 )
 _MAX_CA_BYTES = 10 * 1024 * 1024  # the RDS bundle is ~160 KiB
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RDS_CA_BUNDLE = os.path.join(_PACKAGE, "data", "rds-ca-bundle.pem")
+"""The RDS (and RDS Proxy) CAs iamdb ships: what RDS and DocumentDB certificates chain to."""
 INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)  # int() also reads Arabic digits and '1_0'
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 

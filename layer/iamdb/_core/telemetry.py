@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from iamdb._log import WarnOnce, logger
+from iamdb._core.log import WarnOnce, logger
 
 METRICS = (
     "ConnectionsOpened",

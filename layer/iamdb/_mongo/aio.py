@@ -1,14 +1,14 @@
 """``iamdb.aio.get_mongo()``: an ``AsyncMongoClient`` per event loop, on the instance's credentials.
 
-The credentials are the blocking singleton's (:class:`~iamdb._mongo_handle.MongoHandle`): one
+The credentials are the blocking singleton's (:class:`~iamdb._mongo.handle.MongoHandle`): one
 AssumeRole serves ``get_mongo()`` and every loop's client, and the renewal and swap rules are
-that handle's :meth:`~iamdb._mongo_handle.MongoHandle.steps`, run here with awaits (AssumeRole
+that handle's :meth:`~iamdb._mongo.handle.MongoHandle.steps`, run here with awaits (AssumeRole
 in a worker thread). A new loop (``asyncio.run()`` per invocation) costs a new client and a
 MONGODB-AWS login, not a new AssumeRole.
 
 An ``AsyncMongoClient`` belongs to its loop: its sockets are that loop's transports and its
 monitors that loop's tasks, so it can only be closed while that loop runs. asyncio.run()'s
-shutdown does it (see :mod:`iamdb._aio`); a loop closed without that shutdown leaves the client
+shutdown does it (see :mod:`iamdb._sql.aio`); a loop closed without that shutdown leaves the client
 behind, and iamdb can only say so (pymongo then warns about it when it is collected).
 """
 
@@ -18,10 +18,9 @@ import asyncio
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from iamdb._aio import PerLoop
-from iamdb._log import logger
-from iamdb._mongo_client import Until, login_failure, new_client
-from iamdb._mongo_handle import (
+from iamdb._core.log import logger
+from iamdb._mongo.client import Until, login_failure, new_client
+from iamdb._mongo.handle import (
     CheckClient,
     Clients,
     CloseClient,
@@ -30,21 +29,22 @@ from iamdb._mongo_handle import (
     MongoStep,
     OpenClient,
 )
+from iamdb._sql.aio import PerLoop
 from iamdb.errors import ConfigError, IamDbError
 
 if TYPE_CHECKING:
     from pymongo import AsyncMongoClient
 
-    from iamdb._mongo_config import MongoConfig
-    from iamdb._sts import Lease
-    from iamdb._telemetry import Probe
+    from iamdb._aws.sts import Lease
+    from iamdb._core.telemetry import Probe
+    from iamdb._mongo.config import MongoConfig
 
 # 4.13 made the asyncio API stable; 4.13.2 stopped new connections blocking the event loop.
 MIN_PYMONGO = (4, 13, 2)
 
 
 async def open_client(cfg: MongoConfig, lease: Lease, until: Until) -> AsyncMongoClient[Any]:
-    """:func:`iamdb._mongo_client.open_client` for asyncio: an ``AsyncMongoClient`` with one socket
+    """:func:`iamdb._mongo.client.open_client` for asyncio: an ``AsyncMongoClient`` with one socket
     logged in by the deadline, failures mapped the same way (and raised outside ``except``)."""
     import pymongo
 
@@ -62,7 +62,7 @@ async def open_client(cfg: MongoConfig, lease: Lease, until: Until) -> AsyncMong
 
 
 async def check_client(client: Any, until: Until) -> str | None:
-    """:func:`iamdb._mongo_client.check_client` for asyncio. The event loop runs once first: a
+    """:func:`iamdb._mongo.client.check_client` for asyncio. The event loop runs once first: a
     loop that has not run since the environment thawed has not yet seen its sockets' closes,
     and pymongo's async pool judges a pooled socket by that."""
     import pymongo

@@ -4,7 +4,7 @@ pymongo performs MONGODB-AWS logins through the ``pymongo_auth_aws`` package
 (``AwsCredential``, ``AwsSaslContext``, ``PyMongoAuthAwsError``, and its ``auth`` module's
 credential cache switches), which imports boto3 and botocore (~110 ms of cold start) to sign
 one STS ``GetCallerIdentity`` request per new socket. This module is that same interface,
-signing with :func:`iamdb._sigv4.sign_headers`. :func:`install` registers it under the
+signing with :func:`iamdb._aws.sigv4.sign_headers`. :func:`install` registers it under the
 package's name before pymongo first needs it, unless the application already imported the
 real one (then that one keeps serving, boto3 already paid for).
 
@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from iamdb import _sigv4
-from iamdb._credentials import Credentials, default_resolver
+from iamdb._aws import sigv4 as _sigv4
+from iamdb._aws.credentials import Credentials, default_resolver
 
 __version__ = "1.3.0+iamdb"  # the pymongo-auth-aws interface this module implements
 _BODY = "Action=GetCallerIdentity&Version=2011-06-15"

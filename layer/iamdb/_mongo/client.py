@@ -1,10 +1,10 @@
 """The pymongo clients behind ``get_mongo()``: credentials, options, the login and its failures.
 
-What :class:`iamdb._mongo_handle.MongoHandle` does for each client, in the order it does it:
+What :class:`iamdb._mongo.handle.MongoHandle` does for each client, in the order it does it:
 take credentials (:func:`fetch_lease`: AssumeRole, or the execution role's own), make a client
 with iamdb's Lambda defaults (:func:`client_options`, :func:`new_client`), log one socket in
 and map a failure to iamdb's errors (:func:`open_client`, :func:`login_failure`), and notice a
-server refusing a later login (:func:`login_refused`). The SQL twin is :mod:`iamdb._pg`.
+server refusing a later login (:func:`login_refused`). The SQL twin is :mod:`iamdb._sql.pg`.
 :func:`connection_string` writes the same rules into a URI for people (``python -m iamdb
 mongo-uri``).
 """
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import quote
 
-from iamdb import _mongo_aws
-from iamdb._mongo_uri import EXTERNAL, MECHANISM, documentdb_options, split_query
-from iamdb._sts import Lease, assume_role
+from iamdb._aws.sts import Lease, assume_role
+from iamdb._mongo import aws as _mongo_aws
+from iamdb._mongo.uri import EXTERNAL, MECHANISM, documentdb_options, split_query
 from iamdb.errors import AuthError, ConfigError, ConnectError, _detached
 
 Until = tuple[Callable[[], float], float]  # a clock and a deadline on it
@@ -27,10 +27,10 @@ E = TypeVar("E", AuthError, ConnectError)
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
-    from iamdb._aws import AwsClient
-    from iamdb._credentials import CredentialResolver, Credentials
-    from iamdb._mongo_config import MongoConfig
-    from iamdb._runtime import Runtime
+    from iamdb._aws.client import AwsClient
+    from iamdb._aws.credentials import CredentialResolver, Credentials
+    from iamdb._core.runtime import Runtime
+    from iamdb._mongo.config import MongoConfig
 
 
 # Lambda-fit defaults, each overridable by the same option in the URI (case-insensitive).
@@ -167,13 +167,15 @@ def new_client(
 ) -> Any:
     """``pymongo.<kind>`` for ``lease``, not connected yet; ConfigError when pymongo refuses
     the options."""
-    from iamdb._errors import requires
+    from iamdb._sql.refusals import requires
 
     with requires("mongo", cfg.prefix + "URI"):
         import pymongo
         from pymongo import errors
     if not _mongo_aws.install():  # the application imported pymongo-auth-aws (botocore) itself
-        from iamdb import _redact  # on this path only: compiling its patterns costs ~5 ms
+        from iamdb._aws import (
+            redact as _redact,  # on this path only: compiling its patterns costs ~5 ms
+        )
 
         _redact.install()  # its botocore DEBUG logs would show the session token
     try:

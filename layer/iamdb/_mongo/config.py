@@ -6,15 +6,15 @@ Every instance is described by ``IAMDB_MONGO_*`` variables (the default instance
 - ``URI``: ``mongodb://`` or ``mongodb+srv://`` with the database in the path; options in
   it are kept and override iamdb's Lambda defaults. No user name or password: nobody
   handles a Mongo password. Checked by pymongo's parser and iamdb's TLS rules at
-  configuration time (:mod:`iamdb._mongo_uri`).
+  configuration time (:mod:`iamdb._mongo.uri`).
 - ``ROLE_ARN``: the role to assume; its ARN is the user in ``$external``. Unset: the
   execution role's own credentials log in (its role ARN is then the ``$external`` user).
 - ``SESSION_SECONDS`` (900-43200, default 3600), ``REFRESH_SECONDS`` (assume again when
   fewer than this remain, default 300), ``EXTERNAL_ID`` (optional).
 
 Amazon DocumentDB endpoints get the bundled RDS CA bundle and ``retryWrites=false`` unless
-the URI sets them (:func:`iamdb._mongo_uri.documentdb_options`). The SQL twin is
-:mod:`iamdb._config`; the rules both follow are :mod:`iamdb._env`'s.
+the URI sets them (:func:`iamdb._mongo.uri.documentdb_options`). The SQL twin is
+:mod:`iamdb._sql.config`; the rules both follow are :mod:`iamdb._core.env`'s.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from iamdb._env import (
+from iamdb._core.env import (
     aws_region,
     client_name,
     env_number,
@@ -33,7 +33,7 @@ from iamdb._env import (
     instance_prefix,
     settings_environ,
 )
-from iamdb._mongo_uri import parse_uri
+from iamdb._mongo.uri import parse_uri
 from iamdb.errors import ConfigError
 
 # What load_mongo_config reads after the instance's prefix (instance names must not collide).

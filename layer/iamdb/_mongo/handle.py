@@ -20,9 +20,10 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from iamdb import _mongo_client
-from iamdb._log import logger
-from iamdb._mongo_client import (
+from iamdb._core.log import logger
+from iamdb._core.telemetry import Probe
+from iamdb._mongo import client as _mongo_client
+from iamdb._mongo.client import (
     Sources,
     Until,
     check_client,
@@ -30,15 +31,14 @@ from iamdb._mongo_client import (
     open_client,
     refusal_watch,
 )
-from iamdb._telemetry import Probe
 from iamdb.errors import AuthError, ConnectError, IamDbError
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
-    from iamdb._limiter import Deadline
-    from iamdb._mongo_config import MongoConfig
-    from iamdb._sts import Lease
+    from iamdb._aws.sts import Lease
+    from iamdb._mongo.config import MongoConfig
+    from iamdb._sql.limits import Deadline
 
 # Keep a retired client's credentials at least this far from expiry; a failed refresh
 # falls back to the current client only while it has this much left.

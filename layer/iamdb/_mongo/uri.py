@@ -28,8 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from iamdb._config import DEFAULT_CA_BUNDLE
-from iamdb._env import ca_file_problem, is_ip, read_regular_file, valid_host
+from iamdb._core.env import RDS_CA_BUNDLE, ca_file_problem, is_ip, read_regular_file, valid_host
 from iamdb.errors import ConfigError
 
 EXTERNAL = "$external"
@@ -62,7 +61,8 @@ _DOCDB_HOST = re.compile(
     re.IGNORECASE | re.ASCII,  # else [a-z] also matches U+017F, U+212A
 )
 # Regions whose "Amazon RDS <region> Root CA {RSA2048,RSA4096,ECC384} G1" the bundled
-# rds-ca-bundle.pem holds (tests/unit/test_documentdb_config.py reads them out of the bundle).
+# rds-ca-bundle.pem holds (tests/unit/mongo/uri/test_documentdb_config.py reads them out of the
+# bundle).
 # China, GovCloud and regions newer than the bundle are not among them.
 # fmt: off
 RDS_BUNDLE_REGIONS = frozenset({
@@ -145,7 +145,7 @@ def documentdb_options(options: Mapping[str, Any]) -> dict[str, Any]:
     every write that carries a retryable-write ``txnNumber`` (code 301), and pymongo sends
     one by default.
     """
-    implied = {"tlsCAFile": DEFAULT_CA_BUNDLE, "retryWrites": False}
+    implied = {"tlsCAFile": RDS_CA_BUNDLE, "retryWrites": False}
     return {key: value for key, value in implied.items() if key.lower() not in options}
 
 
@@ -202,7 +202,7 @@ def _check_files(var: str, parts: list[str]) -> None:
 def _pymongo_parse(
     var: str, location: str, parts: list[str], srv_parts: list[str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    from iamdb._errors import requires
+    from iamdb._sql.refusals import requires
 
     with requires("mongo", var):
         from pymongo import uri_parser

@@ -15,9 +15,9 @@ tasks). So each instance keeps one connection per loop (:class:`PerLoop`):
 - a loop closed without that shutdown: its connections are let go at the next call from
   another loop (PostgreSQL's closed there and then: libpq needs no loop).
 
-:class:`AsyncManaged` is :class:`~iamdb._managed.ManagedConnection` for asyncio: the same
+:class:`AsyncManaged` is :class:`~iamdb._sql.managed.ManagedConnection` for asyncio: the same
 checks (the round trip awaited) and logins through the singleton's
-:class:`~iamdb._login.Login`, so both share its token cache, permits and accepted token.
+:class:`~iamdb._sql.login.Login`, so both share its token cache, permits and accepted token.
 """
 
 from __future__ import annotations
@@ -28,17 +28,17 @@ import threading
 from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from iamdb._log import logger
-from iamdb._managed import look, ping_deadline, watch
-from iamdb._pg import PgDriver
+from iamdb._core.log import logger
+from iamdb._sql.managed import look, ping_deadline, watch
+from iamdb._sql.pg import PgDriver
 
 if TYPE_CHECKING:
-    from iamdb._invocation import Invocation
-    from iamdb._limiter import Deadline
-    from iamdb._login import Login
-    from iamdb._pg import PgAsyncConnection
-    from iamdb._runtime import Runtime
-    from iamdb._telemetry import Probe
+    from iamdb._core.invocation import Invocation
+    from iamdb._core.runtime import Runtime
+    from iamdb._core.telemetry import Probe
+    from iamdb._sql.limits import Deadline
+    from iamdb._sql.login import Login
+    from iamdb._sql.pg import PgAsyncConnection
 
 
 class Slot(Protocol):
@@ -151,7 +151,7 @@ class AsyncManaged:
 
     async def get(self) -> PgAsyncConnection:
         """The running loop's live connection, opening or replacing it when needed, by the
-        deadline (as :meth:`iamdb._managed.ManagedConnection.get`)."""
+        deadline (as :meth:`iamdb._sql.managed.ManagedConnection.get`)."""
         slot = await self._loops.slot()
         deadline = self._deadline.at(self.login.cfg.connect_timeout)
         async with slot.lock:

@@ -3,10 +3,10 @@
 Every SQL instance is described by ``IAMDB_<ENGINE>_*`` variables (the default instance)
 or ``IAMDB_<ENGINE>_<NAME>_*`` (``get_pg("reporting")`` reads ``IAMDB_PG_REPORTING_*``);
 engines are ``pg``, ``mysql`` and ``dsql`` (Aurora DSQL: PostgreSQL with rules of its own, see
-:mod:`iamdb._dsql`).
+:mod:`iamdb._sql.dsql`).
 A missing or malformed value raises :class:`~iamdb.errors.ConfigError` naming the
 variable and what was expected. Instance names are case-insensitive (see
-:func:`iamdb._env.instance_name`); numbers, ports and regions are ASCII.
+:func:`iamdb._core.env.instance_name`); numbers, ports and regions are ASCII.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
-from iamdb import _dsql
-from iamdb._env import (
+from iamdb._aws.signer import TOKEN_LIFETIME_SECONDS
+from iamdb._core.env import (
     INTEGER,
+    RDS_CA_BUNDLE,
     aws_region,
     ca_file_problem,
     client_name,
@@ -34,8 +34,8 @@ from iamdb._env import (
     settings_environ,
     valid_host,
 )
-from iamdb._signer import TOKEN_LIFETIME_SECONDS
-from iamdb._tokens import DSQL_CONNECT, DSQL_CONNECT_ADMIN, Endpoint
+from iamdb._sql import dsql as _dsql
+from iamdb._sql.tokens import DSQL_CONNECT, DSQL_CONNECT_ADMIN, Endpoint
 from iamdb.errors import ConfigError
 
 Engine = Literal["pg", "mysql", "dsql"]
@@ -49,7 +49,6 @@ _MYSQL_SSLMODES = {
     "verify_ca": "verify-ca",
     "verify_identity": "verify-full",
 }
-DEFAULT_CA_BUNDLE = str(Path(__file__).resolve().parent / "data" / "rds-ca-bundle.pem")
 
 # What load_sql_config reads after the instance's prefix (instance names must not collide).
 SQL_SUFFIXES = (
@@ -301,7 +300,7 @@ def _rootcert(env: Mapping[str, str], var: str, dsql: bool) -> str:
     Amazon's public roots, the system's CA store."""
     value = env_value(env, var)
     if value is None:
-        return _dsql.system_ca_file(env, var) if dsql else DEFAULT_CA_BUNDLE
+        return _dsql.system_ca_file(env, var) if dsql else RDS_CA_BUNDLE
     problem = ca_file_problem(value)
     if problem is not None:
         raise ConfigError(var, f"expected the path of a PEM CA bundle: {problem}")

@@ -17,14 +17,14 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from iamdb._env import ca_file_problem, env_number, env_value
-from iamdb._log import logger
-from iamdb._signer import DSQL_MAX_EXPIRES_SECONDS, TOKEN_LIFETIME_SECONDS
+from iamdb._aws.signer import DSQL_MAX_EXPIRES_SECONDS, TOKEN_LIFETIME_SECONDS
+from iamdb._core.env import ca_file_problem, env_number, env_value
+from iamdb._core.log import logger
 from iamdb.errors import ConfigError, ConflictError
 
 if TYPE_CHECKING:
-    from iamdb._pg import PgConnection
     from iamdb._registry import Registry
+    from iamdb._sql.pg import PgConnection
 
 ADMIN_ROLE = "admin"
 """The one DSQL role that logs in with ``DbConnectAdmin``."""
@@ -75,7 +75,7 @@ def region_from_endpoint(hostname: str) -> str | None:
 
 def limits(env: Mapping[str, str], prefix: str) -> dict[str, Any]:
     """An instance's token lifetime, maximum connection age and connection rate, as
-    :class:`~iamdb._config.SqlConfig` fields (``prefix`` is ``IAMDB_DSQL_`` or a named one's)."""
+    :class:`~iamdb._sql.config.SqlConfig` fields (``prefix``: ``IAMDB_DSQL_`` or a named one's)."""
     expires = env_number(env, prefix + "TOKEN_EXPIRES_SECONDS", TOKEN_LIFETIME_SECONDS, low=1,
                          high=DSQL_MAX_EXPIRES_SECONDS, integer=True)  # fmt: skip
     max_age = env_number(env, prefix + "MAX_AGE_SECONDS", MAX_AGE_SECONDS, low=1,
@@ -118,7 +118,7 @@ def run_transaction(
     Anything but a conflict propagates unchanged; after the last conflict,
     :class:`~iamdb.errors.ConflictError` says so with the server's message.
     """
-    from iamdb._retry import DecorrelatedJitter
+    from iamdb._core.backoff import DecorrelatedJitter
 
     if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= 20:
         raise ConfigError("attempts", f"expected an integer from 1 to 20, got {attempts!r:.20}")

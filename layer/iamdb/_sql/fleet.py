@@ -2,7 +2,7 @@
 
 A deploy or a traffic spike starts hundreds of environments at once; each paces only itself,
 so together they exceed the instance's limit. With ``IAMDB_THROTTLE_TABLE`` set, every new
-IAM login first takes a ticket from one DynamoDB item per signing endpoint (:mod:`iamdb._queue`:
+IAM login first takes a ticket from one DynamoDB item per signing endpoint (:mod:`iamdb._sql.queue`:
 the item and its writes). ``n`` is the instant (epoch microseconds) of the next free slot;
 slots are ``s = 1 / (0.9 R)`` apart. A login takes its slot with **one** conditional
 ``UpdateItem`` (``SET n = if_not_exists(n, :start) + :s``, the new ``n`` returned), then
@@ -17,8 +17,8 @@ sleeps until the slot begins.
   than any deadline lets a taker push it (900 s), written from the future (``w``, the writer's
   clock, after the latest DynamoDB's time can be plus the tolerated skew), or not numbers.
   A restart refreshes ``expires_at``, so no item outlives its use.
-- **Clocks**: every answer's ``Date`` bounds this process's clock error (:mod:`iamdb._skew`).
-  Within :data:`~iamdb._skew.SKEW_SECONDS` (1 s) the clock is trusted; beyond it, once proven,
+- **Clocks**: every answer's ``Date`` bounds this process's clock error (:mod:`iamdb._sql.skew`).
+  Within :data:`~iamdb._sql.skew.SKEW_SECONDS` (1 s) the clock is trusted; beyond it, once proven,
   the limiter goes by DynamoDB's time and warns once per process. A ticket taken on a clock
   the answer proved wrong is not used, and what the process wrote before it knew is restarted:
   a process whose clock is off harms at most itself.
@@ -26,7 +26,7 @@ sleeps until the slot begins.
   after its login, if nobody took a ticket since: ``n`` is removed and ``f`` (fence) keeps its
   end, so the next login takes its slot with one write at ``max(now, f)``. That write is sent
   without waiting for its answer.
-- **Every wait ends by the deadline and is checked after** (:class:`iamdb._limiter.Waits`): a
+- **Every wait ends by the deadline and is checked after** (:class:`iamdb._sql.limits.Waits`): a
   process frozen while asleep (Lambda freezes environments between invocations) wakes to
   ThrottleError past its deadline, and a slot it missed is not used: it takes another.
 - **Back-pressure is not an outage**: DynamoDB throttling and 5xx answers are retried with
@@ -46,19 +46,19 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 
-from iamdb import _queue as queue
-from iamdb._aws import AwsError, retryable
-from iamdb._http import TransportError
-from iamdb._limiter import paced_rate
-from iamdb._log import WarnOnce, logger
-from iamdb._retry import DecorrelatedJitter
-from iamdb._skew import SKEW_SECONDS, ClockCheck
+from iamdb._aws.client import AwsError, retryable
+from iamdb._aws.http import TransportError
+from iamdb._core.backoff import DecorrelatedJitter
+from iamdb._core.log import WarnOnce, logger
+from iamdb._sql import queue as queue
+from iamdb._sql.limits import paced_rate
+from iamdb._sql.skew import SKEW_SECONDS, ClockCheck
 from iamdb.errors import ConfigError, IamDbError, ThrottleError, _detached
 
 if TYPE_CHECKING:
-    from iamdb._aws import AwsClient, DynamoAnswer
-    from iamdb._limiter import Waits
-    from iamdb._runtime import Runtime
+    from iamdb._aws.client import AwsClient, DynamoAnswer
+    from iamdb._core.runtime import Runtime
+    from iamdb._sql.limits import Waits
 
 CALL_SECONDS = 1.0
 """No single DynamoDB call waits longer: a table that slow is not usable (fail open)."""

@@ -5,7 +5,7 @@ error the client cannot tell from a bad password. :class:`Limits` hands out the 
 new login: first from this process's :class:`TokenBucket` for the signing endpoint (shared by
 every engine and named instance, so reconnect storms inside one process never exceed the
 rate), then, with ``IAMDB_THROTTLE_TABLE``, a ticket from the fleet-wide queue
-(:mod:`iamdb._fleet`). Both pace at :data:`PACE` (90 %) of the configured rate: a permit is
+(:mod:`iamdb._sql.fleet`). Both pace at :data:`PACE` (90 %) of the configured rate: a permit is
 taken a few milliseconds before the server counts the login (TCP, TLS, the login packet), and
 that delay varies, so logins spaced at exactly the limit could arrive closer together.
 
@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING
 from iamdb.errors import ConfigError, ThrottleError
 
 if TYPE_CHECKING:
-    from iamdb._fleet import FleetLimiter, Ticket
-    from iamdb._runtime import Runtime
-    from iamdb._telemetry import Probe
+    from iamdb._core.runtime import Runtime
+    from iamdb._core.telemetry import Probe
+    from iamdb._sql.fleet import FleetLimiter, Ticket
 
 PACE = 0.9
 """Fraction of the configured rate iamdb actually uses (headroom for network jitter)."""
@@ -168,7 +168,7 @@ class Limits:
         self, endpoint: str, deadline: float, probe: Probe, *, rate: float | None = None
     ) -> Ticket | None:
         """Wait for the permits of one new login to ``endpoint`` (an :attr:`Endpoint.key
-        <iamdb._tokens.Endpoint.key>`), whose server admits ``rate`` logins per second (None:
+        <iamdb._sql.tokens.Endpoint.key>`), whose server admits ``rate`` logins per second (None:
         this limiter's own rate, ``IAMDB_CONNECT_RATE``).
 
         Returns the fleet ticket to :meth:`release` after the login (None without one).

@@ -18,17 +18,17 @@ import itertools
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
-from iamdb._config import SqlConfig
-from iamdb._errors import locate
-from iamdb._log import logger
-from iamdb._retry import THROTTLING_HINT, DecorrelatedJitter, final_error
-from iamdb._telemetry import Probe
-from iamdb._tokens import Token, TokenCache
+from iamdb._core.backoff import THROTTLING_HINT, DecorrelatedJitter, final_error
+from iamdb._core.log import logger
+from iamdb._core.telemetry import Probe
+from iamdb._sql.config import SqlConfig
+from iamdb._sql.refusals import locate
+from iamdb._sql.tokens import Token, TokenCache
 from iamdb.errors import AuthError, ConnectError, ThrottleError, _detached
 
 if TYPE_CHECKING:
-    from iamdb._limiter import Deadline, Limits
-    from iamdb._runtime import Runtime
+    from iamdb._core.runtime import Runtime
+    from iamdb._sql.limits import Deadline, Limits
 
 C = TypeVar("C")
 

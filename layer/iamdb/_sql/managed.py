@@ -5,7 +5,7 @@ sockets that died in the meantime. So every :meth:`ManagedConnection.get` checks
 connection before handing it out, cheaply, and within the invocation's deadline:
 
 1. what an earlier invocation left: at the first ``get()`` of a new invocation (see
-   :mod:`iamdb._invocation`), a transaction still open (or failed) on the connection belongs to
+   :mod:`iamdb._core.invocation`), a transaction still open (or failed) on the connection belongs to
    a handler that ended without committing: the connection is replaced (the server rolls the
    transaction back as it closes), never handed on, and a warning names the instance. So is,
    with a maximum age (Aurora DSQL ends every session after an hour), one that reached it;
@@ -27,17 +27,17 @@ import select
 import threading
 from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
-from iamdb._log import logger
-from iamdb._login import Driver, Login
+from iamdb._core.log import logger
+from iamdb._sql.login import Driver, Login
 from iamdb.errors import ConnectError
 
 if TYPE_CHECKING:
-    from iamdb._config import SqlConfig
-    from iamdb._invocation import Invocation
-    from iamdb._limiter import Deadline
-    from iamdb._runtime import Runtime
-    from iamdb._telemetry import Probe
-    from iamdb._tokens import Token
+    from iamdb._core.invocation import Invocation
+    from iamdb._core.runtime import Runtime
+    from iamdb._core.telemetry import Probe
+    from iamdb._sql.config import SqlConfig
+    from iamdb._sql.limits import Deadline
+    from iamdb._sql.tokens import Token
 
 __all__ = ["Driver", "ManagedConnection"]
 

@@ -26,9 +26,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from iamdb._config import SqlConfig
-from iamdb._errors import auth_refused, connect_failed
-from iamdb._tokens import Token
+from iamdb._sql.config import SqlConfig
+from iamdb._sql.refusals import auth_refused, connect_failed
+from iamdb._sql.tokens import Token
 from iamdb.errors import ConfigError, ConnectError, IamDbError
 
 MySqlConnection = Any  # PyMySQL ships no type information
@@ -38,7 +38,7 @@ _ACCESS_DENIED = 1045
 # PyMySQL/MySQL client and server errors a later attempt may not meet: can't connect, lost
 # connection, server gone, server shutting down.
 _TRANSIENT = frozenset({2003, 2006, 2013, 1053})
-# Keepalives and TCP_USER_TIMEOUT, as for PostgreSQL (see iamdb._pg).
+# Keepalives and TCP_USER_TIMEOUT, as for PostgreSQL (see iamdb._sql.pg).
 _TCP_OPTIONS = (
     (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
     (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", 0), 60),
@@ -50,7 +50,7 @@ _TCP_OPTIONS = (
 
 
 class MySqlDriver:
-    """The :class:`iamdb._login.Driver` for PyMySQL connections."""
+    """The :class:`iamdb._sql.login.Driver` for PyMySQL connections."""
 
     engine = "mysql"
 

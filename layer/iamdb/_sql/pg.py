@@ -23,11 +23,11 @@ import select
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from iamdb import _dsql
-from iamdb._config import SqlConfig
-from iamdb._env import is_ip
-from iamdb._errors import auth_refused, connect_failed, rate_refused
-from iamdb._tokens import Token
+from iamdb._core.env import is_ip
+from iamdb._sql import dsql as _dsql
+from iamdb._sql.config import SqlConfig
+from iamdb._sql.refusals import auth_refused, connect_failed, rate_refused
+from iamdb._sql.tokens import Token
 from iamdb.errors import IamDbError
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ _TCP = {"keepalives": 1, "keepalives_idle": 60, "keepalives_interval": 10,
 
 
 class PgDriver:
-    """The :class:`iamdb._login.Driver` for psycopg 3 connections (PostgreSQL and DSQL)."""
+    """The :class:`iamdb._sql.login.Driver` for psycopg 3 connections (PostgreSQL and DSQL)."""
 
     engine = "pg"
 

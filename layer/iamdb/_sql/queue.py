@@ -1,7 +1,7 @@
 """The fleet queue's DynamoDB item: the writes that change it, and how a caller reads it back.
 
 One item per signing endpoint (``pk`` = ``q#<host>:<port>``); instants are epoch microseconds on
-DynamoDB's time as the writer knew it (:mod:`iamdb._skew`):
+DynamoDB's time as the writer knew it (:mod:`iamdb._sql.skew`):
 
 - ``n``: the next free slot; absent when the queue is idle;
 - ``f``: the fence of an idle queue, the end of its last run (no slot before it);

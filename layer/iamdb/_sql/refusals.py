@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TypedDict
 
-from iamdb import _dsql
-from iamdb._config import SqlConfig
-from iamdb._tokens import Token
+from iamdb._sql import dsql as _dsql
+from iamdb._sql.config import SqlConfig
+from iamdb._sql.tokens import Token
 from iamdb.errors import AuthError, ConnectError, MissingDependencyError, ThrottleError
 
 
@@ -29,9 +29,10 @@ def requires(extra: str, variable: str) -> Iterator[None]:
     the setting (or module) that asked for it (``variable``).
 
     The one policy for a missing driver. What iamdb uses only when present stays optional
-    and does not come through here: Powertools (:mod:`iamdb._telemetry`, :mod:`iamdb._log`),
-    SnapStart's hooks (:mod:`iamdb._snapstart`), botocore's credential chain
-    (:mod:`iamdb._credentials`).
+    and does not come through here: Powertools (:mod:`iamdb._core.telemetry`,
+    :mod:`iamdb._core.log`),
+    SnapStart's hooks (:mod:`iamdb._core.snapstart`), botocore's credential chain
+    (:mod:`iamdb._aws.credentials`).
     """
     failure = None
     try:

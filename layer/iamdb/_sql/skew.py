@@ -1,6 +1,6 @@
 """This process's clock against DynamoDB's: the fleet queue's clock check.
 
-The fleet's ticket queue (:mod:`iamdb._fleet`) holds instants that every environment reads and
+The fleet's ticket queue (:mod:`iamdb._sql.fleet`) holds instants that every environment reads and
 writes on its own clock; an environment whose clock is wrong would write the queue in its own
 wrong future or past. Every DynamoDB answer carries an HTTP ``Date`` (whole seconds), stamped
 by the server between the request's send and its answer's receipt. For a request sent at ``s``
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from iamdb._log import WarnOnce
+    from iamdb._core.log import WarnOnce
 
 SKEW_SECONDS = 1.0
 """Clock error tolerated unproven: beyond it, once the ``Date`` of DynamoDB's answers proves it,

@@ -18,8 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from iamdb._credentials import CredentialResolver, Credentials, default_resolver
-from iamdb._signer import TOKEN_LIFETIME_SECONDS, generate_db_auth_token, generate_dsql_auth_token
+from iamdb._aws.credentials import CredentialResolver, Credentials, default_resolver
+from iamdb._aws.signer import (
+    TOKEN_LIFETIME_SECONDS,
+    generate_db_auth_token,
+    generate_dsql_auth_token,
+)
 from iamdb.errors import ConfigError
 
 __all__ = ["Endpoint", "Token", "TokenCache"]

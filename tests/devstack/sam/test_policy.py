@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from devstack.sam.policy import DSQL_CLUSTER_ARN, TemplatePolicy
+from tests.paths import ROOT
 
 ROLE = "arn:aws:sts::123456789012:assumed-role/iamdb-example-function/s"
-REPO = Path(__file__).resolve().parents[3]
+REPO = ROOT
 CONNECT = "rds-db:connect"
 
 

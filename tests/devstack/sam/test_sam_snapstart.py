@@ -1,7 +1,7 @@
 """devstack's SnapStart support: the template flag, and the container credentials endpoint.
 
 The endpoint (:mod:`devstack.sam.container_credentials`) is read by two independent clients:
-iamdb's own (:class:`iamdb._container.ContainerCredentials`) and botocore's
+iamdb's own (:class:`iamdb._aws.container.ContainerCredentials`) and botocore's
 ``ContainerProvider``. Both must get the served credentials, and neither without the token.
 """
 
@@ -22,9 +22,9 @@ from devstack.aws import Credentials
 from devstack.sam.container_credentials import CredentialsServer, serve_instead_of_keys
 from devstack.sam.invoke import REPO
 from devstack.sam.template import Template
-from iamdb._container import ContainerCredentials
-from iamdb._credentials import expiry_seconds
-from iamdb._runtime import Runtime
+from iamdb._aws.container import ContainerCredentials
+from iamdb._aws.credentials import expiry_seconds
+from iamdb._core.runtime import Runtime
 from iamdb.errors import CredentialsError
 
 EXPIRES = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)

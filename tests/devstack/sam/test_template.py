@@ -21,8 +21,9 @@ from devstack.sam.template import (
     load_yaml,
     parse_overrides,
 )
+from tests.paths import ROOT
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = ROOT
 TEMPLATE = REPO / "template.yaml"
 
 

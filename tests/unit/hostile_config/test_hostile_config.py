@@ -27,13 +27,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pymongo import MongoClient
 
-from iamdb._config import DEFAULT_CA_BUNDLE, SSLMODES, load_settings, load_sql_config
-from iamdb._config import SQL_SUFFIXES as ALL_SQL_SUFFIXES
-from iamdb._credentials import Credentials
-from iamdb._env import instance_prefix
-from iamdb._mongo_client import client_options
-from iamdb._mongo_config import MONGO_SUFFIXES, load_mongo_config
-from iamdb._mongo_uri import MECHANISM
+from iamdb._aws.credentials import Credentials
+from iamdb._core.env import RDS_CA_BUNDLE, instance_prefix
+from iamdb._mongo.client import client_options
+from iamdb._mongo.config import MONGO_SUFFIXES, load_mongo_config
+from iamdb._mongo.uri import MECHANISM
+from iamdb._sql.config import SQL_SUFFIXES as ALL_SQL_SUFFIXES
+from iamdb._sql.config import SSLMODES, load_settings, load_sql_config
 from iamdb.errors import ConfigError
 
 # pymongo warns about URI options it ignores; the checks below assert what it kept.
@@ -102,7 +102,7 @@ def _base(region: bool) -> dict[str, str]:
                 prefix + "USER": "app",
                 prefix + "DBNAME": "appdb",
                 prefix + "IAM_HOST": RDS_ENDPOINT,
-                prefix + "SSLROOTCERT": DEFAULT_CA_BUNDLE,
+                prefix + "SSLROOTCERT": RDS_CA_BUNDLE,
                 prefix + "CONNECT_TIMEOUT": "4",
             }
         )
@@ -115,7 +115,7 @@ def _base(region: bool) -> dict[str, str]:
             "IAMDB_DSQL_ORDERS_PORT": "15432",
             "IAMDB_DSQL_ORDERS_USER": "orders_app",
             "IAMDB_DSQL_ORDERS_IAM_HOST": DSQL_ENDPOINT,
-            "IAMDB_DSQL_ORDERS_SSLROOTCERT": DEFAULT_CA_BUNDLE,
+            "IAMDB_DSQL_ORDERS_SSLROOTCERT": RDS_CA_BUNDLE,
             "IAMDB_DSQL_ORDERS_TOKEN_EXPIRES_SECONDS": "3600",
             "IAMDB_DSQL_ORDERS_MAX_AGE_SECONDS": "3000",
             "IAMDB_DSQL_ORDERS_CONNECT_RATE": "50",
@@ -340,7 +340,7 @@ def _check_valid(configs: list[object]) -> None:
             assert isinstance(port, int) and 1 <= port <= 65535
         for text in (cfg.user, cfg.dbname or "x"):
             assert text.isprintable() and text == text.strip() and len(text) <= 128
-        # two to four letters first, as iamdb._env.REGION (eusc-de-east-1 is a region too)
+        # two to four letters first, as iamdb._core.env.REGION (eusc-de-east-1 is a region too)
         assert re.fullmatch(r"[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}", cfg.region, re.ASCII), cfg.region
         assert cfg.sslmode in SSLMODES
         assert "\0" not in cfg.sslrootcert
@@ -529,7 +529,7 @@ def _ca_files(tmp_path: Any) -> dict[str, str]:
     empty = tmp_path / "empty.pem"
     empty.write_text("\n")
     der = tmp_path / "ca.der"
-    der.write_bytes(ssl.PEM_cert_to_DER_cert(Path(DEFAULT_CA_BUNDLE).read_text().split("\n\n")[0]))
+    der.write_bytes(ssl.PEM_cert_to_DER_cert(Path(RDS_CA_BUNDLE).read_text().split("\n\n")[0]))
     text = tmp_path / "notes.pem"
     text.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
     return {
@@ -559,8 +559,8 @@ def test_mongo_tls_files_that_cannot_load_are_config_errors(tmp_path: Any) -> No
 
 
 def test_a_ca_bundle_that_loads_is_accepted() -> None:
-    env = {**BASE, "IAMDB_MONGO_URI": f"mongodb://db.example.com/app?tlsCAFile={DEFAULT_CA_BUNDLE}"}
-    configs = _load_all({**env, "IAMDB_MYSQL_SSLROOTCERT": DEFAULT_CA_BUNDLE})
+    env = {**BASE, "IAMDB_MONGO_URI": f"mongodb://db.example.com/app?tlsCAFile={RDS_CA_BUNDLE}"}
+    configs = _load_all({**env, "IAMDB_MYSQL_SSLROOTCERT": RDS_CA_BUNDLE})
     _check_valid(configs)
 
 

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[3] / "layer" / "iamdb"
+from tests.paths import PACKAGE
 
 
 @dataclass(frozen=True)

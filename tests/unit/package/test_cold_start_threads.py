@@ -12,11 +12,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-LAYER = Path(__file__).resolve().parents[3] / "layer"
+from tests.paths import LAYER
 
 CHILD = """
 import json, sys, threading

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import iamdb
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 README_MAX_LINES = 160
 
@@ -170,12 +170,12 @@ def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
     assert private_uses("import iamdb\niamdb.get_pg(); iamdb.info('pg')") == []
     assert private_uses("from iamdb.aio import get_pg\nimport iamdb.sqlalchemy") == []
     private = (
-        "import iamdb._registry\nfrom iamdb._config import x\nfrom iamdb import registry\n"
+        "import iamdb._registry\nfrom iamdb._sql.config import x\nfrom iamdb import registry\n"
         "iamdb._registry.default.managed('pg').reused\niamdb.aio._loop\n"
     )
     assert sorted(private_uses(private)) == [
         "from iamdb import registry",
-        "from iamdb._config",
+        "from iamdb._sql.config",
         "iamdb._registry",
         "iamdb._registry",
         "iamdb.aio._loop",

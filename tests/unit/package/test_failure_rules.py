@@ -12,9 +12,8 @@ of each module); this test keeps the rule from eroding.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[3] / "layer" / "iamdb"
+from tests.paths import PACKAGE
 
 
 def raises_inside_except(tree: ast.AST) -> list[int]:

@@ -9,14 +9,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-LAYER = Path(__file__).resolve().parents[3] / "layer"
+from tests.paths import LAYER
 
 CHILD = """
 import json, sys
 import iamdb
-from iamdb._tokens import Endpoint, TokenCache
+from iamdb._sql.tokens import Endpoint, TokenCache
 token = iamdb.generate_db_auth_token("db.example.us-east-1.rds.amazonaws.com", 5432, "app",
                                      "us-east-1")
 cached = TokenCache().get(Endpoint("db.example.us-east-1.rds.amazonaws.com", 5432, "app",
@@ -74,7 +73,7 @@ heavy = {"pymongo", "bson", "boto3", "botocore", "pymongo_auth_aws"}
 import iamdb
 from iamdb import get_mongo  # the name resolves without importing pymongo
 before = sorted({m.split(".")[0] for m in sys.modules} & heavy)
-from iamdb._mongo_config import load_mongo_config
+from iamdb._mongo.config import load_mongo_config
 # The URI is checked by pymongo's own parser: pymongo, but not its AWS signer (boto3).
 load_mongo_config(None, {"IAMDB_MONGO_URI": "mongodb://localhost/app"})
 after = sorted({m.split(".")[0] for m in sys.modules} & heavy)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib.metadata
-from pathlib import Path
 
 import tomllib
 
 import iamdb
+from tests.paths import ROOT
 
-PYPROJECT = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def test_the_version_is_stated_once_in_the_package() -> None:

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iamdb._aws import AwsClient, AwsError, DynamoAnswer
-from iamdb._credentials import CredentialResolver
-from iamdb._runtime import Runtime
+from iamdb._aws.client import AwsClient, AwsError, DynamoAnswer
+from iamdb._aws.credentials import CredentialResolver
+from iamdb._core.runtime import Runtime
 from tests.integration.kept_alive import kept_alive
 from tests.localserver import Captured, LocalServer, answering, response
 

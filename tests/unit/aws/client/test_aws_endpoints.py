@@ -27,10 +27,10 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import EndpointResolutionError, EndpointVariantError
 
-from iamdb._aws import AwsClient, AwsEndpoint, resolve_endpoint
-from iamdb._credentials import CredentialResolver
-from iamdb._env import aws_region
-from iamdb._runtime import Runtime
+from iamdb._aws.client import AwsClient, AwsEndpoint, resolve_endpoint
+from iamdb._aws.credentials import CredentialResolver
+from iamdb._core.env import aws_region
+from iamdb._core.runtime import Runtime
 from iamdb.errors import ConfigError
 from tests.localserver import LocalServer, answering, response
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from iamdb import _sts
-from iamdb._aws import THROTTLING, AwsClient, AwsError, retryable
-from iamdb._credentials import CredentialResolver
-from iamdb._http import TransportError
-from iamdb._runtime import Runtime
+from iamdb._aws import sts as _sts
+from iamdb._aws.client import THROTTLING, AwsClient, AwsError, retryable
+from iamdb._aws.credentials import CredentialResolver
+from iamdb._aws.http import TransportError
+from iamdb._core.runtime import Runtime
 from iamdb.errors import (
     AuthError,
     ConfigError,

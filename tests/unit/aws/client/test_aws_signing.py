@@ -34,9 +34,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devstack.tls import make_tls
-from iamdb._aws import USER_AGENT, AwsClient
-from iamdb._credentials import CredentialResolver
-from iamdb._runtime import Runtime
+from iamdb._aws.client import USER_AGENT, AwsClient
+from iamdb._aws.credentials import CredentialResolver
+from iamdb._core.runtime import Runtime
 from tests.localserver import Captured, LocalServer, answering, response, tls_context
 
 ACCESS_KEY = "ASIAEXAMPLEEXAMPLE01"

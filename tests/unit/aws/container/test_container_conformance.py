@@ -1,7 +1,7 @@
 """iamdb's container credentials against botocore's ``ContainerProvider``, answer for answer.
 
 Each case is a script of loopback endpoint answers (and a token setting); iamdb's
-:class:`~iamdb._container.ContainerCredentials` and botocore's ``ContainerProvider`` (its
+:class:`~iamdb._aws.container.ContainerCredentials` and botocore's ``ContainerProvider`` (its
 ``RefreshableCredentials``, frozen) each get a fresh server playing the same script. They
 must agree: the same credentials, or both a failure. The exceptions are deliberate, each
 with its reason in ``differs``: where iamdb is stricter (credentials that would fail later, or
@@ -21,9 +21,9 @@ import pytest
 from botocore.credentials import ContainerProvider
 from botocore.utils import ContainerMetadataFetcher
 
-from iamdb import _container
-from iamdb._container import ContainerCredentials
-from iamdb._runtime import Runtime
+from iamdb._aws import container as _container
+from iamdb._aws.container import ContainerCredentials
+from iamdb._core.runtime import Runtime
 from iamdb.errors import IamDbError
 from tests.container_endpoint import (
     CLOSE,

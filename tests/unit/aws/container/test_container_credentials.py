@@ -26,17 +26,18 @@ import pytest
 from botocore.utils import ContainerMetadataFetcher
 
 from devstack.tls import make_tls
-from iamdb import _container
-from iamdb._container import ContainerCredentials
-from iamdb._credentials import CredentialResolver, Credentials
-from iamdb._runtime import Runtime
+from iamdb._aws import container as _container
+from iamdb._aws.container import ContainerCredentials
+from iamdb._aws.credentials import CredentialResolver, Credentials
+from iamdb._core.runtime import Runtime
 from iamdb.errors import ConfigError, CredentialsError, IamDbError
 from tests.fakes import START, FakeClock
 from tests.localserver import Captured, LocalServer, answering, read_request, response
+from tests.paths import ROOT
 
 TOKEN = "container-authorization-token-0123456789abcdef"
 KEY, SECRET, SESSION = "ASIACONTAINER0000001", "container-secret-key-0123456789", "session-" * 40
-REPO = Path(__file__).resolve().parents[3]
+REPO = ROOT
 
 
 def iso(epoch: float) -> str:
@@ -505,7 +506,7 @@ def test_no_secret_in_reprs(server: LocalServer, clock: FakeClock) -> None:
 
 _CHILD = """
 import json, sys
-from iamdb._credentials import default_resolver
+from iamdb._aws.credentials import default_resolver
 creds = default_resolver.resolve()
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("botocore", "boto3"))
 print(json.dumps({"key": creds.access_key, "loaded": loaded}))

@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from iamdb import _container
-from iamdb._container import ContainerCredentials
-from iamdb._credentials import Credentials
-from iamdb._http import Response
-from iamdb._runtime import Runtime
+from iamdb._aws import container as _container
+from iamdb._aws.container import ContainerCredentials
+from iamdb._aws.credentials import Credentials
+from iamdb._aws.http import Response
+from iamdb._core.runtime import Runtime
 from iamdb.errors import CredentialsError, IamDbError
 from tests.container_endpoint import SECRET, SECRETS, SESSION, TOKEN, Ticking, environment, iso
 from tests.fakes import START

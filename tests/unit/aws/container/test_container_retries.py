@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from iamdb import _container
-from iamdb._container import ContainerCredentials
-from iamdb._runtime import Runtime
+from iamdb._aws import container as _container
+from iamdb._aws.container import ContainerCredentials
+from iamdb._core.runtime import Runtime
 from iamdb.errors import CredentialsError, IamDbError
 from tests.container_endpoint import (
     CLOSE,

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from iamdb._container import ContainerCredentials
-from iamdb._credentials import CredentialResolver
-from iamdb._runtime import Runtime
+from iamdb._aws.container import ContainerCredentials
+from iamdb._aws.credentials import CredentialResolver
+from iamdb._core.runtime import Runtime
 from iamdb.errors import ConfigError, CredentialsError, IamDbError
 from tests.container_endpoint import (
     CLOSE,

@@ -18,9 +18,9 @@ import pytest
 from botocore.credentials import ReadOnlyCredentials
 
 import iamdb
-from iamdb import _signer
-from iamdb._credentials import CredentialResolver, as_credentials
-from iamdb._runtime import Runtime
+from iamdb._aws import signer as _signer
+from iamdb._aws.credentials import CredentialResolver, as_credentials
+from iamdb._core.runtime import Runtime
 from iamdb.errors import ConfigError, IamDbError
 from tests.integration.kept_alive import kept_alive
 

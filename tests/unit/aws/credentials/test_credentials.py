@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 
-from iamdb._credentials import CredentialResolver, Credentials, as_credentials
-from iamdb._runtime import Runtime
+from iamdb._aws.credentials import CredentialResolver, Credentials, as_credentials
+from iamdb._core.runtime import Runtime
 from iamdb.errors import ConfigError, CredentialsError
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"

@@ -1,4 +1,5 @@
-"""iamdb._http on real sockets: deadlines that bound the whole request, keep-alive, broken answers.
+"""iamdb._aws.http on real sockets: deadlines that bound the whole request, keep-alive, broken
+answers.
 
 Every server is a thread of our own on 127.0.0.1 (:mod:`tests.localserver`). Waits are proven
 without timing thresholds:
@@ -26,7 +27,7 @@ from typing import Any
 import pytest
 
 from devstack.tls import make_tls
-from iamdb._http import HttpConnection, Response, TransportError
+from iamdb._aws.http import HttpConnection, Response, TransportError
 from iamdb.errors import IamDbError
 from tests.fakes import FakeClock
 from tests.localserver import (

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from iamdb._http import HttpConnection, Response, TransportError
+from iamdb._aws.http import HttpConnection, Response, TransportError
 from tests.integration.kept_alive import kept_alive
 from tests.localserver import LocalServer, read_request
 

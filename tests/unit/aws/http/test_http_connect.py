@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from iamdb._http import HttpConnection, TransportError
+from iamdb._aws.http import HttpConnection, TransportError
 from iamdb.errors import ConfigError
 from tests.integration.kept_alive import kept_alive
 from tests.localserver import LocalServer, answering, response

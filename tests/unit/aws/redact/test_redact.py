@@ -1,4 +1,4 @@
-"""iamdb._redact against botocore's real DEBUG output: no secret survives, the context does.
+"""iamdb._aws.redact against botocore's real DEBUG output: no secret survives, the context does.
 
 The records come from botocore itself: boto3 clients (STS AssumeRole over the query protocol
 and XML, DynamoDB UpdateItem over JSON, Cognito and SSO returning credentials as JSON) call a
@@ -24,7 +24,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from iamdb import _redact
+from iamdb._aws import redact as _redact
 
 ACCESS_KEY = "ASIAFUNCTIONKEY00001"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -147,7 +147,7 @@ def wire() -> Iterator[Wire]:
     for name in LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG)
     # The real pymongo-auth-aws is needed here, not iamdb's stand-in an earlier test may have
-    # registered under its name; afterwards the stand-in is put back (see iamdb/_mongo_aws.py).
+    # registered under its name; afterwards the stand-in is put back (see iamdb/_mongo/aws.py).
     stand_in = {m: sys.modules.pop(m) for m in list(sys.modules) if m.split(".")[0] == PMA}
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeAws)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

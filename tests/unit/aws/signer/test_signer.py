@@ -22,9 +22,9 @@ from botocore.credentials import ReadOnlyCredentials
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iamdb import _sigv4
-from iamdb._credentials import Credentials
-from iamdb._signer import (
+from iamdb._aws import sigv4 as _sigv4
+from iamdb._aws.credentials import Credentials
+from iamdb._aws.signer import (
     DSQL_MAX_EXPIRES_SECONDS,
     TOKEN_LIFETIME_SECONDS,
     generate_db_auth_token,

@@ -1,6 +1,6 @@
 """Decorrelated-jitter backoff and the message that ends a login's retries.
 
-The retry loop itself is the ManagedConnection's (tests/unit/limiter/test_limiter.py).
+The retry loop itself is the ManagedConnection's (tests/unit/sql/limits/test_limits.py).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from iamdb._retry import THROTTLING_HINT, DecorrelatedJitter, final_error
+from iamdb._core.backoff import THROTTLING_HINT, DecorrelatedJitter, final_error
 from iamdb.errors import AuthError, ConnectError, ThrottleError
 
 

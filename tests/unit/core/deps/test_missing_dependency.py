@@ -11,13 +11,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from iamdb._config import DEFAULT_CA_BUNDLE
-
-LAYER = Path(__file__).resolve().parents[3] / "layer"
+from iamdb._core.env import RDS_CA_BUNDLE
+from tests.paths import LAYER
 
 CHILD = """
 import asyncio, json, sys
@@ -57,7 +55,7 @@ ENV = {
     "IAMDB_MYSQL_HOST": "db.x.us-east-1.rds.amazonaws.com",
     "IAMDB_MYSQL_USER": "app",
     "IAMDB_DSQL_HOST": "abcdefghijklmnopqrstuvwxyz.dsql.eu-central-1.on.aws",
-    "IAMDB_DSQL_SSLROOTCERT": DEFAULT_CA_BUNDLE,
+    "IAMDB_DSQL_SSLROOTCERT": RDS_CA_BUNDLE,
     "IAMDB_MONGO_URI": "mongodb://db.example.com/app",
     "AWS_REGION": "us-east-1",
 }

@@ -1,7 +1,7 @@
 """CA files that are no regular file: a FIFO, /dev/zero, a directory, a swapped path.
 
 ``IAMDB_*_SSLROOTCERT`` and DSQL's ``SSL_CERT_FILE`` are each read by
-:func:`iamdb._env.ca_file_problem` before any token is signed. A FIFO used to block the
+:func:`iamdb._core.env.ca_file_problem` before any token is signed. A FIFO used to block the
 open for good, and ``/dev/zero`` to be read to the 10 MiB bound (a ``MemoryError`` on a small
 function): now each is a ConfigError naming the variable, without waiting or reading.
 """
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from iamdb import _env
-from iamdb._config import DEFAULT_CA_BUNDLE, load_sql_config
+from iamdb._core import env as _env
+from iamdb._core.env import RDS_CA_BUNDLE
+from iamdb._sql.config import load_sql_config
 from iamdb.errors import ConfigError
 
 RDS = "mydb.c9akciq32.eu-west-1.rds.amazonaws.com"
@@ -89,7 +90,7 @@ def test_a_fifo_with_a_writer_is_refused_too(tmp_path: Path) -> None:
     path = _special(tmp_path, "fifo")
     writer = os.open(path, os.O_RDWR)  # O_RDWR on a FIFO never blocks (Linux)
     try:
-        os.write(writer, Path(DEFAULT_CA_BUNDLE).read_bytes()[:1000])
+        os.write(writer, Path(RDS_CA_BUNDLE).read_bytes()[:1000])
         assert "not a regular file (a FIFO)" in str(_env.ca_file_problem(path))
     finally:
         os.close(writer)
@@ -99,7 +100,7 @@ def test_a_path_swapped_after_it_passed_is_read_again(tmp_path: Path) -> None:
     """The check is of what is open, not of an earlier stat: a good file swapped for a FIFO
     or for other bytes at the same path is refused at the next check."""
     path = tmp_path / "ca.pem"
-    path.write_bytes(Path(DEFAULT_CA_BUNDLE).read_bytes())
+    path.write_bytes(Path(RDS_CA_BUNDLE).read_bytes())
     assert _env.ca_file_problem(str(path)) is None
     path.unlink()
     os.mkfifo(path)

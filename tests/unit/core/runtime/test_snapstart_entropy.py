@@ -14,11 +14,10 @@ import os
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-LAYER = Path(__file__).resolve().parents[3] / "layer"
+from tests.paths import LAYER
 
 CHILD = """
 import json, random, sys
@@ -28,11 +27,11 @@ draw = sys.argv[1]
 if draw == "random":
     values = [random.random() for _ in range(5)]
 elif draw == "backoff":
-    from iamdb._retry import DecorrelatedJitter
+    from iamdb._core.backoff import DecorrelatedJitter
     jitter = DecorrelatedJitter()
     values = [jitter.next_delay() for _ in range(5)]
 else:
-    from iamdb._runtime import PROCESS, Runtime
+    from iamdb._core.runtime import PROCESS, Runtime
     values = [PROCESS.uniform(0, 1), Runtime().uniform(0, 1)]
 print(json.dumps(values))
 """

@@ -8,18 +8,18 @@ clock and the socket-pair driver of test_managed.py.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from iamdb._config import load_settings, load_sql_config
-from iamdb._managed import ManagedConnection
-from iamdb._runtime import Runtime
-from iamdb._telemetry import METRICS, Probe, Telemetry
+from iamdb._core.runtime import Runtime
+from iamdb._core.telemetry import METRICS, Probe, Telemetry
+from iamdb._sql.config import load_settings, load_sql_config
+from iamdb._sql.managed import ManagedConnection
 from iamdb.errors import AuthError, ConfigError
 from tests.fakes import FakeClock, SocketDriver, managed_connection
-from tests.unit.managed.test_managed import ENV
+from tests.paths import ROOT
+from tests.unit.sql.managed.test_managed import ENV
 
 
 class Recording(Telemetry):
@@ -128,12 +128,14 @@ def test_refusals_are_counted() -> None:
 
 
 def test_metric_names_are_the_documented_ones() -> None:
-    import iamdb._telemetry
+    import iamdb._core.telemetry
 
-    reference = (Path(__file__).resolve().parents[3] / "docs" / "configuration.md").read_text()
+    reference = (ROOT / "docs" / "configuration.md").read_text()
     assert len(set(METRICS)) == 13 and all(name.isidentifier() for name in METRICS)
     for name in METRICS:
-        assert f"``{name}``" in (iamdb._telemetry.__doc__ or "") and f"`{name}`" in reference, name
+        assert (
+            f"``{name}``" in (iamdb._core.telemetry.__doc__ or "") and f"`{name}`" in reference
+        ), name
 
 
 @pytest.mark.parametrize(

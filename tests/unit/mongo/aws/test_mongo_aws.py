@@ -1,7 +1,7 @@
 """iamdb's MONGODB-AWS signing against pymongo-auth-aws (botocore's SigV4) as the oracle.
 
 pymongo-auth-aws runs in a child process: imported here, it would take the place of iamdb's
-stand-in for the rest of the test session (see iamdb/_mongo_aws.py).
+stand-in for the rest of the test session (see iamdb/_mongo/aws.py).
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ import os
 import subprocess
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
-from iamdb import _mongo_aws
-from iamdb._mongo_aws import AwsCredential, auth_header, sts_region
+from iamdb._mongo import aws as _mongo_aws
+from iamdb._mongo.aws import AwsCredential, auth_header, sts_region
+from tests.paths import LAYER
 
-LAYER = Path(__file__).resolve().parents[3] / "layer"
 INSTANT = datetime(2026, 12, 2, 17, 45, 9, tzinfo=timezone.utc)
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 TOKEN = "IQoJb3JpZ2luX2VjE//////////wEaCXVzLWVhc3QtMSJHMEUCIQD+" + "Ab9/+x=" * 100
@@ -87,7 +86,7 @@ def test_region_of_the_sts_host() -> None:
 def test_install_gives_way_to_the_real_package_and_never_loads_boto3() -> None:
     child = (
         "import json, sys\n"
-        "from iamdb import _mongo_aws\n"
+        "from iamdb._mongo import aws as _mongo_aws\n"
         "first = _mongo_aws.install()\n"
         "import pymongo_auth_aws\n"
         "from pymongo_auth_aws.auth import set_cached_credentials, set_use_cached_credentials\n"
@@ -98,7 +97,8 @@ def test_install_gives_way_to_the_real_package_and_never_loads_boto3() -> None:
     out = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True)
     assert json.loads(out.stdout) == [True, True, True, []]
     real_first = (
-        "import pymongo_auth_aws\nfrom iamdb import _mongo_aws\nprint(_mongo_aws.install())"
+        "import pymongo_auth_aws\nfrom iamdb._mongo import aws as _mongo_aws\n"
+        "print(_mongo_aws.install())"
     )
     out = subprocess.run(
         [sys.executable, "-c", real_first], env=env, capture_output=True, text=True

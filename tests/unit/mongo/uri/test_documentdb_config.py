@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from pymongo import MongoClient, uri_parser
 
-from iamdb._config import DEFAULT_CA_BUNDLE
-from iamdb._credentials import Credentials
-from iamdb._mongo_client import client_options, connection_string
-from iamdb._mongo_config import MongoConfig, load_mongo_config
-from iamdb._mongo_uri import RDS_BUNDLE_REGIONS, documentdb_region, parse_uri
-from iamdb._sts import Lease
+from iamdb._aws.credentials import Credentials
+from iamdb._aws.sts import Lease
+from iamdb._core.env import RDS_CA_BUNDLE
+from iamdb._mongo.client import client_options, connection_string
+from iamdb._mongo.config import MongoConfig, load_mongo_config
+from iamdb._mongo.uri import RDS_BUNDLE_REGIONS, documentdb_region, parse_uri
 from iamdb.errors import ConfigError
 
 pytestmark = pytest.mark.filterwarnings(
@@ -60,7 +60,7 @@ def client(c: MongoConfig) -> MongoClient[Any]:
 def bundle_roots() -> dict[str, set[str]]:
     """Region -> key types of the RDS G1 root CAs the bundled file holds."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.load_verify_locations(DEFAULT_CA_BUNDLE)
+    context.load_verify_locations(RDS_CA_BUNDLE)
     roots: dict[str, set[str]] = {}
     for cert in context.get_ca_certs():
         for rdn in cert["subject"]:
@@ -124,12 +124,12 @@ def test_a_documentdb_client_trusts_the_rds_bundle_and_makes_no_retryable_writes
     c = cfg(f"mongodb://{CLUSTER}:27017/app?replicaSet=rs0&readPreference=secondaryPreferred")
     assert c.documentdb
     kwargs = client_options(replace(c, client_name="orders-api"), CREDS)
-    assert (kwargs["tlsCAFile"], kwargs["retryWrites"]) == (DEFAULT_CA_BUNDLE, False)
+    assert (kwargs["tlsCAFile"], kwargs["retryWrites"]) == (RDS_CA_BUNDLE, False)
     made = client(c)
     try:
         context = made.options.pool_options._ssl_context
         assert isinstance(context, ssl.SSLContext)
-        bundled = Path(DEFAULT_CA_BUNDLE).read_text().count("BEGIN CERTIFICATE")
+        bundled = Path(RDS_CA_BUNDLE).read_text().count("BEGIN CERTIFICATE")
         assert context.cert_store_stats()["x509_ca"] == bundled  # the bundle, nothing else
         assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
         assert made.options.retry_writes is False
@@ -139,7 +139,7 @@ def test_a_documentdb_client_trusts_the_rds_bundle_and_makes_no_retryable_writes
 
 def test_the_uri_overrides_the_documentdb_defaults(tmp_path: Path) -> None:
     ca = tmp_path / "global-bundle.pem"  # the name AWS's download has
-    shutil.copy(DEFAULT_CA_BUNDLE, ca)
+    shutil.copy(RDS_CA_BUNDLE, ca)
     ca.write_text(
         ca.read_text().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n"
     )
@@ -161,7 +161,7 @@ def test_other_hosts_keep_the_system_store_and_pymongo_defaults() -> None:
 
 def test_what_aws_gives_for_documentdb_is_accepted_as_it_is() -> None:
     """The console's connection string with IAM's options, and the tunnel's direct form."""
-    ca = urllib.parse.quote(DEFAULT_CA_BUNDLE, safe="/")
+    ca = urllib.parse.quote(RDS_CA_BUNDLE, safe="/")
     for query in (
         f"tls=true&tlsCAFile={ca}&replicaSet=rs0&readPreference=secondaryPreferred"
         "&retryWrites=false&authSource=%24external&authMechanism=MONGODB-AWS",
@@ -191,7 +191,7 @@ def test_refused_before_any_network_call(uri: str, fragment: str) -> None:
 
 def test_a_region_the_bundle_lacks_is_fine_with_its_own_ca() -> None:
     host = "orders.cluster-c1.il-central-1.docdb.amazonaws.com"
-    c = cfg(f"mongodb://{host}/app?tlsCAFile={urllib.parse.quote(DEFAULT_CA_BUNDLE, safe='/')}")
+    c = cfg(f"mongodb://{host}/app?tlsCAFile={urllib.parse.quote(RDS_CA_BUNDLE, safe='/')}")
     assert c.documentdb and "tlsCAFile" not in client_options(c, CREDS)
 
 
@@ -208,7 +208,7 @@ def test_connection_string_carries_the_ca_and_no_retryable_writes() -> None:
     c = cfg(f"mongodb://{CLUSTER}:27017/app?replicaSet=rs0")
     uri = connection_string(c, Lease(CREDS, 0.0, "arn:aws:iam::123456789012:role/MongoAccess"))
     options = uri_parser.parse_uri(uri)["options"]
-    assert options["tlsCAFile"] == DEFAULT_CA_BUNDLE and options["retryWrites"] is False
+    assert options["tlsCAFile"] == RDS_CA_BUNDLE and options["retryWrites"] is False
     assert options["tls"] is True and options["replicaSet"] == "rs0"
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from iamdb._config import (
-    DEFAULT_CA_BUNDLE,
+from iamdb._core.env import RDS_CA_BUNDLE
+from iamdb._core.runtime import Runtime
+from iamdb._sql.config import (
     load_settings,
     load_sql_config,
     region_from_endpoint,
 )
-from iamdb._runtime import Runtime
 from iamdb.errors import ConfigError
 
 RDS = "mydb.c9akciq32.eu-west-1.rds.amazonaws.com"
@@ -28,14 +28,14 @@ def test_defaults() -> None:
     assert (cfg.signing_host, cfg.signing_port, cfg.region) == (RDS, 5432, "eu-west-1")
     assert (cfg.sslmode, cfg.sslrootcert, cfg.connect_timeout) == (
         "verify-full",
-        DEFAULT_CA_BUNDLE,
+        RDS_CA_BUNDLE,
         5,
     )
     assert cfg.label == "pg"
 
 
 def test_the_client_name_is_the_function_name_of_the_environment_given() -> None:
-    from iamdb._pg import _params
+    from iamdb._sql.pg import _params
 
     assert load_sql_config("pg", None, env()).client_name == "iamdb"
     named = load_sql_config("pg", None, env(AWS_LAMBDA_FUNCTION_NAME="f" * 70))

@@ -21,16 +21,17 @@ import botocore.auth
 import psycopg
 import pytest
 
-from iamdb import _dsql
+from iamdb._aws.credentials import CredentialResolver
 from iamdb._cli import configured_instances, describe
-from iamdb._config import DEFAULT_CA_BUNDLE, SqlConfig, load_sql_config
-from iamdb._credentials import CredentialResolver
-from iamdb._limiter import Limits, paced_rate
-from iamdb._managed import ManagedConnection
-from iamdb._pg import _classify, _params
-from iamdb._retry import DecorrelatedJitter
-from iamdb._runtime import Runtime
-from iamdb._tokens import Token, TokenCache
+from iamdb._core.backoff import DecorrelatedJitter
+from iamdb._core.env import RDS_CA_BUNDLE
+from iamdb._core.runtime import Runtime
+from iamdb._sql import dsql as _dsql
+from iamdb._sql.config import SqlConfig, load_sql_config
+from iamdb._sql.limits import Limits, paced_rate
+from iamdb._sql.managed import ManagedConnection
+from iamdb._sql.pg import _classify, _params
+from iamdb._sql.tokens import Token, TokenCache
 from iamdb.errors import AuthError, ConfigError, ConflictError, ConnectError, ThrottleError
 from tests.fakes import FakeTime, RecordingProbe, SocketDriver, managed_connection, runtime
 
@@ -38,7 +39,7 @@ CLUSTER = "abcdefghijklmnopqrstuvwxyz.dsql.eu-central-1.on.aws"
 KEY, SECRET = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 ENV = {
     "IAMDB_DSQL_HOST": CLUSTER,
-    "IAMDB_DSQL_SSLROOTCERT": DEFAULT_CA_BUNDLE,  # any loadable bundle: no system store needed
+    "IAMDB_DSQL_SSLROOTCERT": RDS_CA_BUNDLE,  # any loadable bundle: no system store needed
     "AWS_ACCESS_KEY_ID": KEY,
     "AWS_SECRET_ACCESS_KEY": SECRET,
 }
@@ -72,7 +73,7 @@ def test_every_setting_and_a_named_instance() -> None:
         "IAMDB_DSQL_ORDERS_IAM_HOST": CLUSTER.upper(),
         "IAMDB_DSQL_ORDERS_USER": "orders_app",
         "IAMDB_DSQL_ORDERS_DBNAME": "postgres",
-        "IAMDB_DSQL_ORDERS_SSLROOTCERT": DEFAULT_CA_BUNDLE,
+        "IAMDB_DSQL_ORDERS_SSLROOTCERT": RDS_CA_BUNDLE,
         "IAMDB_DSQL_ORDERS_TOKEN_EXPIRES_SECONDS": "3600",
         "IAMDB_DSQL_ORDERS_MAX_AGE_SECONDS": "1800.5",
         "IAMDB_DSQL_ORDERS_CONNECT_RATE": "25",
@@ -141,11 +142,11 @@ def test_tls_defaults_to_the_system_ca_store(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     store = tmp_path / "ca-bundle.crt"
-    store.write_text(Path(DEFAULT_CA_BUNDLE).read_text())
+    store.write_text(Path(RDS_CA_BUNDLE).read_text())
     monkeypatch.setattr(_dsql, "SYSTEM_CA_FILES", (str(tmp_path / "absent.crt"), str(store)))
     env = {k: v for k, v in ENV.items() if k != "IAMDB_DSQL_SSLROOTCERT"}
     assert load_sql_config("dsql", None, env).sslrootcert == str(store)
-    assert rds().sslrootcert == DEFAULT_CA_BUNDLE  # RDS: the bundled RDS CAs
+    assert rds().sslrootcert == RDS_CA_BUNDLE  # RDS: the bundled RDS CAs
     chosen = tmp_path / "chosen.pem"
     chosen.write_text(store.read_text())
     assert load_sql_config("dsql", None, {**env, "SSL_CERT_FILE": str(chosen)}).sslrootcert == str(

@@ -18,13 +18,13 @@ import pytest
 
 from bench.fleetsim.dynamodb import Table
 from bench.fleetsim.values import DynamoError
-from iamdb._aws import AwsError, DynamoAnswer
-from iamdb._fleet import COOLDOWN_SECONDS, FleetLimiter, Ticket
-from iamdb._http import TransportError
-from iamdb._limiter import Waits, paced_rate
-from iamdb._log import WarnOnce
-from iamdb._queue import TOLERANCE_US
-from iamdb._runtime import Runtime
+from iamdb._aws.client import AwsError, DynamoAnswer
+from iamdb._aws.http import TransportError
+from iamdb._core.log import WarnOnce
+from iamdb._core.runtime import Runtime
+from iamdb._sql.fleet import COOLDOWN_SECONDS, FleetLimiter, Ticket
+from iamdb._sql.limits import Waits, paced_rate
+from iamdb._sql.queue import TOLERANCE_US
 from iamdb.errors import ConfigError, CredentialsError, IamDbError, ThrottleError
 from tests.fakes import FakeTime
 

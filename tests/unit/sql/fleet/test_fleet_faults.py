@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from bench.fleetsim.dynamodb import Table
-from iamdb._aws import AwsError
-from iamdb._fleet import TRIES
-from iamdb._limiter import Limits
-from iamdb._queue import HORIZON_US, TTL_SECONDS
+from iamdb._aws.client import AwsError
+from iamdb._sql.fleet import TRIES
+from iamdb._sql.limits import Limits
+from iamdb._sql.queue import HORIZON_US, TTL_SECONDS
 from iamdb.errors import ThrottleError
 from tests.fakes import FakeTime, RecordingProbe
-from tests.unit.fleet.test_fleet import EP, KEY, SPACING, Fleet, n_of, put, us
+from tests.unit.sql.fleet.test_fleet import EP, KEY, SPACING, Fleet, n_of, put, us
 
 
 class Freezing(FakeTime):

@@ -17,7 +17,7 @@ import pytest
 
 from bench.fleetsim.dynamodb import Table
 from bench.fleetsim.values import DynamoError, item_to_wire
-from iamdb import _queue as queue
+from iamdb._sql import queue as queue
 
 KEY = "q#db.example:5432"
 NOW = 1_800_000_000_000_000

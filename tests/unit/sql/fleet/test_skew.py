@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from iamdb._skew import SKEW_SECONDS, ClockCheck
+from iamdb._sql.skew import SKEW_SECONDS, ClockCheck
 
 
 class Clocks:

@@ -13,10 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from iamdb._config import load_settings, load_sql_config
-from iamdb._limiter import PACE, Deadline, Limits, TokenBucket, paced_rate
-from iamdb._managed import ManagedConnection
 from iamdb._registry import Registry
+from iamdb._sql.config import load_settings, load_sql_config
+from iamdb._sql.limits import PACE, Deadline, Limits, TokenBucket, paced_rate
+from iamdb._sql.managed import ManagedConnection
 from iamdb.errors import AuthError, ConfigError, ThrottleError
 from tests.fakes import FakeTime, RecordingProbe, SocketDriver, managed_connection, runtime
 

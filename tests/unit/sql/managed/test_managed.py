@@ -15,10 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from iamdb._config import load_sql_config
-from iamdb._invocation import TRACE_VAR, Invocation
-from iamdb._managed import ManagedConnection
-from iamdb._runtime import Runtime
+from iamdb._core.invocation import TRACE_VAR, Invocation
+from iamdb._core.runtime import Runtime
+from iamdb._sql.config import load_sql_config
+from iamdb._sql.managed import ManagedConnection
 from iamdb.errors import AuthError, ConnectError
 from tests.fakes import FakeTime, RecordingProbe, SocketDriver, managed_connection
 

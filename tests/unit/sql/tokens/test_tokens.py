@@ -10,10 +10,10 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from iamdb._credentials import CredentialResolver, Credentials
-from iamdb._runtime import Runtime
-from iamdb._signer import generate_db_auth_token
-from iamdb._tokens import Endpoint, Token, TokenCache
+from iamdb._aws.credentials import CredentialResolver, Credentials
+from iamdb._aws.signer import generate_db_auth_token
+from iamdb._core.runtime import Runtime
+from iamdb._sql.tokens import Endpoint, Token, TokenCache
 from iamdb.errors import ConfigError
 from tests.fakes import FakeClock, RecordingProbe
 
