@@ -108,8 +108,8 @@ def bare_update_item_ms(env: dict[str, str], repeat: int = 50) -> tuple[float, f
     limiter's own ticket (its conditional expression, on an idle queue) on a new connection:
     what a cold start's first ticket costs at the server. moto evaluates expressions in
     Python, milliseconds apart; DynamoDB in microseconds."""
+    from iamdb._aws.chain import CredentialResolver
     from iamdb._aws.client import AwsClient
-    from iamdb._aws.credentials import CredentialResolver
     from iamdb._core.runtime import Runtime
     from iamdb._sql.queue import HORIZON_US, TOLERANCE_US, View, take
 

@@ -14,12 +14,12 @@ import contextlib
 import socket
 from dataclasses import dataclass, field
 
-from iamdb._aws.credentials import CredentialResolver
-from iamdb._core.invocation import Invocation
+from iamdb._aws.chain import CredentialResolver
+from iamdb._core.invocation import Deadline, Invocation
 from iamdb._core.runtime import Runtime
 from iamdb._core.telemetry import Telemetry
 from iamdb._sql.config import SqlConfig
-from iamdb._sql.limits import Deadline, Limits
+from iamdb._sql.limits import Limits
 from iamdb._sql.login import Login, Until
 from iamdb._sql.managed import ManagedConnection
 from iamdb._sql.tokens import Token, TokenCache

@@ -15,7 +15,8 @@ from iamdb._aws.client import AwsError, retryable
 from iamdb._aws.http import TransportError
 from iamdb._core.backoff import DecorrelatedJitter
 from iamdb._core.log import WarnOnce, logger
-from iamdb._sql.limits import TokenBucket, paced_rate
+from iamdb._sql.limits import TokenBucket
+from iamdb._sql.pace import paced_rate
 from iamdb.errors import ConfigError, IamDbError, ThrottleError
 
 if TYPE_CHECKING:

@@ -204,11 +204,11 @@ def main_environment(ctx: Ctx) -> Outcome:
 
 
 def _environment(ctx: Ctx, fleet_type: Any, limits_type: Any) -> Outcome:
-    from iamdb._aws.credentials import CredentialResolver
+    from iamdb._aws.chain import CredentialResolver
+    from iamdb._core.invocation import Deadline
     from iamdb._core.log import WarnOnce
     from iamdb._core.runtime import Runtime
     from iamdb._sql.config import load_sql_config
-    from iamdb._sql.limits import Deadline
     from iamdb._sql.login import Login
     from iamdb._sql.tokens import TokenCache
 

@@ -23,11 +23,11 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from iamdb import _registry
+from iamdb._core.deps import requires
 from iamdb._core.env import instance_prefix
 from iamdb._core.log import logger
 from iamdb._sql.config import SQL_SUFFIXES
 from iamdb._sql.managed import ping_deadline
-from iamdb._sql.refusals import requires
 from iamdb.errors import ConfigError, ConnectError
 
 if TYPE_CHECKING:

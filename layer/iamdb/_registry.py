@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from iamdb._aws.credentials import CredentialResolver
+from iamdb._aws.chain import CredentialResolver
 from iamdb._core.env import instance_name
 from iamdb._core.runtime import Runtime
 from iamdb._core.snapstart import register_after_restore
@@ -242,7 +242,7 @@ class Registry(Shared):
         kind = "mysql" if cfg.engine == "mysql" else "pg"  # DSQL speaks PostgreSQL
         driver = self._drivers.get(kind)
         if driver is None:
-            from iamdb._sql.refusals import requires
+            from iamdb._core.deps import requires
 
             with requires(kind, cfg.prefix + "HOST"):
                 if kind == "pg":

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from iamdb._aws.credentials import CredentialResolver, default_resolver
-from iamdb._core.invocation import Invocation
+from iamdb._aws.chain import CredentialResolver, default_resolver
+from iamdb._core.invocation import Deadline, Invocation
 from iamdb._core.log import WarnOnce, apply_level, join_powertools_logger
 from iamdb._core.runtime import PROCESS, Runtime
+from iamdb._core.settings import Settings, load_settings
 from iamdb._core.telemetry import Telemetry
-from iamdb._sql.config import Settings, load_settings
-from iamdb._sql.limits import Deadline
 from iamdb._sql.tokens import TokenCache
 from iamdb.errors import ConfigError
 

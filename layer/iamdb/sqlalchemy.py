@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from iamdb import _registry
+from iamdb._core.deps import requires
 from iamdb._core.snapstart import register_after_restore
 from iamdb._engines import pool_class, watch
-from iamdb._sql.refusals import requires
 from iamdb.errors import ConfigError
 
 with requires("sqlalchemy", "iamdb.sqlalchemy"):

@@ -24,8 +24,8 @@ import pytest
 
 from devstack.aws import ACCOUNT, REGION, THROTTLE_TABLE
 from devstack.stack import PG_ENDPOINT, Stack
+from iamdb._aws.chain import CredentialResolver
 from iamdb._aws.client import AwsClient
-from iamdb._aws.credentials import CredentialResolver
 from iamdb._core.runtime import Runtime
 from tests.integration.test_fleet_limiter import put_item, table_item
 

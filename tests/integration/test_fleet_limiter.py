@@ -26,13 +26,13 @@ import pytest
 from devstack.aws import ACCOUNT, REGION, THROTTLE_TABLE
 from devstack.procs import free_port
 from devstack.stack import PG_ENDPOINT, Stack
+from iamdb._aws.chain import CredentialResolver
 from iamdb._aws.client import AwsClient
-from iamdb._aws.credentials import CredentialResolver
 from iamdb._core.log import WarnOnce
 from iamdb._core.runtime import Runtime
 from iamdb._registry import Registry
 from iamdb._sql.fleet import COOLDOWN_SECONDS, FleetLimiter, Ticket
-from iamdb._sql.limits import Waits, paced_rate
+from iamdb._sql.pace import Waits, paced_rate
 from iamdb._sql.queue import TOLERANCE_US, TTL_SECONDS
 from iamdb.errors import ThrottleError
 from tests.fakes import FakeTime, RecordingTelemetry, runtime
@@ -233,7 +233,7 @@ def test_many_threads_and_processes_never_share_a_slot_or_exceed_the_rate(
         "from iamdb._core.runtime import PROCESS\n"
         "from iamdb._aws.credentials import CredentialResolver\n"
         "from iamdb._sql.fleet import FleetLimiter\n"
-        "from iamdb._sql.limits import Waits\n"
+        "from iamdb._sql.pace import Waits\n"
         "from iamdb._core.log import WarnOnce\n"
         "fleet = FleetLimiter(sys.argv[1], AwsClient(PROCESS, CredentialResolver()), PROCESS,"
         " WarnOnce())\n"

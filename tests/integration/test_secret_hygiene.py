@@ -31,7 +31,7 @@ import iamdb._registry
 from devstack.aws import MONGO_UNLISTED_ROLE_ARN
 from devstack.stack import Stack
 from iamdb._core.env import RDS_CA_BUNDLE
-from iamdb._sql.config import load_settings
+from iamdb._core.settings import load_settings
 from iamdb.errors import AuthError, ConfigError, ConnectError
 from tests.integration.leaks import BOTOCORE, Secrets, client_side, see_logs
 

@@ -27,7 +27,7 @@ from iamdb.errors import IamDbError, _detached
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
 
-    from iamdb._aws.credentials import CredentialResolver
+    from iamdb._aws.chain import CredentialResolver
     from iamdb._core.runtime import Runtime
 
 USER_AGENT = "iamdb/0.1"

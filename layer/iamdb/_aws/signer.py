@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
+from iamdb._aws import chain as _chain
 from iamdb._aws import credentials as _credentials
 from iamdb._aws.sigv4 import (
     ALNUM,
@@ -77,7 +78,7 @@ def generate_db_auth_token(
     ``hostname`` must be the real RDS endpoint name (or a bracketed IPv6 literal): the
     signature covers it. ``credentials`` is any object with ``access_key``,
     ``secret_key`` and ``token`` attributes; None resolves them with
-    :data:`iamdb._aws.credentials.default_resolver` (environment first). ``now`` is the
+    :data:`iamdb._aws.chain.default_resolver` (environment first). ``now`` is the
     timezone-aware signing instant; None means the current time. The token is valid for
     :data:`TOKEN_LIFETIME_SECONDS` from that instant.
 
@@ -162,7 +163,7 @@ def _presign(
     if not is_region(region):
         raise ConfigError("region", "must be an AWS region name such as 'us-east-1'")
     stamp = timestamp(now)
-    creds = _credentials.default_resolver.resolve() if credentials is None else credentials
+    creds = _chain.default_resolver.resolve() if credentials is None else credentials
     if not encodable(creds):  # checked before any local holds a secret
         raise ConfigError("credentials", "keys and token must be encodable as UTF-8")
     return _signed_query(host_header, action, service, region, stamp, expires_in, creds)

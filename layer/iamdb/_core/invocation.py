@@ -1,4 +1,8 @@
-"""Which Lambda invocation is running, so that nothing one invocation left open reaches the next.
+"""The Lambda invocation running now: which one it is (:class:`Invocation`), and when the waits
+iamdb makes for it must end (:class:`Deadline`). Both come from the context given to
+:func:`iamdb.set_lambda_context`.
+
+Which invocation: so that nothing one invocation left open reaches the next.
 
 Lambda runs one invocation at a time per environment and freezes it in between; a connection
 kept in a module-level singleton crosses that boundary. What a handler left behind (a
@@ -47,3 +51,32 @@ class Invocation:
             return self._request_id
         trace = self._environ.get(TRACE_VAR)
         return trace or None
+
+
+DEADLINE_MARGIN = 0.5
+"""Seconds before the invocation's end at which iamdb stops waiting for permits."""
+
+
+class Deadline:
+    """When the waits of a new login must end: plain state shared by a registry's instances.
+
+    With the Lambda context known (:meth:`set_context`), the invocation's end minus
+    :data:`DEADLINE_MARGIN`; otherwise twice the instance's connect timeout from now.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._remaining_ms: Callable[[], float] | None = None
+
+    def set_context(self, remaining_ms: Callable[[], float] | None) -> None:
+        """The context's ``get_remaining_time_in_millis`` (None: no invocation known)."""
+        self._remaining_ms = remaining_ms
+
+    def at(self, timeout: float) -> float:
+        """The deadline (clock seconds) for a wait starting now, ``timeout`` the connect timeout."""
+        now = self._clock()
+        if self._remaining_ms is not None:
+            left = float(self._remaining_ms()) / 1000.0
+            if left > 0:  # a context whose time is up belongs to a finished invocation
+                return now + max(0.0, left - DEADLINE_MARGIN)
+        return now + 2.0 * timeout

@@ -19,6 +19,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from iamdb._core.log import logger
+from iamdb._core.loops import PerLoop
 from iamdb._mongo.client import Until, login_failure, new_client
 from iamdb._mongo.handle import (
     CheckClient,
@@ -29,7 +30,6 @@ from iamdb._mongo.handle import (
     MongoStep,
     OpenClient,
 )
-from iamdb._sql.aio import PerLoop
 from iamdb.errors import ConfigError, IamDbError
 
 if TYPE_CHECKING:

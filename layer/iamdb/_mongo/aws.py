@@ -24,7 +24,8 @@ from datetime import datetime
 from typing import Any
 
 from iamdb._aws import sigv4 as _sigv4
-from iamdb._aws.credentials import Credentials, default_resolver
+from iamdb._aws.chain import default_resolver
+from iamdb._aws.credentials import Credentials
 
 __version__ = "1.3.0+iamdb"  # the pymongo-auth-aws interface this module implements
 _BODY = "Action=GetCallerIdentity&Version=2011-06-15"

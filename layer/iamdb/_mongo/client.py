@@ -27,8 +27,9 @@ E = TypeVar("E", AuthError, ConnectError)
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
+    from iamdb._aws.chain import CredentialResolver
     from iamdb._aws.client import AwsClient
-    from iamdb._aws.credentials import CredentialResolver, Credentials
+    from iamdb._aws.credentials import Credentials
     from iamdb._core.runtime import Runtime
     from iamdb._mongo.config import MongoConfig
 
@@ -167,7 +168,7 @@ def new_client(
 ) -> Any:
     """``pymongo.<kind>`` for ``lease``, not connected yet; ConfigError when pymongo refuses
     the options."""
-    from iamdb._sql.refusals import requires
+    from iamdb._core.deps import requires
 
     with requires("mongo", cfg.prefix + "URI"):
         import pymongo

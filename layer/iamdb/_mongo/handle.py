@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from pymongo import MongoClient
 
     from iamdb._aws.sts import Lease
+    from iamdb._core.invocation import Deadline
     from iamdb._mongo.config import MongoConfig
-    from iamdb._sql.limits import Deadline
 
 # Keep a retired client's credentials at least this far from expiry; a failed refresh
 # falls back to the current client only while it has this much left.

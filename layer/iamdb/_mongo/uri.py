@@ -202,7 +202,7 @@ def _check_files(var: str, parts: list[str]) -> None:
 def _pymongo_parse(
     var: str, location: str, parts: list[str], srv_parts: list[str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    from iamdb._sql.refusals import requires
+    from iamdb._core.deps import requires
 
     with requires("mongo", var):
         from pymongo import uri_parser

@@ -1,19 +1,6 @@
-"""The asyncio side of the singletons: a connection per event loop, closed when its loop ends.
-
-Async Lambda handlers usually run ``asyncio.run(...)`` once per invocation, so each invocation
-has a new event loop, and a connection made on the previous one is unusable there: psycopg's
-``AsyncConnection`` holds an ``asyncio.Lock`` that binds to the first loop that waits on it
-(the next loop's concurrent queries then fail), and pymongo's ``AsyncMongoClient`` refuses
-every loop but its first (its sockets are that loop's transports, its monitors that loop's
-tasks). So each instance keeps one connection per loop (:class:`PerLoop`):
-
-- the same loop again (a module-level loop the handler keeps): the connection is reused and
-  checked at each call, like the blocking singletons';
-- a loop that shuts down as ``asyncio.run()`` ends it (``loop.shutdown_asyncgens()`` before
-  ``close()``): its connections are closed on it, while it still runs. An async generator
-  started on the loop holds each one, and asyncio closes open async generators at shutdown;
-- a loop closed without that shutdown: its connections are let go at the next call from
-  another loop (PostgreSQL's closed there and then: libpq needs no loop).
+"""The asyncio side of the SQL singletons: a psycopg ``AsyncConnection`` per event loop
+(:class:`~iamdb._core.loops.PerLoop`), closed on its loop when the loop ends (PostgreSQL's are
+closed from anywhere when the loop was closed without shutting down: libpq needs no loop).
 
 :class:`AsyncManaged` is :class:`~iamdb._sql.managed.ManagedConnection` for asyncio: the same
 checks (the round trip awaited) and logins through the singleton's
@@ -24,82 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import select
-import threading
-from collections.abc import AsyncGenerator, Callable
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from iamdb._core.log import logger
+from iamdb._core.loops import PerLoop
 from iamdb._sql.managed import look, ping_deadline, watch
 from iamdb._sql.pg import PgDriver
 
 if TYPE_CHECKING:
-    from iamdb._core.invocation import Invocation
+    from iamdb._core.invocation import Deadline, Invocation
     from iamdb._core.runtime import Runtime
     from iamdb._core.telemetry import Probe
-    from iamdb._sql.limits import Deadline
     from iamdb._sql.login import Login
     from iamdb._sql.pg import PgAsyncConnection
-
-
-class Slot(Protocol):
-    """What one event loop holds of an instance."""
-
-    async def aclose(self) -> None:
-        """Close it, on its loop (which still runs)."""
-
-    def discard(self) -> None:
-        """Let it go from anywhere, its loop possibly closed: close what can be closed."""
-
-
-S = TypeVar("S", bound=Slot)
-_Loop = asyncio.AbstractEventLoop
-
-
-class PerLoop(Generic[S]):
-    """One ``S`` per event loop: made on its first use there, closed when that loop shuts down.
-
-    Thread-safe (each thread has its own loop); the lock is never held across an await.
-    """
-
-    def __init__(self, make: Callable[[], S]) -> None:
-        self._make = make
-        self._lock = threading.Lock()
-        # Replaced whole under the lock, so slot() reads it without one.
-        self._slots: dict[_Loop, tuple[S, AsyncGenerator[None, None]]] = {}
-
-    async def slot(self) -> S:
-        """The running loop's ``S``."""
-        loop = asyncio.get_running_loop()
-        found = self._slots.get(loop)
-        if found is not None:
-            return found[0]
-        slot = self._make()
-        closer = self._closer(loop, slot)
-        with self._lock:
-            gone = [s for other, (s, _) in self._slots.items() if other.is_closed()]
-            kept = {other: e for other, e in self._slots.items() if not other.is_closed()}
-            self._slots = {**kept, loop: (slot, closer)}
-        for old in gone:  # loops closed without shutting down their async generators
-            old.discard()
-        await closer.__anext__()  # the loop's now: its shutdown_asyncgens() will close it
-        return slot
-
-    def close(self) -> None:
-        """Let every slot go (reset): each closes what it can from here."""
-        with self._lock:
-            slots, self._slots = self._slots, {}
-        for slot, _ in slots.values():
-            slot.discard()
-
-    async def _closer(self, loop: _Loop, slot: S) -> AsyncGenerator[None, None]:
-        try:
-            yield
-        finally:
-            with self._lock:
-                found = self._slots.get(loop)
-                if found is not None and found[0] is slot:
-                    self._slots = {k: v for k, v in self._slots.items() if k is not loop}
-            await slot.aclose()
 
 
 class _PgSlot:

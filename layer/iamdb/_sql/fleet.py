@@ -51,14 +51,14 @@ from iamdb._aws.http import TransportError
 from iamdb._core.backoff import DecorrelatedJitter
 from iamdb._core.log import WarnOnce, logger
 from iamdb._sql import queue as queue
-from iamdb._sql.limits import paced_rate
+from iamdb._sql.pace import paced_rate
 from iamdb._sql.skew import SKEW_SECONDS, ClockCheck
 from iamdb.errors import ConfigError, IamDbError, ThrottleError, _detached
 
 if TYPE_CHECKING:
     from iamdb._aws.client import AwsClient, DynamoAnswer
     from iamdb._core.runtime import Runtime
-    from iamdb._sql.limits import Waits
+    from iamdb._sql.pace import Waits
 
 CALL_SECONDS = 1.0
 """No single DynamoDB call waits longer: a table that slow is not usable (fail open)."""

@@ -5,17 +5,14 @@ error the client cannot tell from a bad password. :class:`Limits` hands out the 
 new login: first from this process's :class:`TokenBucket` for the signing endpoint (shared by
 every engine and named instance, so reconnect storms inside one process never exceed the
 rate), then, with ``IAMDB_THROTTLE_TABLE``, a ticket from the fleet-wide queue
-(:mod:`iamdb._sql.fleet`). Both pace at :data:`PACE` (90 %) of the configured rate: a permit is
-taken a few milliseconds before the server counts the login (TCP, TLS, the login packet), and
-that delay varies, so logins spaced at exactly the limit could arrive closer together.
+(:mod:`iamdb._sql.fleet`). Both pace at :data:`~iamdb._sql.pace.PACE` (90 %) of the
+configured rate.
 
 Waiting is a reservation then a ``sleep``: a caller reserves the next free instant under
 the lock, then sleeps outside it until that instant; callers are served in order and never
 spin. A reservation that would end after the caller's deadline is not made:
-:class:`~iamdb.errors.ThrottleError` is raised at once instead. Every sleep of a login's
-permits goes through its :class:`Waits`, which checks the deadline again when the sleep ends:
-Lambda freezes an environment between invocations, and one frozen while asleep wakes after
-its invocation ended. ``ThrottleWaitMs`` counts the sleeps iamdb asked for, not the freeze.
+:class:`~iamdb.errors.ThrottleError` is raised at once instead. Every sleep goes through the
+login's :class:`~iamdb._sql.pace.Waits` (the deadline checked again after it).
 """
 
 from __future__ import annotations
@@ -25,48 +22,13 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from iamdb._sql.pace import Waits, paced_rate
 from iamdb.errors import ConfigError, ThrottleError
 
 if TYPE_CHECKING:
     from iamdb._core.runtime import Runtime
     from iamdb._core.telemetry import Probe
     from iamdb._sql.fleet import FleetLimiter, Ticket
-
-PACE = 0.9
-"""Fraction of the configured rate iamdb actually uses (headroom for network jitter)."""
-
-DEADLINE_MARGIN = 0.5
-"""Seconds before the invocation's end at which iamdb stops waiting for permits."""
-
-
-class Deadline:
-    """When the waits of a new login must end: plain state shared by a registry's instances.
-
-    With the Lambda context known (:meth:`set_context`), the invocation's end minus
-    :data:`DEADLINE_MARGIN`; otherwise twice the instance's connect timeout from now.
-    """
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._remaining_ms: Callable[[], float] | None = None
-
-    def set_context(self, remaining_ms: Callable[[], float] | None) -> None:
-        """The context's ``get_remaining_time_in_millis`` (None: no invocation known)."""
-        self._remaining_ms = remaining_ms
-
-    def at(self, timeout: float) -> float:
-        """The deadline (clock seconds) for a wait starting now, ``timeout`` the connect timeout."""
-        now = self._clock()
-        if self._remaining_ms is not None:
-            left = float(self._remaining_ms()) / 1000.0
-            if left > 0:  # a context whose time is up belongs to a finished invocation
-                return now + max(0.0, left - DEADLINE_MARGIN)
-        return now + 2.0 * timeout
-
-
-def paced_rate(rate: float) -> float:
-    """The rate iamdb paces at for a configured limit of ``rate`` logins per second."""
-    return rate * PACE
 
 
 class TokenBucket:
@@ -108,45 +70,6 @@ class TokenBucket:
                 )
             self._tokens -= 1
             return ready
-
-
-SUSPENDED_SECONDS = 1.0
-"""Wall time beyond the waits asked for that a deadline message calls a suspension."""
-
-
-class Waits:
-    """The sleeps of one new login's permits: none past ``deadline`` (clock seconds), the
-    deadline checked again after each, their asked-for total in :attr:`asked`."""
-
-    def __init__(self, runtime: Runtime, endpoint: str, deadline: float) -> None:
-        self.endpoint = endpoint
-        self.deadline = deadline
-        self.asked = 0.0
-        """Seconds of sleep asked for so far (``ThrottleWaitMs``)."""
-        self.began = runtime.clock()
-        self._rt = runtime
-
-    def sleep(self, seconds: float, what: str) -> None:
-        """Sleep ``seconds`` waiting for ``what``; ThrottleError when it ended past the deadline."""
-        self._rt.sleep(seconds)
-        self.asked += seconds
-        self.check(what)
-
-    def check(self, what: str) -> None:
-        """ThrottleError when the deadline has passed (``what``: what was being waited for)."""
-        now = self._rt.clock()
-        if now <= self.deadline:
-            return
-        spent = now - self.began
-        frozen = spent - self.asked > SUSPENDED_SECONDS
-        raise ThrottleError(
-            f"{'the process was suspended' if frozen else 'the deadline passed'} while waiting "
-            f"for {what}: a new IAM login to {self.endpoint} reached its permits "
-            f"{now - self.deadline:.2f} s past its deadline, {spent:.2f} s after asking for "
-            f"them, {self.asked:.2f} s of which were waits iamdb asked for"
-            + (" (Lambda freezes an environment between invocations)" if frozen else "")
-            + ". No login was attempted; the next one asks anew"
-        )
 
 
 class Limits:

@@ -27,8 +27,9 @@ from iamdb._sql.tokens import Token, TokenCache
 from iamdb.errors import AuthError, ConnectError, ThrottleError, _detached
 
 if TYPE_CHECKING:
+    from iamdb._core.invocation import Deadline
     from iamdb._core.runtime import Runtime
-    from iamdb._sql.limits import Deadline, Limits
+    from iamdb._sql.limits import Limits
 
 C = TypeVar("C")
 

@@ -1,4 +1,4 @@
-"""What feeds :mod:`iamdb.errors`: a driver's refusal classified, a missing driver named.
+"""What a SQL driver's failure means: a refusal classified into :mod:`iamdb.errors`' types.
 
 A refused IAM login looks like a bad password to the client, whatever the real cause.
 The messages list the usual causes so the reader at 3 a.m. knows where to look. The
@@ -12,37 +12,12 @@ the configuration and token types this one reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TypedDict
 
 from iamdb._sql import dsql as _dsql
 from iamdb._sql.config import SqlConfig
 from iamdb._sql.tokens import Token
-from iamdb.errors import AuthError, ConnectError, MissingDependencyError, ThrottleError
-
-
-@contextmanager
-def requires(extra: str, variable: str) -> Iterator[None]:
-    """Around the imports of an optional driver: an ImportError becomes
-    :class:`~iamdb.errors.MissingDependencyError` naming the extra to install (``extra``) and
-    the setting (or module) that asked for it (``variable``).
-
-    The one policy for a missing driver. What iamdb uses only when present stays optional
-    and does not come through here: Powertools (:mod:`iamdb._core.telemetry`,
-    :mod:`iamdb._core.log`),
-    SnapStart's hooks (:mod:`iamdb._core.snapstart`), botocore's credential chain
-    (:mod:`iamdb._aws.credentials`).
-    """
-    failure = None
-    try:
-        yield
-    except MissingDependencyError:
-        raise
-    except ImportError as exc:
-        failure = MissingDependencyError(variable, exc.name or "a module", extra, str(exc))
-    if failure is not None:
-        raise failure
+from iamdb.errors import AuthError, ConnectError, ThrottleError
 
 
 class Where(TypedDict):

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from iamdb._aws.credentials import CredentialResolver, Credentials, default_resolver
+from iamdb._aws.chain import CredentialResolver, default_resolver
+from iamdb._aws.credentials import Credentials
 from iamdb._aws.signer import (
     TOKEN_LIFETIME_SECONDS,
     generate_db_auth_token,

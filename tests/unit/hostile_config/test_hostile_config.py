@@ -29,11 +29,12 @@ from pymongo import MongoClient
 
 from iamdb._aws.credentials import Credentials
 from iamdb._core.env import RDS_CA_BUNDLE, instance_prefix
+from iamdb._core.settings import load_settings
 from iamdb._mongo.client import client_options
 from iamdb._mongo.config import MONGO_SUFFIXES, load_mongo_config
 from iamdb._mongo.uri import MECHANISM
 from iamdb._sql.config import SQL_SUFFIXES as ALL_SQL_SUFFIXES
-from iamdb._sql.config import SSLMODES, load_settings, load_sql_config
+from iamdb._sql.config import SSLMODES, load_sql_config
 from iamdb.errors import ConfigError
 
 # pymongo warns about URI options it ignores; the checks below assert what it kept.

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from iamdb._aws.chain import CredentialResolver
 from iamdb._aws.client import AwsClient, AwsError, DynamoAnswer
-from iamdb._aws.credentials import CredentialResolver
 from iamdb._core.runtime import Runtime
 from tests.integration.kept_alive import kept_alive
 from tests.localserver import Captured, LocalServer, answering, response

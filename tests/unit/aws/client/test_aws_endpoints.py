@@ -27,8 +27,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import EndpointResolutionError, EndpointVariantError
 
+from iamdb._aws.chain import CredentialResolver
 from iamdb._aws.client import AwsClient, AwsEndpoint, resolve_endpoint
-from iamdb._aws.credentials import CredentialResolver
 from iamdb._core.env import aws_region
 from iamdb._core.runtime import Runtime
 from iamdb.errors import ConfigError

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from iamdb._aws import sts as _sts
+from iamdb._aws.chain import CredentialResolver
 from iamdb._aws.client import THROTTLING, AwsClient, AwsError, retryable
-from iamdb._aws.credentials import CredentialResolver
 from iamdb._aws.http import TransportError
 from iamdb._core.runtime import Runtime
 from iamdb.errors import (

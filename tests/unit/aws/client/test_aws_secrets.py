@@ -25,13 +25,13 @@ from typing import Any
 import pytest
 
 from devstack.tls import make_tls
+from iamdb._aws.chain import CredentialResolver
 from iamdb._aws.client import AwsClient
-from iamdb._aws.credentials import CredentialResolver
 from iamdb._aws.http import HttpConnection, TransportError
 from iamdb._core.log import WarnOnce
 from iamdb._core.runtime import Runtime
 from iamdb._sql.fleet import FleetLimiter
-from iamdb._sql.limits import Waits
+from iamdb._sql.pace import Waits
 from iamdb.errors import ConfigError, CredentialsError, IamDbError, ThrottleError
 from tests.fakes import FakeTime
 from tests.integration.kept_alive import kept_alive

@@ -34,8 +34,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devstack.tls import make_tls
+from iamdb._aws.chain import CredentialResolver
 from iamdb._aws.client import USER_AGENT, AwsClient
-from iamdb._aws.credentials import CredentialResolver
 from iamdb._core.runtime import Runtime
 from tests.localserver import Captured, LocalServer, answering, response, tls_context
 

@@ -27,8 +27,9 @@ from botocore.utils import ContainerMetadataFetcher
 
 from devstack.tls import make_tls
 from iamdb._aws import container as _container
+from iamdb._aws.chain import CredentialResolver
 from iamdb._aws.container import ContainerCredentials
-from iamdb._aws.credentials import CredentialResolver, Credentials
+from iamdb._aws.credentials import Credentials
 from iamdb._core.runtime import Runtime
 from iamdb.errors import ConfigError, CredentialsError, IamDbError
 from tests.fakes import START, FakeClock
@@ -506,7 +507,7 @@ def test_no_secret_in_reprs(server: LocalServer, clock: FakeClock) -> None:
 
 _CHILD = """
 import json, sys
-from iamdb._aws.credentials import default_resolver
+from iamdb._aws.chain import default_resolver
 creds = default_resolver.resolve()
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("botocore", "boto3"))
 print(json.dumps({"key": creds.access_key, "loaded": loaded}))

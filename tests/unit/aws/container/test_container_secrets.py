@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from iamdb._aws.chain import CredentialResolver
 from iamdb._aws.container import ContainerCredentials
-from iamdb._aws.credentials import CredentialResolver
 from iamdb._core.runtime import Runtime
 from iamdb.errors import ConfigError, CredentialsError, IamDbError
 from tests.container_endpoint import (

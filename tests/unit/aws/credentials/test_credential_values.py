@@ -19,7 +19,8 @@ from botocore.credentials import ReadOnlyCredentials
 
 import iamdb
 from iamdb._aws import signer as _signer
-from iamdb._aws.credentials import CredentialResolver, as_credentials
+from iamdb._aws.chain import CredentialResolver
+from iamdb._aws.credentials import as_credentials
 from iamdb._core.runtime import Runtime
 from iamdb.errors import ConfigError, IamDbError
 from tests.integration.kept_alive import kept_alive
@@ -113,7 +114,7 @@ def test_the_signer_gets_a_config_error_not_an_encoding_error(
     """End to end: what the environment holds never reaches the signer's encoding."""
     for name, value in VARS.items():
         monkeypatch.setenv(name, value + ("\u2028" if name == var else ""))
-    monkeypatch.setattr(_signer._credentials, "default_resolver", CredentialResolver())
+    monkeypatch.setattr(_signer._chain, "default_resolver", CredentialResolver())
     now = datetime(2024, 1, 1, tzinfo=timezone.utc)
     error = _failure(
         lambda: _signer.generate_db_auth_token("db.example.com", 5432, "app", "us-east-1", now=now)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 
-from iamdb._aws.credentials import CredentialResolver, Credentials, as_credentials
+from iamdb._aws.chain import CredentialResolver
+from iamdb._aws.credentials import Credentials, as_credentials
 from iamdb._core.runtime import Runtime
 from iamdb.errors import ConfigError, CredentialsError
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from iamdb._sql.aio import PerLoop
+from iamdb._core.loops import PerLoop
 
 
 class Recorder:

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from iamdb._core.runtime import Runtime
+from iamdb._core.settings import load_settings
 from iamdb._core.telemetry import METRICS, Probe, Telemetry
-from iamdb._sql.config import load_settings, load_sql_config
+from iamdb._sql.config import load_sql_config
 from iamdb._sql.managed import ManagedConnection
 from iamdb.errors import AuthError, ConfigError
 from tests.fakes import FakeClock, SocketDriver, managed_connection

@@ -16,14 +16,15 @@ from xml.etree import ElementTree
 
 import pytest
 
+from iamdb._aws.chain import CredentialResolver
 from iamdb._aws.client import AwsError
-from iamdb._aws.credentials import CredentialResolver, Credentials
+from iamdb._aws.credentials import Credentials
 from iamdb._aws.sts import Lease, assume_role, session_name
+from iamdb._core.invocation import Deadline
 from iamdb._core.runtime import Runtime
 from iamdb._mongo.client import Sources, client_options, connection_string
 from iamdb._mongo.config import MongoConfig, load_mongo_config
 from iamdb._mongo.handle import MongoHandle
-from iamdb._sql.limits import Deadline
 from iamdb.errors import AuthError, ConfigError, ConnectError, CredentialsError
 from tests.fakes import FakeTime, RecordingProbe, runtime
 

@@ -6,11 +6,8 @@ import pytest
 
 from iamdb._core.env import RDS_CA_BUNDLE
 from iamdb._core.runtime import Runtime
-from iamdb._sql.config import (
-    load_settings,
-    load_sql_config,
-    region_from_endpoint,
-)
+from iamdb._core.settings import load_settings
+from iamdb._sql.config import load_sql_config, region_from_endpoint
 from iamdb.errors import ConfigError
 
 RDS = "mydb.c9akciq32.eu-west-1.rds.amazonaws.com"

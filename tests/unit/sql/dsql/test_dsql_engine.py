@@ -21,15 +21,16 @@ import botocore.auth
 import psycopg
 import pytest
 
-from iamdb._aws.credentials import CredentialResolver
+from iamdb._aws.chain import CredentialResolver
 from iamdb._cli import configured_instances, describe
 from iamdb._core.backoff import DecorrelatedJitter
 from iamdb._core.env import RDS_CA_BUNDLE
 from iamdb._core.runtime import Runtime
 from iamdb._sql import dsql as _dsql
 from iamdb._sql.config import SqlConfig, load_sql_config
-from iamdb._sql.limits import Limits, paced_rate
+from iamdb._sql.limits import Limits
 from iamdb._sql.managed import ManagedConnection
+from iamdb._sql.pace import paced_rate
 from iamdb._sql.pg import _classify, _params
 from iamdb._sql.tokens import Token, TokenCache
 from iamdb.errors import AuthError, ConfigError, ConflictError, ConnectError, ThrottleError

@@ -23,7 +23,7 @@ from iamdb._aws.http import TransportError
 from iamdb._core.log import WarnOnce
 from iamdb._core.runtime import Runtime
 from iamdb._sql.fleet import COOLDOWN_SECONDS, FleetLimiter, Ticket
-from iamdb._sql.limits import Waits, paced_rate
+from iamdb._sql.pace import Waits, paced_rate
 from iamdb._sql.queue import TOLERANCE_US
 from iamdb.errors import ConfigError, CredentialsError, IamDbError, ThrottleError
 from tests.fakes import FakeTime

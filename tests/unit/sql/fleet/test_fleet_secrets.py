@@ -17,12 +17,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from iamdb._aws.chain import CredentialResolver
 from iamdb._aws.client import AwsClient
-from iamdb._aws.credentials import CredentialResolver
 from iamdb._core.log import WarnOnce
 from iamdb._core.runtime import Runtime
 from iamdb._sql.fleet import FleetLimiter, Ticket
-from iamdb._sql.limits import Limits, Waits
+from iamdb._sql.limits import Limits
+from iamdb._sql.pace import Waits
 from iamdb.errors import ThrottleError
 from tests.fakes import FakeTime, RecordingProbe
 from tests.integration.kept_alive import kept_alive

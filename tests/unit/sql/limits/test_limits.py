@@ -13,10 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from iamdb._core.invocation import Deadline
+from iamdb._core.settings import load_settings
 from iamdb._registry import Registry
-from iamdb._sql.config import load_settings, load_sql_config
-from iamdb._sql.limits import PACE, Deadline, Limits, TokenBucket, paced_rate
+from iamdb._sql.config import load_sql_config
+from iamdb._sql.limits import Limits, TokenBucket
 from iamdb._sql.managed import ManagedConnection
+from iamdb._sql.pace import PACE, paced_rate
 from iamdb.errors import AuthError, ConfigError, ThrottleError
 from tests.fakes import FakeTime, RecordingProbe, SocketDriver, managed_connection, runtime
 

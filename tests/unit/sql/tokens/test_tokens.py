@@ -10,7 +10,8 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from iamdb._aws.credentials import CredentialResolver, Credentials
+from iamdb._aws.chain import CredentialResolver
+from iamdb._aws.credentials import Credentials
 from iamdb._aws.signer import generate_db_auth_token
 from iamdb._core.runtime import Runtime
 from iamdb._sql.tokens import Endpoint, Token, TokenCache
