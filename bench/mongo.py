@@ -32,11 +32,11 @@ import iamdb
 t1 = time.perf_counter()
 import pymongo
 t2 = time.perf_counter()
-from iamdb._mongo.client import fetch_lease, open_client
+from iamdb._mongo.client import open_client
 from iamdb._registry import default
 handle = default.mongo_handle()  # reads and validates the configuration (pymongo's URI parser)
 t3 = time.perf_counter()
-lease = fetch_lease(handle.cfg, handle._sources, default.deadline.at(5))  # AssumeRole
+lease = handle.fresh_lease()  # AssumeRole
 t4 = time.perf_counter()
 client = open_client(handle.cfg, lease, (time.time, time.time() + 10))  # TLS + login (ping)
 t5 = time.perf_counter()
@@ -107,7 +107,7 @@ def rows(env: dict[str, str]) -> list[Row]:
 
     import iamdb
     from iamdb._mongo import aws as _mongo_aws
-    from iamdb._mongo.client import client_options, fetch_lease
+    from iamdb._mongo.client import client_options
     from iamdb._mongo.config import load_mongo_config
     from iamdb._registry import default
 
@@ -115,7 +115,7 @@ def rows(env: dict[str, str]) -> list[Row]:
     iamdb.get_mongo().admin.command("ping")
     warm = median_us(iamdb.get_mongo, 20000)
     cfg = load_mongo_config(None, env)
-    creds = fetch_lease(cfg, default.mongo_handle()._sources, time.time() + 10).credentials
+    creds = default.mongo_handle().fresh_lease(time.time() + 10).credentials
     # pymongo imports pymongo_auth_aws at every login: swap which one it finds.
     stand_in = {m: sys.modules.pop(m) for m in list(sys.modules) if m.startswith("pymongo_auth")}
     import pymongo_auth_aws  # the real one (boto3, botocore), for the baseline

@@ -174,7 +174,8 @@ def managed_connection(
     """A ManagedConnection over ``driver`` with its own token cache (credentials from
     ``rt.environ``), limits (200/s unless given), deadline and invocation on ``rt``'s clock."""
     tokens = TokenCache(resolver=CredentialResolver(rt), clock=rt.clock)
-    deadline = deadline or Deadline(rt.clock)
+    invocation = invocation or Invocation(rt.environ, rt.clock)
+    deadline = deadline or invocation.deadline
     login = Login(
         cfg,
         driver,
@@ -190,5 +191,5 @@ def managed_connection(
         runtime=rt,
         idle_seconds=idle_seconds,
         deadline=deadline,
-        invocation=invocation or Invocation(rt.environ, rt.clock),
+        invocation=invocation,
     )

@@ -163,7 +163,7 @@ def cmd_check(args: argparse.Namespace, registry: Registry) -> int:
 
 def _mongo_secret(args: argparse.Namespace, registry: Registry) -> tuple[str, str]:
     """(connection string with fresh credentials, human note about their expiry)."""
-    from iamdb._mongo.client import connection_string
+    from iamdb._mongo.admin import connection_string
 
     handle = registry.mongo_handle(args.name)
     lease = handle.fresh_lease()

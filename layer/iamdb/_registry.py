@@ -1,12 +1,13 @@
-"""The registry behind the documented singletons ``get_pg``, ``get_mysql``, ``get_dsql`` and
-``reset``.
+"""The registry behind the documented singletons ``get_pg``, ``get_mysql``, ``get_dsql``,
+``get_mongo`` and ``reset``.
 
-One :class:`Registry` per process (``iamdb._registry.default``) holds, for each engine and
-instance name, one :class:`~iamdb._sql.managed.ManagedConnection` (and each Mongo instance's
-handle), on top of what they share (:class:`~iamdb._shared.Shared`: settings, token cache,
-limits, AWS client, deadline). Tests build their own ``Registry`` with a
-:class:`~iamdb._core.runtime.Runtime` of their own (fake clock, environment) instead of touching
-the default one.
+One :class:`Registry` per process (``iamdb._registry.default``) holds each engine's instances
+(a :class:`~iamdb._sql.managed.ManagedConnection` per SQL instance, a
+:class:`~iamdb._mongo.handle.MongoHandle` per Mongo one, :mod:`iamdb.aio`'s per-loop sides)
+and what they share, each part made on first use: the process-wide settings, the token cache,
+the login limits, the AWS client, telemetry, and the current invocation and its deadline.
+Tests build their own ``Registry`` with a :class:`~iamdb._core.runtime.Runtime` of their own
+(fake clock, environment) instead of touching the default one.
 """
 
 from __future__ import annotations
@@ -16,20 +17,26 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from iamdb._aws.chain import CredentialResolver
+from iamdb._aws.chain import CredentialResolver, default_resolver
 from iamdb._core.env import instance_name
-from iamdb._core.runtime import Runtime
+from iamdb._core.invocation import Invocation
+from iamdb._core.log import WarnOnce, apply_level, join_powertools_logger
+from iamdb._core.runtime import PROCESS, Runtime
+from iamdb._core.settings import Settings, load_settings
 from iamdb._core.snapstart import register_after_restore
 from iamdb._core.telemetry import Telemetry
-from iamdb._shared import Shared
-from iamdb._sql.config import SQL_SUFFIXES, Engine, SqlConfig, load_sql_config
-from iamdb._sql.login import Driver, Login
+from iamdb._sql.config import SQL_SUFFIXES, Engine, SqlConfig, load_sql_config, tls_warning
+from iamdb._sql.drivers import driver
+from iamdb._sql.login import Login
 from iamdb._sql.managed import ManagedConnection
+from iamdb._sql.tokens import TokenCache
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
+    from iamdb._aws.client import AwsClient
     from iamdb._mongo.handle import MongoHandle
+    from iamdb._sql.limits import Limits
     from iamdb._sql.pg import PgConnection
 
 T = TypeVar("T")
@@ -39,9 +46,18 @@ RESET_WAIT_SECONDS = 2.0
 the connections it closes; a connection still in use after that is left to its user."""
 
 
-class Registry(Shared):
-    """Connections, tokens and credentials of one process, created on first use: the
-    instances here, what they share in :class:`~iamdb._shared.Shared`."""
+class Registry:
+    """Connections, tokens and credentials of one process, created on first use."""
+
+    _managed: dict[tuple[str, str | None], ManagedConnection[Any]]
+    _mongo: dict[str | None, MongoHandle]
+    _aio: dict[tuple[str, str | None], Any]  # iamdb.aio's handles
+    _settings: Settings | None
+    _tokens: TokenCache | None
+    _limits: Limits | None
+    _aws: AwsClient | None
+    _telemetry: Telemetry | None
+    _served: bool  # see _serving
 
     def __init__(
         self,
@@ -51,14 +67,26 @@ class Registry(Shared):
         telemetry: Telemetry | None = None,
     ) -> None:
         """``runtime``: the environment, clock, sleep and random source (default: the
-        process); ``telemetry``: where metrics go (default: from the settings; tests pass one
-        that records)."""
-        super().__init__(runtime=runtime, resolver=resolver, telemetry=telemetry)
+        process); ``resolver``: where credentials come from (default: the runtime's chain);
+        ``telemetry``: where metrics go (default: from the settings; tests pass one that
+        records)."""
+        self.runtime = runtime or PROCESS
+        self._live = runtime is None  # the process itself: it may join Powertools' Logger
+        # What the settings readers get: None reads os.environ there, so no frame that can be
+        # on a traceback holds the whole environment (secret key included) as an argument.
+        self._environ = None if runtime is None else runtime.environ
+        self._resolver = resolver or (
+            default_resolver if runtime is None else CredentialResolver(runtime)
+        )
+        self.invocation = Invocation(self.runtime.environ, self.runtime.clock)
+        self.deadline = self.invocation.deadline
+        self.warn_once = WarnOnce()
+        self._given_telemetry = telemetry
+        self._joined_powertools = False
         self._lock = threading.Lock()
-        self._managed: dict[tuple[str, str | None], ManagedConnection[Any]] = {}
-        self._drivers: dict[str, Driver[Any]] = {}
-        self._mongo: dict[str | None, MongoHandle] = {}
-        self._aio: dict[tuple[str, str | None], Any] = {}  # iamdb.aio's handles
+        self._forget()
+
+    # -- the getters --------------------------------------------------------------------------
 
     def get_pg(self, name: str | None = None) -> PgConnection:
         """The PostgreSQL connection for ``IAMDB_PG_*`` (or ``IAMDB_PG_<NAME>_*``)."""
@@ -78,31 +106,79 @@ class Registry(Shared):
         self, fn: Callable[[PgConnection], T], name: str | None = None, *, attempts: int = 3
     ) -> T:
         """``fn(conn)`` in a transaction on :meth:`get_dsql`, run again after 40001 conflicts."""
-        from iamdb._sql.dsql import run_transaction
+        from iamdb._sql.transactions import run_transaction
 
-        return run_transaction(self, fn, name, attempts=attempts)
+        managed = self.managed("dsql", name)
+        return run_transaction(
+            lambda: self.get_dsql(name),
+            fn,
+            attempts=attempts,
+            runtime=self.runtime,
+            probe=managed.probe,
+            label=managed.cfg.label,
+        )
 
     def get_mongo(self, name: str | None = None) -> MongoClient[Any]:
         """The pymongo client for ``IAMDB_MONGO_*`` (or ``IAMDB_MONGO_<NAME>_*``)."""
-        handle = self._mongo.get(name)
-        if handle is None:
-            handle = self.mongo_handle(name)
+        handle = self._mongo.get(name) or self.mongo_handle(name)
         try:
             return handle.get()
         finally:
             handle.probe.flush()  # one EMF record for what this call did, if anything
 
-    def _get_sql(self, engine: Engine, name: str | None) -> Any:
-        managed = self.managed(engine, name)
-        try:
-            return managed.get()
-        finally:
-            managed.probe.flush()  # one EMF record for what this call did, if anything
+    def set_lambda_context(self, context: Any) -> None:
+        """Know the invocation and bound the waits of logins by its remaining time (see
+        :mod:`iamdb._core.invocation`); None forgets it."""
+        self.invocation.set_context(context)
+        if context is not None:  # the handler's Logger may be newer than iamdb's first use
+            self._join_powertools_logger()
+
+    def reset(self) -> None:
+        """Close and forget every connection, token, cached credential and setting."""
+        with self._lock:
+            managed, mongo, aio, aws = self._managed, self._mongo, self._aio, self._aws
+            self._forget()
+            self.invocation.clear()
+            self._resolver.reset()
+            self.warn_once.clear()
+        for handle in aio.values():
+            handle.close()
+        if aws is not None:
+            aws.close()
+        until = self.runtime.clock() + RESET_WAIT_SECONDS
+        for m in managed.values():  # one another thread runs a statement on: left to it
+            m.close(wait=max(0.0, until - self.runtime.clock()))
+        for handle in mongo.values():
+            handle.close()
+
+    # -- the instances ------------------------------------------------------------------------
+
+    def managed(self, engine: Engine, name: str | None = None) -> ManagedConnection[Any]:
+        """The :class:`ManagedConnection` behind an instance (configuration read once)."""
+        found = self._managed.get((engine, name))
+        if found is not None:
+            return found
+        name = None if name is None else instance_name(name, SQL_SUFFIXES)  # "REPORTING" too
+        with self._lock:
+            found = self._managed.get((engine, name))
+            if found is None:
+                self._serving()
+                found = self._new_managed(self.config(engine, name))
+                self._managed[(engine, name)] = found
+            return found
+
+    def login(self, engine: Engine, name: str | None = None) -> Login[Any]:
+        """How new connections to an instance are made (the pools' and async getters' way in):
+        the singleton's token cache, permits, retries and TLS settings."""
+        return self.managed(engine, name).login
+
+    def config(self, engine: Engine, name: str | None = None) -> SqlConfig:
+        """Read and validate an instance's configuration (no network)."""
+        return load_sql_config(engine, name, self._environ)
 
     def mongo_handle(self, name: str | None = None) -> MongoHandle:
         """The :class:`~iamdb._mongo.handle.MongoHandle` of a Mongo instance (config read once)."""
         from iamdb._aws.client import resolve_endpoint
-        from iamdb._mongo.client import Sources
         from iamdb._mongo.config import MONGO_SUFFIXES, load_mongo_config
         from iamdb._mongo.handle import MongoHandle
 
@@ -117,7 +193,9 @@ class Registry(Shared):
                 _filter_botocore_logs()
                 found = MongoHandle(
                     cfg,
-                    sources=Sources(self.aws, self.runtime, self._resolver),
+                    aws=self.aws,
+                    resolver=self._resolver,
+                    runtime=self.runtime,
                     deadline=self.deadline,
                     probe=self.telemetry.probe("mongo", name),
                     idle_seconds=self.settings.healthcheck_idle_seconds,
@@ -126,8 +204,8 @@ class Registry(Shared):
             return found
 
     def aio_handle(self, engine: Literal["pg", "mongo"], name: str | None = None) -> Any:
-        """The :mod:`iamdb.aio` side of an instance (made on first use, closed by reset):
-        SQL logs in through the singleton's Login, Mongo uses its MongoHandle's credentials."""
+        """The :mod:`iamdb.aio` side of an instance (made on first use, closed by reset), on the
+        blocking singleton's login (SQL) or credentials (Mongo)."""
         found = self._aio.get((engine, name))
         if found is not None:
             return found
@@ -135,37 +213,13 @@ class Registry(Shared):
         if engine == "mongo":
             from iamdb._mongo.aio import AsyncMongoHandle
 
-            handle = self.mongo_handle(name)
-            key: tuple[str, str | None] = (engine, handle.cfg.name)
-            made = self._aio.get(key) or AsyncMongoHandle(handle)
+            made = AsyncMongoHandle(self.mongo_handle(name))
         else:
             from iamdb._sql.aio import AsyncManaged
 
-            login = self.login(engine, name)
-            key = (engine, login.cfg.name)
-            made = self._aio.get(key) or AsyncManaged(
-                login,
-                runtime=self.runtime,
-                idle_seconds=self.settings.healthcheck_idle_seconds,
-                deadline=self.deadline,
-                invocation=self.invocation,
-            )
+            made = AsyncManaged(self.managed(engine, name))
         with self._lock:
-            return self._aio.setdefault(key, made)
-
-    def managed(self, engine: Engine, name: str | None = None) -> ManagedConnection[Any]:
-        """The :class:`ManagedConnection` behind an instance (configuration read once)."""
-        found = self._managed.get((engine, name))
-        if found is not None:
-            return found
-        name = None if name is None else instance_name(name, SQL_SUFFIXES)  # "REPORTING" too
-        with self._lock:
-            found = self._managed.get((engine, name))
-            if found is None:
-                self._serving()
-                found = self._create(engine, name)
-                self._managed[(engine, name)] = found
-            return found
+            return self._aio.setdefault((engine, made.cfg.name), made)
 
     def known_managed(self, engine: str, name: str | None) -> ManagedConnection[Any] | None:
         """The instance's ManagedConnection if it was ever used (none is made)."""
@@ -177,58 +231,70 @@ class Registry(Shared):
         """The Mongo instance's handle if it was ever used (none is made; ``name`` canonical)."""
         return self._mongo.get(name)
 
-    def config(self, engine: Engine, name: str | None = None) -> SqlConfig:
-        """Read and validate an instance's configuration (no network)."""
-        return load_sql_config(engine, name, self._environ)
+    # -- what the instances share, made on first use ----------------------------------------
 
-    def reset(self) -> None:
-        """Close and forget every connection, token, cached credential and setting."""
-        with self._lock:
-            managed, self._managed = self._managed, {}
-            mongo, self._mongo = self._mongo, {}
-            aio, self._aio = self._aio, {}
-            aws = self._forget()
-        for handle in aio.values():
-            handle.close()
-        if aws is not None:
-            aws.close()
-        until = self.runtime.clock() + RESET_WAIT_SECONDS
-        for m in managed.values():  # one another thread runs a statement on: left to it
-            m.close(wait=max(0.0, until - self.runtime.clock()))
-        for handle in mongo.values():
-            handle.close()
+    @property
+    def settings(self) -> Settings:
+        """The process-wide settings (``IAMDB_*`` beyond one instance), read once."""
+        if self._settings is None:
+            self._settings = load_settings(self._environ)
+        return self._settings
 
-    def _create(self, engine: Engine, name: str | None) -> ManagedConnection[Any]:
-        cfg = self.config(engine, name)
-        _filter_botocore_logs()
-        if cfg.sslmode in ("disable", "require"):
-            self.warn_once(
-                f"sslmode:{cfg.prefix}",
-                "%s: %sSSLMODE=%s: the IAM token %s",
-                cfg.label,
-                cfg.prefix,
-                cfg.sslmode,
-                "travels in plaintext"
-                if cfg.sslmode == "disable"
-                else "goes to an unverified server",
+    @property
+    def tokens(self) -> TokenCache:
+        """The token cache shared by every SQL instance."""
+        if self._tokens is None:
+            self._tokens = TokenCache(
+                resolver=self._resolver,
+                clock=self.runtime.clock,
+                refresh_seconds=self.settings.token_refresh_seconds,
             )
-        return ManagedConnection(
-            self._login(cfg),
-            runtime=self.runtime,
-            idle_seconds=self.settings.healthcheck_idle_seconds,
-            deadline=self.deadline,
-            invocation=self.invocation,
-        )
+        return self._tokens
 
-    def login(self, engine: Engine, name: str | None = None) -> Login[Any]:
-        """How new connections to an instance are made (the pools' and async getters' way in):
-        the singleton's token cache, permits, retries and TLS settings."""
-        return self.managed(engine, name).login
+    @property
+    def limits(self) -> Limits:
+        """The permits of new IAM logins: per-process buckets, and the fleet's ticket queue."""
+        if self._limits is None:
+            from iamdb._sql.limits import Limits
 
-    def _login(self, cfg: SqlConfig) -> Login[Any]:
-        return Login(
+            self._limits = Limits.from_settings(
+                self.settings, lambda: self.aws, self.runtime, self.warn_once
+            )
+        return self._limits
+
+    @property
+    def aws(self) -> AwsClient:
+        """The AWS client (DynamoDB, STS) every AWS call goes through."""
+        if self._aws is None:
+            from iamdb._aws.client import AwsClient
+
+            self._aws = AwsClient(self.runtime, self._resolver)
+        return self._aws
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """Metrics and subsegments (see :mod:`iamdb._core.telemetry`), shared by every instance."""
+        if self._telemetry is None:
+            self._telemetry = Telemetry(self.settings.metrics_namespace, self.warn_once)
+        return self._telemetry
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _get_sql(self, engine: Engine, name: str | None) -> Any:
+        managed = self.managed(engine, name)
+        try:
+            return managed.get()
+        finally:
+            managed.probe.flush()  # one EMF record for what this call did, if anything
+
+    def _new_managed(self, cfg: SqlConfig) -> ManagedConnection[Any]:
+        _filter_botocore_logs()
+        warning = tls_warning(cfg)
+        if warning is not None:
+            self.warn_once(f"sslmode:{cfg.prefix}", "%s", warning)
+        login = Login(
             cfg,
-            self._driver(cfg),
+            driver(cfg),
             self.tokens,
             runtime=self.runtime,
             limits=self.limits,
@@ -236,34 +302,52 @@ class Registry(Shared):
             retries=self.settings.auth_retries,
             probe=self.telemetry.probe(cfg.engine, cfg.name),
         )
+        return ManagedConnection(
+            login,
+            runtime=self.runtime,
+            idle_seconds=self.settings.healthcheck_idle_seconds,
+            deadline=self.deadline,
+            invocation=self.invocation,
+        )
 
-    def _driver(self, cfg: SqlConfig) -> Driver[Any]:
-        """The engine's driver; MissingDependencyError (before any login) when it is absent."""
-        kind = "mysql" if cfg.engine == "mysql" else "pg"  # DSQL speaks PostgreSQL
-        driver = self._drivers.get(kind)
-        if driver is None:
-            from iamdb._core.deps import requires
+    def _serving(self) -> None:
+        """Before the registry first serves a getter (again after :meth:`reset`): set
+        ``IAMDB_LOG_LEVEL`` on iamdb's logger and join the application's Powertools Logger.
+        Here, where every getter, pool and engine comes in, so that reading :attr:`settings`
+        (the CLI does) changes nothing."""
+        if not self._served:
+            self._served = True
+            apply_level(self.settings.log_level)
+            self._join_powertools_logger()
 
-            with requires(kind, cfg.prefix + "HOST"):
-                if kind == "pg":
-                    from iamdb._sql.pg import PgDriver
+    def _join_powertools_logger(self) -> None:
+        """Log through the application's Powertools Logger once it has made one."""
+        if not self._joined_powertools and self._live:
+            self._joined_powertools = join_powertools_logger(
+                keep_level=self.settings.log_level is not None
+            )
 
-                    driver = PgDriver()
-                else:
-                    from iamdb._sql.mysql import MySqlDriver
-
-                    driver = MySqlDriver()
-            self._drivers[kind] = driver
-        return driver
+    def _forget(self) -> None:
+        """No instance, and no shared part made yet (at creation, and by :meth:`reset`)."""
+        self._managed = {}
+        self._mongo = {}
+        self._aio = {}
+        self._settings = None
+        self._tokens = None
+        self._limits = None
+        self._aws = None
+        self._telemetry = self._given_telemetry
+        self._served = False
 
 
 def _filter_botocore_logs() -> None:
     """Take secrets out of botocore's DEBUG logs when the application uses boto3 itself
-    (iamdb's own AWS calls do not go through botocore): never imports it."""
+    (iamdb's own AWS calls do not go through botocore): never imports it, nor the redaction
+    (compiling its patterns costs ~5 ms) unless botocore is there."""
     if "botocore" in sys.modules:
-        from iamdb._aws import redact as _redact
+        from iamdb._aws import redact
 
-        _redact.install()
+        redact.install()
 
 
 default = Registry()

@@ -23,27 +23,44 @@ same one". It knows an invocation by, in this order:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
+
+from iamdb.errors import ConfigError
 
 TRACE_VAR = "_X_AMZN_TRACE_ID"
 """Set by Lambda's runtime for every invocation (the X-Ray trace header)."""
 
 
 class Invocation:
-    """The current invocation's identity (None when unknown); shared by a registry's instances."""
+    """The current invocation's identity (None when unknown) and its :attr:`deadline`; shared
+    by a registry's instances."""
 
     def __init__(self, environ: Mapping[str, str], clock: Callable[[], float]) -> None:
         self._environ = environ
         self._clock = clock
         self._request_id: str | None = None
         self._ends_at = 0.0
+        self.deadline = Deadline(clock)
 
-    def set_context(self, request_id: str | None, remaining_ms: float) -> None:
-        """The context of the invocation now starting (``aws_request_id``, remaining time)."""
+    def set_context(self, context: Any) -> None:
+        """The Lambda context of the invocation now starting (anything with
+        ``get_remaining_time_in_millis``, and ``aws_request_id``); None forgets it."""
+        if context is None:
+            self.clear()
+            return
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        if not callable(remaining):
+            raise ConfigError(
+                "context", "expected the Lambda context (with get_remaining_time_in_millis)"
+            )
+        request_id = getattr(context, "aws_request_id", None)
         self._request_id = request_id if isinstance(request_id, str) and request_id else None
-        self._ends_at = self._clock() + max(0.0, float(remaining_ms)) / 1000.0
+        self._ends_at = self._clock() + max(0.0, float(remaining())) / 1000.0
+        self.deadline.set_context(remaining)
 
     def clear(self) -> None:
         self._request_id, self._ends_at = None, 0.0
+        self.deadline.set_context(None)
 
     def current(self) -> str | None:
         """The running invocation's id, or None when no invocation is known."""

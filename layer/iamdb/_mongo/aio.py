@@ -20,16 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from iamdb._core.log import logger
 from iamdb._core.loops import PerLoop
-from iamdb._mongo.client import Until, login_failure, new_client
-from iamdb._mongo.handle import (
-    CheckClient,
-    Clients,
-    CloseClient,
-    Held,
-    MongoHandle,
-    MongoStep,
-    OpenClient,
-)
+from iamdb._core.steps import run_async
+from iamdb._mongo.client import Until, new_client
+from iamdb._mongo.handle import MongoHandle
+from iamdb._mongo.refusals import login_failure
+from iamdb._mongo.runner import CheckClient, Clients, CloseClient, Held, MongoStep, OpenClient
 from iamdb.errors import ConfigError, IamDbError
 
 if TYPE_CHECKING:
@@ -156,23 +151,14 @@ class AsyncMongoHandle:
 
     async def _run(self, steps: Generator[MongoStep, Any, Any]) -> Any:
         """Run the handle's steps without blocking the loop."""
-        result: Any = None
-        failure: IamDbError | None = None
-        while True:
-            try:
-                step = steps.send(result) if failure is None else steps.throw(failure)
-            except StopIteration as done:
-                return done.value
-            result, failure = None, None
-            try:
-                until = (self.handle.clock, getattr(step, "deadline", 0.0))
-                if isinstance(step, OpenClient):
-                    result = await open_client(self.cfg, step.lease, until)
-                elif isinstance(step, CheckClient):
-                    result = await check_client(step.held.client, until)
-                elif isinstance(step, CloseClient):
-                    await self.close_client(step.held)
-                else:
-                    result = await asyncio.to_thread(self.handle.fresh_lease, step.deadline)
-            except IamDbError as exc:
-                failure = exc
+        return await run_async(steps, self._do, IamDbError)
+
+    async def _do(self, step: MongoStep) -> Any:
+        until = (self.handle.clock, getattr(step, "deadline", 0.0))
+        if isinstance(step, OpenClient):
+            return await open_client(self.cfg, step.lease, until)
+        if isinstance(step, CheckClient):
+            return await check_client(step.held.client, until)
+        if isinstance(step, CloseClient):
+            return await self.close_client(step.held)
+        return await asyncio.to_thread(self.handle.fresh_lease, step.deadline)

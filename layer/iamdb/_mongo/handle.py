@@ -7,37 +7,43 @@ and hands that out from then on. The old client is closed on the following call,
 so a caller still iterating one of its cursors is not broken; it is always closed well before
 its credentials expire, so no socket ever authenticates with expired credentials.
 
-One instance has one set of credentials (:class:`MongoHandle`) and one client per runner
-(:class:`Clients`): the blocking ``get_mongo()``'s, and one ``AsyncMongoClient`` per event loop
-for :mod:`iamdb.aio`. What a call does is written once, as the generator
-:meth:`MongoHandle.steps`, which each runner drives with its own I/O.
+One instance has one set of credentials (:class:`MongoHandle`) and clients per runner
+(:class:`~iamdb._mongo.runner.Clients`): the blocking ``get_mongo()``'s, and one
+``AsyncMongoClient`` per event loop for :mod:`iamdb.aio`. What a call does is written once, as
+the generator :meth:`MongoHandle.steps`, which each runner drives with its own I/O.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from iamdb._core.log import logger
+from iamdb._core.steps import run
 from iamdb._core.telemetry import Probe
 from iamdb._mongo import client as _mongo_client
-from iamdb._mongo.client import (
-    Sources,
-    Until,
-    check_client,
-    login_refused,
-    open_client,
-    refusal_watch,
+from iamdb._mongo.client import Until, check_client, open_client
+from iamdb._mongo.refusals import refusal_watch
+from iamdb._mongo.runner import (
+    CheckClient,
+    Clients,
+    CloseClient,
+    FetchLease,
+    Held,
+    MongoStep,
+    OpenClient,
 )
 from iamdb.errors import AuthError, ConnectError, IamDbError
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
+    from iamdb._aws.chain import CredentialResolver
+    from iamdb._aws.client import AwsClient
     from iamdb._aws.sts import Lease
     from iamdb._core.invocation import Deadline
+    from iamdb._core.runtime import Runtime
     from iamdb._mongo.config import MongoConfig
 
 # Keep a retired client's credentials at least this far from expiry; a failed refresh
@@ -47,66 +53,10 @@ _RETRY_REFRESH_SECONDS = 10.0
 _CONNECT_SECONDS = 5.0  # waits for credentials end by twice this without a Lambda context
 
 
-@dataclass(frozen=True)
-class Held:
-    """A client, the lease it logged in with, and its refusal listener (see login_refused)."""
-
-    client: Any = field(repr=False)
-    lease: Lease
-    watch: Any = field(repr=False)
-
-    def refused(self) -> bool:
-        return login_refused(self.client, self.watch)
-
-
-@dataclass
-class Clients:
-    """One runner's clients (the blocking one's, or one event loop's): the current client, and
-    those a swap retired, closed on the next call (a caller may still be reading a cursor)."""
-
-    current: Held | None = None
-    retired: list[Held] = field(default_factory=list)
-    hold_until: float = 0.0  # a renewal failed: keep the current client until then
-    last_used: float = 0.0  # when a call last handed the current client out
-
-    def all(self) -> list[Held]:
-        return [*self.retired, *([self.current] if self.current is not None else [])]
-
-
 class _Term(NamedTuple):
     lease: Lease
     renew_at: float  # when the credentials are due for renewal
     since: float  # when they were fetched
-
-
-class FetchLease(NamedTuple):
-    """Step: new credentials (blocking: :meth:`MongoHandle.fresh_lease`) by ``deadline``; send
-    back the Lease."""
-
-    deadline: float
-
-
-class OpenClient(NamedTuple):
-    """Step: a client logged in with ``lease`` by ``deadline``; send it back."""
-
-    lease: Lease
-    deadline: float
-
-
-class CheckClient(NamedTuple):
-    """Step: ping a client idle too long, by ``deadline``; send back None or why it failed."""
-
-    held: Held
-    deadline: float
-
-
-class CloseClient(NamedTuple):
-    """Step: close a retired client (:meth:`MongoHandle.before_close` first)."""
-
-    held: Held
-
-
-MongoStep = FetchLease | OpenClient | CloseClient | CheckClient
 
 
 class MongoHandle:
@@ -122,7 +72,9 @@ class MongoHandle:
         self,
         cfg: MongoConfig,
         *,
-        sources: Sources,
+        aws: AwsClient,
+        resolver: CredentialResolver,
+        runtime: Runtime,
         deadline: Deadline,
         probe: Probe,
         idle_seconds: float,
@@ -131,9 +83,9 @@ class MongoHandle:
     ) -> None:
         self.cfg = cfg
         self.probe = probe  # metrics and subsegments
-        self._sources = sources
+        self._aws, self._resolver, self._runtime = aws, resolver, runtime
         self._deadline = deadline
-        self._clock = self.clock = sources.runtime.clock
+        self._clock = self.clock = runtime.clock
         self._idle_seconds = idle_seconds
         self._opener = opener
         self._checker = checker
@@ -147,7 +99,9 @@ class MongoHandle:
         """New credentials for this instance (blocking; also the admin helpers' way in)."""
         if deadline is None:
             deadline = self._deadline.at(_CONNECT_SECONDS)
-        return _mongo_client.fetch_lease(self.cfg, self._sources, deadline)
+        return _mongo_client.fetch_lease(
+            self.cfg, deadline, aws=self._aws, runtime=self._runtime, resolver=self._resolver
+        )
 
     @property
     def lease(self) -> Lease | None:
@@ -272,25 +226,16 @@ class MongoHandle:
 
     def _run(self, steps: Generator[MongoStep, Any, Any]) -> Any:
         """Run :meth:`steps` blocking."""
-        result: Any = None
-        failure: IamDbError | None = None
-        while True:
-            try:
-                step = steps.send(result) if failure is None else steps.throw(failure)
-            except StopIteration as done:
-                return done.value
-            result, failure = None, None
-            try:
-                if isinstance(step, OpenClient):
-                    result = self._opener(self.cfg, step.lease, (self._clock, step.deadline))
-                elif isinstance(step, CheckClient):
-                    result = self._checker(step.held.client, (self._clock, step.deadline))
-                elif isinstance(step, CloseClient):
-                    self._close_client(step.held)
-                else:
-                    result = self.fresh_lease(step.deadline)
-            except IamDbError as exc:
-                failure = exc
+        return run(steps, self._do, IamDbError)
+
+    def _do(self, step: MongoStep) -> Any:
+        if isinstance(step, OpenClient):
+            return self._opener(self.cfg, step.lease, (self._clock, step.deadline))
+        if isinstance(step, CheckClient):
+            return self._checker(step.held.client, (self._clock, step.deadline))
+        if isinstance(step, CloseClient):
+            return self._close_client(step.held)
+        return self.fresh_lease(step.deadline)
 
     def _close_client(self, held: Held) -> None:
         try:
@@ -342,6 +287,6 @@ class MongoHandle:
 
     def _same_credentials(self, lease: Lease) -> bool:
         try:
-            return self._sources.resolver.resolve() == lease.credentials
+            return self._resolver.resolve() == lease.credentials
         except IamDbError:
             return False

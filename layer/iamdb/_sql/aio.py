@@ -15,14 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from iamdb._core.log import logger
 from iamdb._core.loops import PerLoop
-from iamdb._sql.managed import look, ping_deadline, watch
+from iamdb._sql.managed import ManagedConnection, look, ping_deadline, watch
 from iamdb._sql.pg import PgDriver
 
 if TYPE_CHECKING:
-    from iamdb._core.invocation import Deadline, Invocation
-    from iamdb._core.runtime import Runtime
     from iamdb._core.telemetry import Probe
-    from iamdb._sql.login import Login
+    from iamdb._sql.config import SqlConfig
     from iamdb._sql.pg import PgAsyncConnection
 
 
@@ -48,26 +46,24 @@ class _PgSlot:
 
 class AsyncManaged:
     """An instance's ``psycopg.AsyncConnection`` on each event loop, checked at every
-    :meth:`get` and replaced when dead, logged in through the singleton's ``Login``."""
+    :meth:`get` and replaced when dead: the asyncio side of the singleton ``managed``, logging in
+    through its ``Login``, by its deadline and rules."""
 
-    def __init__(
-        self,
-        login: Login[Any],
-        *,
-        runtime: Runtime,
-        idle_seconds: float,
-        deadline: Deadline,
-        invocation: Invocation,
-    ) -> None:
+    def __init__(self, managed: ManagedConnection[Any]) -> None:
+        login = managed.login
         if not isinstance(login.driver, PgDriver):
             raise TypeError(f"no asyncio driver for {login.cfg.label}")
         self.login = login
         self._driver = login.driver
-        self._rt = runtime
-        self._idle_seconds = idle_seconds
-        self._deadline = deadline
-        self._invocation = invocation
+        self._rt = managed.runtime
+        self._idle_seconds = managed.idle_seconds
+        self._deadline = managed.deadline
+        self._invocation = managed.invocation
         self._loops = PerLoop(lambda: _PgSlot(self._driver))
+
+    @property
+    def cfg(self) -> SqlConfig:
+        return self.login.cfg
 
     @property
     def probe(self) -> Probe:

@@ -226,3 +226,15 @@ def _rootcert(env: Mapping[str, str], var: str, dsql: bool) -> str:
     if problem is not None:
         raise ConfigError(var, f"expected the path of a PEM CA bundle: {problem}")
     return value
+
+
+def tls_warning(cfg: SqlConfig) -> str | None:
+    """What to say once when ``cfg`` sends its token without verifying the server (None: it
+    verifies)."""
+    if cfg.sslmode == "disable":
+        return f"{cfg.label}: {cfg.prefix}SSLMODE=disable: the IAM token travels in plaintext"
+    if cfg.sslmode == "require":
+        return (
+            f"{cfg.label}: {cfg.prefix}SSLMODE=require: the IAM token goes to an unverified server"
+        )
+    return None

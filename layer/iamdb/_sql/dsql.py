@@ -7,24 +7,19 @@ connection once it is :data:`MAX_AGE_SECONDS` old, between invocations; the clus
 :data:`CONNECT_RATE` new connections per second whatever the token, and says so with SQLSTATE
 53400 instead of failing the login like RDS; certificates chain to Amazon's public roots, so TLS
 is verified against the system's CA store, not the RDS bundle; and optimistic concurrency fails a
-commit with SQLSTATE 40001, which :func:`run_transaction` retries.
+commit with SQLSTATE 40001, which :mod:`iamdb._sql.transactions` runs again.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 from iamdb._aws.signer import DSQL_MAX_EXPIRES_SECONDS, TOKEN_LIFETIME_SECONDS
 from iamdb._core.env import ca_file_problem, env_number, env_value
-from iamdb._core.log import logger
-from iamdb.errors import ConfigError, ConflictError
-
-if TYPE_CHECKING:
-    from iamdb._registry import Registry
-    from iamdb._sql.pg import PgConnection
+from iamdb.errors import ConfigError
 
 ADMIN_ROLE = "admin"
 """The one DSQL role that logs in with ``DbConnectAdmin``."""
@@ -62,9 +57,6 @@ SYSTEM_CA_FILES = (
 # Server refusals, as libpq reports them (SQLSTATE is not in the text of a failed connect).
 RATE_EXCEEDED = ("53400", "rate exceeded")
 TOO_MANY_CONNECTIONS = ("53300", "too many open connections", "too many clients")
-_CONFLICT = "40001"
-
-T = TypeVar("T")
 
 
 def region_from_endpoint(hostname: str) -> str | None:
@@ -104,62 +96,3 @@ def system_ca_file(env: Mapping[str, str], var: str) -> str:
         ": set it to a PEM file of the public root CAs DSQL's certificates chain to "
         "(Amazon Root CA 1-4)",
     )
-
-
-def run_transaction(
-    registry: Registry, fn: Callable[[PgConnection], T], name: str | None, *, attempts: int
-) -> T:
-    """``fn(conn)`` in a transaction on ``registry.get_dsql(name)``, run again after a 40001
-    conflict, at most ``attempts`` times in all.
-
-    Each attempt asks ``get_dsql()`` anew (a connection replaced in between is picked up) and
-    runs ``with conn.transaction(): fn(conn)``, so a conflict rolls back the whole attempt.
-    Between attempts iamdb's decorrelated-jitter backoff waits (the registry's runtime sleeps).
-    Anything but a conflict propagates unchanged; after the last conflict,
-    :class:`~iamdb.errors.ConflictError` says so with the server's message.
-    """
-    from iamdb._core.backoff import DecorrelatedJitter
-
-    if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= 20:
-        raise ConfigError("attempts", f"expected an integer from 1 to 20, got {attempts!r:.20}")
-    managed = registry.managed("dsql", name)
-    runtime, probe, label = registry.runtime, managed.probe, managed.cfg.label
-    backoff = DecorrelatedJitter(0.02, 1.0, uniform=runtime.uniform)
-    conflict = ""
-    for attempt in range(1, attempts + 1):
-        if attempt > 1:
-            delay = backoff.next_delay()
-            logger.info(
-                "%s: transaction conflicted (%s), attempt %d of %d in %.3f s",
-                label,
-                conflict,
-                attempt,
-                attempts,
-                delay,
-            )
-            probe.count("TransactionRetries")
-            runtime.sleep(delay)
-        done, value = _attempt(registry, fn, name)
-        if done:
-            result: T = value
-            return result
-        conflict = value
-    raise ConflictError(
-        f"{label}: the transaction conflicted with concurrent ones {attempts} times "
-        f"(SQLSTATE 40001; last: {conflict}). DSQL's optimistic concurrency refuses a commit "
-        "whose rows (OC000) or schema (OC001) changed since the transaction began: retry "
-        "later, raise attempts, or make fewer transactions write the same rows."
-    )
-
-
-def _attempt(registry: Registry, fn: Callable[[Any], Any], name: str | None) -> tuple[bool, Any]:
-    """(True, result) or (False, the conflict's message). Its own frame, so that the
-    connection and the driver's error are gone before :class:`ConflictError` is raised."""
-    conn = registry.get_dsql(name)
-    try:
-        with conn.transaction():
-            return True, fn(conn)
-    except Exception as exc:
-        if getattr(exc, "sqlstate", None) != _CONFLICT:
-            raise
-        return False, " ".join(str(exc).split())[:300]

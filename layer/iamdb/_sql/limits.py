@@ -26,7 +26,10 @@ from iamdb._sql.pace import Waits, paced_rate
 from iamdb.errors import ConfigError, ThrottleError
 
 if TYPE_CHECKING:
+    from iamdb._aws.client import AwsClient
+    from iamdb._core.log import WarnOnce
     from iamdb._core.runtime import Runtime
+    from iamdb._core.settings import Settings
     from iamdb._core.telemetry import Probe
     from iamdb._sql.fleet import FleetLimiter, Ticket
 
@@ -86,6 +89,22 @@ class Limits:
         self._rt = runtime
         self._lock = threading.Lock()
         self._buckets: dict[str, TokenBucket] = {}
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, aws: Callable[[], AwsClient], runtime: Runtime, warn: WarnOnce
+    ) -> Limits:
+        """The limits ``settings`` ask for: ``IAMDB_CONNECT_RATE``, and the fleet's queue on
+        ``aws()`` when ``IAMDB_THROTTLE_TABLE`` is set (its endpoint checked now: ConfigError
+        before any call)."""
+        fleet = None
+        if settings.throttle_table:
+            from iamdb._aws.client import resolve_endpoint
+            from iamdb._sql.fleet import FleetLimiter
+
+            resolve_endpoint("dynamodb", runtime.environ)
+            fleet = FleetLimiter(settings.throttle_table, aws(), runtime, warn)
+        return cls(settings.connect_rate, fleet, runtime)
 
     def permit(
         self, endpoint: str, deadline: float, probe: Probe, *, rate: float | None = None

@@ -5,9 +5,9 @@ the token, take the permits if the server counts this login (RDS: a token it has
 yet; Aurora DSQL: every connection), connect; a refusal (an RDS one may be throttling, a DSQL
 one can say so) is retried with backoff, at most ``IAMDB_AUTH_RETRIES`` times. The
 steps are a generator that yields what must happen (a permit, a connect, a sleep) and is told
-what happened, as psycopg 3 shares its blocking and async code: :meth:`Login.connect` runs the
-steps blocking, :meth:`Login.connect_async` awaits them (permits in a worker thread, the
-driver's async connect, ``asyncio.sleep``). The singletons, the pools and the async getters all
+what happened (:mod:`iamdb._core.steps`): :meth:`Login.connect` runs them blocking,
+:meth:`Login.connect_async` awaits them (permits in a worker thread, the driver's async
+connect, ``asyncio.sleep``). The singletons, the pools and the async getters all
 log in through one :class:`Login` per instance, so they share its token cache, permits, retry
 rules, TLS settings and the token the server last accepted.
 """
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 from iamdb._core.backoff import THROTTLING_HINT, DecorrelatedJitter, final_error
 from iamdb._core.log import logger
+from iamdb._core.steps import run, run_async
 from iamdb._core.telemetry import Probe
 from iamdb._sql.config import SqlConfig
 from iamdb._sql.refusals import locate
@@ -105,29 +106,19 @@ class Login(Generic[C]):
         ``options`` go to the driver's connect (``autocommit=False`` for the pools and
         SQLAlchemy, the settings a SQLAlchemy dialect passes); they cannot replace iamdb's
         connection, TLS or login parameters."""
+
+        def do(step: _Step) -> Any:
+            if isinstance(step, _Permit):
+                return self._limits.permit(step.endpoint, step.deadline, self.probe, rate=step.rate)
+            if isinstance(step, _Connect):
+                until = (self._rt.clock, step.deadline)
+                return self.driver.connect(self.cfg, step.token, until, **options)
+            self._rt.sleep(step.seconds)
+            return None
+
         with self.probe.span("connect"):
-            steps = self._steps(deadline)
-            step = next(steps)
-            while True:
-                failure: Exception | None = None
-                result: Any = None
-                try:
-                    if isinstance(step, _Permit):
-                        result = self._limits.permit(
-                            step.endpoint, step.deadline, self.probe, rate=step.rate
-                        )
-                    elif isinstance(step, _Connect):
-                        until = (self._rt.clock, step.deadline)
-                        result = self.driver.connect(self.cfg, step.token, until, **options)
-                    else:
-                        self._rt.sleep(step.seconds)
-                except _FAILURES as exc:
-                    failure = exc
-                try:  # outside the except: nothing raised from here chains the refusal
-                    step = steps.send(result) if failure is None else steps.throw(failure)
-                except StopIteration as done:
-                    conn: C = done.value
-                    return conn
+            conn: C = run(self._steps(deadline), do, _FAILURES)
+            return conn
 
     async def connect_async(
         self,
@@ -138,33 +129,18 @@ class Login(Generic[C]):
         connect (``PgDriver.connect_async``); permits are waited for in a worker thread."""
         import asyncio
 
+        async def do(step: _Step) -> Any:
+            if isinstance(step, _Permit):
+                return await asyncio.to_thread(
+                    self._limits.permit, step.endpoint, step.deadline, self.probe, rate=step.rate
+                )
+            if isinstance(step, _Connect):
+                return await connect(self.cfg, step.token, (self._rt.clock, step.deadline))
+            await asyncio.sleep(step.seconds)
+            return None
+
         with self.probe.span("connect"):
-            steps = self._steps(deadline)
-            step = next(steps)
-            while True:
-                failure: Exception | None = None
-                result: Any = None
-                try:
-                    if isinstance(step, _Permit):
-                        result = await asyncio.to_thread(
-                            self._limits.permit,
-                            step.endpoint,
-                            step.deadline,
-                            self.probe,
-                            rate=step.rate,
-                        )
-                    elif isinstance(step, _Connect):
-                        result = await connect(
-                            self.cfg, step.token, (self._rt.clock, step.deadline)
-                        )
-                    else:
-                        await asyncio.sleep(step.seconds)
-                except _FAILURES as exc:
-                    failure = exc
-                try:
-                    step = steps.send(result) if failure is None else steps.throw(failure)
-                except StopIteration as done:
-                    return done.value
+            return await run_async(self._steps(deadline), do, _FAILURES)
 
     def _steps(self, deadline: float | None) -> Generator[_Step, Any, Any]:
         """The login's steps; the runner sends back each step's result or throws its failure.

@@ -58,10 +58,8 @@ class ManagedConnection(Generic[C]):
         invocation: Invocation,
     ) -> None:
         self.login = login  # how a new connection is made (token, permits, retries)
-        self._rt = runtime
-        self._idle_seconds = idle_seconds
-        self._deadline = deadline
-        self._invocation = invocation
+        self.runtime, self.idle_seconds = runtime, idle_seconds
+        self.deadline, self.invocation = deadline, invocation
         self._lock = threading.Lock()
         self._conn: C | None = None
         self._poll: select.poll | None = None
@@ -90,8 +88,8 @@ class ManagedConnection(Generic[C]):
 
     def get(self) -> C:
         """The live connection, opening or replacing it when needed, by the deadline."""
-        clock = self._rt.clock
-        deadline = self._deadline.at(self.cfg.connect_timeout)
+        clock = self.runtime.clock
+        deadline = self.deadline.at(self.cfg.connect_timeout)
         if not self._lock.acquire(timeout=max(0.0, deadline - clock())):
             raise ConnectError(
                 f"{self.cfg.label}: another thread's login did not end before the deadline "
@@ -113,7 +111,7 @@ class ManagedConnection(Generic[C]):
             self._discard(wait)
 
     def _get(self, now: float, deadline: float) -> C:
-        conn, invocation = self._conn, self._invocation.current()
+        conn, invocation = self._conn, self.invocation.current()
         new_invocation = invocation is not None and invocation != self._served
         self._served = invocation
         replaced = None if conn is None else self._unusable(conn, now, deadline, new_invocation)
@@ -146,7 +144,7 @@ class ManagedConnection(Generic[C]):
         age = now - self._opened
         # Between invocations, or outside Lambda while no transaction is open: nothing in flight.
         between = new_invocation or (
-            self._invocation.current() is None and driver.transaction(conn) is None
+            self.invocation.current() is None and driver.transaction(conn) is None
         )
         if between and cfg.max_age is not None and age >= cfg.max_age:
             logger.info(
@@ -158,10 +156,10 @@ class ManagedConnection(Generic[C]):
             )
             return "aged"
         assert self._poll is not None
-        seen = look(driver.is_closed(conn), self._poll, now - self._last_used, self._idle_seconds)
+        seen = look(driver.is_closed(conn), self._poll, now - self._last_used, self.idle_seconds)
         reason = seen.dead
         if seen.confirm:
-            problem = driver.ping(conn, (self._rt.clock, ping_deadline(now, deadline)))
+            problem = driver.ping(conn, (self.runtime.clock, ping_deadline(now, deadline)))
             reason = None if problem is None else seen.failed(problem)
         if reason is None:
             return None

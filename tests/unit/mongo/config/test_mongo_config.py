@@ -22,7 +22,8 @@ from iamdb._aws.credentials import Credentials
 from iamdb._aws.sts import Lease, assume_role, session_name
 from iamdb._core.invocation import Deadline
 from iamdb._core.runtime import Runtime
-from iamdb._mongo.client import Sources, client_options, connection_string
+from iamdb._mongo.admin import connection_string
+from iamdb._mongo.client import client_options
 from iamdb._mongo.config import MongoConfig, load_mongo_config
 from iamdb._mongo.handle import MongoHandle
 from iamdb.errors import AuthError, ConfigError, ConnectError, CredentialsError
@@ -415,7 +416,9 @@ def handle_with(
     rt = runtime(dict(BASE), clock)
     handle = MongoHandle(
         cfg(),
-        sources=Sources(FakeAws(*script), rt, CredentialResolver(Runtime(environ=BASE))),  # type: ignore[arg-type]
+        aws=FakeAws(*script),  # type: ignore[arg-type]
+        resolver=CredentialResolver(Runtime(environ=BASE)),
+        runtime=rt,
         deadline=Deadline(clock.clock),
         probe=RecordingProbe(),  # type: ignore[arg-type]
         idle_seconds=30.0,

@@ -22,9 +22,11 @@ from pymongo import MongoClient, uri_parser
 from iamdb._aws.credentials import Credentials
 from iamdb._aws.sts import Lease
 from iamdb._core.env import RDS_CA_BUNDLE
-from iamdb._mongo.client import client_options, connection_string
+from iamdb._mongo.admin import connection_string
+from iamdb._mongo.client import client_options
 from iamdb._mongo.config import MongoConfig, load_mongo_config
-from iamdb._mongo.uri import RDS_BUNDLE_REGIONS, documentdb_region, parse_uri
+from iamdb._mongo.documentdb import RDS_BUNDLE_REGIONS, documentdb_region
+from iamdb._mongo.uri import parse_uri
 from iamdb.errors import ConfigError
 
 pytestmark = pytest.mark.filterwarnings(

@@ -33,6 +33,7 @@ from iamdb._sql.managed import ManagedConnection
 from iamdb._sql.pace import paced_rate
 from iamdb._sql.pg import _classify, _params
 from iamdb._sql.tokens import Token, TokenCache
+from iamdb._sql.transactions import run_transaction
 from iamdb.errors import AuthError, ConfigError, ConflictError, ConnectError, ThrottleError
 from tests.fakes import FakeTime, RecordingProbe, SocketDriver, managed_connection, runtime
 
@@ -392,23 +393,28 @@ class FakeConn:
         self.log.append("commit")
 
 
-class FakeRegistry:
-    """What run_transaction uses of a Registry: ``managed(...)``, ``get_dsql``, ``runtime``."""
+class Instance:
+    """What run_transaction is given of an instance: ``get_dsql``, the runtime, the probe."""
 
     def __init__(self, t: FakeTime) -> None:
         self.runtime = runtime(ENV, t, random=0.5)
         self.conn = FakeConn()
         self.gets = 0
         self.probe = RecordingProbe()
-        self.cfg = dsql()
 
-    def managed(self, engine: str, name: str | None = None) -> Any:
-        assert (engine, name) == ("dsql", None)
-        return self
-
-    def get_dsql(self, name: str | None = None) -> FakeConn:
+    def get_dsql(self) -> FakeConn:
         self.gets += 1
         return self.conn
+
+    def run(self, fn: Any, attempts: Any = 3) -> Any:
+        return run_transaction(
+            self.get_dsql,  # type: ignore[arg-type]
+            fn,
+            attempts=attempts,
+            runtime=self.runtime,
+            probe=self.probe,  # type: ignore[arg-type]
+            label="dsql",
+        )
 
 
 def failing(times: int, error: type[Exception] = Conflict) -> Any:
@@ -426,9 +432,9 @@ def failing(times: int, error: type[Exception] = Conflict) -> Any:
 
 def test_conflicts_are_retried_each_in_a_new_transaction_with_jitter() -> None:
     t = FakeTime()
-    registry = FakeRegistry(t)
+    registry = Instance(t)
     fn = failing(2)
-    assert _dsql.run_transaction(registry, fn, None, attempts=3) == "done after 3"  # type: ignore[arg-type]
+    assert registry.run(fn) == "done after 3"
     assert registry.conn.log == ["begin", "rollback"] * 2 + ["begin", "commit"]
     assert registry.gets == 3  # get_dsql() per attempt: a replaced connection is picked up
     backoff = DecorrelatedJitter(0.02, 1.0, uniform=registry.runtime.uniform)
@@ -438,25 +444,25 @@ def test_conflicts_are_retried_each_in_a_new_transaction_with_jitter() -> None:
 
 def test_the_last_conflict_is_a_conflict_error_keeping_nothing_alive() -> None:
     t = FakeTime()
-    registry = FakeRegistry(t)
+    registry = Instance(t)
     with pytest.raises(ConflictError, match=r"3 times.*OC000") as info:
-        _dsql.run_transaction(registry, failing(99), None, attempts=3)  # type: ignore[arg-type]
+        registry.run(failing(99))
     assert info.value.__context__ is None and info.value.__cause__ is None
     assert len(t.sleeps) == 2 and registry.gets == 3
 
 
 def test_anything_but_a_conflict_propagates_at_once() -> None:
     t = FakeTime()
-    registry = FakeRegistry(t)
+    registry = Instance(t)
     with pytest.raises(OtherError):
-        _dsql.run_transaction(registry, failing(1, OtherError), None, attempts=3)  # type: ignore[arg-type]
+        registry.run(failing(1, OtherError))
     with pytest.raises(ZeroDivisionError):
-        _dsql.run_transaction(registry, lambda conn: 1 / 0, None, attempts=3)  # type: ignore[arg-type]
+        registry.run(lambda conn: 1 / 0)
     assert t.sleeps == [] and registry.conn.log == ["begin", "rollback"] * 2
 
 
 @pytest.mark.parametrize("attempts", [0, -1, 21, 2.5, True, "3"])
 def test_attempts_must_be_a_small_positive_integer(attempts: Any) -> None:
     with pytest.raises(ConfigError) as info:
-        _dsql.run_transaction(FakeRegistry(FakeTime()), failing(0), None, attempts=attempts)  # type: ignore[arg-type]
+        Instance(FakeTime()).run(failing(0), attempts)
     assert info.value.variable == "attempts"

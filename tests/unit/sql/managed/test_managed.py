@@ -106,7 +106,7 @@ def test_readable_but_alive_connection_is_kept(s: Setup) -> None:
 
 def test_the_ping_and_the_new_login_share_one_deadline(s: Setup) -> None:
     """With a Lambda context, both end 0.5 s before the invocation does."""
-    s.managed._deadline.set_context(lambda: 3000.0)
+    s.managed.deadline.set_context(lambda: 3000.0)
     first = s.managed.get()
     s.driver.ping_fails = True
     s.t.now += 31
@@ -197,7 +197,7 @@ def test_a_refused_connect_is_tried_again_with_backoff_until_it_succeeds(s: Setu
 
 
 def test_a_refused_connect_ends_at_the_deadline_with_the_time_spent(s: Setup) -> None:
-    s.managed._deadline.set_context(lambda: 6000.0)
+    s.managed.deadline.set_context(lambda: 6000.0)
     started = s.t.now
     s.driver.refusals = [transient() for _ in range(100)]
     with pytest.raises(ConnectError) as info:
@@ -260,24 +260,28 @@ def test_without_a_known_invocation_a_transaction_is_never_touched(s: Setup) -> 
     assert s.managed.get() is first
 
 
+class Context:
+    """A Lambda context on the fake clock: ``seconds`` of the invocation remain from now."""
+
+    def __init__(self, s: Setup, request_id: str, seconds: float) -> None:
+        self.aws_request_id = request_id
+        self._ends, self._clock = s.t.now + seconds, s.t.clock
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._ends - self._clock()) * 1000))
+
+
 def test_the_request_id_of_the_context_tells_invocations_apart(s: Setup) -> None:
-    class Context:
-        def __init__(self, request_id: str) -> None:
-            self.aws_request_id = request_id
-
-        def get_remaining_time_in_millis(self) -> int:
-            return 10_000
-
-    s.invocation.set_context(Context("req-1").aws_request_id, 10_000)
+    s.invocation.set_context(Context(s, "req-1", 10))
     first = s.managed.get()
     s.driver.transactions[first.fileno()] = "INTRANS"
     assert s.managed.get() is first
-    s.invocation.set_context(Context("req-2").aws_request_id, 10_000)
+    s.invocation.set_context(Context(s, "req-2", 10))
     assert s.managed.get() is not first
 
 
 def test_a_context_whose_time_is_up_is_not_the_current_invocation(s: Setup) -> None:
-    s.invocation.set_context("req-1", 1000)
+    s.invocation.set_context(Context(s, "req-1", 1))
     assert s.invocation.current() == "req-1"
     s.t.now += 2
     assert s.invocation.current() is None
@@ -290,7 +294,7 @@ def test_a_context_whose_time_is_up_is_not_the_current_invocation(s: Setup) -> N
 
 def test_a_get_waiting_for_another_threads_login_ends_by_the_deadline() -> None:
     setup = Setup()
-    setup.managed._deadline.set_context(lambda: 600.0)  # 0.1 s to wait, past the margin
+    setup.managed.deadline.set_context(lambda: 600.0)  # 0.1 s to wait, past the margin
     setup.managed._lock.acquire()  # another thread is logging in, slowly
     try:
         with pytest.raises(ConnectError, match="another thread's login did not end"):
