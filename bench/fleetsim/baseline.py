@@ -264,8 +264,8 @@ class Limits:
     def permit(
         self, endpoint: str, deadline: float, probe: Probe, *, rate: float | None = None
     ) -> Ticket | None:
-        """Wait for the permits of one new login to ``endpoint`` (an :attr:`Endpoint.key
-        <iamdb._sql.tokens.Endpoint.key>`), whose server admits ``rate`` logins per second (None:
+        """Wait for the permits of one new login to ``endpoint`` (an :attr:`Target.key
+        <iamdb._sql.tokens.Target.key>`), whose server admits ``rate`` logins per second (None:
         this limiter's own rate, ``IAMDB_CONNECT_RATE``).
 
         Returns the fleet ticket to :meth:`release` after the login (None without one).

@@ -251,7 +251,7 @@ def _environment(ctx: Ctx, fleet_type: Any, limits_type: Any) -> Outcome:
             ctx.sleep(begins - ctx.now())
         context = LambdaContext(ctx.sim, ctx.now() + (ctx.deadline - ctx.arrival))
         deadline.set_context(context.get_remaining_time_in_millis)
-        tokens.invalidate(cfg.endpoint)  # a new token: a login the server counts
+        tokens.invalidate(cfg.target)  # a new token: a login the server counts
         try:
             answer = login.connect()
         except IamDbError as exc:

@@ -101,7 +101,7 @@ def describe(cfg: SqlConfig) -> list[str]:
     if cfg.engine == "dsql":
         lines[2] = f"  token signed for: {cfg.signing_host}  region: {cfg.region}"
         lines.append(
-            f"  token: dsql:{cfg.endpoint.action}, {cfg.token_lifetime} s  max age: "
+            f"  token: dsql:{cfg.target.action}, {cfg.token_lifetime} s  max age: "
             f"{cfg.max_age:g} s  connect rate: {cfg.connect_rate:g}/s"
         )
     return lines
@@ -132,7 +132,7 @@ def probe(registry: Registry, cfg: SqlConfig) -> str:
 
 def cmd_token(args: argparse.Namespace, registry: Registry) -> int:
     cfg = registry.config(args.engine, args.name)
-    token = registry.tokens.get(cfg.endpoint)
+    token = registry.tokens.get(cfg.target)
     print(token.value)
     return 0
 

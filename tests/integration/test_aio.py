@@ -246,14 +246,14 @@ def test_token_refresh_on_a_fake_clock(
 
     async def handler() -> None:
         first = await handle.get()
-        token = registry.tokens.get(registry.config("pg").endpoint)
+        token = registry.tokens.get(registry.config("pg").target)
         now[0] = time.time()  # 841 s later: past the 840 s refresh age
         assert await handle.get() is first  # idle: confirmed by a round trip, kept
         assert stack.pg is not None and stack.pg.kill_connections(USER) >= 1
         second = await handle.get()  # the round trip fails: replaced, with a new token
         assert second is not first
         assert await (await second.execute("SELECT 1")).fetchone() == (1,)
-        assert registry.tokens.get(registry.config("pg").endpoint) is not token
+        assert registry.tokens.get(registry.config("pg").target) is not token
         handle.probe.flush()
 
     try:

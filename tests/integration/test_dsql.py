@@ -376,7 +376,7 @@ def test_a_rate_refusal_is_retried_then_a_throttle_error_holding_no_secret(
         try:
             with pytest.raises(iamdb.ThrottleError) as info:
                 reg.get_dsql()
-            token = reg.tokens.get(reg.config("dsql").endpoint)
+            token = reg.tokens.get(reg.config("dsql").target)
         finally:
             reg.reset()
     assert not server.errors and server.accepted == 2  # retried once, with backoff

@@ -105,7 +105,7 @@ def test_mysql_server_without_tls_never_receives_the_token(
     assert b"X-Amz" not in server.received and b"Action=connect" not in server.received
     # Refused deep inside PyMySQL, whose frames hold the token: the error must not keep them.
     cfg = iamdb._registry.default.config("mysql")
-    token = iamdb._registry.default.tokens.get(cfg.endpoint)
+    token = iamdb._registry.default.tokens.get(cfg.target)
     assert iamdb.info("mysql").tokens_signed == 1  # the very token it was about to send
     held = [path for path, text in kept_alive(info.value) if token.value in text]
     assert not held, held

@@ -147,7 +147,7 @@ def test_async_pool_logs_in_on_a_real_loop_without_blocking_it(
         stack_env, sleep=sleep, IAMDB_THROTTLE_TABLE=None, IAMDB_CONNECT_RATE="5"
     )
     probe = quiet_probe("pg", None)
-    registry.limits.permit(registry.config("pg").endpoint.key, time.time() + 5, probe)
+    registry.limits.permit(registry.config("pg").target.key, time.time() + 5, probe)
     before = accepted(stack)
 
     async def main() -> tuple[int, list[int]]:

@@ -159,7 +159,7 @@ def test_old_tokens_are_refused_and_iamdb_never_presents_one(
         # ... but a token signed back then and cached is never presented once it is old.
         registry.reset()
         cfg = registry.config(engine)  # type: ignore[arg-type]
-        old = registry.tokens.get(cfg.endpoint)
+        old = registry.tokens.get(cfg.target)
         now[0] = time.time()
         conn = registry.managed(engine).get()  # type: ignore[arg-type]
         assert query(engine, conn, "SELECT 1")[0] == 1

@@ -195,7 +195,7 @@ def test_the_fleet_limiter_is_asked_for_a_new_token_only(
 ) -> None:
     telemetry = RecordingTelemetry()
     registry = own_registry(stack_env, telemetry=telemetry)
-    queue = registry.config("pg").endpoint.key
+    queue = registry.config("pg").target.key
     engine = create_engine("pg", pool_size=2)
     initial = table_item(queue)
     with engine.connect():  # a token the server has not seen: a permit, a fleet ticket
@@ -271,7 +271,7 @@ def test_async_engines_log_in_without_blocking_the_event_loop(
         stack_env, sleep=sleep, IAMDB_THROTTLE_TABLE=None, IAMDB_CONNECT_RATE="5"
     )
     probe = quiet_probe("pg", None)
-    registry.limits.permit(registry.config("pg").endpoint.key, time.time() + 5, probe)
+    registry.limits.permit(registry.config("pg").target.key, time.time() + 5, probe)
     before = accepted(stack, "pg")
 
     async def main() -> tuple[int, list[int], list[int]]:

@@ -36,7 +36,7 @@ from iamdb._core.env import (
     valid_host,
 )
 from iamdb._sql import dsql as _dsql
-from iamdb._sql.tokens import DSQL_CONNECT, DSQL_CONNECT_ADMIN, Endpoint
+from iamdb._sql.tokens import DSQL_CONNECT, DSQL_CONNECT_ADMIN, Target
 from iamdb.errors import ConfigError
 
 Engine = Literal["pg", "mysql", "dsql"]
@@ -102,13 +102,13 @@ class SqlConfig:
         return self.engine if self.name is None else f"{self.engine}:{self.name}"
 
     @property
-    def endpoint(self) -> Endpoint:
+    def target(self) -> Target:
         """What this instance's tokens are signed for (DSQL: the action follows the role)."""
         host, port, user, region = self.signing_host, self.signing_port, self.user, self.region
         if self.engine != "dsql":
-            return Endpoint(host, port, user, region)
+            return Target(host, port, user, region)
         action = DSQL_CONNECT_ADMIN if user == _dsql.ADMIN_ROLE else DSQL_CONNECT
-        return Endpoint(host, port, user, region, action, self.token_lifetime)
+        return Target(host, port, user, region, action, self.token_lifetime)
 
 
 def load_sql_config(

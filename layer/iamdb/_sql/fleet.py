@@ -2,7 +2,7 @@
 
 A deploy or a traffic spike starts hundreds of environments at once; each paces only itself,
 so together they exceed the instance's limit. With ``IAMDB_THROTTLE_TABLE`` set, every new
-IAM login first takes a ticket from one DynamoDB item per signing endpoint (:mod:`iamdb._sql.queue`:
+IAM login first takes a ticket from one DynamoDB item per database server (:mod:`iamdb._sql.queue`:
 the item and its writes). ``n`` is the instant (epoch microseconds) of the next free slot;
 slots are ``s = 1 / (0.9 R)`` apart. A login takes its slot with **one** conditional
 ``UpdateItem`` (``SET n = if_not_exists(n, :start) + :s``, the new ``n`` returned), then
@@ -73,7 +73,7 @@ _SKEW_US = round(SKEW_SECONDS * 1e6)
 
 
 class Ticket(NamedTuple):
-    """A slot taken in an endpoint's queue (epoch microseconds, DynamoDB's time)."""
+    """A slot taken in a server's queue (epoch microseconds, DynamoDB's time)."""
 
     key: str
     slot: int
@@ -94,8 +94,8 @@ class FleetLimiter:
         self._lock = threading.Lock()
         self._skip_until = 0.0
 
-    def acquire(self, endpoint: str, rate: float, waits: Waits) -> Ticket | None:
-        """Take a slot for one login to ``endpoint`` and sleep until it begins (``waits``: the
+    def acquire(self, server: str, rate: float, waits: Waits) -> Ticket | None:
+        """Take a slot for one login to ``server`` and sleep until it begins (``waits``: the
         login's deadline, and where its sleeps go).
 
         Returns the ticket (for :meth:`release`), or None when the limiter failed open.
@@ -104,11 +104,11 @@ class FleetLimiter:
         if self._rt.clock() < self._skip_until:
             return None
         spacing = round(1e6 / paced_rate(rate))
-        key = f"q#{endpoint}"
+        key = f"q#{server}"
         backoff = DecorrelatedJitter(0.2, 2.0, uniform=self._rt.uniform)
         start, tries, stalled = 0, 0, False
         while tries < TRIES:
-            found = self._attempt(endpoint, rate, key, spacing, start, waits)
+            found = self._attempt(server, rate, key, spacing, start, waits)
             if isinstance(found, Ticket):
                 if self._use(found, waits):
                     return found
@@ -120,7 +120,7 @@ class FleetLimiter:
             elif isinstance(found, AwsError) and retryable(found):
                 delay = backoff.next_delay()  # DynamoDB pushes back: slow down, inside the deadline
                 if self._rt.clock() + delay > waits.deadline:
-                    raise self._pushed_back(endpoint, found, waits)
+                    raise self._pushed_back(server, found, waits)
                 waits.sleep(delay, f"DynamoDB table {self.table} to take writes again")
             elif isinstance(found, TransportError) and found.sent and not stalled:
                 stalled = True  # one answer late: a stall, maybe; ask once more
@@ -132,13 +132,13 @@ class FleetLimiter:
                 return None
         spent = self._rt.clock() - waits.began
         raise ThrottleError(
-            f"the fleet's queue of new IAM logins to {endpoint} changed under each of {TRIES} "
+            f"the fleet's queue of new IAM logins to {server} changed under each of {TRIES} "
             f"writes of this login ({spent:.2f} s): no permit was taken. Something other than "
             f"iamdb may be writing DynamoDB table {self.table}"
         )
 
     def _attempt(
-        self, endpoint: str, rate: float, key: str, spacing: int, start: int, waits: Waits
+        self, server: str, rate: float, key: str, spacing: int, start: int, waits: Waits
     ) -> Ticket | int | IamDbError:
         """One try at a ticket: the ticket, the earliest slot to try again from, or what went
         wrong (detached). Raises ThrottleError when the queue reaches past the deadline."""
@@ -148,7 +148,7 @@ class FleetLimiter:
         offset, asked = self.clock.offset(), _us(self.clock.now())
         view = self._view(start, spacing, waits.deadline)
         if view.start > view.hi:
-            raise self._too_late(endpoint, rate, view.start - view.now, view, waits)
+            raise self._too_late(server, rate, view.start - view.now, view, waits)
         answer, took = self._update(key, queue.take(view, spacing), waits.deadline)
         if not isinstance(answer, IamDbError):
             n = queue.number(answer.get("Attributes"), "n")
@@ -165,7 +165,7 @@ class FleetLimiter:
         if found is None:
             return self._restart(key, spacing, waits)
         if found > view.hi:
-            raise self._too_late(endpoint, rate, found - view.now, view, waits)
+            raise self._too_late(server, rate, found - view.now, view, waits)
         return found
 
     def _restart(self, key: str, spacing: int, waits: Waits) -> Ticket | int | IamDbError:
@@ -266,10 +266,10 @@ class FleetLimiter:
         logger.debug("fleet limiter failed open (%s)", reason)
 
     def _too_late(
-        self, endpoint: str, rate: float, wait_us: int, view: queue.View, waits: Waits
+        self, server: str, rate: float, wait_us: int, view: queue.View, waits: Waits
     ) -> ThrottleError:
         return ThrottleError(
-            f"the fleet's queue of new IAM logins to {endpoint} reaches {wait_us / 1e6:.2f} s "
+            f"the fleet's queue of new IAM logins to {server} reaches {wait_us / 1e6:.2f} s "
             f"ahead, past this login's deadline {(view.hi - view.now) / 1e6:.2f} s away: no "
             f"permit was taken ({self._rt.clock() - waits.began:.2f} s spent). The whole fleet "
             f"shares {rate:g} logins/s to this instance: keep connections across invocations, "
@@ -277,10 +277,10 @@ class FleetLimiter:
             "admits more"
         )
 
-    def _pushed_back(self, endpoint: str, exc: AwsError, waits: Waits) -> ThrottleError:
+    def _pushed_back(self, server: str, exc: AwsError, waits: Waits) -> ThrottleError:
         return ThrottleError(
             f"DynamoDB table {self.table} kept pushing back ({_shown(exc.code)}) until this "
-            f"login's deadline: no fleet-wide permit for a new IAM login to {endpoint} after "
+            f"login's deadline: no fleet-wide permit for a new IAM login to {server} after "
             f"{self._rt.clock() - waits.began:.2f} s. Give the table more write capacity "
             "(on-demand billing) or start fewer environments at once"
         )

@@ -2,7 +2,7 @@
 
 RDS refuses new IAM logins beyond a rate per DB instance (``IAMDB_CONNECT_RATE``) with an
 error the client cannot tell from a bad password. :class:`Limits` hands out the permits of a
-new login: first from this process's :class:`TokenBucket` for the signing endpoint (shared by
+new login: first from this process's :class:`TokenBucket` for the server (shared by
 every engine and named instance, so reconnect storms inside one process never exceed the
 rate), then, with ``IAMDB_THROTTLE_TABLE``, a ticket from the fleet-wide queue
 (:mod:`iamdb._sql.fleet`). Both pace at :data:`~iamdb._sql.pace.PACE` (90 %) of the
@@ -76,9 +76,9 @@ class TokenBucket:
 
 
 class Limits:
-    """The permits of new IAM logins: one :class:`TokenBucket` per signing endpoint
-    (RDS ``host:port``, a DSQL cluster endpoint) shared by the whole process, then the fleet's
-    ticket queue when set.
+    """The permits of new IAM logins: one :class:`TokenBucket` per database server (RDS
+    ``host:port``, a DSQL cluster's endpoint name) shared by the whole process, then the
+    fleet's ticket queue when set.
 
     Waiting is ``runtime.sleep``, never past the caller's deadline.
     """
@@ -107,10 +107,10 @@ class Limits:
         return cls(settings.connect_rate, fleet, runtime)
 
     def permit(
-        self, endpoint: str, deadline: float, probe: Probe, *, rate: float | None = None
+        self, server: str, deadline: float, probe: Probe, *, rate: float | None = None
     ) -> Ticket | None:
-        """Wait for the permits of one new login to ``endpoint`` (an :attr:`Endpoint.key
-        <iamdb._sql.tokens.Endpoint.key>`), whose server admits ``rate`` logins per second (None:
+        """Wait for the permits of one new login to ``server`` (an :attr:`Target.key
+        <iamdb._sql.tokens.Target.key>`), whose server admits ``rate`` logins per second (None:
         this limiter's own rate, ``IAMDB_CONNECT_RATE``).
 
         Returns the fleet ticket to :meth:`release` after the login (None without one).
@@ -118,15 +118,15 @@ class Limits:
         when a wait ended past it (the process was suspended).
         """
         rate = self.rate if rate is None else rate
-        waits = Waits(self._rt, endpoint, deadline)
-        ready = self._bucket(endpoint, rate).reserve(deadline)
+        waits = Waits(self._rt, server, deadline)
+        ready = self._bucket(server, rate).reserve(deadline)
         wait = ready - self._rt.clock()
         if wait > 0:
             waits.sleep(wait, "this process's permit")
         ticket = None
         if self.fleet is not None:
             with probe.span("fleet ticket"):
-                ticket = self.fleet.acquire(endpoint, rate, waits)
+                ticket = self.fleet.acquire(server, rate, waits)
             if ticket is None:
                 probe.count("LimiterFailOpen")
         probe.count("ThrottleWaitMs", 1000.0 * waits.asked)
@@ -137,10 +137,10 @@ class Limits:
         if ticket is not None and self.fleet is not None:
             self.fleet.release(ticket)
 
-    def _bucket(self, endpoint: str, rate: float) -> TokenBucket:
+    def _bucket(self, server: str, rate: float) -> TokenBucket:
         with self._lock:
-            found = self._buckets.get(endpoint)
+            found = self._buckets.get(server)
             if found is None:
                 found = TokenBucket(paced_rate(rate), clock=self._rt.clock)
-                self._buckets[endpoint] = found
+                self._buckets[server] = found
             return found

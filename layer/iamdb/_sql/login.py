@@ -53,7 +53,7 @@ class Driver(Protocol[C]):
 
 
 class _Permit(NamedTuple):
-    endpoint: str
+    server: str
     deadline: float
     rate: float | None  # logins/s the server admits (None: IAMDB_CONNECT_RATE)
 
@@ -109,7 +109,7 @@ class Login(Generic[C]):
 
         def do(step: _Step) -> Any:
             if isinstance(step, _Permit):
-                return self._limits.permit(step.endpoint, step.deadline, self.probe, rate=step.rate)
+                return self._limits.permit(step.server, step.deadline, self.probe, rate=step.rate)
             if isinstance(step, _Connect):
                 until = (self._rt.clock, step.deadline)
                 return self.driver.connect(self.cfg, step.token, until, **options)
@@ -132,7 +132,7 @@ class Login(Generic[C]):
         async def do(step: _Step) -> Any:
             if isinstance(step, _Permit):
                 return await asyncio.to_thread(
-                    self._limits.permit, step.endpoint, step.deadline, self.probe, rate=step.rate
+                    self._limits.permit, step.server, step.deadline, self.probe, rate=step.rate
                 )
             if isinstance(step, _Connect):
                 return await connect(self.cfg, step.token, (self._rt.clock, step.deadline))
@@ -150,20 +150,20 @@ class Login(Generic[C]):
         a restart, a timeout) is tried again while the deadline allows. Every wait (permits,
         the connect, backoff) ends by the deadline, which is checked again after each wait:
         a process frozen in between finds it passed and stops."""
-        cfg, endpoint, clock = self.cfg, self.cfg.endpoint, self._rt.clock
+        cfg, server, clock = self.cfg, self.cfg.target, self._rt.clock
         if deadline is None:
             deadline = self._deadline.at(cfg.connect_timeout)
         started = clock()
         backoff = DecorrelatedJitter(uniform=self._rt.uniform)
         refusals = 0
         for attempt in itertools.count(1):
-            token = self._tokens.get(endpoint, deadline=deadline, on_sign=self._signed)
+            token = self._tokens.get(server, deadline=deadline, on_sign=self._signed)
             ticket = None
             # RDS does not count a token it accepted before; DSQL counts every connection.
-            if endpoint.dsql or token is not self.accepted:
+            if server.dsql or token is not self.accepted:
                 try:
-                    ticket = yield _Permit(endpoint.key, deadline, cfg.connect_rate)
-                except ThrottleError as exc:  # the limiters know the endpoint, not the instance
+                    ticket = yield _Permit(server.key, deadline, cfg.connect_rate)
+                except ThrottleError as exc:  # the limiters know the server, not the instance
                     locate(exc, cfg, attempt)
                     raise
             try:
@@ -185,7 +185,7 @@ class Login(Generic[C]):
                 self.probe.count(
                     "AuthFailures" if type(failure) is AuthError else "ServerThrottled"
                 )
-                self._tokens.invalidate(endpoint)  # the next attempt signs anew
+                self._tokens.invalidate(server)  # the next attempt signs anew
             delay = backoff.next_delay()
             if retry and clock() + delay <= deadline:
                 yield _Sleep(delay)
@@ -194,7 +194,7 @@ class Login(Generic[C]):
                         self.probe.count("AuthRetries")
                     continue
             # DSQL tells throttling apart (SQLSTATE 53400); an RDS refusal may be throttling.
-            hint = THROTTLING_HINT if refusals and not endpoint.dsql else ""
+            hint = THROTTLING_HINT if refusals and not server.dsql else ""
             raise final_error(failure, attempt, clock() - started, hint)
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -35,8 +35,8 @@ class Waits:
     """The sleeps of one new login's permits: none past ``deadline`` (clock seconds), the
     deadline checked again after each, their asked-for total in :attr:`asked`."""
 
-    def __init__(self, runtime: Runtime, endpoint: str, deadline: float) -> None:
-        self.endpoint = endpoint
+    def __init__(self, runtime: Runtime, server: str, deadline: float) -> None:
+        self.server = server
         self.deadline = deadline
         self.asked = 0.0
         """Seconds of sleep asked for so far (``ThrottleWaitMs``)."""
@@ -58,7 +58,7 @@ class Waits:
         frozen = spent - self.asked > SUSPENDED_SECONDS
         raise ThrottleError(
             f"{'the process was suspended' if frozen else 'the deadline passed'} while waiting "
-            f"for {what}: a new IAM login to {self.endpoint} reached its permits "
+            f"for {what}: a new IAM login to {self.server} reached its permits "
             f"{now - self.deadline:.2f} s past its deadline, {spent:.2f} s after asking for "
             f"them, {self.asked:.2f} s of which were waits iamdb asked for"
             + (" (Lambda freezes an environment between invocations)" if frozen else "")

@@ -12,12 +12,14 @@ the configuration and token types this one reads.
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from iamdb._sql import dsql as _dsql
-from iamdb._sql.config import SqlConfig
-from iamdb._sql.tokens import Token
 from iamdb.errors import AuthError, ConnectError, ThrottleError
+
+if TYPE_CHECKING:
+    from iamdb._sql.config import SqlConfig
+    from iamdb._sql.tokens import Token
 
 
 class Where(TypedDict):
@@ -76,7 +78,7 @@ def auth_refused(cfg: SqlConfig, detail: str, token: Token) -> AuthError:
 
 
 def _dsql_refused(cfg: SqlConfig, detail: str, token: Token) -> AuthError:
-    action = cfg.endpoint.action
+    action = cfg.target.action
     grant = ""
     if cfg.user != _dsql.ADMIN_ROLE:
         grant = f"the role is not granted to it (as admin: AWS IAM GRANT {cfg.user} TO '<ARN>'); "

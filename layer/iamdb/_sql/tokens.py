@@ -27,7 +27,7 @@ from iamdb._aws.signer import (
 )
 from iamdb.errors import ConfigError
 
-__all__ = ["Endpoint", "Token", "TokenCache"]
+__all__ = ["Target", "Token", "TokenCache"]
 
 
 RDS_CONNECT = "connect"  # rds-db:connect
@@ -35,7 +35,7 @@ DSQL_CONNECT = "DbConnect"  # dsql:DbConnect, every role but admin
 DSQL_CONNECT_ADMIN = "DbConnectAdmin"  # dsql:DbConnectAdmin, the admin role only
 
 
-class Endpoint(NamedTuple):
+class Target(NamedTuple):
     """What a token is signed for: the endpoint name and port, the database user, the region,
     and the token's ``action`` and lifetime: RDS's ``connect`` (900 s, fixed), or Aurora DSQL's
     ``DbConnect`` / ``DbConnectAdmin`` with the lifetime the signer chooses."""
@@ -74,7 +74,7 @@ class Endpoint(NamedTuple):
         )
 
 
-_Key = tuple[Endpoint, str]  # endpoint, access key
+_Key = tuple[Target, str]  # endpoint, access key
 
 
 @dataclass(frozen=True, repr=False)
@@ -132,7 +132,7 @@ class TokenCache:
 
     def get(
         self,
-        endpoint: Endpoint,
+        endpoint: Target,
         *,
         deadline: float | None = None,
         on_sign: Callable[[], None] | None = None,
@@ -162,11 +162,11 @@ class TokenCache:
             on_sign()
         return token
 
-    def refresh_age(self, endpoint: Endpoint) -> float:
+    def refresh_age(self, endpoint: Target) -> float:
         """The age at which ``endpoint``'s token is re-signed (840 s of RDS's 900 by default)."""
         return self._refresh_fraction * endpoint.lifetime
 
-    def invalidate(self, endpoint: Endpoint) -> None:
+    def invalidate(self, endpoint: Target) -> None:
         """Forget the token(s) of an endpoint, e.g. after the server refused one."""
         with self._lock:
             for key in [k for k in self._entries if k[0] == endpoint]:

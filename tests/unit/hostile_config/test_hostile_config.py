@@ -358,7 +358,7 @@ def _check_dsql(cfg: Any) -> None:
     assert math.isfinite(cfg.max_age) and 1 <= cfg.max_age <= 3600
     assert math.isfinite(cfg.connect_rate) and cfg.connect_rate > 0
     assert Path(cfg.sslrootcert).is_file()  # a CA file exists, whatever SSL_CERT_FILE said
-    endpoint = cfg.endpoint
+    endpoint = cfg.target
     assert endpoint.key == cfg.signing_host.lower() and endpoint.lifetime == cfg.token_lifetime
     assert endpoint.action == ("DbConnectAdmin" if cfg.user == "admin" else "DbConnect")
 

@@ -15,10 +15,10 @@ from tests.paths import LAYER
 CHILD = """
 import json, sys
 import iamdb
-from iamdb._sql.tokens import Endpoint, TokenCache
+from iamdb._sql.tokens import Target, TokenCache
 token = iamdb.generate_db_auth_token("db.example.us-east-1.rds.amazonaws.com", 5432, "app",
                                      "us-east-1")
-cached = TokenCache().get(Endpoint("db.example.us-east-1.rds.amazonaws.com", 5432, "app",
+cached = TokenCache().get(Target("db.example.us-east-1.rds.amazonaws.com", 5432, "app",
                                    "us-east-1"))
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore"))
 print(json.dumps({"loaded": loaded, "token": token.startswith("db.example"),

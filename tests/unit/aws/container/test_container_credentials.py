@@ -45,7 +45,7 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class Endpoint:
+class Target:
     """What the credentials server answers; every request is kept."""
 
     def __init__(self, clock: FakeClock) -> None:
@@ -77,12 +77,12 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def endpoint(clock: FakeClock) -> Endpoint:
-    return Endpoint(clock)
+def endpoint(clock: FakeClock) -> Target:
+    return Target(clock)
 
 
 @pytest.fixture
-def server(endpoint: Endpoint) -> Iterator[LocalServer]:
+def server(endpoint: Target) -> Iterator[LocalServer]:
     with LocalServer(answering(endpoint)) as local:
         yield local
 
@@ -130,7 +130,7 @@ def test_full_uri_with_token(server: LocalServer, clock: FakeClock) -> None:
 
 
 def test_full_uri_with_token_file_read_at_every_fetch(
-    server: LocalServer, endpoint: Endpoint, clock: FakeClock, tmp_path: Path
+    server: LocalServer, endpoint: Target, clock: FakeClock, tmp_path: Path
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")  # as files usually end
@@ -145,7 +145,7 @@ def test_full_uri_with_token_file_read_at_every_fetch(
     assert [r.header("authorization") for r in server.captured] == [TOKEN, endpoint.token]
 
 
-def test_no_token_sends_no_authorization(server: LocalServer, endpoint: Endpoint) -> None:
+def test_no_token_sends_no_authorization(server: LocalServer, endpoint: Target) -> None:
     env = _env(server)
     del env["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
     endpoint.token = None  # type: ignore[assignment]
@@ -157,7 +157,7 @@ def test_https_full_uri_with_the_ca_from_aws_ca_bundle(tmp_path: Path, clock: Fa
     from tests.localserver import tls_context
 
     files = make_tls(tmp_path, ["localhost"])
-    with LocalServer(answering(Endpoint(clock)), tls=tls_context(files)) as local:
+    with LocalServer(answering(Target(clock)), tls=tls_context(files)) as local:
         env = {
             "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"https://localhost:{local.port}/creds",
             "AWS_CONTAINER_AUTHORIZATION_TOKEN": TOKEN,
@@ -182,7 +182,7 @@ def test_cached_until_shortly_before_expiration(server: LocalServer, clock: Fake
 
 
 def test_short_lived_credentials_refresh_at_half_life(
-    server: LocalServer, endpoint: Endpoint, clock: FakeClock
+    server: LocalServer, endpoint: Target, clock: FakeClock
 ) -> None:
     endpoint.lifetime = 120.0
     source = _source(_env(server), clock)
@@ -196,7 +196,7 @@ def test_short_lived_credentials_refresh_at_half_life(
 
 
 def test_a_failed_refresh_keeps_still_valid_credentials(
-    server: LocalServer, endpoint: Endpoint, clock: FakeClock, caplog: Any
+    server: LocalServer, endpoint: Target, clock: FakeClock, caplog: Any
 ) -> None:
     source = _source(_env(server), clock)
     first = source.get()
@@ -217,7 +217,7 @@ def test_a_failed_refresh_keeps_still_valid_credentials(
 
 
 def test_a_failed_refresh_with_too_little_left_raises(
-    server: LocalServer, endpoint: Endpoint, clock: FakeClock
+    server: LocalServer, endpoint: Target, clock: FakeClock
 ) -> None:
     source = _source(_env(server), clock)
     source.get()
@@ -514,7 +514,7 @@ print(json.dumps({"key": creds.access_key, "loaded": loaded}))
 """
 
 
-def test_no_botocore_is_imported_on_this_path(server: LocalServer, endpoint: Endpoint) -> None:
+def test_no_botocore_is_imported_on_this_path(server: LocalServer, endpoint: Target) -> None:
     endpoint.clock = FakeClock(time.time())  # the child runs on the real clock
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IAMDB_", "PYTHON"))}
     env.update(_env(server), PYTHONPATH=str(REPO / "layer"))

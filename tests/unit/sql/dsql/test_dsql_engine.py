@@ -219,19 +219,19 @@ def test_the_token_follows_the_role_and_equals_botocores(
     t = FakeTime(1_790_000_000.0)
     cfg = dsql(IAMDB_DSQL_USER=user, IAMDB_DSQL_TOKEN_EXPIRES_SECONDS=expires)
     cache = TokenCache(resolver=CredentialResolver(Runtime(environ=ENV)), clock=t.clock)
-    token = cache.get(cfg.endpoint)
+    token = cache.get(cfg.target)
     now = datetime.fromtimestamp(t.now, timezone.utc)
     assert token.value == _botocore(admin, cfg.token_lifetime, now)
     params = dict(parse_qsl(token.value.split("?", 1)[1]))
     assert params["Action"] == ("DbConnectAdmin" if admin else "DbConnect")
     assert params["X-Amz-Expires"] == str(cfg.token_lifetime) == (expires or "900")
-    assert cfg.endpoint.key == CLUSTER  # what the limiters pace: the cluster
+    assert cfg.target.key == CLUSTER  # what the limiters pace: the cluster
 
 
 @pytest.mark.parametrize(("lifetime", "refresh"), [(900, 840), (3600, 3360), (60, 56)])
 def test_refresh_age_follows_the_lifetime(lifetime: int, refresh: float) -> None:
     t = FakeTime()
-    endpoint = dsql(IAMDB_DSQL_TOKEN_EXPIRES_SECONDS=str(lifetime)).endpoint
+    endpoint = dsql(IAMDB_DSQL_TOKEN_EXPIRES_SECONDS=str(lifetime)).target
     cache = TokenCache(resolver=CredentialResolver(Runtime(environ=ENV)), clock=t.clock)
     assert cache.refresh_age(endpoint) == pytest.approx(refresh)
     first = cache.get(endpoint)

@@ -14,13 +14,13 @@ from iamdb._aws.chain import CredentialResolver
 from iamdb._aws.credentials import Credentials
 from iamdb._aws.signer import generate_db_auth_token
 from iamdb._core.runtime import Runtime
-from iamdb._sql.tokens import Endpoint, Token, TokenCache
+from iamdb._sql.tokens import Target, Token, TokenCache
 from iamdb.errors import ConfigError
 from tests.fakes import FakeClock, RecordingProbe
 
 HOST = "mydb.c9akciq32.us-east-1.rds.amazonaws.com"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
-ENDPOINT = Endpoint(HOST, 5432, "app", "us-east-1")
+ENDPOINT = Target(HOST, 5432, "app", "us-east-1")
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ class CountedCache(TokenCache):
 
     def get(
         self,
-        endpoint: Endpoint,
+        endpoint: Target,
         *,
         deadline: float | None = None,
         on_sign: Callable[[], None] | None = None,
@@ -143,9 +143,9 @@ def test_one_token_per_endpoint_user_region(cache: CountedCache) -> None:
         (HOST, 5432, "reporting", "us-east-1"),
         (HOST, 5432, "app", "us-west-2"),
     ]
-    tokens = [cache.get(Endpoint(*v)) for v in variants]
+    tokens = [cache.get(Target(*v)) for v in variants]
     assert len({t.value for t in tokens}) == len(variants)
-    assert [cache.get(Endpoint(*v)) for v in variants] == tokens
+    assert [cache.get(Target(*v)) for v in variants] == tokens
     assert cache.probe["TokensSigned"] == len(variants)
 
 
@@ -161,13 +161,13 @@ def test_tokens_of_one_key_are_never_served_for_another(
 
 
 def test_invalidate_forgets_one_endpoint(cache: CountedCache) -> None:
-    other = Endpoint(HOST, 5432, "reporting", "us-east-1")
+    other = Target(HOST, 5432, "reporting", "us-east-1")
     first, kept = cache.get(ENDPOINT), cache.get(other)
     cache.invalidate(ENDPOINT)
     assert cache.get(ENDPOINT) is not first
     assert cache.get(other) is kept
     assert cache.probe["TokensSigned"] == 3
-    cache.invalidate(Endpoint("unknown.host", 1, "x", "us-east-1"))  # no error
+    cache.invalidate(Target("unknown.host", 1, "x", "us-east-1"))  # no error
 
 
 def test_clear_forgets_everything(cache: CountedCache) -> None:
