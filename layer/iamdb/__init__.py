@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from iamdb._info import Info
     from iamdb._pool import pg_async_pool, pg_pool
     from iamdb._registry import Registry
-    from iamdb._sql.pg import PgConnection
+    from iamdb._sql.pg_classes import PgConnection
 
     T = TypeVar("T")
 

@@ -46,7 +46,8 @@ def pg_pool(name: str | None = None, **pool_kwargs: Any) -> ConnectionPool[Any]:
     with requires("pool", instance_prefix("pg", name, SQL_SUFFIXES) + "HOST"):
         from psycopg_pool import ConnectionPool, PoolTimeout
 
-    from iamdb._sql.pg import PgDriver, connection_classes
+    from iamdb._sql.pg import PgDriver
+    from iamdb._sql.pg_classes import connection_classes
 
     driver = PgDriver()
     base, _ = connection_classes()
@@ -113,7 +114,8 @@ def pg_async_pool(name: str | None = None, **pool_kwargs: Any) -> AsyncConnectio
 
         from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-    from iamdb._sql.pg import PgDriver, connection_classes
+    from iamdb._sql.pg import PgDriver
+    from iamdb._sql.pg_classes import connection_classes
 
     driver = PgDriver()
     _, base = connection_classes()

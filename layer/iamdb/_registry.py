@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from iamdb._aws.client import AwsClient
     from iamdb._mongo.handle import MongoHandle
     from iamdb._sql.limits import Limits
-    from iamdb._sql.pg import PgConnection
+    from iamdb._sql.pg_classes import PgConnection
 
 T = TypeVar("T")
 

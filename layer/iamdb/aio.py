@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from pymongo import AsyncMongoClient
 
-    from iamdb._sql.pg import PgAsyncConnection
+    from iamdb._sql.pg_classes import PgAsyncConnection
 
 __all__ = ["get_mongo", "get_pg"]
 

@@ -21,7 +21,7 @@ from iamdb._sql.pg import PgDriver
 if TYPE_CHECKING:
     from iamdb._core.telemetry import Probe
     from iamdb._sql.config import SqlConfig
-    from iamdb._sql.pg import PgAsyncConnection
+    from iamdb._sql.pg_classes import PgAsyncConnection
 
 
 class _PgSlot:

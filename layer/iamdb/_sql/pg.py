@@ -4,11 +4,9 @@ connections, every wait ended by the caller's deadline.
 psycopg is imported only when a PostgreSQL connection is first opened, so handlers
 that never call :func:`iamdb.get_pg` or :func:`iamdb.get_dsql` do not pay for it.
 
-psycopg bounds a connect per address with ``connect_timeout`` (whole seconds, at least 2) and
-a query not at all. iamdb's connections are psycopg's classes with two changes
-(:func:`connection_classes`): the connect generator gives up once the login's deadline passed,
-whatever the number of addresses tried; and ``with conn:`` ends the transaction as psycopg's
-does but keeps the connection open (it is iamdb's, reused by the next call and invocation).
+iamdb's connections are psycopg's classes with two changes
+(:mod:`iamdb._sql.pg_classes`): a connect ends at the login's deadline, and ``with conn:``
+keeps the connection open.
 The liveness check is one ``SELECT 1`` on libpq's own non-blocking API (:mod:`psycopg.pq`),
 waited for here until the deadline.
 """
@@ -16,27 +14,23 @@ waited for here until the deadline.
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import functools
 import math
 import select
-from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from iamdb._core.env import is_ip
 from iamdb._sql import dsql as _dsql
 from iamdb._sql.config import SqlConfig
+from iamdb._sql.pg_classes import (
+    LOGIN_DEADLINE,
+    PgAsyncConnection,
+    PgConnection,
+    connection_classes,
+)
 from iamdb._sql.refusals import auth_refused, connect_failed, rate_refused
 from iamdb._sql.tokens import Token
 from iamdb.errors import IamDbError
-
-if TYPE_CHECKING:
-    import psycopg
-
-    PgConnection = psycopg.Connection[Any]
-    PgAsyncConnection = psycopg.AsyncConnection[Any]
-else:
-    PgConnection = PgAsyncConnection = Any
 
 # SQLSTATE class 28 (invalid authorization) and libpq's text for refused logins.
 _AUTH_MARKERS = ("authentication failed", "password authentication", "28000", "28p01")
@@ -59,10 +53,6 @@ _TRANSIENT = (
     "network is unreachable",
     "57p01",
     "57p03",
-)
-# Clock and deadline (clock seconds) of the login in progress, for the connect generator.
-_LOGIN_DEADLINE: contextvars.ContextVar[tuple[Callable[[], float], float] | None] = (
-    contextvars.ContextVar("iamdb_login_deadline", default=None)
 )
 # What keepalives and TCP_USER_TIMEOUT leave of a path that dies while a connection is used
 # (see docs/configuration.md): probes after 60 s idle, then every 10 s; unacknowledged data
@@ -100,7 +90,7 @@ class PgDriver:
         import psycopg
 
         sync, _ = connection_classes()
-        reset = _LOGIN_DEADLINE.set(until)
+        reset = LOGIN_DEADLINE.set(until)
         try:
             return sync.connect(
                 **_params(cfg, until), autocommit=autocommit, password=token.value, **options
@@ -108,7 +98,7 @@ class PgDriver:
         except psycopg.Error as exc:
             failure = _classify(cfg, exc, token)
         finally:
-            _LOGIN_DEADLINE.reset(reset)
+            LOGIN_DEADLINE.reset(reset)
         raise failure
 
     async def connect_async(
@@ -124,7 +114,7 @@ class PgDriver:
         import psycopg
 
         _, asynchronous = connection_classes()
-        reset = _LOGIN_DEADLINE.set(until)
+        reset = LOGIN_DEADLINE.set(until)
         try:
             return await asynchronous.connect(
                 **_params(cfg, until), autocommit=autocommit, password=token.value, **options
@@ -132,7 +122,7 @@ class PgDriver:
         except psycopg.Error as exc:
             failure = _classify(cfg, exc, token)
         finally:
-            _LOGIN_DEADLINE.reset(reset)
+            LOGIN_DEADLINE.reset(reset)
         raise failure
 
     def fileno(self, conn: PgConnection | PgAsyncConnection) -> int:
@@ -187,67 +177,6 @@ class PgDriver:
             conn.pgconn.finish()
 
 
-@functools.cache
-def connection_classes() -> tuple[type[PgConnection], type[PgAsyncConnection]]:
-    """psycopg's ``Connection`` and ``AsyncConnection`` as iamdb makes them (module docstring)."""
-    import psycopg
-
-    class Connection(psycopg.Connection[Any]):
-        """A psycopg ``Connection`` made by iamdb; ``with conn:`` keeps it open."""
-
-        @classmethod
-        def _connect_gen(cls, *args: Any, **kwargs: Any) -> Any:
-            return _bounded(super()._connect_gen(*args, **kwargs))
-
-        def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
-            if self.closed:
-                return
-            if exc_type is None:
-                self.commit()
-                return
-            with contextlib.suppress(Exception):  # never hides the exception on its way out
-                self.rollback()
-
-    class AsyncConnection(psycopg.AsyncConnection[Any]):
-        """A psycopg ``AsyncConnection`` made by iamdb; ``async with conn:`` keeps it open."""
-
-        @classmethod
-        def _connect_gen(cls, *args: Any, **kwargs: Any) -> Any:
-            return _bounded(super()._connect_gen(*args, **kwargs))
-
-        async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
-            if self.closed:
-                return
-            if exc_type is None:
-                await self.commit()
-                return
-            with contextlib.suppress(Exception):
-                await self.rollback()
-
-    Connection.__name__ = Connection.__qualname__ = "Connection"
-    AsyncConnection.__name__ = AsyncConnection.__qualname__ = "AsyncConnection"
-    return Connection, AsyncConnection
-
-
-def _bounded(gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
-    """psycopg's connect generator, ended with ``ConnectionTimeout`` once the login's deadline
-    passed: psycopg wakes it at least every 0.1 s, for every address it tries."""
-    until = _LOGIN_DEADLINE.get()
-    if until is None:
-        return (yield from gen)
-    from psycopg import errors
-
-    clock, deadline = until
-    try:
-        step = next(gen)
-        while clock() < deadline:
-            step = gen.send((yield step))
-    except StopIteration as done:
-        return done.value
-    gen.close()
-    raise errors.ConnectionTimeout("timeout expired (the login's deadline passed)")
-
-
 def _round_trip(pgconn: Any, clock: Callable[[], float], deadline: float) -> str | None:
     """``SELECT 1`` on libpq's non-blocking API; None when answered by ``deadline``."""
     from psycopg import pq
@@ -285,10 +214,10 @@ def _params(cfg: SqlConfig, until: tuple[Callable[[], float], float]) -> dict[st
     """Everything psycopg's connect takes from ``cfg`` (the password and autocommit apart).
 
     ``connect_timeout`` bounds each address's attempt (libpq: whole seconds, at least 2): the
-    setting, or less when the deadline is nearer (:func:`_bounded` holds the total). DSQL
-    routes connections by the TLS server name (SNI): through a tunnel (``HOST`` an IP), libpq
-    is given the cluster endpoint as ``host``, for SNI and the certificate check, and the IP as
-    ``hostaddr``, where the socket goes.
+    setting, or less when the deadline is nearer (:mod:`iamdb._sql.pg_classes` holds the
+    total). DSQL routes connections by the TLS server name (SNI): through a tunnel (``HOST``
+    an IP), libpq is given the cluster endpoint as ``host``, for SNI and the certificate
+    check, and the IP as ``hostaddr``, where the socket goes.
     """
     clock, deadline = until
     timeout = max(2, min(cfg.connect_timeout, math.ceil(deadline - clock())))

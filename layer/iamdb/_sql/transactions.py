@@ -17,7 +17,7 @@ from iamdb.errors import ConfigError, ConflictError
 if TYPE_CHECKING:
     from iamdb._core.runtime import Runtime
     from iamdb._core.telemetry import Probe
-    from iamdb._sql.pg import PgConnection
+    from iamdb._sql.pg_classes import PgConnection
 
 T = TypeVar("T")
 
