@@ -1,10 +1,8 @@
-"""iamdb's one backoff (decorrelated jitter), and the message that ends a login's retries.
+"""iamdb's one backoff (decorrelated jitter), and the error that ends a run of attempts.
 
-A throttled IAM login looks exactly like a bad password (PostgreSQL SQLSTATE 28000, MySQL
-1045), so a refused login is retried a few times (``IAMDB_AUTH_RETRIES``, default 3): if
-it was throttling, a later attempt passes; if it was a real misconfiguration, the caller
-gets the error a second or two later, with a message that says how to tell the two apart.
-AWS calls that are throttled back off the same way.
+Refused SQL logins (a throttled IAM login looks like a bad password), transient connect
+failures and throttled AWS calls all back off the same way; the last failure is reported
+with how many attempts were made over how long.
 
 Decorrelated jitter (each delay drawn between ``base`` and three times the previous one,
 capped) spreads a fleet's retries out instead of synchronising them, as plain exponential
@@ -17,13 +15,6 @@ from collections.abc import Callable
 
 from iamdb._core.runtime import ENTROPY
 from iamdb.errors import AuthError, ConnectError, ThrottleError
-
-THROTTLING_HINT = (
-    "IAM login throttling is one possible cause: RDS counts throttled IAM logins in the "
-    "CloudWatch metric IamDbAuthConnectionFailureThrottling of the DB instance (non-zero at "
-    "that time means throttling: lower IAMDB_CONNECT_RATE or set IAMDB_THROTTLE_TABLE; zero "
-    "means look at the other causes)."
-)
 
 
 class DecorrelatedJitter:
@@ -55,7 +46,7 @@ def final_error(
 ) -> AuthError | ThrottleError | ConnectError:
     """The error that ends a login's attempts, of the last failure's kind and place: its message,
     how many attempts over how long (also as ``attempts``), and ``hint`` (for a refusal: how to
-    tell RDS throttling from a misconfiguration, :data:`THROTTLING_HINT`)."""
+    tell RDS throttling from a misconfiguration, :data:`iamdb._sql.refusals.THROTTLING_HINT`)."""
     attempts = "1 attempt" if tries == 1 else f"{tries} attempts"
     return type(failure)(
         f"{str(failure).rstrip()} ({attempts} over {elapsed:.2f} s.) {hint}".rstrip(),

@@ -21,6 +21,15 @@ if TYPE_CHECKING:
     from iamdb._sql.config import SqlConfig
     from iamdb._sql.tokens import Token
 
+# A throttled IAM login looks exactly like a bad password (PostgreSQL SQLSTATE 28000, MySQL
+# 1045): refused logins are retried (IAMDB_AUTH_RETRIES), and the last refusal says this.
+THROTTLING_HINT = (
+    "IAM login throttling is one possible cause: RDS counts throttled IAM logins in the "
+    "CloudWatch metric IamDbAuthConnectionFailureThrottling of the DB instance (non-zero at "
+    "that time means throttling: lower IAMDB_CONNECT_RATE or set IAMDB_THROTTLE_TABLE; zero "
+    "means look at the other causes)."
+)
+
 
 class Where(TypedDict):
     """Where a login went: the attributes of its errors (see :mod:`iamdb.errors`)."""

@@ -9,7 +9,8 @@ import random
 
 import pytest
 
-from iamdb._core.backoff import THROTTLING_HINT, DecorrelatedJitter, final_error
+from iamdb._core.backoff import DecorrelatedJitter, final_error
+from iamdb._sql.refusals import THROTTLING_HINT
 from iamdb.errors import AuthError, ConnectError, ThrottleError
 
 
