@@ -29,10 +29,16 @@ from iamdb import _registry
 from iamdb._core.log import logger
 from iamdb._sql.managed import look, ping_deadline
 from iamdb._sql.managed import watch as poller
+from iamdb._sql.refusals import pool_exhausted
 from iamdb.errors import ConnectError
 
+_GIVE_BACK = (
+    "a Session or Connection not closed keeps one: 'with Session(engine) as session:' closes "
+    "it; or raise pool_size"
+)
+
 if TYPE_CHECKING:
-    from iamdb._sql.config import Engine, SqlConfig
+    from iamdb._sql.config import Engine
     from iamdb._sql.login import Login, Until
 
 _BEGAN = "iamdb.invocation"  # connection info: the invocation its transaction began in
@@ -61,7 +67,9 @@ def pool_class(engine: Engine, name: str | None, asynchronous: bool) -> type:
             try:
                 return super()._do_get()
             except exc.TimeoutError:
-                failure = _exhausted(login.cfg, self.size(), self._timeout)
+                failure = pool_exhausted(
+                    login.cfg, "the engine's pool", self.size(), self._timeout, _GIVE_BACK
+                )
             finally:
                 self._timeout = configured  # recreate() copies it
             raise failure
@@ -220,17 +228,4 @@ def _before_statement(conn: Any, *args: Any) -> None:
         "back and nothing it wrote is committed. Roll the Session back (session.rollback()) "
         "and close Sessions before the handler returns: 'with Session(engine) as session, "
         "session.begin():'."
-    )
-
-
-def _exhausted(cfg: SqlConfig, size: int, waited: float) -> ConnectError:
-    return ConnectError(
-        f"{cfg.label}: no connection from the engine's pool within {waited:.2f} s: its {size} "
-        "connection(s) are checked out (a Session or Connection not closed keeps one). The "
-        "wait ends with the invocation's deadline; close Sessions and Connections ('with "
-        "Session(engine) as session:'), or raise pool_size.",
-        engine=cfg.engine,
-        instance=cfg.label,
-        host=cfg.host,
-        port=cfg.port,
     )

@@ -28,7 +28,13 @@ from iamdb._core.env import instance_prefix
 from iamdb._core.log import logger
 from iamdb._sql.config import SQL_SUFFIXES
 from iamdb._sql.managed import ping_deadline
-from iamdb.errors import ConfigError, ConnectError
+from iamdb._sql.refusals import pool_exhausted
+from iamdb.errors import ConfigError
+
+_GIVE_BACK = (
+    "a connection taken with getconn() must be given back with putconn(); "
+    "'with pool.connection() as conn:' does it"
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -79,7 +85,9 @@ def pg_pool(name: str | None = None, **pool_kwargs: Any) -> ConnectionPool[Any]:
             try:
                 conn = super().getconn(wait)
             except PoolTimeout:
-                failure = _pool_timeout(login.cfg, self.name, wait, self.max_size)
+                failure = pool_exhausted(
+                    login.cfg, f"pool {self.name!r}", self.max_size, wait, _GIVE_BACK
+                )
             else:
                 self._taken[id(conn)] = (conn, invocation)
                 return conn
@@ -148,7 +156,9 @@ def pg_async_pool(name: str | None = None, **pool_kwargs: Any) -> AsyncConnectio
             try:
                 conn = await super().getconn(wait)
             except PoolTimeout:
-                failure = _pool_timeout(login.cfg, self.name, wait, self.max_size)
+                failure = pool_exhausted(
+                    login.cfg, f"pool {self.name!r}", self.max_size, wait, _GIVE_BACK
+                )
             else:
                 self._taken[id(conn)] = (conn, invocation)
                 return conn
@@ -207,19 +217,6 @@ def _left_behind(
             del taken[key]
             found.append(conn)
     return found
-
-
-def _pool_timeout(cfg: SqlConfig, pool: str, wait: float, size: int) -> ConnectError:
-    return ConnectError(
-        f"{cfg.label}: no connection from pool {pool!r} within {wait:.2f} s: its {size} "
-        "connection(s) are in use, or none could be made in time (a connection taken with "
-        "getconn() must be given back with putconn(); 'with pool.connection() as conn:' does "
-        "it). The wait ends with the invocation's deadline.",
-        engine=cfg.engine,
-        instance=cfg.label,
-        host=cfg.host,
-        port=cfg.port,
-    )
 
 
 def _kwargs(name: str | None, given: dict[str, Any], check: Any, *, open: bool) -> dict[str, Any]:

@@ -147,3 +147,16 @@ def connect_failed(cfg: SqlConfig, detail: str, token: Token, *, transient: bool
     )
     failure._transient = transient
     return failure
+
+
+def pool_exhausted(
+    cfg: SqlConfig, pool: str, size: int, waited: float, advice: str
+) -> ConnectError:
+    """A pool (``pool`` says which) had none of its ``size`` connections free for ``waited``
+    seconds; ``advice`` says how its connections are given back."""
+    return ConnectError(
+        f"{cfg.label}: no connection from {pool} within {waited:.2f} s: its {size} "
+        f"connection(s) are in use, or none could be made in time ({advice}). The wait ends "
+        "with the invocation's deadline.",
+        **where(cfg),
+    )
