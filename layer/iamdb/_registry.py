@@ -25,19 +25,18 @@ from iamdb._core.runtime import PROCESS, Runtime
 from iamdb._core.settings import Settings, load_settings
 from iamdb._core.snapstart import register_after_restore
 from iamdb._core.telemetry import Telemetry
-from iamdb._sql.config import SQL_SUFFIXES, Engine, SqlConfig, load_sql_config, tls_warning
-from iamdb._sql.drivers import driver
-from iamdb._sql.login import Login
-from iamdb._sql.managed import ManagedConnection
-from iamdb._sql.tokens import TokenCache
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the SQL and Mongo sides load with their first instance
     from pymongo import MongoClient
 
     from iamdb._aws.client import AwsClient
     from iamdb._mongo.handle import MongoHandle
+    from iamdb._sql.config import Engine, SqlConfig
     from iamdb._sql.limits import Limits
+    from iamdb._sql.login import Login
+    from iamdb._sql.managed import ManagedConnection
     from iamdb._sql.pg_classes import PgConnection
+    from iamdb._sql.tokens import TokenCache
 
 T = TypeVar("T")
 
@@ -158,6 +157,8 @@ class Registry:
         found = self._managed.get((engine, name))
         if found is not None:
             return found
+        from iamdb._sql.config import SQL_SUFFIXES
+
         name = None if name is None else instance_name(name, SQL_SUFFIXES)  # "REPORTING" too
         with self._lock:
             found = self._managed.get((engine, name))
@@ -174,6 +175,8 @@ class Registry:
 
     def config(self, engine: Engine, name: str | None = None) -> SqlConfig:
         """Read and validate an instance's configuration (no network)."""
+        from iamdb._sql.config import load_sql_config
+
         return load_sql_config(engine, name, self._environ)
 
     def mongo_handle(self, name: str | None = None) -> MongoHandle:
@@ -223,6 +226,8 @@ class Registry:
 
     def known_managed(self, engine: str, name: str | None) -> ManagedConnection[Any] | None:
         """The instance's ManagedConnection if it was ever used (none is made)."""
+        from iamdb._sql.config import SQL_SUFFIXES
+
         return self._managed.get(
             (engine, None if name is None else instance_name(name, SQL_SUFFIXES))
         )
@@ -244,6 +249,8 @@ class Registry:
     def tokens(self) -> TokenCache:
         """The token cache shared by every SQL instance."""
         if self._tokens is None:
+            from iamdb._sql.tokens import TokenCache
+
             self._tokens = TokenCache(
                 resolver=self._resolver,
                 clock=self.runtime.clock,
@@ -288,6 +295,11 @@ class Registry:
             managed.probe.flush()  # one EMF record for what this call did, if anything
 
     def _new_managed(self, cfg: SqlConfig) -> ManagedConnection[Any]:
+        from iamdb._sql.config import tls_warning
+        from iamdb._sql.drivers import driver
+        from iamdb._sql.login import Login
+        from iamdb._sql.managed import ManagedConnection
+
         _filter_botocore_logs()
         warning = tls_warning(cfg)
         if warning is not None:
