@@ -1,7 +1,8 @@
 """FROZEN COPY of iamdb's fleet-limiter path at commit 02efbb6, for comparison. Not maintained.
 
-iamdb's limiter at that commit (``layer/iamdb/_fleet.py``, ``_limiter.py``, ``_retry.py``) was replaced; the
-fleet simulation measures the old one through this copy so that its rows stay comparable.
+iamdb's limiter at that commit (``layer/iamdb/_fleet.py``, ``_limiter.py``, ``_retry.py``) was
+replaced; the fleet simulation measures the old one through this copy so that its rows stay
+comparable.
 The logic below is those modules' code at 02efbb6, unchanged: ``FleetLimiter``,
 ``TokenBucket``, ``ProcessLimiter``, ``Admission``, ``run_with_retries``,
 ``DecorrelatedJitter``. Only what ties them to the rest of iamdb was cut, so the copy stands
