@@ -231,7 +231,7 @@ def test_many_threads_and_processes_never_share_a_slot_or_exceed_the_rate(
         "import json, sys, time\n"
         "from iamdb._aws.client import AwsClient\n"
         "from iamdb._core.runtime import PROCESS\n"
-        "from iamdb._aws.credentials import CredentialResolver\n"
+        "from iamdb._aws.chain import CredentialResolver\n"
         "from iamdb._sql.fleet import FleetLimiter\n"
         "from iamdb._sql.pace import Waits\n"
         "from iamdb._core.log import WarnOnce\n"

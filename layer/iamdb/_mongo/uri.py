@@ -18,7 +18,8 @@ Everything is checked at configuration time, before AssumeRole or any socket:
 - Amazon DocumentDB endpoints (``*.docdb.amazonaws.com``; China:
   ``*.docdb.<region>.amazonaws.com.cn``) are recognised here: the client then trusts the
   bundled RDS CA bundle and makes no retryable writes unless the URI says otherwise
-  (:func:`documentdb_options`); a region whose CAs the bundle lacks needs ``tlsCAFile``.
+  (:mod:`iamdb._mongo.documentdb` holds those rules); a region whose CAs the bundle lacks
+  needs ``tlsCAFile``.
 """
 
 from __future__ import annotations
