@@ -26,6 +26,10 @@ ROLE_SUFFIXES = ("ROLE_ARN", "EXTERNAL_ID", "SESSION_SECONDS")
 """What :func:`load_role` reads after an instance's prefix."""
 
 SESSION_SECONDS = 3600
+LEASE_MARGIN_SECONDS = 60.0
+"""A token is signed only with credentials that stay valid this long after the token expires."""
+RENEW_AHEAD_SECONDS = 300.0
+"""Assumed credentials are renewed this long before they would be too short for a token."""
 _ROLE_ARN = re.compile(
     r"arn:aws(?:-cn|-us-gov|-iso|-iso-b)?:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}",
     re.ASCII,
@@ -52,6 +56,14 @@ class Role:
     def external_id_setting(self) -> str:
         """The variable holding the external id (``IAMDB_PG_EXTERNAL_ID``)."""
         return self.setting.removesuffix("ROLE_ARN") + "EXTERNAL_ID"
+
+
+def shortest_session(token_lifetime: float) -> int:
+    """The shortest ``SESSION_SECONDS`` for tokens of ``token_lifetime`` seconds: credentials
+    must outlive each token they sign (:data:`LEASE_MARGIN_SECONDS`), be renewed ahead of that
+    (:data:`RENEW_AHEAD_SECONDS`), and serve at least four minutes between renewals (RDS's
+    900 s tokens: 1,500 s)."""
+    return int(token_lifetime + LEASE_MARGIN_SECONDS + RENEW_AHEAD_SECONDS + 240)
 
 
 def session_seconds(env: Mapping[str, str], prefix: str) -> int:
