@@ -1,9 +1,14 @@
 """One new IAM login, written once for blocking and for asyncio callers.
 
 A login reads top to bottom (:meth:`Login._steps`): for each attempt before the deadline, get
-the token, take the permits if the server counts this login (RDS: a token it has not accepted
-yet; Aurora DSQL: every connection), connect; a refusal (an RDS one may be throttling, a DSQL
-one can say so) is retried with backoff, at most ``IAMDB_AUTH_RETRIES`` times. The
+the token (assuming the instance's role first when its credentials are due), take the permits
+if the server counts this login (RDS: a token it has not accepted yet; Aurora DSQL: every
+connection), connect, and for an instance meant to take writes confirm that the server does
+(:mod:`iamdb._sql.writer`: a read-only one is closed and tried again until the deadline); a
+refusal (an RDS one may be throttling, a DSQL one can say so) is retried with backoff, at most
+``IAMDB_AUTH_RETRIES`` times, and a refusal of the very token the server accepted before (the
+name now leads to another server: a failover, a Blue/Green switchover behind stale DNS) for
+up to :data:`MOVED_SECONDS`. The
 steps are a generator that yields what must happen (a permit, a connect, a sleep) and is told
 what happened (:mod:`iamdb._core.steps`): :meth:`Login.connect` runs them blocking,
 :meth:`Login.connect_async` awaits them (permits in a worker thread, the driver's async
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable, Generator
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar, cast
 
 from iamdb._core.backoff import DecorrelatedJitter, final_error
 from iamdb._core.log import logger
@@ -25,6 +30,7 @@ from iamdb._core.telemetry import Probe
 from iamdb._sql.config import SqlConfig
 from iamdb._sql.refusals import THROTTLING_HINT, locate
 from iamdb._sql.tokens import Token, TokenCache
+from iamdb._sql.writer import MOVED_HINT, read_only_failure
 from iamdb.errors import AuthError, ConnectError, ThrottleError, _detached
 
 if TYPE_CHECKING:
@@ -50,6 +56,23 @@ class Driver(Protocol[C]):
     def transaction(self, conn: C) -> str | None: ...
     def ping(self, conn: C, until: Until) -> str | None: ...
     def close(self, conn: C, wait: float = 0.0) -> bool: ...
+    def read_only(self, conn: C, until: Until) -> str | None: ...
+    def refused_write(self, conn: C) -> bool: ...
+
+
+class AsyncChecks(Protocol):
+    """What an asyncio login needs beyond the driver's async connect (psycopg's driver)."""
+
+    async def read_only_async(self, conn: Any, until: Until) -> str | None: ...
+
+
+MOVED_SECONDS = 30.0
+"""How long one login keeps trying after the server refused the token it accepted before: the
+name leads to another server for as long as DNS takes to follow a failover or a switchover."""
+
+
+class _Token(NamedTuple):
+    deadline: float
 
 
 class _Permit(NamedTuple):
@@ -63,11 +86,16 @@ class _Connect(NamedTuple):
     deadline: float
 
 
+class _Confirm(NamedTuple):
+    conn: Any
+    deadline: float
+
+
 class _Sleep(NamedTuple):
     seconds: float
 
 
-_Step = _Permit | _Connect | _Sleep
+_Step = _Token | _Permit | _Connect | _Confirm | _Sleep
 _FAILURES = (AuthError, ThrottleError, ConnectError)  # what a step may raise: thrown into the steps
 
 
@@ -108,11 +136,15 @@ class Login(Generic[C]):
         connection, TLS or login parameters."""
 
         def do(step: _Step) -> Any:
+            if isinstance(step, _Token):
+                return self._token(step.deadline)
             if isinstance(step, _Permit):
                 return self._limits.permit(step.server, step.deadline, self.probe, rate=step.rate)
             if isinstance(step, _Connect):
                 until = (self._rt.clock, step.deadline)
                 return self.driver.connect(self.cfg, step.token, until, **options)
+            if isinstance(step, _Confirm):
+                return self.driver.read_only(step.conn, (self._rt.clock, step.deadline))
             self._rt.sleep(step.seconds)
             return None
 
@@ -130,12 +162,19 @@ class Login(Generic[C]):
         import asyncio
 
         async def do(step: _Step) -> Any:
+            if isinstance(step, _Token):  # an AssumeRole is a wait: off the event loop
+                if self.cfg.role is None:
+                    return self._token(step.deadline)
+                return await asyncio.to_thread(self._token, step.deadline)
             if isinstance(step, _Permit):
                 return await asyncio.to_thread(
                     self._limits.permit, step.server, step.deadline, self.probe, rate=step.rate
                 )
             if isinstance(step, _Connect):
                 return await connect(self.cfg, step.token, (self._rt.clock, step.deadline))
+            if isinstance(step, _Confirm):
+                checks = cast(AsyncChecks, self.driver)  # asyncio logins are psycopg's
+                return await checks.read_only_async(step.conn, (self._rt.clock, step.deadline))
             await asyncio.sleep(step.seconds)
             return None
 
@@ -156,11 +195,13 @@ class Login(Generic[C]):
         started = clock()
         backoff = DecorrelatedJitter(uniform=self._rt.uniform)
         refusals = 0
+        moved = False  # the server refused a token it had accepted: see MOVED_SECONDS
         for attempt in itertools.count(1):
-            token = self._tokens.get(server, deadline=deadline, on_sign=self._signed)
+            token = yield _Token(deadline)
+            reused = token is self.accepted
             ticket = None
             # RDS does not count a token it accepted before; DSQL counts every connection.
-            if server.dsql or token is not self.accepted:
+            if server.dsql or not reused:
                 try:
                     ticket = yield _Permit(server.key, deadline, cfg.connect_rate)
                 except ThrottleError as exc:  # the limiters know the server, not the instance
@@ -173,12 +214,20 @@ class Login(Generic[C]):
             else:
                 self._limits.release(ticket)
                 self.accepted, self.last_login = token, clock()
-                self._logged_in(token)
-                return conn
+                answer = (yield _Confirm(conn, deadline)) if cfg.writer else None
+                if answer is None:
+                    self._logged_in(token)
+                    return conn
+                failure = self._read_only(conn, answer)
             locate(failure, cfg, attempt)
             if isinstance(failure, ConnectError):
                 retry = failure._transient
                 self.probe.count("ConnectRetries" if retry else "ConnectFailures")
+            elif moved or (reused and type(failure) is AuthError and not server.dsql):
+                # Refused the token it accepted before: the name leads to another server now.
+                moved, self.accepted = True, None  # keep the token; take permits from now on
+                retry = clock() - started < MOVED_SECONDS
+                self.probe.count("AuthFailures")
             else:
                 refusals += 1
                 retry = refusals <= self._retries
@@ -195,11 +244,30 @@ class Login(Generic[C]):
                     continue
             # DSQL tells throttling apart (SQLSTATE 53400); an RDS refusal may be throttling.
             hint = THROTTLING_HINT if refusals and not server.dsql else ""
+            if moved and isinstance(failure, AuthError):
+                hint = MOVED_HINT
             raise final_error(failure, attempt, clock() - started, hint)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _token(self, deadline: float) -> Token:
+        return self._tokens.get(
+            self.cfg.target, deadline=deadline, on_sign=self._signed, on_assume=self._assumed
+        )
+
+    def _read_only(self, conn: C, answer: str) -> ConnectError:
+        """Close a connection to a server that does not take writes; the next attempt takes a
+        permit (the server behind the name is changing, and counts new tokens anew)."""
+        self.driver.close(conn)
+        self.accepted = None
+        logger.info("%s: %s:%s does not take writes (%s): trying again",
+                    self.cfg.label, self.cfg.host, self.cfg.port, answer)  # fmt: skip
+        return read_only_failure(self.cfg, answer)
+
     def _signed(self) -> None:
         self.probe.count("TokensSigned")
+
+    def _assumed(self) -> None:
+        self.probe.count("CredentialRefreshes")
 
     def _logged_in(self, token: Token) -> None:
         self.probe.count("ConnectionsOpened")
