@@ -122,6 +122,8 @@ class SocketDriver:
     transactions: dict[int, str] = field(default_factory=dict)
     ping_fails: bool = False
     pings: int = 0
+    read_only_answers: list[str | None] = field(default_factory=list)  # writer checks, in turn
+    refused_writes: set[int] = field(default_factory=set)  # filenos marked read-only
     deadlines: list[float] = field(default_factory=list)  # each connect's deadline
 
     def connect(self, cfg: object, token: Token, until: Until) -> socket.socket:
@@ -149,6 +151,12 @@ class SocketDriver:
     def close(self, conn: socket.socket, wait: float = 0.0) -> bool:
         conn.close()
         return True
+
+    def read_only(self, conn: socket.socket, until: Until) -> str | None:
+        return self.read_only_answers.pop(0) if self.read_only_answers else None
+
+    def refused_write(self, conn: socket.socket) -> bool:
+        return conn.fileno() in self.refused_writes
 
     def server(self, conn: socket.socket) -> socket.socket:
         """The server's end of ``conn``."""

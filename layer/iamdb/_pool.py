@@ -27,7 +27,7 @@ from iamdb._core.deps import requires
 from iamdb._core.env import instance_prefix
 from iamdb._core.log import logger
 from iamdb._sql.config import SQL_SUFFIXES
-from iamdb._sql.managed import ping_deadline
+from iamdb._sql.managed import ping_deadline, refused_write
 from iamdb._sql.refusals import pool_exhausted
 from iamdb.errors import ConfigError
 
@@ -98,10 +98,13 @@ def pg_pool(name: str | None = None, **pool_kwargs: Any) -> ConnectionPool[Any]:
             super().putconn(conn)
 
     def check(conn: Any) -> None:
-        """Before a checkout: ``SELECT 1`` by the deadline (the socket may have died frozen)."""
+        """Before a checkout: ``SELECT 1`` by the deadline (the socket may have died frozen);
+        a connection that found the server read-only is dropped (the writer moved)."""
         clock = _registry.default.runtime.clock
         _, wait, _ = _checkout(name, None, None)
-        problem = driver.ping(conn, (clock, ping_deadline(clock(), clock() + wait)))
+        problem = refused_write(driver, conn) or driver.ping(
+            conn, (clock, ping_deadline(clock(), clock() + wait))
+        )
         if problem is not None:
             raise ConnectionError(problem)
 
@@ -169,7 +172,11 @@ def pg_async_pool(name: str | None = None, **pool_kwargs: Any) -> AsyncConnectio
             await super().putconn(conn)
 
     async def check(conn: Any) -> None:
-        """Before a checkout: ``SELECT 1`` by the deadline (the socket may have died frozen)."""
+        """Before a checkout: ``SELECT 1`` by the deadline (the socket may have died frozen);
+        a connection that found the server read-only is dropped (the writer moved)."""
+        problem = refused_write(driver, conn)
+        if problem is not None:
+            raise ConnectionError(problem)
         _, wait, _ = _checkout(name, None, None)
         await asyncio.wait_for(driver.ping_async(conn), ping_deadline(0.0, wait))
 
