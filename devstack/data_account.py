@@ -182,27 +182,49 @@ def cross_account_trust() -> None:
     base._devstack_trust = True
 
 
-def trust_admits(document: Any, caller_arn: str, conditions: dict[str, str]) -> bool:
-    """Whether a trust policy admits ``caller_arn`` to ``sts:AssumeRole`` (moto evaluates each
-    statement's conditions; devstack the principals)."""
-    from moto.iam.access_control import IAMPolicyStatement, PermissionResult
+def trust_admits(document: Any, caller_arn: str, context: dict[str, str]) -> bool:
+    """Whether a trust policy admits ``caller_arn`` to ``sts:AssumeRole``, given the request's
+    condition keys (``context``: ``sts:ExternalId``). An explicit Deny wins; a condition on a
+    key the request lacks, or with an operator devstack does not know, does not hold (AWS
+    evaluates a missing key as not matching; moto passed both)."""
+    from devstack.sam.template import iam_match
 
     parsed = json.loads(document) if isinstance(document, str) else document
     statements = parsed.get("Statement", [])
     allowed = False
     for statement in statements if isinstance(statements, list) else [statements]:
+        actions = statement.get("Action", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        if not any(iam_match(a, "sts:AssumeRole", ignore_case=True) for a in actions):
+            continue
         if not _names_caller(statement.get("Principal"), caller_arn):
             continue
-        as_allow = {**statement, "Effect": "Allow", "Principal": {"AWS": ["*"]}}
-        check = IAMPolicyStatement(as_allow).is_action_permitted(
-            "sts:AssumeRole", "*", None, conditions
-        )
-        if check != PermissionResult.PERMITTED:
+        if not _conditions_hold(statement.get("Condition", {}), context):
             continue
         if statement.get("Effect") == "Deny":
             return False
-        allowed = True
+        allowed = allowed or statement.get("Effect") == "Allow"
     return allowed
+
+
+def _conditions_hold(conditions: dict[str, dict[str, Any]], context: dict[str, str]) -> bool:
+    from devstack.sam.template import iam_match
+
+    for operator, keys in conditions.items():
+        for key, expected in keys.items():
+            values = [expected] if isinstance(expected, str) else list(expected)
+            actual = context.get(key)
+            if actual is None:
+                return False
+            if operator == "StringEquals":
+                matched = actual in values
+            elif operator == "StringLike":
+                matched = any(iam_match(v, actual, ignore_case=False) for v in values)
+            else:
+                return False
+            if not matched:
+                return False
+    return True
 
 
 def _names_caller(principal: Any, caller_arn: str) -> bool:

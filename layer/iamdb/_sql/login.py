@@ -197,7 +197,11 @@ class Login(Generic[C]):
         refusals = 0
         moved = False  # the server refused a token it had accepted: see MOVED_SECONDS
         for attempt in itertools.count(1):
-            token = yield _Token(deadline)
+            try:
+                token = yield _Token(deadline)
+            except _FAILURES as exc:  # assuming the role failed: say which instance asked
+                locate(exc, cfg, attempt)
+                raise
             reused = token is self.accepted
             ticket = None
             # RDS does not count a token it accepted before; DSQL counts every connection.
