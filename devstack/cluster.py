@@ -134,14 +134,16 @@ class Cluster:
         """End the application's sessions on ``instance``; how many ended."""
         return sum(instance.db.kill_connections(user) for user in self.users)
 
-    def fail_over(self, dns_delay: float = 0.0) -> None:
-        """Promote the reader; the old writer becomes a reader, its sessions end; the endpoints
-        lead to the new roles ``dns_delay`` seconds later."""
+    def fail_over(self, dns_delay: float = 0.0, *, end_sessions: bool = True) -> None:
+        """Promote the reader; the old writer becomes a reader and its sessions end (unless
+        ``end_sessions`` is false: they stay, and find it read-only); the endpoints lead to the
+        new roles ``dns_delay`` seconds later."""
         old, new = self.writer, self.reader
         self._followed.clear()
         new.db.set_read_only(False)
         old.db.set_read_only(True)
-        self.kill_sessions(old)
+        if end_sessions:
+            self.kill_sessions(old)
         self.writer, self.reader = new, old
         self._event("failover")
         self._later(dns_delay, lambda: self._point(new, old))

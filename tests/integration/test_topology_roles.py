@@ -192,7 +192,7 @@ def test_credentials_are_renewed_before_any_token_could_outlive_them(
     seen = len(stack.verifier.events)
     keys: list[str] = []
     try:
-        for minute in range(0, 181, 7):
+        for _ in range(0, 181, 7):  # an invocation every 7 minutes
             conn = registry.get_pg("aurora")
             conn.execute("SELECT 1")
             token = registry.managed("pg", "aurora").last_token
