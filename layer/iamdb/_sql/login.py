@@ -69,6 +69,11 @@ class AsyncChecks(Protocol):
 MOVED_SECONDS = 30.0
 """How long one login keeps trying after the server refused the token it accepted before: the
 name leads to another server for as long as DNS takes to follow a failover or a switchover."""
+MOVING_CAP = 0.5
+"""The longest pause between attempts while the writer moves (a read-only server, a refusal of
+the token accepted before): the new writer is there as soon as DNS follows, so a login waits at
+most this long past it. The fleet queue and the per-process limiter still pace these logins
+(each takes a permit)."""
 
 
 class _Token(NamedTuple):
@@ -194,6 +199,7 @@ class Login(Generic[C]):
             deadline = self._deadline.at(cfg.connect_timeout)
         started = clock()
         backoff = DecorrelatedJitter(uniform=self._rt.uniform)
+        moving = DecorrelatedJitter(cap=MOVING_CAP, uniform=self._rt.uniform)
         refusals = 0
         moved = False  # the server refused a token it had accepted: see MOVED_SECONDS
         for attempt in itertools.count(1):
@@ -211,6 +217,7 @@ class Login(Generic[C]):
                 except ThrottleError as exc:  # the limiters know the server, not the instance
                     locate(exc, cfg, attempt)
                     raise
+            answer = None  # the writer check's: why the server does not take writes
             try:
                 conn = yield _Connect(token, deadline)
             except _FAILURES as exc:
@@ -239,7 +246,7 @@ class Login(Generic[C]):
                     "AuthFailures" if type(failure) is AuthError else "ServerThrottled"
                 )
                 self._tokens.invalidate(server)  # the next attempt signs anew
-            delay = backoff.next_delay()
+            delay = (moving if moved or answer is not None else backoff).next_delay()
             if retry and clock() + delay <= deadline:
                 yield _Sleep(delay)
                 if clock() < deadline:  # not frozen past it while sleeping

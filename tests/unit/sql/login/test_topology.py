@@ -20,7 +20,7 @@ from iamdb._core.invocation import Invocation
 from iamdb._core.runtime import Runtime
 from iamdb._sql.config import load_sql_config
 from iamdb._sql.limits import Limits
-from iamdb._sql.login import MOVED_SECONDS
+from iamdb._sql.login import MOVED_SECONDS, MOVING_CAP
 from iamdb._sql.managed import ManagedConnection
 from iamdb._sql.tokens import TokenCache
 from iamdb._sql.writer import MOVED_HINT
@@ -80,6 +80,19 @@ def test_a_read_only_server_is_left_and_the_login_tried_again_until_the_writer(s
     assert len(s.t.sleeps) == 2
     # the server behind the name is changing: every attempt after a read-only one is paced
     assert s.limits.permits == 3
+
+
+def test_while_the_writer_moves_no_pause_is_longer_than_the_moving_cap(s: Setup) -> None:
+    # random=1.0 takes each backoff's longest pause: 0.1, 0.3, 0.9, ... without the cap
+    s.driver.read_only_answers = [READ_ONLY] * 8 + [None]
+    s.managed.get()
+    assert len(s.t.sleeps) == 8 and max(s.t.sleeps) == MOVING_CAP
+    first = s.managed.get()
+    first.close()  # a failover: the accepted token is refused by the server behind the name
+    s.driver.refusals = [AuthError("refused")] * 6
+    s.t.sleeps.clear()
+    s.managed.get()
+    assert len(s.t.sleeps) == 6 and max(s.t.sleeps) == MOVING_CAP
 
 
 def test_a_writer_that_does_not_come_back_in_time_is_a_clear_error(s: Setup) -> None:
