@@ -20,7 +20,9 @@
 - fleet: the fleet limiter's code at 60-3,000 environments against modelled DynamoDB and RDS,
   in virtual time (no devstack);
 - http: iamdb's HTTP client against the same on ``http.client`` (cold import, per request,
-  lines of code; no devstack).
+  lines of code; no devstack);
+- topology: cold get_pg() with a role to assume against without, the writer check's cost at
+  login, and failover recovery against a plain psycopg reconnect loop (starts its own devstack).
 """
 
 from __future__ import annotations
@@ -39,9 +41,23 @@ from bench import (
     signing,
     sql,
     sqlalchemy,
+    topology,
 )
 
-BENCHMARKS = (signing, sql, sqlalchemy, aio, cold, mongo, layer, observability, burst, fleet, http)
+BENCHMARKS = (
+    signing,
+    sql,
+    sqlalchemy,
+    aio,
+    cold,
+    mongo,
+    layer,
+    observability,
+    burst,
+    fleet,
+    http,
+    topology,
+)
 
 
 def main() -> None:
