@@ -19,9 +19,9 @@ class Forwarder:
     """Relay ``host:port`` to ``127.0.0.1:<target>``; a thread per flow."""
 
     def __init__(self, host: str, port: int, target: int) -> None:
-        self.host, self.port = host, port
         self._target = target
         self._server = socket.create_server((host, port))
+        self.host, self.port = host, self._server.getsockname()[1]  # port 0: the one bound
         self._lock = threading.Lock()
         self._flows: list[tuple[socket.socket, socket.socket]] = []
         self._closed = False
@@ -66,9 +66,13 @@ class Forwarder:
                 client.close()  # nothing listens there: the client sees a reset
                 continue
             upstream.settimeout(None)
-            with self._lock:
-                self._flows.append((client, upstream))
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            self._relay(client, upstream)
+
+    def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Carry one new flow, in a thread of its own (tests' forwarders carry it their way)."""
+        with self._lock:
+            self._flows.append((client, upstream))
+        threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         ends = [client, upstream]
