@@ -30,13 +30,13 @@ if TYPE_CHECKING:  # the SQL and Mongo sides load with their first instance
     from pymongo import MongoClient
 
     from iamdb._aws.client import AwsClient
+    from iamdb._aws.tokens import TokenCache
     from iamdb._mongo.handle import MongoHandle
     from iamdb._sql.config import Engine, SqlConfig
     from iamdb._sql.limits import Limits
     from iamdb._sql.login import Login
     from iamdb._sql.managed import ManagedConnection
     from iamdb._sql.pg_classes import PgConnection
-    from iamdb._sql.tokens import TokenCache
 
 T = TypeVar("T")
 
@@ -249,7 +249,7 @@ class Registry:
     def tokens(self) -> TokenCache:
         """The token cache shared by every SQL instance."""
         if self._tokens is None:
-            from iamdb._sql.tokens import TokenCache
+            from iamdb._aws.tokens import TokenCache
 
             self._tokens = TokenCache(
                 resolver=self._resolver,

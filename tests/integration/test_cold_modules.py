@@ -60,6 +60,7 @@ CORE = [
 ]
 SQL = [
     "iamdb._aws.signer",
+    "iamdb._aws.tokens",
     "iamdb._sql",
     "iamdb._sql.config",
     "iamdb._sql.drivers",
