@@ -134,6 +134,13 @@ class TokenCache:
         """The age at which ``endpoint``'s token is re-signed (840 s of RDS's 900 by default)."""
         return self._refresh_fraction * endpoint.lifetime
 
+    def peek(self, endpoint: Signable) -> Token | None:
+        """The token cached for ``endpoint`` with the current credentials, if any (no signing,
+        no credential lookup: what :func:`iamdb.info` reports)."""
+        with self._lock:
+            identity = self._identity
+            return None if identity is None else self._entries.get((endpoint, identity[0]))
+
     def invalidate(self, endpoint: Signable) -> None:
         """Forget the token(s) of an endpoint, e.g. after the server refused one."""
         with self._lock:
