@@ -29,7 +29,7 @@ def login_failure(cfg: ValkeyConfig, exc: BaseException) -> BaseException:
     itself when it is iamdb's already (credentials) or not a failure (an interrupt)."""
     if isinstance(exc, IamDbError) or not isinstance(exc, Exception):
         return _detached(exc)
-    detail = f"{type(exc).__name__}: {str(exc)[:300]}"
+    detail = f"{type(exc).__name__}: {str(exc)[:300].rstrip('. ')}"
     lowered = detail.lower()
     if any(marker in lowered for marker in _REFUSED):
         return refused(cfg, detail)
