@@ -1,12 +1,13 @@
 """devstack holds the example function to the IAM policy that template.yaml gives it.
 
 AWS refuses an IAM login whose principal may not make it: ``rds-db:connect`` on that exact
-``dbuser`` ARN (RDS), ``dsql:DbConnect`` / ``dsql:DbConnectAdmin`` on the cluster ARN
-(Aurora DSQL), ``elasticache:Connect`` on both the cache and the user (ElastiCache). devstack reads the example functions' policy statements, and those of the
-template's managed policies (``DsqlConnectPolicy``, made to be attached to function roles),
-from ``template.yaml`` with the parameters of ``samconfig.toml``'s ``local_invoke`` section
-(devstack's DbiResourceIds, cluster id and users). The verifier asks :class:`TemplatePolicy`
-after the signature checks, so a typo in the template's resource ARN fails locally too.
+``dbuser`` ARN (RDS), ``dsql:DbConnect`` / ``dsql:DbConnectAdmin`` on the cluster ARN (Aurora DSQL),
+``elasticache:Connect`` on both the cache and the user (ElastiCache). devstack reads the example
+functions' policy statements, and those of the template's managed policies (``DsqlConnectPolicy``,
+made to be attached to function roles), from ``template.yaml`` with the parameters of
+``samconfig.toml``'s ``local_invoke`` section (devstack's DbiResourceIds, cluster id and users). The
+verifier asks :class:`TemplatePolicy` after the signature checks, so a typo in the template's
+resource ARN fails locally too.
 
 Only the example function's role is judged: other principals (a developer's key, the
 tests' own roles) have no template policy to be held to.
