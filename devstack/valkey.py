@@ -209,6 +209,8 @@ class ValkeyFront:
                 relay.cancel()
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, ValueError):
             pass
+        except asyncio.CancelledError:  # the front stops: end quietly
+            pass
         finally:
             self._close(client)
 

@@ -29,7 +29,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "body": json.dumps(
             {
                 "engine": "valkey",
-                "user": cache.acl_whoami().decode(),
+                "user": cache.acl_whoami(),
                 "path": path,
                 "hits": hits,
                 "reused_connection": seen.reused,

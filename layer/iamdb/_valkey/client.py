@@ -113,7 +113,11 @@ def connection_class(variable: str) -> type[Any]:
         def _wrap_socket_with_ssl(self, sock: Any) -> Any:
             iam: IamCredentials = self.credential_provider
             sock.settimeout(iam.seconds_left())  # the handshake, then the login below
-            return iam.tls().wrap_socket(sock, server_hostname=self.host)
+            try:
+                return iam.tls().wrap_socket(sock, server_hostname=self.host)
+            except OSError as exc:  # a timeout too: a plaintext server waits for more bytes
+                problem = f"TLS handshake failed ({type(exc).__name__}: {exc})"
+            raise OSError(problem)  # valkey-py's ConnectionError, saying TLS
 
         def on_connect(self) -> None:
             iam: IamCredentials = self.credential_provider
