@@ -85,7 +85,7 @@ def test_connections_re_authenticate_before_the_maximum_age(
     started = time.time()
     client = iamdb.get_valkey()
     client.set("iamdb:age", "0")
-    for second in range(1, 8):  # invocations one second apart, 7 s in all
+    for _ in range(7):  # invocations one second apart, 7 s in all
         time.sleep(1.0)
         new_invocation(monkeypatch)
         assert iamdb.get_valkey() is client
