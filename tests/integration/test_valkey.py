@@ -250,3 +250,32 @@ def test_the_real_cli_logs_in_with_the_printed_token(stack: Any, stack_env: Any)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "iamdb-app"
     assert stack.valkey.events[-1].ok
+
+
+def test_the_example_function_runs_from_the_layer_like_lambda(
+    stack: Any, stack_env: Any, tmp_path: Any
+) -> None:
+    """template.yaml's ValkeyExampleFunction through devstack invoke (awslambdaric, the built
+    layer): its policy lets it in, a warm call reuses the client, a dropped connection is
+    replaced at the next invocation."""
+    import io
+    import json
+
+    from devstack.sam.invoke import build_layers, environment, find_python, prepare
+    from tests.paths import ROOT
+
+    if find_python("3.12") is None:
+        pytest.skip("python3.12 (the template's runtime) is not installed")
+    build_layers()
+    env_json, _ = stack.write_env_files(tmp_path)
+    payload = (ROOT / "events" / "valkey.json").read_bytes()
+    log = io.StringIO()
+    with environment(prepare("ValkeyExampleFunction", env_vars=env_json), log=log) as env:
+        cold = env.invoke(payload)
+        warm = env.invoke(payload)
+        stack.valkey.close_all()
+        thawed = env.invoke(payload)
+    assert cold.ok and warm.ok and thawed.ok, log.getvalue()[-3000:]
+    bodies = [json.loads(r.payload["body"]) for r in (cold, warm, thawed)]
+    assert [b["reused_connection"] for b in bodies] == [False, True, False]
+    assert bodies[0]["user"] == "iamdb-app" and bodies[2]["hits"] == bodies[0]["hits"] + 2
