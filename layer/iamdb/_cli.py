@@ -34,57 +34,44 @@ from iamdb._sql.config import SQL_SUFFIXES, Engine, SqlConfig
 from iamdb._valkey.config import ValkeyConfig
 from iamdb.errors import ConfigError, IamDbError
 
-_INSTANCE_HOST = re.compile(r"IAMDB_(PG|MYSQL|DSQL)_(?:(.+)_)?HOST")
+_INSTANCE_HOST = re.compile(r"IAMDB_(PG|MYSQL|DSQL|VALKEY)_(?:(.+)_)?HOST")
 _ENGINES: dict[str, Engine] = {"PG": "pg", "MYSQL": "mysql", "DSQL": "dsql"}
-_VALKEY_HOST = re.compile(r"IAMDB_VALKEY_(?:(.+)_)?HOST")
 
 
 def configured_instances(environ: Mapping[str, str]) -> list[tuple[Engine, str | None]]:
-    """(engine, name) of every instance that has an ``IAMDB_<ENGINE>[_<NAME>]_HOST``.
+    """(engine, name) of every SQL instance that has an ``IAMDB_<ENGINE>[_<NAME>]_HOST``.
 
     Names follow get_pg()'s rule (:func:`iamdb._core.env.instance_name`): a variable that no
     name reads as its HOST (``IAMDB_PG_IAM_HOST`` is the default instance's IAM_HOST, a
     lower-case or malformed name) is not an instance.
     """
-    found: list[tuple[Engine, str | None]] = []
+    return [(_ENGINES[kind], name) for kind, name in _configured(environ) if kind in _ENGINES]
+
+
+def configured_caches(environ: Mapping[str, str]) -> list[str | None]:
+    """The names of every Valkey instance with an ``IAMDB_VALKEY[_<NAME>]_HOST``, by the same
+    rule."""
+    return [name for kind, name in _configured(environ) if kind == "VALKEY"]
+
+
+def _configured(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    from iamdb._valkey.config import VALKEY_SUFFIXES
+
+    found: list[tuple[str, str | None]] = []
     for var in sorted(environ):
         match = _INSTANCE_HOST.fullmatch(var)
         if match is None or not environ[var].strip():
             continue
-        engine = _ENGINES[match.group(1)]
-        name = match.group(2)
+        kind, name = match.group(1), match.group(2)
+        suffixes = VALKEY_SUFFIXES if kind == "VALKEY" else SQL_SUFFIXES
         if name is not None:
             try:
-                name = instance_name(name, SQL_SUFFIXES)
+                name = instance_name(name, suffixes)
             except ConfigError:
                 continue
-            if (
-                instance_prefix(engine, name, SQL_SUFFIXES) + "HOST" != var
-            ):  # IAMDB_PG_reporting_HOST
+            if instance_prefix(kind, name, suffixes) + "HOST" != var:  # IAMDB_PG_reporting_HOST
                 continue
-        found.append((engine, name))
-    return found
-
-
-def configured_caches(environ: Mapping[str, str]) -> list[str | None]:
-    """The names of every Valkey instance with an ``IAMDB_VALKEY[_<NAME>]_HOST`` (by get_valkey()'s
-    naming rule, as :func:`configured_instances`)."""
-    from iamdb._valkey.config import VALKEY_SUFFIXES
-
-    found: list[str | None] = []
-    for var in sorted(environ):
-        match = _VALKEY_HOST.fullmatch(var)
-        if match is None or not environ[var].strip():
-            continue
-        name = match.group(1)
-        if name is not None:
-            try:
-                name = instance_name(name, VALKEY_SUFFIXES)
-            except ConfigError:
-                continue
-            if instance_prefix("valkey", name, VALKEY_SUFFIXES) + "HOST" != var:
-                continue
-        found.append(name)
+        found.append((kind, name))
     return found
 
 
