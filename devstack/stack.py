@@ -124,6 +124,7 @@ class Stack:
         self._want_valkey, self._valkey_max_age = valkey, valkey_max_age
         self.redis: RedisServer | None = None  # the cache's server, plaintext on loopback
         self.valkey: ValkeyFront | None = None  # what clients reach: TLS, IAM logins checked
+        self.valkey_cluster: ValkeyFront | None = None  # the cache in cluster mode (one shard)
         self.tls: TlsFiles | None = None
         self.env: dict[str, str] = {}
         self._ldap_bridges: list[LdapBridge] = []
@@ -159,6 +160,8 @@ class Stack:
             ("dsql", self.dsql.stop if self.dsql else None),
             ("valkey front", self.valkey.stop if self.valkey else None),
             ("redis", self.redis.stop if self.redis else None),
+            ("valkey cluster front", self.valkey_cluster.stop if self.valkey_cluster else None),
+            ("redis cluster", self.valkey_cluster.server.stop if self.valkey_cluster else None),
             *(("ldap", bridge.stop) for bridge in self._ldap_bridges),
             ("moto", self.aws.stop),
             ("temp data", self._remove_data),
@@ -208,7 +211,7 @@ class Stack:
         if self._root_arg is None:
             shutil.rmtree(self.root, ignore_errors=True)
         else:
-            for sub in ("tls", "pg", "mysql", "dsql", "valkey"):
+            for sub in ("tls", "pg", "mysql", "dsql", "valkey", "valkey-cluster"):
                 shutil.rmtree(self.root / sub, ignore_errors=True)
 
     def _start_pg(self) -> None:
@@ -289,6 +292,13 @@ class Stack:
             self.redis, self.tls, self._verify_for(VALKEY_SERVER), max_age=self._valkey_max_age
         )
         self.valkey.start()
+        sharded = RedisServer(self.root / "valkey-cluster", [VALKEY_USER],
+                              RunAs.for_servers("redis"), announce=free_port())  # fmt: skip
+        sharded.start()
+        self.valkey_cluster = ValkeyFront(
+            sharded, self.tls, self._verify_for(VALKEY_SERVER), max_age=self._valkey_max_age
+        )
+        self.valkey_cluster.start()
 
     def _mongo_peer(self, tls: TlsFiles | None, documentdb: DocumentDB | None) -> MongoPeer:
         """A started MONGODB-AWS peer admitting the Mongo role (``documentdb``: as DocumentDB)."""
@@ -354,6 +364,15 @@ class Stack:
                 IAMDB_VALKEY_USER=VALKEY_USER,
                 IAMDB_VALKEY_CACHE_NAME=VALKEY_CACHE,
                 IAMDB_VALKEY_SSLROOTCERT=str(self.tls.ca),
+            )
+        if self.valkey_cluster is not None:  # get_valkey("orders"): the same cache, cluster mode
+            env.update(
+                IAMDB_VALKEY_ORDERS_HOST="localhost",
+                IAMDB_VALKEY_ORDERS_PORT=str(self.valkey_cluster.port),
+                IAMDB_VALKEY_ORDERS_USER=VALKEY_USER,
+                IAMDB_VALKEY_ORDERS_CACHE_NAME=VALKEY_CACHE,
+                IAMDB_VALKEY_ORDERS_CLUSTER="true",
+                IAMDB_VALKEY_ORDERS_SSLROOTCERT=str(self.tls.ca),
             )
         servers = [("PG", self.pg, PG_ENDPOINT), ("MYSQL", self.mysql, MYSQL_ENDPOINT)]
         for engine, server, endpoint in servers:

@@ -39,10 +39,16 @@ _REFUSED_PASSWORD = "devstack-refused-token"  # no ACL user has it: the server s
 
 
 class RedisServer:
-    """``redis-server`` on 127.0.0.1:``port``, no persistence, ``users`` -> their passwords."""
+    """``redis-server`` on 127.0.0.1:``port``, no persistence, ``users`` -> their passwords.
 
-    def __init__(self, workdir: Path, users: list[str], run_as: RunAs | None) -> None:
-        self.workdir, self.run_as = workdir, run_as
+    With ``announce`` (the port its front listens on), a one-shard cluster: cluster mode on, every
+    slot its own, and ``CLUSTER SLOTS``/``SHARDS`` and ``MOVED`` naming the front, as a
+    configuration endpoint (or a serverless cache) answers cluster clients."""
+
+    def __init__(
+        self, workdir: Path, users: list[str], run_as: RunAs | None, announce: int | None = None
+    ) -> None:
+        self.workdir, self.run_as, self.announce = workdir, run_as, announce
         self.port = free_port()
         self.passwords = {user: secrets.token_hex(16) for user in users}
         self._proc: subprocess.Popen[bytes] | None = None
@@ -59,6 +65,13 @@ class RedisServer:
             "user default off",
             *(f"user {u} on >{p} ~* &* +@all" for u, p in self.passwords.items()),
         ]
+        if self.announce is not None:
+            lines += [
+                "cluster-enabled yes",
+                f"cluster-port {free_port()}",
+                "cluster-announce-ip 127.0.0.1",
+                f"cluster-announce-port {self.announce}",
+            ]
         config = self.workdir / "redis.conf"
         config.write_text("\n".join(lines) + "\n")
         config.chmod(0o600)
@@ -71,6 +84,19 @@ class RedisServer:
             preexec_fn=self.run_as.preexec() if self.run_as else None,
         )
         wait_until(lambda: port_open(self.port), 10, "redis-server")
+        if self.announce is not None:
+            self._cli("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+            wait_until(lambda: "cluster_state:ok" in self._cli("CLUSTER", "INFO"), 10, "cluster")
+
+    def _cli(self, *command: str) -> str:
+        """``command`` through redis-cli as the first user (the server's own port, plaintext)."""
+        user, password = next(iter(self.passwords.items()))
+        out = subprocess.run(
+            [which_or_fail("redis-cli", "/usr/bin"), "-p", str(self.port), "--user", user,
+             "--pass", password, "--no-auth-warning", *command],
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+        return out.stdout
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -116,7 +142,7 @@ class ValkeyFront:
     ) -> None:
         self.server, self.tls, self.max_age = server, tls, max_age
         self._verify, self._clock = verify, clock
-        self.port = free_port()
+        self.port = server.announce or free_port()
         self.events: deque[FrontEvent] = deque(maxlen=10_000)
         self._clients: set[_Client] = set()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -54,7 +54,8 @@ def test_check_connect_reports_every_instance_and_masks_secrets(stack: Any, stac
     result = run_iamdb(stack.env, "check", "--connect")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    labels = ("[pg]", "[pg:reporting]", "[mysql]", "[mysql:reporting]", "[dsql]", "[valkey]")
+    labels = ("[pg]", "[pg:reporting]", "[mysql]", "[mysql:reporting]", "[dsql]")
+    labels += ("[valkey]", "[valkey:orders]")
     for label in labels:
         assert label in out
     assert out.count("OK in") == len(labels) and "TLSv1." in out

@@ -279,3 +279,28 @@ def test_the_example_function_runs_from_the_layer_like_lambda(
     bodies = [json.loads(r.payload["body"]) for r in (cold, warm, thawed)]
     assert [b["reused_connection"] for b in bodies] == [False, True, False]
     assert bodies[0]["user"] == "iamdb-app" and bodies[2]["hits"] == bodies[0]["hits"] + 2
+
+
+def test_cluster_mode_logs_every_node_connection_in_and_re_authenticates_them(
+    stack: Any, stack_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """get_valkey("orders"): devstack's cache in cluster mode (one shard announcing its front)."""
+    import valkey
+
+    from iamdb._valkey.client import pools
+
+    monkeypatch.setenv("IAMDB_VALKEY_ORDERS_REAUTH_SECONDS", "1")
+    started = time.time()
+    client = iamdb.get_valkey("orders")
+    assert isinstance(client, valkey.ValkeyCluster)
+    for key in ("a", "b", "{user:1}c"):  # keys in many slots, one shard
+        client.set(f"iamdb:{key}", key)
+        assert client.get(f"iamdb:{key}") == key.encode()
+    connections = [c for pool in pools(client) for c in pool._available_connections]
+    assert connections and all(c.logged_in_at is not None for c in connections)
+    time.sleep(1.2)
+    new_invocation(monkeypatch)
+    assert iamdb.get_valkey("orders") is client and client.ping()
+    seen = iamdb.info("valkey", "orders")
+    assert seen.reauthentications >= 1 and seen.reconnects == 0
+    assert all(e.ok for e in front_events(stack, "auth", started) if e.user == "iamdb-app")

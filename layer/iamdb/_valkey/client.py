@@ -137,6 +137,18 @@ def connection_class(variable: str) -> type[Any]:
     return IamConnection
 
 
+def _cluster_pool_class(klass: type[Any]) -> type[Any]:
+    """A ``ConnectionPool`` whose connections are always ``klass``: how a cluster client's node
+    pools get iamdb's connections (valkey-py's cluster passes no connection class to nodes)."""
+    import valkey
+
+    class IamPool(valkey.ConnectionPool):
+        def __init__(self, connection_class: Any = None, **options: Any) -> None:
+            super().__init__(connection_class=klass, **options)
+
+    return IamPool
+
+
 def new_client(cfg: ValkeyConfig, provider: IamCredentials) -> Any:
     """A ``valkey.Valkey`` (``valkey.ValkeyCluster`` in cluster mode) whose connections are
     :func:`connection_class`'s, logging in with ``provider``. A cluster client connects to read
@@ -152,8 +164,14 @@ def new_client(cfg: ValkeyConfig, provider: IamCredentials) -> Any:
         "socket_keepalive": True,
         "ssl_check_hostname": True,
     }
-    if cfg.cluster:
-        return valkey.ValkeyCluster(connection_class=klass, **options)
+    if cfg.cluster:  # a URL: valkey-py then builds every node's pool from the pool class
+        host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        del options["host"], options["port"]
+        return valkey.ValkeyCluster(
+            url=f"valkey://{host}:{cfg.port}",
+            connection_pool_class=_cluster_pool_class(klass),
+            **options,
+        )
     pool = valkey.ConnectionPool(connection_class=klass, **options)
     return valkey.Valkey(connection_pool=pool)
 
