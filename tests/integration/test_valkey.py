@@ -56,6 +56,19 @@ def test_logs_in_over_verified_tls_and_is_reused(stack: Any, stack_env: Any) -> 
         client.connection_pool.release(conn)
 
 
+def test_reset_closes_every_connection(stack: Any, stack_env: Any) -> None:
+    for name in (None, "orders"):
+        iamdb.get_valkey(name).ping()
+    assert stack.valkey.open_connections() >= 1 and stack.valkey_cluster.open_connections() >= 1
+    iamdb.reset()
+    deadline = time.time() + 5
+    while time.time() < deadline and (
+        stack.valkey.open_connections() or stack.valkey_cluster.open_connections()
+    ):
+        time.sleep(0.05)
+    assert (stack.valkey.open_connections(), stack.valkey_cluster.open_connections()) == (0, 0)
+
+
 def test_new_connections_take_a_fresh_token_after_14_minutes(stack: Any, stack_env: Any) -> None:
     """On a fake clock: the second connection, opened 850 s later, presents a new token."""
     now = [time.time() - 1000]  # both tokens stay within the front's 900 s + 300 s of skew

@@ -133,6 +133,8 @@ class ValkeyHandle:
             client, self._client = self._client, None
         if client is not None:
             try:
+                for pool in _client.pools(client):  # valkey-py closes only pools it made itself
+                    pool.disconnect()
                 client.close()
             except Exception as exc:  # closing must never break the caller
                 logger.info("%s: closing the client: %s", self.cfg.label, exc)
