@@ -32,7 +32,7 @@ from iamdb._core.log import logger
 from iamdb._core.steps import run
 from iamdb._valkey import client as _client
 from iamdb._valkey.refusals import login_failure
-from iamdb.errors import AuthError, ConnectError, ThrottleError, _detached
+from iamdb.errors import AuthError, ConnectError, _detached
 
 if TYPE_CHECKING:
     from iamdb._aws.tokens import TokenCache
@@ -64,7 +64,7 @@ class _Sleep(NamedTuple):
 
 
 _Step = _Check | _Login | _Sleep
-_FAILURES = (AuthError, ConnectError, ThrottleError)
+_FAILURES = (AuthError, ConnectError)
 
 
 class ValkeyHandle:
@@ -195,7 +195,7 @@ class ValkeyHandle:
                 self.probe.count("AuthFailures")
                 self._tokens.invalidate(self.cfg.target)  # the next attempt signs anew
             else:
-                retry = failure._transient if isinstance(failure, ConnectError) else False
+                retry = failure._transient
                 self.probe.count("ConnectRetries" if retry else "ConnectFailures")
             delay = backoff.next_delay()
             if retry and clock() + delay <= deadline:

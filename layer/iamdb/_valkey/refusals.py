@@ -74,15 +74,6 @@ def _tls_failed(cfg: ValkeyConfig, detail: str) -> ConnectError:
     )
 
 
-def unanswered(cfg: ValkeyConfig, problem: str, idle: float, spent: float) -> ConnectError:
-    """No connection of the instance answered after a freeze and none could be made."""
-    return ConnectError(
-        f"{cfg.label}: the cache at {cfg.host}:{cfg.port} did not answer after {idle:.0f} s "
-        f"idle ({problem}; {spent:.2f} s spent)",
-        **_where(cfg),
-    )
-
-
 class _Where(TypedDict):
     engine: str
     instance: str
