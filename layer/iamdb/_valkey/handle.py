@@ -121,8 +121,7 @@ class ValkeyHandle:
                 port=self.cfg.port,
             )
         try:
-            with self.probe.span("connect"):
-                found: Any = run(self._steps(now, deadline), self._do, _FAILURES)
+            found: Any = run(self._steps(now, deadline), self._do, _FAILURES)
             return found
         finally:
             self._lock.release()
@@ -211,7 +210,8 @@ class ValkeyHandle:
         if isinstance(step, _Check):
             return self._check(step)
         if isinstance(step, _Login):
-            return self._connect(step.deadline)
+            with self.probe.span("connect"):  # a login, not an invocation's look at its sockets
+                return self._connect(step.deadline)
         self._rt.sleep(step.seconds)
         return None
 
