@@ -71,6 +71,8 @@ def test_reset_closes_every_connection(stack: Any, stack_env: Any) -> None:
 
 def test_new_connections_take_a_fresh_token_after_14_minutes(stack: Any, stack_env: Any) -> None:
     """On a fake clock: the second connection, opened 850 s later, presents a new token."""
+    from iamdb._info import describe
+
     now = [time.time() - 1000]  # both tokens stay within the front's 900 s + 300 s of skew
     registry = Registry(runtime=Runtime(clock=lambda: now[0]))
     started = time.time()
@@ -84,10 +86,32 @@ def test_new_connections_take_a_fresh_token_after_14_minutes(stack: Any, stack_e
         pool.release(second)
         assert second.logged_in_at == now[0]
         assert registry.tokens.peek(registry.valkey_handle().cfg.target) is not None
-        assert iamdb._info.describe(registry, "valkey", None).tokens_signed == 2
+        assert describe(registry, "valkey", None).tokens_signed == 2
         assert [e.ok for e in front_events(stack, "auth", started)] == [True, True]
     finally:
         registry.reset()
+
+
+def test_new_connections_sign_with_rotated_credentials_at_once(
+    stack: Any, stack_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The credentials change while the token is fresh: the next new connection presents a
+    token signed with the new key, not the cached one (AWS's IAM demo application kept signing
+    with credentials about to expire: aws-samples/elasticache-iam-auth-demo-app #19)."""
+    client = iamdb.get_valkey()
+    pool = client.connection_pool
+    old_key = stack_env["AWS_ACCESS_KEY_ID"]
+    new = stack.aws.developer_credentials  # another principal devstack's IAM knows
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", new.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", new.secret_key)
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
+    first = pool.get_connection("PING")  # the idle, logged-in one
+    second = pool.get_connection("PING")  # a new login: the pool asks for credentials
+    pool.release(first)
+    pool.release(second)
+    logins = [e for e in stack.verifier.events if e.user == "iamdb-app"][-2:]
+    assert [(e.access_key, e.ok) for e in logins] == [(old_key, True), (new.access_key, True)]
+    assert iamdb.info("valkey").tokens_signed == 2
 
 
 def test_connections_re_authenticate_before_the_maximum_age(
