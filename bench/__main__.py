@@ -19,6 +19,8 @@
   10/s: naive, retry-only and iamdb's limiters (starts its own devstack);
 - fleet: the fleet limiter's code at 60-3,000 environments against modelled DynamoDB and RDS,
   in virtual time (no devstack);
+- valkey: cold first get_valkey() against boto3 presign + redis-py with a credential provider,
+  warm get_valkey(), the re-authentication against a new connection (starts its own devstack);
 - http: iamdb's HTTP client against the same on ``http.client`` (cold import, per request,
   lines of code; no devstack);
 - topology: cold get_pg() with a role to assume against without, the writer check's cost at
@@ -42,6 +44,7 @@ from bench import (
     sql,
     sqlalchemy,
     topology,
+    valkey,
 )
 
 BENCHMARKS = (
@@ -51,6 +54,7 @@ BENCHMARKS = (
     aio,
     cold,
     mongo,
+    valkey,
     layer,
     observability,
     burst,

@@ -3,9 +3,9 @@
 Each case is a fresh interpreter (a Lambda environment's first invocation) that makes one
 real login against devstack and lists the ``iamdb`` modules then loaded. The lists are pinned:
 a module added to a cold path is a cold-start cost, so the change that adds it says so here.
-The Mongo path loads none of the SQL side and the SQL path none of Mongo's; the fleet's queue
-loads only when ``IAMDB_THROTTLE_TABLE`` is set, the AWS client, STS and the leases only with a
-role to assume; nothing loads boto3 or botocore.
+The Mongo path loads none of the SQL side and the SQL path none of Mongo's; the Valkey path
+neither; the fleet's queue loads only when ``IAMDB_THROTTLE_TABLE`` is set, the AWS client, STS
+and the leases only with a role to assume; nothing loads boto3 or botocore.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ elif first == "aurora":  # an instance that assumes a role, behind a cluster end
     iamdb.get_pg("aurora").execute("SELECT 1")
 elif first == "mysql":
     iamdb.get_mysql().ping()
+elif first == "valkey":
+    iamdb.get_valkey().ping()
 else:
     iamdb.get_mongo().admin.command("ping")
 print(json.dumps({
@@ -64,6 +66,7 @@ CORE = [
 SQL = [
     "iamdb._aws.roles",
     "iamdb._aws.signer",
+    "iamdb._aws.tokens",
     "iamdb._sql",
     "iamdb._sql.config",
     "iamdb._sql.drivers",
@@ -92,6 +95,16 @@ MONGO = [
     "iamdb._mongo.uri",
 ]
 
+VALKEY = [
+    "iamdb._aws.signer",
+    "iamdb._aws.tokens",
+    "iamdb._valkey",
+    "iamdb._valkey.client",
+    "iamdb._valkey.config",
+    "iamdb._valkey.handle",
+    "iamdb._valkey.refusals",
+]
+
 CASES = {
     "pg": CORE + SQL + ["iamdb._sql.pg", "iamdb._sql.pg_classes"],
     "pg, fleet": CORE + SQL + AWS_CALLS + FLEET + ["iamdb._sql.pg", "iamdb._sql.pg_classes"],
@@ -101,6 +114,7 @@ CASES = {
     + AWS_CALLS
     + ["iamdb._aws.leases", "iamdb._aws.sts", "iamdb._sql.pg", "iamdb._sql.pg_classes"],
     "mongo (assumed role)": CORE + AWS_CALLS + MONGO,
+    "valkey": CORE + VALKEY,
 }
 
 

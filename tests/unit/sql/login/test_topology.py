@@ -16,13 +16,13 @@ import pytest
 
 from iamdb._aws.chain import CredentialResolver
 from iamdb._aws.leases import Leases
+from iamdb._aws.tokens import TokenCache
 from iamdb._core.invocation import Invocation
 from iamdb._core.runtime import Runtime
 from iamdb._sql.config import load_sql_config
 from iamdb._sql.limits import Limits
 from iamdb._sql.login import MOVED_SECONDS, MOVING_CAP
 from iamdb._sql.managed import ManagedConnection
-from iamdb._sql.tokens import TokenCache
 from iamdb._sql.writer import MOVED_HINT
 from iamdb.errors import AuthError, ConnectError
 from tests.fakes import FakeTime, RecordingProbe, ScriptedSts, SocketDriver, managed_connection
