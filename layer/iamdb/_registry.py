@@ -138,6 +138,7 @@ class Registry:
             managed, mongo, aio, aws = self._managed, self._mongo, self._aio, self._aws
             self._forget()
             self.invocation.clear()
+            self.deadline.longest = 0.0  # the function's timeout is learned anew
             self._resolver.reset()
             self.warn_once.clear()
         for handle in aio.values():
