@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, TypedDict
 
 from iamdb._sql import dsql as _dsql
-from iamdb.errors import AuthError, ConnectError, ThrottleError
+from iamdb.errors import AuthError, ConnectError, ThrottleError, TooManyConnectionsError
 
 if TYPE_CHECKING:
     from iamdb._sql.config import SqlConfig
@@ -127,11 +127,6 @@ def connect_failed(cfg: SqlConfig, detail: str, token: Token, *, transient: bool
             f"{cfg.prefix}SSLROOTCERT={cfg.sslrootcert}; the host name must match the "
             "server certificate."
         )
-    elif cfg.engine == "dsql" and any(m in lowered for m in _dsql.TOO_MANY_CONNECTIONS):
-        hint = (
-            " The cluster has as many open connections as its quota allows (10,000 by default,"
-            " SQLSTATE 53300): connections left open elsewhere count too."
-        )
     elif transient:
         hint = (
             " The server did not take the connection: it may be down, restarting or failing "
@@ -147,6 +142,34 @@ def connect_failed(cfg: SqlConfig, detail: str, token: Token, *, transient: bool
     )
     failure._transient = transient
     return failure
+
+
+def slots_full(
+    cfg: SqlConfig, detail: str, token: Token, *, sqlstate: str, errno: int | None = None
+) -> TooManyConnectionsError:
+    """The server had no connection slot free (PostgreSQL and DSQL: SQLSTATE 53300; MySQL:
+    ``errno`` 1040, 1203 or 1226). Leads with the server's own words (libpq's come after
+    "FATAL:"); the login adds how long it waited and what the idle limit does."""
+    said = scrub(detail.rpartition("FATAL:")[2], token.value).strip().rstrip(".")
+    code = f"SQLSTATE {sqlstate}" if errno is None else f"error {errno}"
+    if cfg.engine == "dsql":
+        room = (
+            "Aurora DSQL admits 10,000 connections per cluster by default (a quota that can be "
+            "raised); connections left open elsewhere count too."
+        )
+    else:
+        room = (
+            "Every open connection holds a slot, idle ones of frozen Lambda environments too: "
+            "keep the function's reserved concurrency at most the slots the server leaves this "
+            "user, or connect through RDS Proxy with end-to-end IAM authentication."
+        )
+    return TooManyConnectionsError(
+        f"{cfg.label}: no connection slot free for {cfg.user!r} on {cfg.host}:{cfg.port} "
+        f"({code}: {said}). {room}",
+        sqlstate=sqlstate,
+        errno=errno,
+        **where(cfg),
+    )
 
 
 def pool_exhausted(
