@@ -109,7 +109,7 @@ class AsyncManaged:
         deadline: float,
         new_invocation: bool,
     ) -> str | None:
-        """Why ``conn`` must be replaced (``left behind``, ``dead``), or None."""
+        """Why ``conn`` must be replaced (``left behind``, ``idle limit``, ``dead``), or None."""
         driver, label = self._driver, self.login.cfg.label
         closed = driver.is_closed(conn)
         transaction = None if closed else driver.transaction(conn)
@@ -125,8 +125,14 @@ class AsyncManaged:
             return "left behind"
         if transaction is not None:
             return None  # another task's command or transaction: in use, so not idle
+        between = new_invocation or self._invocation.current() is None
+        fit = self.login.idle.fit(driver.idle_limit(conn), between)
+        if fit.replace is not None:
+            logger.info("%s: replacing the connection (%s)", label, fit.replace)
+            return "idle limit"
         assert slot.poll is not None
-        seen = look(closed, slot.poll, now - slot.last_used, self._idle_seconds)
+        idle = min(self._idle_seconds, fit.quiet)  # the server's idle clock must not run out
+        seen = look(closed, slot.poll, now - slot.last_used, idle)
         reason = seen.dead
         if seen.confirm:
             problem = await self._ping(conn, ping_deadline(now, deadline))

@@ -14,8 +14,11 @@ connection before handing it out, cheaply, and within the invocation's deadline:
    readable or hung-up means the server said goodbye (or sent a notice): suspect;
 4. a round trip (``SELECT 1`` / ping) only when the socket is suspect or the connection
    has been idle longer than ``IAMDB_HEALTHCHECK_IDLE_SECONDS`` (a path that silently
-   died, e.g. a NAT that forgot the flow, shows nothing to ``poll()``). The round trip ends
-   by the deadline: a connection that does not answer in time is dead.
+   died, e.g. a NAT that forgot the flow, shows nothing to ``poll()``), or so long that the
+   server's idle limit could close it before the invocation ends (the round trip restarts the
+   server's idle clock; a limit too short for the invocation, or made far too long before the
+   function's timeout was known, is replaced between invocations: :mod:`iamdb._sql.slots`).
+   The round trip ends by the deadline: a connection that does not answer in time is dead.
 
 A dead connection is replaced by a fresh login with a cached (or re-signed) token, inside
 what is left of the same deadline; the caller never sees the dead one.
@@ -82,6 +85,13 @@ class ManagedConnection(Generic[C]):
         return self._conn is not None
 
     @property
+    def idle_limit(self) -> int | None:
+        """After how long idle the server closes the connection held now (None: never, or
+        none held)."""
+        conn = self._conn
+        return None if conn is None else self.login.driver.idle_limit(conn)
+
+    @property
     def last_token(self) -> Token | None:
         """The token the server last accepted for this instance."""
         return self.login.accepted
@@ -128,7 +138,8 @@ class ManagedConnection(Generic[C]):
         return conn
 
     def _unusable(self, conn: C, now: float, deadline: float, new_invocation: bool) -> str | None:
-        """Why ``conn`` must be replaced (``left behind``, ``aged``, ``dead``), or None."""
+        """Why ``conn`` must be replaced (``left behind``, ``aged``, ``idle limit``, ``dead``),
+        or None."""
         driver, cfg = self.login.driver, self.cfg
         transaction = driver.transaction(conn) if new_invocation else None
         if transaction is not None and not driver.is_closed(conn):
@@ -155,8 +166,13 @@ class ManagedConnection(Generic[C]):
                 cfg.max_age,
             )
             return "aged"
+        fit = self.login.idle.fit(driver.idle_limit(conn), between)
+        if fit.replace is not None:
+            logger.info("%s: replacing the connection (%s)", cfg.label, fit.replace)
+            return "idle limit"
         assert self._poll is not None
-        seen = look(driver.is_closed(conn), self._poll, now - self._last_used, self.idle_seconds)
+        idle = min(self.idle_seconds, fit.quiet)  # the server's idle clock must not run out
+        seen = look(driver.is_closed(conn), self._poll, now - self._last_used, idle)
         reason = seen.dead
         if seen.confirm:
             problem = driver.ping(conn, (self.runtime.clock, ping_deadline(now, deadline)))

@@ -173,12 +173,26 @@ def slots_full(
 
 
 def pool_exhausted(
-    cfg: SqlConfig, pool: str, size: int, waited: float, advice: str
+    cfg: SqlConfig,
+    pool: str,
+    size: int,
+    waited: float,
+    advice: str,
+    full: TooManyConnectionsError | None = None,
 ) -> ConnectError:
     """A pool (``pool`` says which) had none of its ``size`` connections free for ``waited``
-    seconds; ``advice`` says how its connections are given back."""
+    seconds; ``advice`` says how its connections are given back. ``full``: the server refused
+    a new connection for want of a slot meanwhile, the cause (a TooManyConnectionsError)."""
+    if full is not None:
+        return TooManyConnectionsError(
+            f"{cfg.label}: no connection from {pool} after {waited:.2f} s: a new one found no "
+            f"slot free on the server: {full}",
+            sqlstate=full.sqlstate,
+            errno=full.errno,
+            **where(cfg),
+        )
     return ConnectError(
-        f"{cfg.label}: no connection from {pool} within {waited:.2f} s: its {size} "
+        f"{cfg.label}: no connection from {pool} after {waited:.2f} s: its {size} "
         f"connection(s) are in use, or none could be made in time ({advice}). The wait ends "
         "with the invocation's deadline.",
         **where(cfg),
