@@ -317,6 +317,15 @@ class MariaDB:
         with self.admin() as conn, conn.cursor() as cur:
             cur.execute("ALTER USER %s@'%%' WITH MAX_USER_CONNECTIONS %s", (user, connections or 0))
 
+    def sessions(self, user: str) -> int:
+        """How many sessions ``user`` has open now (each holds a connection slot)."""
+        with self.admin() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (user,)
+            )
+            row = cur.fetchone()
+        return int(row[0]) if row else 0
+
     def kill_connections(self, user: str) -> int:
         """KILL every connection of ``user``; return how many were killed."""
         import pymysql

@@ -136,6 +136,14 @@ class Postgres:
                 )
             )
 
+    def sessions(self, user: str) -> int:
+        """How many sessions ``user`` has open now (each holds a connection slot)."""
+        with self.admin() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (user,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
     def kill_connections(self, user: str) -> int:
         """Terminate ``user``'s backends, waiting up to 5 s for each; return how many ended."""
         with self.admin() as conn:
