@@ -145,19 +145,20 @@ def _problem(login: Login[Any], conn: Any, record: Any) -> str | None:
         record.info[_IDLE] = (poller(login.driver.fileno(conn)), clock())
         return None
     polled, since = idle
-    fit = login.idle.fit(login.driver.idle_limit(conn), True)  # checked in: nothing in flight
-    if fit.replace is not None:
-        return fit.replace
+    window, left = registry.deadline.window(login.cfg.connect_timeout)
+    limit = login.driver.idle_limit(conn)
+    misfit = login.idle.misfit(limit, left)  # checked in: nothing in flight, it may be replaced
+    if misfit is not None:
+        return misfit
     seen = look(
         login.driver.is_closed(conn),
         polled,
         clock() - since,
-        min(registry.settings.healthcheck_idle_seconds, fit.quiet),
+        min(registry.settings.healthcheck_idle_seconds, login.idle.quiet(limit, left)),
     )
     if not seen.confirm:
         return seen.dead
-    now = clock()
-    deadline = ping_deadline(now, registry.deadline.at(login.cfg.connect_timeout))
+    deadline = ping_deadline(clock(), window)
     problem = _ping(login, conn, (clock, deadline))
     return None if problem is None else seen.failed(problem)
 

@@ -212,7 +212,7 @@ def _exhausted(login: Login[Any], pool: str, size: int, began: float) -> Connect
 def _idle_misfit(login: Login[Any], driver: Any, conn: Any) -> str | None:
     """Why a pooled connection's idle limit does not fit the invocation (the check's round trip
     restarts the server's idle clock otherwise), or None."""
-    return login.idle.fit(driver.idle_limit(conn), True).replace
+    return login.idle.misfit(driver.idle_limit(conn), _registry.default.deadline.left())
 
 
 def _left_behind(

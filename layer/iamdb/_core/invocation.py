@@ -104,8 +104,11 @@ class Deadline:
 
     def at(self, timeout: float) -> float:
         """The deadline (clock seconds) for a wait starting now, ``timeout`` the connect timeout."""
-        now = self._clock()
-        left = self.left()
+        return self.window(timeout)[0]
+
+    def window(self, timeout: float) -> tuple[float, float | None]:
+        """:meth:`at`, and the time the invocation has left (:meth:`left`), read once."""
+        now, left = self._clock(), self.left()
         if left is not None:
-            return now + max(0.0, left - DEADLINE_MARGIN)
-        return now + 2.0 * timeout
+            return now + max(0.0, left - DEADLINE_MARGIN), left
+        return now + 2.0 * timeout, None

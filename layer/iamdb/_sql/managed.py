@@ -99,7 +99,7 @@ class ManagedConnection(Generic[C]):
     def get(self) -> C:
         """The live connection, opening or replacing it when needed, by the deadline."""
         clock = self.runtime.clock
-        deadline = self.deadline.at(self.cfg.connect_timeout)
+        deadline, left = self.deadline.window(self.cfg.connect_timeout)
         if not self._lock.acquire(timeout=max(0.0, deadline - clock())):
             raise ConnectError(
                 f"{self.cfg.label}: another thread's login did not end before the deadline "
@@ -110,7 +110,7 @@ class ManagedConnection(Generic[C]):
                 port=self.cfg.port,
             )
         try:
-            return self._get(clock(), deadline)
+            return self._get(clock(), deadline, left)
         finally:
             self._lock.release()
 
@@ -120,11 +120,13 @@ class ManagedConnection(Generic[C]):
         with self._lock:
             self._discard(wait)
 
-    def _get(self, now: float, deadline: float) -> C:
+    def _get(self, now: float, deadline: float, left: float | None) -> C:
         conn, invocation = self._conn, self.invocation.current()
         new_invocation = invocation is not None and invocation != self._served
         self._served = invocation
-        replaced = None if conn is None else self._unusable(conn, now, deadline, new_invocation)
+        replaced = None
+        if conn is not None:
+            replaced = self._unusable(conn, now, deadline, new_invocation, left)
         if conn is not None and replaced is None:
             self.reused, self._last_used = True, now
             return conn
@@ -137,9 +139,11 @@ class ManagedConnection(Generic[C]):
         self.reused, self._last_used = False, now
         return conn
 
-    def _unusable(self, conn: C, now: float, deadline: float, new_invocation: bool) -> str | None:
+    def _unusable(
+        self, conn: C, now: float, deadline: float, new_invocation: bool, left: float | None
+    ) -> str | None:
         """Why ``conn`` must be replaced (``left behind``, ``aged``, ``idle limit``, ``dead``),
-        or None."""
+        or None (``left``: the invocation's time left, None when unknown)."""
         driver, cfg = self.login.driver, self.cfg
         transaction = driver.transaction(conn) if new_invocation else None
         if transaction is not None and not driver.is_closed(conn):
@@ -166,12 +170,14 @@ class ManagedConnection(Generic[C]):
                 cfg.max_age,
             )
             return "aged"
-        fit = self.login.idle.fit(driver.idle_limit(conn), between)
-        if fit.replace is not None:
-            logger.info("%s: replacing the connection (%s)", cfg.label, fit.replace)
-            return "idle limit"
+        idle, limit = self.idle_seconds, driver.idle_limit(conn)
+        if limit is not None:  # the server's idle clock must not run out during the invocation
+            misfit = self.login.idle.misfit(limit, left) if new_invocation else None
+            if misfit is not None:
+                logger.info("%s: replacing the connection (%s)", cfg.label, misfit)
+                return "idle limit"
+            idle = min(idle, self.login.idle.quiet(limit, left))
         assert self._poll is not None
-        idle = min(self.idle_seconds, fit.quiet)  # the server's idle clock must not run out
         seen = look(driver.is_closed(conn), self._poll, now - self._last_used, idle)
         reason = seen.dead
         if seen.confirm:

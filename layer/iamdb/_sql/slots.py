@@ -35,7 +35,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from iamdb._core.env import INTEGER, env_value
 from iamdb._core.log import logger
@@ -123,13 +123,6 @@ def load_idle(
     return IdleSetting(var)
 
 
-class Fit(NamedTuple):
-    """Whether a held connection may serve the running invocation (:meth:`IdleLimit.fit`)."""
-
-    replace: str | None  # why it must be replaced first (None: it may serve)
-    quiet: float  # seconds it may have sat unused before it must be confirmed by a round trip
-
-
 class IdleLimit:
     """The idle limit of an instance's connections: what a new one gets, whether a held one
     still fits the invocation, and whether the server refused it (then never again)."""
@@ -156,22 +149,28 @@ class IdleLimit:
         seen = self._deadline.longest
         return LAMBDA_MAX_TIMEOUT if seen <= 0 else min(LAMBDA_MAX_TIMEOUT, math.ceil(seen))
 
-    def fit(self, limit: int | None, between: bool) -> Fit:
-        """Whether a connection the server closes after ``limit`` s idle (None: never) may serve
-        the invocation running now (its remaining time, or the function's timeout when unknown).
-        ``between``: nothing is in flight on it (a new invocation's first use, a checkout), so
-        it may be replaced."""
+    def quiet(self, limit: int | None, left: float | None) -> float:
+        """How long a connection the server closes after ``limit`` s idle (None: never) may have
+        sat unused and still serve an invocation with ``left`` s to go (None: unknown, so the
+        function's timeout) without a round trip first, which restarts the server's idle clock.
+        Negative: it needs one whatever its idleness."""
         if limit is None:
-            return Fit(None, math.inf)
-        left = self._deadline.left()
-        need = (self.timeout() if left is None else left) + GUARD
-        if between:
-            wanted = self.for_new()
-            if wanted is not None and limit < need and wanted > limit:
-                return Fit(f"its idle limit ({limit} s) is shorter than the invocation", 0.0)
-            if wanted is not None and limit > 2 * wanted:
-                return Fit(f"its idle limit ({limit} s) is kept far longer than needed", 0.0)
-        return Fit(None, limit - need)
+            return math.inf
+        return limit - (self.timeout() if left is None else left) - GUARD
+
+    def misfit(self, limit: int | None, left: float | None) -> str | None:
+        """Why a connection opened with ``limit`` should be replaced before it serves a new
+        invocation with ``left`` s to go (None: it may serve): its limit is shorter than the
+        invocation could last while a new one's would not be (a longer timeout seen since), or
+        more than twice a new one's (made before the timeout was known)."""
+        wanted = self.for_new()
+        if limit is None or wanted is None or wanted == limit:
+            return None
+        if limit < (self.timeout() if left is None else left) + GUARD < wanted + GUARD:
+            return f"its idle limit, {limit} s, is shorter than the invocation can last"
+        if limit > 2 * wanted:
+            return f"its idle limit, {limit} s, is far longer than the function needs ({wanted} s)"
+        return None
 
     def refuses(self, failure: Exception, asked: int | None) -> bool:
         """Whether ``failure`` is the server refusing the limit a login asked for (``asked``);

@@ -142,37 +142,38 @@ def test_a_fixed_limit_and_off() -> None:
 def test_a_connection_may_sit_idle_as_long_as_the_invocation_still_fits() -> None:
     idle_limit, deadline, clock = limit()
     deadline.set_context(context(clock, 30.0))  # type: ignore[arg-type]
-    fit = idle_limit.fit(60, between=True)
-    assert fit.replace is None and fit.quiet == pytest.approx(60 - 30 - 1)
+    assert idle_limit.quiet(60, deadline.left()) == pytest.approx(60 - 30 - 1)
     clock.now += 20  # later in the same invocation: less of it to cover
-    assert idle_limit.fit(60, between=False).quiet == pytest.approx(60 - 10 - 1)
-    assert idle_limit.fit(None, between=True).quiet == float("inf")
+    assert idle_limit.quiet(60, deadline.left()) == pytest.approx(60 - 10 - 1)
+    assert idle_limit.quiet(60, None) == 60 - 30 - 1  # unknown: the function's timeout
+    assert idle_limit.quiet(None, 10.0) == float("inf")
+    assert idle_limit.misfit(60, 30.0) is None and idle_limit.misfit(None, 30.0) is None
 
 
-def test_a_limit_too_short_for_the_invocation_is_replaced_between_invocations_only() -> None:
+def test_a_limit_too_short_for_the_invocation_is_replaced() -> None:
     idle_limit, deadline, clock = limit()
     deadline.set_context(context(clock, 30.0))  # type: ignore[arg-type]
     deadline.set_context(context(clock, 100.0))  # type: ignore[arg-type]  # a longer one now
     assert idle_limit.for_new() == 160
-    assert idle_limit.fit(60, between=True).replace is not None
-    fit = idle_limit.fit(60, between=False)  # in use: never taken away, confirmed at once
-    assert fit.replace is None and fit.quiet < 0
+    assert "shorter than the invocation" in (idle_limit.misfit(60, 100.0) or "")
+    assert idle_limit.misfit(60, 30.0) is None  # this invocation fits it
+    assert idle_limit.quiet(60, 100.0) < 0  # kept (in use): confirmed at every get
 
 
-def test_a_limit_made_before_the_timeout_was_known_is_replaced_between_invocations() -> None:
+def test_a_limit_made_before_the_timeout_was_known_is_replaced() -> None:
     idle_limit, deadline, clock = limit()
     made = idle_limit.for_new()
     deadline.set_context(context(clock, 10.0))  # type: ignore[arg-type]
     assert made == 960 and idle_limit.for_new() == 20
-    assert "longer than needed" in (idle_limit.fit(made, between=True).replace or "")
-    assert idle_limit.fit(made, between=False).replace is None
+    assert "far longer than the function needs (20 s)" in (idle_limit.misfit(made, 10.0) or "")
+    assert idle_limit.misfit(30, 10.0) is None  # not twice as long: kept
 
 
 def test_a_fixed_limit_shorter_than_the_invocation_is_confirmed_not_replaced() -> None:
     idle_limit, deadline, clock = limit(idle("10"))
     deadline.set_context(context(clock, 30.0))  # type: ignore[arg-type]
-    fit = idle_limit.fit(10, between=True)
-    assert fit.replace is None and fit.quiet < 0  # a round trip at every get restarts its clock
+    assert idle_limit.misfit(10, 30.0) is None
+    assert idle_limit.quiet(10, 30.0) < 0  # a round trip at every get restarts its clock
 
 
 # -- the login's wait for a slot ----------------------------------------------------------------
