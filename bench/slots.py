@@ -267,7 +267,8 @@ def print_devstack(results: dict[tuple[str, str], list[Phase]]) -> None:
                 engine, n.name,
                 f"{b.served} / {len(b.calls)}", f"{n.served} / {len(n.calls)}",
                 b.failures, n.failures, _ms(b.told), _ms(n.told),
-                f"{_ms(b.get_ms)} / {_ms(b.warm_us, 1e-3)}", f"{_ms(n.get_ms)} / {_ms(n.warm_us, 1e-3)}",
+                f"{_ms(b.get_ms)} / {_ms(b.warm_us, 1e-3)}",
+                f"{_ms(n.get_ms)} / {_ms(n.warm_us, 1e-3)}",
                 str(b.new_logins), str(n.new_logins),
             ])  # fmt: skip
     print_grid(
@@ -286,27 +287,23 @@ def print_devstack(results: dict[tuple[str, str], list[Phase]]) -> None:
     )
 
 
-def devstack_rows() -> dict[tuple[str, str], list[Phase]]:
+def devstack_rows(layers: dict[str, Path | None]) -> dict[tuple[str, str], list[Phase]]:
     from devstack.stack import Stack
 
     results: dict[tuple[str, str], list[Phase]] = {}
-    with tempfile.TemporaryDirectory(prefix="iamdb-slots-") as tmp:
-        layers = {"main": baseline_layer(Path(tmp)), "iamdb": ROOT / "layer"}
-        stack = Stack(max_connections=SLOTS + 3, mongo=False, dsql=False)
-        stack.start()
-        try:
-            limit_slots(stack)
-            engines = ("pg", "mysql") if stack.mysql is not None else ("pg",)
-            for engine in engines:
-                for name, layer in layers.items():
-                    if layer is None:
-                        print(f"(no baseline: git archive {BASELINE_COMMIT[:7]} failed)")
-                        continue
+    stack = Stack(max_connections=SLOTS + 3, mongo=False, dsql=False)
+    stack.start()
+    try:
+        limit_slots(stack)
+        engines = ("pg", "mysql") if stack.mysql is not None else ("pg",)
+        for engine in engines:
+            for name, layer in layers.items():
+                if layer is not None:
                     phases = scenario(stack, engine, layer)
                     phases += [burst(stack, engine, layer, n) for n in (25, 40)]
                     results[(engine, name)] = phases
-        finally:
-            stack.stop()
+    finally:
+        stack.stop()
     return results
 
 
@@ -316,12 +313,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-sim", action="store_true", help="only devstack")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    if not args.no_devstack:
-        print_devstack(devstack_rows())
-    if not args.no_sim:
-        from bench import slotsim
+    with tempfile.TemporaryDirectory(prefix="iamdb-slots-") as tmp:
+        layers = {"main": baseline_layer(Path(tmp)), "iamdb": ROOT / "layer"}
+        if layers["main"] is None:
+            print(f"(no baseline: git archive {BASELINE_COMMIT[:7]} failed)")
+        if not args.no_devstack:
+            print_devstack(devstack_rows(layers))
+        if not args.no_sim:
+            from bench.slotsim import report
 
-        slotsim.main(["--seed", str(args.seed)])
+            report.main(layers, args.seed)
 
 
 if __name__ == "__main__":
