@@ -80,6 +80,12 @@ _Step = _Permit | _Connect | _Sleep
 _FAILURES = (AuthError, ThrottleError, ConnectError)  # what a step may raise: thrown into the steps
 
 
+def _cut_short(failure: Exception) -> bool:
+    """A connection attempt that failed in a way a later one may not (a timeout, a reset): while
+    waiting for a slot, the deadline cutting one short says nothing new about the server."""
+    return isinstance(failure, ConnectError) and failure._transient
+
+
 class Login(Generic[C]):
     """New logins to one instance (``cfg``), blocking or awaited. Thread-safe."""
 
@@ -226,7 +232,8 @@ class Login(Generic[C]):
                         if not isinstance(failure, ConnectError):
                             self.probe.count("AuthRetries")
                         continue
-                if failure is full:
+                if full is not None and (failure is full or _cut_short(failure)):
+                    # the full server is the cause, not the last attempt the deadline cut short
                     raise final_error(full, attempt, clock() - started, self.idle.advice())
                 # DSQL tells throttling apart (SQLSTATE 53400); an RDS refusal may be throttling.
                 hint = THROTTLING_HINT if refusals and not server.dsql else ""

@@ -257,6 +257,24 @@ def test_no_slot_before_the_deadline_is_the_clear_error(s: Setup) -> None:
     assert s.probe["SlotWaits"] == 1 and s.probe["ConnectFailures"] == 0
 
 
+def test_an_attempt_cut_short_by_the_deadline_while_waiting_still_says_no_slot(s: Setup) -> None:
+    """The last attempt of a wait timed out (a loaded server): the full server is the cause."""
+    s.context(5.0)
+    timed_out = ConnectError("pg: could not connect: timeout expired")
+    timed_out._transient = True
+    s.driver.refusals = [*(full() for _ in range(3)), *(timed_out for _ in range(1000))]
+    with pytest.raises(TooManyConnectionsError) as raised:
+        s.managed.get()
+    assert raised.value.attempts == len(s.driver.tokens) > 3
+    assert str(raised.value).startswith("pg: no connection slot free")
+    bad_certificate = ConnectError("pg: certificate verify failed")  # a cause of its own
+    s.driver.refusals = [full(), bad_certificate]
+    s.context(5.0, "r2")
+    with pytest.raises(ConnectError) as other:
+        s.managed.get()
+    assert type(other.value) is ConnectError and "certificate" in str(other.value)
+
+
 def test_a_server_without_idle_session_timeout_is_asked_again_at_once_without_it(
     s: Setup, caplog: pytest.LogCaptureFixture
 ) -> None:
