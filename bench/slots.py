@@ -20,7 +20,8 @@ invocation; new IAM logins (logins with a token the server had not accepted befo
 throttles), as devstack's verifier counts them. The baseline is iamdb at :data:`BASELINE_COMMIT`
 (main before connection slots), extracted with ``git archive``.
 
-Run: ``python -m bench.slots [--no-devstack] [--no-sim]`` (starts and stops its own devstack).
+Run: ``python -m bench.slots [--no-devstack] [--no-sim] [--all]`` (starts and stops its own
+devstack; ``--all``: the fleet scenarios with 900 s timeouts and overload too, hours).
 """
 
 from __future__ import annotations
@@ -312,6 +313,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-devstack", action="store_true", help="only the simulation")
     parser.add_argument("--no-sim", action="store_true", help="only devstack")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--all", action="store_true", help="every fleet scenario (900 s and overload: hours)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="iamdb-slots-") as tmp:
         layers = {"main": baseline_layer(Path(tmp)), "iamdb": ROOT / "layer"}
@@ -321,8 +325,9 @@ def main(argv: list[str] | None = None) -> None:
             print_devstack(devstack_rows(layers))
         if not args.no_sim:
             from bench.slotsim import report
+            from bench.slotsim.fleet import DEFAULT
 
-            report.main(layers, args.seed)
+            report.main(layers, args.seed, None if args.all else DEFAULT)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,11 @@ SCENARIOS = [
     *(Scenario(e, t, PEAK_60) for e in (PG, MYSQL) for t in (30.0, 900.0)),
     *(Scenario(e, 30.0, OVERLOAD) for e in (PG, MYSQL)),
 ]
+DEFAULT = [0, 2]
+"""What ``make bench`` runs: a 30 s timeout, PostgreSQL and MySQL (a minute or two each). The
+others (``--all``) take over half an hour each with this iamdb: invocations waiting for a slot
+pile up (a 900 s function waits up to 15 minutes, and bursts keep arriving meanwhile), and every
+one of them is a thread trying again every 0.1-2 s of virtual time."""
 
 
 @dataclass(eq=False)

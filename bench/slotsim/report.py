@@ -39,7 +39,7 @@ def run_in(layer: Path, number: int, seed: int) -> dict[str, Any]:
         capture_output=True,
         text=True,
         check=False,
-        timeout=1800,
+        timeout=4 * 3600,  # --all: the 900 s scenarios take long
     )
     if done.returncode != 0:
         raise RuntimeError(f"slot simulation {number} failed:\n{done.stderr[-3000:]}")

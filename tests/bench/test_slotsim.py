@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from bench.fleetsim.sim import EPOCH, Sim
-from bench.slotsim.fleet import SCENARIOS, Scenario, run
+from bench.slotsim.fleet import DEFAULT, SCENARIOS, Scenario, run
 from bench.slotsim.model import MYSQL, PG, Db
 
 SMALL = Scenario(PG, timeout=5.0, burst_rate=1.0, slots=10, horizon=1800.0, quiet_rate=0.05,
@@ -69,3 +69,7 @@ def test_the_bench_scenarios_cover_both_engines_both_timeouts_and_overload() -> 
         ("mysql", 900.0),
     }
     assert any(s.burst_rate > SCENARIOS[0].burst_rate for s in SCENARIOS)
+    assert [(SCENARIOS[n].engine.name, SCENARIOS[n].timeout) for n in DEFAULT] == [
+        ("pg", 30.0),
+        ("mysql", 30.0),
+    ]
