@@ -22,6 +22,8 @@
 - slots: environments as processes against a server with 20 connection slots (frozen ones, then
   newcomers, then the frozen thawed), main's iamdb against this one (starts its own devstack);
   then 4 functions sharing 80 slots at fleet scale, iamdb's real login code in virtual time;
+- valkey: cold first get_valkey() against boto3 presign + redis-py with a credential provider,
+  warm get_valkey(), the re-authentication against a new connection (starts its own devstack);
 - http: iamdb's HTTP client against the same on ``http.client`` (cold import, per request,
   lines of code; no devstack).
 """
@@ -43,10 +45,12 @@ from bench import (
     slots,
     sql,
     sqlalchemy,
+    valkey,
 )
 
 BENCHMARKS = (
-    signing, sql, sqlalchemy, aio, cold, mongo, layer, observability, burst, fleet, slots, http,
+    signing, sql, sqlalchemy, aio, cold, mongo, valkey, layer, observability, burst, fleet,
+    slots, http,
 )  # fmt: skip
 
 

@@ -27,7 +27,8 @@ from bench.table import Row, print_table
 from devstack.sam.invoke import REPO, build_layers, environment, find_python, prepare, runtime_paths
 
 _IMPORT = (
-    "import iamdb, iamdb._registry, iamdb._sql.pg, iamdb._sql.mysql, psycopg, pymysql, pymongo"
+    "import iamdb, iamdb._registry, iamdb._sql.pg, iamdb._sql.mysql, psycopg, pymysql, pymongo, "
+    "valkey"
 )
 _BOTO = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six.py")
 _MB = 1024 * 1024

@@ -292,7 +292,7 @@ def devstack_rows(layers: dict[str, Path | None]) -> dict[tuple[str, str], list[
     from devstack.stack import Stack
 
     results: dict[tuple[str, str], list[Phase]] = {}
-    stack = Stack(max_connections=SLOTS + 3, mongo=False, dsql=False)
+    stack = Stack(max_connections=SLOTS + 3, mongo=False, dsql=False, valkey=False)
     stack.start()
     try:
         limit_slots(stack)

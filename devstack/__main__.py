@@ -18,13 +18,15 @@ from pathlib import Path
 
 from devstack.reaper import DSQL_MAX_AGE
 from devstack.stack import Stack
+from devstack.valkey import MAX_AGE as VALKEY_MAX_AGE
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser(
-        "up", help="start moto, PostgreSQL, MariaDB, the Mongo peer and DSQL; write env files"
+        "up",
+        help="start moto, PostgreSQL, MariaDB, the Mongo peer, DSQL and the cache; write env files",
     )
     up.add_argument("--iam-rate", type=float, default=None, help="new IAM logins/s per server")
     up.add_argument("--dir", type=Path, default=Path(".devstack"), help="where env files go")
@@ -51,6 +53,15 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="at most N sessions per database user (CONNECTION LIMIT, MAX_USER_CONNECTIONS)",
+    )
+    up.add_argument("--no-valkey", action="store_true", help="no ElastiCache (redis-server)")
+    up.add_argument(
+        "--valkey-max-age",
+        type=_seconds,
+        default=VALKEY_MAX_AGE,
+        metavar="SECONDS",
+        help="the cache closes connections this long after their last login "
+        f"(ElastiCache: {VALKEY_MAX_AGE:g})",
     )
     from devstack.sam import invoke
 
@@ -90,6 +101,8 @@ def up(args: argparse.Namespace) -> int:
         dsql_max_age=args.dsql_max_age,
         max_connections=args.max_connections,
         user_connections=args.user_connections,
+        valkey=not args.no_valkey,
+        valkey_max_age=args.valkey_max_age,
     )
     env_files: tuple[Path, ...] = ()
     try:

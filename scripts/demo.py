@@ -30,6 +30,7 @@ EXAMPLES = (
     ("DsqlExampleFunction", "dsql.json"),
     ("MongoExampleFunction", "mongo.json"),
     ("SqlAlchemyExampleFunction", "sqlalchemy.json"),
+    ("ValkeyExampleFunction", "valkey.json"),
 )
 
 

@@ -4,8 +4,8 @@ Everything here is optional and costs nothing until it is used:
 
 - **Metrics** are on when a CloudWatch namespace is set (``IAMDB_METRICS_NAMESPACE``, else
   ``POWERTOOLS_METRICS_NAMESPACE``) and ``aws_lambda_powertools`` is installed. Each
-  ``get_pg()``/``get_mysql()``/``get_mongo()`` call that did something worth counting (a
-  login, a signature, a wait, a refusal) ends by printing one EMF record through
+  ``get_pg()``/``get_mysql()``/``get_mongo()``/``get_valkey()`` call that did something worth
+  counting (a login, a signature, a wait, a refusal) ends by printing one EMF record through
   Powertools' ``EphemeralMetrics``, with ``engine`` and ``instance`` as dimensions. It is
   separate from the application's own ``Metrics`` (whose metric set is shared by every
   instance), so iamdb's dimensions never leak into the application's metrics. Calls that
@@ -25,9 +25,10 @@ SQLSTATE 53400), ``LimiterFailOpen`` (the fleet limiter's DynamoDB failed and th
 ahead on the process limiter alone), ``TransactionRetries`` (transactions
 :func:`iamdb.dsql_transaction` ran again after a 40001 conflict), ``TransactionsRolledBack`` (a
 transaction an earlier invocation left open, rolled back by replacing its connection),
-``SlotWaits`` (logins that found the server without a free connection slot and waited for one,
-whether or not one freed), ``SlotWaitMs`` (``Milliseconds`` each of them waited, from the first
-refusal to the login's end).
+``Reauthentications`` (Valkey connections that sent ``AUTH`` with a fresh token before AWS's 12
+hours were up), ``SlotWaits`` (logins that found the server without a free connection slot and
+waited for one, whether or not one freed), ``SlotWaitMs`` (``Milliseconds`` each of them waited,
+from the first refusal to the login's end).
 
 Powertools absent is not an error (not :class:`~iamdb.errors.MissingDependencyError`): metrics
 are an extra a connection must never fail for, so a namespace without Powertools warns once and
@@ -58,6 +59,7 @@ METRICS = (
     "ConnectRetries",
     "ConnectFailures",
     "TransactionsRolledBack",
+    "Reauthentications",
     "SlotWaits",
     "SlotWaitMs",
 )
