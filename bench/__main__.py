@@ -19,6 +19,9 @@
   10/s: naive, retry-only and iamdb's limiters (starts its own devstack);
 - fleet: the fleet limiter's code at 60-3,000 environments against modelled DynamoDB and RDS,
   in virtual time (no devstack);
+- slots: environments as processes against a server with 20 connection slots (frozen ones, then
+  newcomers, then the frozen thawed), main's iamdb against this one (starts its own devstack);
+  then 4 functions sharing 80 slots at fleet scale, iamdb's real login code in virtual time;
 - valkey: cold first get_valkey() against boto3 presign + redis-py with a credential provider,
   warm get_valkey(), the re-authentication against a new connection (starts its own devstack);
 - http: iamdb's HTTP client against the same on ``http.client`` (cold import, per request,
@@ -39,25 +42,16 @@ from bench import (
     mongo,
     observability,
     signing,
+    slots,
     sql,
     sqlalchemy,
     valkey,
 )
 
 BENCHMARKS = (
-    signing,
-    sql,
-    sqlalchemy,
-    aio,
-    cold,
-    mongo,
-    valkey,
-    layer,
-    observability,
-    burst,
-    fleet,
-    http,
-)
+    signing, sql, sqlalchemy, aio, cold, mongo, valkey, layer, observability, burst, fleet,
+    slots, http,
+)  # fmt: skip
 
 
 def main() -> None:

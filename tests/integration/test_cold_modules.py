@@ -73,6 +73,7 @@ SQL = [
     "iamdb._sql.managed",
     "iamdb._sql.pace",
     "iamdb._sql.refusals",
+    "iamdb._sql.slots",  # the idle limit each connection asks for, a full server's words
     "iamdb._sql.tokens",
 ]
 AWS_CALLS = ["iamdb._aws.client", "iamdb._aws.http", "iamdb._aws.http_answer", "iamdb._aws.net"]

@@ -36,6 +36,7 @@ from iamdb._core.env import (
     valid_host,
 )
 from iamdb._sql import dsql as _dsql
+from iamdb._sql import slots as _slots
 from iamdb._sql.tokens import DSQL_CONNECT, DSQL_CONNECT_ADMIN, Target
 from iamdb.errors import ConfigError
 
@@ -65,6 +66,7 @@ SQL_SUFFIXES = (
     "TOKEN_EXPIRES_SECONDS",  # these three: DSQL only
     "MAX_AGE_SECONDS",
     "CONNECT_RATE",
+    _slots.SUFFIX,  # PostgreSQL and MySQL: the server's idle limit on sessions
 )
 # <id>.<cluster-|cluster-ro-|cluster-custom-|proxy-|><hash>.<region>.rds.amazonaws.com[.cn]
 _RDS_ENDPOINT = re.compile(
@@ -95,6 +97,7 @@ class SqlConfig:
     max_age: float | None = None  # DSQL: replace connections this old (seconds) at get_dsql()
     connect_rate: float | None = None  # DSQL: new connections/s per cluster; None: the setting
     client_name: str = "iamdb"  # the session's application name: AWS_LAMBDA_FUNCTION_NAME
+    idle: _slots.IdleSetting = _slots.UNSET  # PostgreSQL, MySQL: <P>IDLE_SESSION_TIMEOUT
 
     @property
     def label(self) -> str:
@@ -140,6 +143,7 @@ def load_sql_config(
         sslrootcert=_rootcert(env, p + "SSLROOTCERT", dsql),
         connect_timeout=timeout,
         client_name=client_name(env),
+        idle=_slots.load_idle(env, p, engine, (host, signing_host)),
         **(_dsql.limits(env, p) if dsql else {}),
     )
 

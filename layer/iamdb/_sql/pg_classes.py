@@ -38,6 +38,8 @@ def connection_classes() -> tuple[type[PgConnection], type[PgAsyncConnection]]:
     class Connection(psycopg.Connection[Any]):
         """A psycopg ``Connection`` made by iamdb; ``with conn:`` keeps it open."""
 
+        iamdb_idle_limit: int | None = None  # the server closes it after this long idle
+
         @classmethod
         def _connect_gen(cls, *args: Any, **kwargs: Any) -> Any:
             return _bounded(super()._connect_gen(*args, **kwargs))
@@ -53,6 +55,8 @@ def connection_classes() -> tuple[type[PgConnection], type[PgAsyncConnection]]:
 
     class AsyncConnection(psycopg.AsyncConnection[Any]):
         """A psycopg ``AsyncConnection`` made by iamdb; ``async with conn:`` keeps it open."""
+
+        iamdb_idle_limit: int | None = None
 
         @classmethod
         def _connect_gen(cls, *args: Any, **kwargs: Any) -> Any:
