@@ -56,7 +56,8 @@ bench: $(STAMP)
 devstack: $(STAMP)
 	$(PY) -m devstack up
 
-## layer: the Lambda layer zips (python3.12, x86_64 + arm64) in build/, rebuilt only when changed
+## layer: the Lambda layers, python3.11-3.14 x x86_64/arm64 (build/iamdb-python313-arm64.zip...),
+##        each rebuilt only when changed
 layer: $(STAMP)
 	$(MAKE) -C layer layer PYTHON=$(abspath $(PY)) OUT=$(abspath build)
 
