@@ -62,10 +62,11 @@ layer: $(STAMP)
 	$(MAKE) -C layer layer PYTHON=$(abspath $(PY)) OUT=$(abspath build)
 
 ## demo: devstack + layer + the five example functions invoked cold then warm, then a report
+##       (RUNTIME=python3.13: under that Lambda runtime, with its layer)
 demo: $(STAMP)
 	@bash .ci/system-packages --check || $(MAKE) setup
 	$(MAKE) layer
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(if $(RUNTIME),--runtime $(RUNTIME))
 
 ## validate: lint template.yaml (SAM resources included) and check samconfig.toml
 validate: $(STAMP)
