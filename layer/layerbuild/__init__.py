@@ -11,6 +11,7 @@ target could not load rather than shipping it.
 - :mod:`layerbuild.elf`: what a shared object needs to load (machine, glibc symbol versions);
 - :mod:`layerbuild.checks`: every rule a built layer must pass, as a list of problems;
 - :mod:`layerbuild.build`: pip for the target, iamdb, stripping, ``.pyc``, the checks;
+- :mod:`layerbuild.pyodide`: ``.pyc`` by Pyodide's CPython for a runtime with no interpreter here;
 - ``python -m layerbuild``: the command ``layer/Makefile`` runs (and ``sam build`` through it).
 
 Standard library only (plus pip, which the build runs anyway): ``sam build`` runs it with

@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("name")
     build_parser.add_argument("--out", type=Path, required=True)
     build_parser.add_argument("--target-python", help="the target's interpreter, for .pyc")
+    build_parser.add_argument(
+        "--pyodide",
+        type=Path,
+        help="a Pyodide npm package: compiles the .pyc of a runtime with no interpreter here",
+    )
     check_parser = commands.add_parser("check")
     check_parser.add_argument("name")
     check_parser.add_argument("dir", type=Path)
@@ -41,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             for problem in found:
                 print(f"layer: {chosen.name}: {problem}", file=sys.stderr)
             return 1 if found else 0
-        report = build(chosen, args.out, target_python=args.target_python)
+        report = build(
+            chosen, args.out, target_python=args.target_python, pyodide_package=args.pyodide
+        )
     except (BuildError, LockError, ValueError) as exc:
         print(f"layer: {exc}", file=sys.stderr)
         return 1

@@ -5,7 +5,8 @@ cp``, ``--only-binary`` and every ``manylinux`` platform tag whose glibc is at m
 (so python3.11's layers, for Amazon Linux 2, never get a ``manylinux_2_28`` wheel). Shared objects
 lose their debug sections (``strip --strip-debug``) when a strip for the target's machine is
 found, and only if their loading facts (:class:`layerbuild.elf.ElfInfo`) stay identical. ``.pyc``
-files are compiled by the target's own interpreter when the machine has one, hash-based and
+files are compiled by the target's own interpreter when the machine has one, else by Pyodide's
+CPython of that version when it is installed (:mod:`layerbuild.pyodide`), hash-based and
 unchecked (``/opt`` is read-only on Lambda: nothing compiled there is ever cached). Then every
 rule of :mod:`layerbuild.checks` must pass, or the build fails and nothing is shipped.
 """
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
-from layerbuild import checks, elf, lock
+from layerbuild import checks, elf, lock, pyodide
 from layerbuild.targets import Target, find_python
 
 SOURCE = Path(__file__).resolve().parent.parent  # layer/: iamdb/ and requirements.txt
@@ -124,6 +125,25 @@ def compile_pyc(python_dir: Path, interpreter: str) -> None:
     )
 
 
+def _compile(
+    target: Target, python_dir: Path, target_python: str | None, pyodide_package: Path | None
+) -> str | None:
+    """Compile the ``.pyc`` with what this machine has for the target; what did, or None."""
+    interpreter = target_python or find_python(target.runtime.dotted)
+    if interpreter:
+        compile_pyc(python_dir, interpreter)
+        return interpreter
+    if pyodide_package and pyodide.python_version(pyodide_package) == target.runtime.version:
+        try:
+            pyodide.compile_pyc(python_dir, pyodide_package)
+        except pyodide.PyodideError as exc:
+            message = str(exc)
+        else:
+            return pyodide.describe(pyodide_package)
+        raise BuildError(f"{target.name}: {message}")
+    return None
+
+
 def _packages(python_dir: Path) -> dict[str, str]:
     found = {}
     for dist in sorted(python_dir.glob("*.dist-info")):
@@ -138,6 +158,7 @@ def build(
     *,
     python: str = sys.executable,
     target_python: str | None = None,
+    pyodide_package: Path | None = None,
     source: Path = SOURCE,
     log: TextIO = sys.stderr,
 ) -> Report:
@@ -159,13 +180,12 @@ def build(
             "keep their debug sections",
             file=log,
         )
-    interpreter = target_python or find_python(target.runtime.dotted)
-    if interpreter:
-        compile_pyc(python_dir, interpreter)
-    else:
+    pyc_by = _compile(target, python_dir, target_python, pyodide_package)
+    if pyc_by is None:
         print(
-            f"layer: {target.name}: no {target.runtime.name} interpreter here: no .pyc (the "
-            "layer works; each cold start compiles what it imports)",
+            f"layer: {target.name}: no {target.runtime.name} interpreter here, nor Pyodide for "
+            "it (make pyodide): no .pyc (the layer works; each cold start compiles what it "
+            "imports)",
             file=log,
         )
     problems = checks.problems(python_dir, target)
@@ -176,7 +196,7 @@ def build(
         runtime=target.runtime.name,
         architecture=target.arch.name,
         packages=_packages(python_dir),
-        pyc_by=interpreter,
+        pyc_by=pyc_by,
         strip_tool=tool,
         stripped_bytes=saved,
         unzipped_bytes=sum(p.stat().st_size for p in python_dir.rglob("*") if p.is_file()),

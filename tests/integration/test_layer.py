@@ -8,6 +8,8 @@
   Lambda's ``sys.path`` and nothing of this machine's site-packages or of the repository's venv,
   logs in with ``get_pg``, ``get_mysql``, ``get_dsql`` and ``get_mongo`` against devstack, from
   the layer's stripped shared objects and precompiled ``.pyc``.
+- ``.pyc`` compiled by Pyodide (how the python3.14 layers get theirs here) load and run on a
+  native CPython of the same version, shown with 3.13.
 - ``sam build``'s entry point (``make build-<LogicalId>``) builds into ``ARTIFACTS_DIR``.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -24,7 +27,7 @@ import pytest
 
 from devstack.sam.invoke import REPO, build_layers, runtime_paths
 from devstack.stack import Stack
-from layerbuild import checks
+from layerbuild import checks, pyodide
 from layerbuild.targets import RUNTIMES, TARGETS, Target, find_python
 from layerbuild.targets import target as layer_target
 from tests.conftest import mariadb_available
@@ -32,6 +35,7 @@ from tests.conftest import mariadb_available
 pytestmark = pytest.mark.integration
 
 LOCAL = [r for r in RUNTIMES if find_python(r.dotted)]
+PYODIDE_313 = REPO / "build" / "node" / "node_modules" / "pyodide313"  # make pyodide
 
 # Runs inside the target interpreter as Lambda would start it: /var/task, then the layer at
 # /opt/python/lib/pythonX.Y/site-packages and /opt/python, then the runtime's boto3.
@@ -90,9 +94,9 @@ def test_every_zipped_layer_passes_the_checks_for_its_target(
     assert report["runtime"] == target.runtime.name and report["architecture"] == target.arch.name
     sources = [p for p in python.rglob("*.py") if "__pycache__" not in p.parts]
     pycs = list(python.rglob("*.pyc"))
-    if target.runtime in LOCAL:  # compiled by the target interpreter: one .pyc per module
+    if target.runtime in LOCAL or report["pyc_by"]:  # by the target's CPython: one per module
         assert len(pycs) == len(sources)
-    elif report["pyc_by"] is None:
+    else:
         assert pycs == []
     if report["strip_tool"]:
         assert report["stripped_bytes"] > 0
@@ -102,15 +106,9 @@ def test_every_zipped_layer_passes_the_checks_for_its_target(
     assert packages["psycopg"] == packages["psycopg_binary"] == wanted
 
 
-@pytest.mark.parametrize("runtime", [r.name for r in LOCAL])
-def test_the_x86_64_layer_logs_in_to_every_database_from_lambdas_path(
-    runtime: str, layers: dict[str, Path], stack: Stack, tmp_path: Path
-) -> None:
-    target = layer_target(f"iamdb-python{runtime[6:].replace('.', '')}-x86_64")
-    version = target.runtime.dotted
-    python = find_python(version)
-    assert python is not None
-    opt = _unzip(target, tmp_path / "opt")
+def _logs_in_from(opt: Path, python: str, version: str, stack: Stack, tmp_path: Path) -> None:
+    """Run the probe with ``python`` from the layer unzipped at ``opt``: every login works from
+    the layer's own files, on Lambda's path, with nothing compiled at run time."""
     task = tmp_path / "task"
     task.mkdir()
     runtime_dir = runtime_paths(python, version, REPO / "build" / "runtime")[0]
@@ -156,6 +154,37 @@ def test_the_x86_64_layer_logs_in_to_every_database_from_lambdas_path(
         str(opt / "python"),
         runtime_dir,
     ]
+
+
+@pytest.mark.parametrize("runtime", [r.name for r in LOCAL])
+def test_the_x86_64_layer_logs_in_to_every_database_from_lambdas_path(
+    runtime: str, layers: dict[str, Path], stack: Stack, tmp_path: Path
+) -> None:
+    target = layer_target(f"iamdb-python{runtime[6:].replace('.', '')}-x86_64")
+    python = find_python(target.runtime.dotted)
+    assert python is not None
+    opt = _unzip(target, tmp_path / "opt")
+    _logs_in_from(opt, python, target.runtime.dotted, stack, tmp_path)
+
+
+def test_pyc_compiled_by_pyodide_load_and_log_in_on_native_cpython(
+    layers: dict[str, Path], stack: Stack, tmp_path: Path
+) -> None:
+    """The python3.14 layers' .pyc come from Pyodide's CPython 3.14 (no python3.14 here); the
+    same path, on a version this machine runs: Pyodide's CPython 3.13 compiles the python3.13
+    layer, and the native python3.13 imports those .pyc and logs in with them."""
+    python = find_python("3.13")
+    if python is None or pyodide.python_version(PYODIDE_313) != (3, 13):
+        pytest.skip("needs python3.13 and Pyodide's CPython 3.13 (make pyodide)")
+    target = layer_target("iamdb-python313-x86_64")
+    opt = _unzip(target, tmp_path / "opt")
+    for cache in list((opt / "python").rglob("__pycache__")):
+        shutil.rmtree(cache)
+    pyodide.compile_pyc(opt / "python", PYODIDE_313)
+    assert checks.problems(opt / "python", target) == []  # magic 3571, unchecked hash
+    sources = [p for p in (opt / "python").rglob("*.py") if "__pycache__" not in p.parts]
+    assert len(list((opt / "python").rglob("*.pyc"))) == len(sources)
+    _logs_in_from(opt, python, "3.13", stack, tmp_path)
 
 
 def test_sam_entry_point_builds_into_artifacts_dir(tmp_path: Path) -> None:
