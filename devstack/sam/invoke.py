@@ -43,7 +43,7 @@ from devstack.sam.container_credentials import CredentialsServer, serve_instead_
 from devstack.sam.runtime_api import Invocation, RuntimeApi
 from devstack.sam.template import FunctionSpec, Template, TemplateError, load_samconfig, load_yaml
 from devstack.sam.xray import XRayDaemon
-from layerbuild.targets import TARGETS, find_python
+from layerbuild.targets import TARGETS, find_python, version_of
 from layerbuild.targets import runtime as lambda_runtime
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,19 +82,6 @@ class Result:
 
 
 # -- interpreters, runtime packages, layers ---------------------------------------------------
-
-
-def _version_of(python: str) -> str:
-    probe = subprocess.run(
-        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    if probe.returncode != 0:
-        raise InvokeError(f"cannot run {python}: {probe.stderr.strip()[-500:]}")
-    return probe.stdout.strip()
 
 
 def runtime_paths(python: str, version: str, cache: Path) -> list[str]:
@@ -539,7 +526,10 @@ def prepare(
             f"install it (e.g. `pyenv install {version}`) or pass --python"
         )
     if python is not None:
-        version = _version_of(python)
+        found = version_of(python)
+        if found is None:
+            raise InvokeError(f"cannot run {python} (--python)")
+        version = found
         if f"python{version}" != spec.runtime:
             print(
                 f"invoke: warning: running {spec.runtime} code with python{version}",

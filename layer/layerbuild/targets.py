@@ -126,17 +126,19 @@ def find_python(version: str) -> str | None:
     on_path = shutil.which(f"python{version}")
     if on_path:
         candidates.append(on_path)
-    for candidate in candidates:
-        try:
-            probe = subprocess.run(
-                [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-        except OSError:
-            continue
-        if probe.returncode == 0 and probe.stdout.strip() == version:
-            return candidate
-    return None
+    return next((c for c in candidates if version_of(c) == version), None)
+
+
+def version_of(python: str) -> str | None:
+    """The version (``3.12``) of the interpreter at ``python``; None when it does not run."""
+    try:
+        probe = subprocess.run(
+            [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except OSError:
+        return None
+    return probe.stdout.strip() if probe.returncode == 0 else None
