@@ -202,11 +202,13 @@ def test_the_fleet_limiter_is_asked_for_a_new_token_only(
         after_first = table_item(queue)
         with engine.connect():  # a second connection with the accepted token: no permit
             pass
-    assert after_first is not None and after_first != initial
-    assert table_item(queue) == after_first
+    assert after_first is not None and after_first != initial  # the first login's ticket
     totals = telemetry.totals("pg")
     assert totals["ConnectionsOpened"] == 2 and totals["TokensSigned"] == 1
     waits = [p for _, values in telemetry.emitted for p in values.get("ThrottleWaitMs", [])]
+    # One permit, so one fleet ticket: the second connection asked the limiters nothing. (The
+    # queue item itself may still change after the first login: its idle mark is sent without
+    # waiting for the answer.)
     assert len(waits) == 1 and "LimiterFailOpen" not in totals
     engine.dispose()
 
