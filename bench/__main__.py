@@ -20,6 +20,8 @@
   10/s: naive, retry-only and iamdb's limiters (starts its own devstack);
 - fleet: the fleet limiter's code at 60-3,000 environments against modelled DynamoDB and RDS,
   in virtual time (no devstack);
+- valkey: cold first get_valkey() against boto3 presign + redis-py with a credential provider,
+  warm get_valkey(), the re-authentication against a new connection (starts its own devstack);
 - http: iamdb's HTTP client against the same on ``http.client`` (cold import, per request,
   lines of code; no devstack).
 """
@@ -40,9 +42,23 @@ from bench import (
     signing,
     sql,
     sqlalchemy,
+    valkey,
 )
 
-BENCHMARKS = (signing, sql, sqlalchemy, aio, cold, mongo, layer, observability, burst, fleet, http)
+BENCHMARKS = (
+    signing,
+    sql,
+    sqlalchemy,
+    aio,
+    cold,
+    mongo,
+    valkey,
+    layer,
+    observability,
+    burst,
+    fleet,
+    http,
+)
 
 
 def main() -> None:

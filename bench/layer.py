@@ -6,9 +6,9 @@
   MB of Lambda's 250 MB (function and layers, unzipped) to the function.
 - Cold import by each runtime's interpreter that this machine has, from its x86_64 layer as
   Lambda lays it out (``/opt/python``, nothing else but the runtime's boto3): ``import iamdb``,
-  then the drivers (psycopg, PyMySQL, pymongo), with the layer's ``.pyc`` against a copy without
-  (``/opt`` is read-only: without them every cold start compiles), and iamdb + drivers against
-  today's python3.12 layer (goal: no runtime's layer imports slower).
+  then the drivers (psycopg, PyMySQL, pymongo, valkey-py), with the layer's ``.pyc`` against a
+  copy without (``/opt`` is read-only: without them every cold start compiles), and iamdb +
+  drivers against today's python3.12 layer (goal: no runtime's layer imports slower).
 - A warm invocation through ``python -m devstack invoke`` (awslambdaric + the local Runtime API)
   against calling the same trivial handler in-process: the local invoke's own overhead.
 
@@ -35,8 +35,11 @@ from layerbuild.targets import RUNTIMES, TARGETS, Target, find_python, target
 _MB = 1e6  # Lambda's quotas are in MB
 _IMPORTS = {
     "iamdb": "import iamdb",
-    "drivers": "import psycopg, pymysql, pymongo",
-    "iamdb + drivers": "import iamdb, iamdb._sql.pg, iamdb._sql.mysql, psycopg, pymysql, pymongo",
+    "drivers": "import psycopg, pymysql, pymongo, valkey",
+    "iamdb + drivers": (
+        "import iamdb, iamdb._registry, iamdb._sql.pg, iamdb._sql.mysql, psycopg, pymysql, "
+        "pymongo, valkey"
+    ),
 }
 _REPEAT = 9
 

@@ -18,13 +18,15 @@ from pathlib import Path
 
 from devstack.reaper import DSQL_MAX_AGE
 from devstack.stack import Stack
+from devstack.valkey import MAX_AGE as VALKEY_MAX_AGE
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser(
-        "up", help="start moto, PostgreSQL, MariaDB, the Mongo peer and DSQL; write env files"
+        "up",
+        help="start moto, PostgreSQL, MariaDB, the Mongo peer, DSQL and the cache; write env files",
     )
     up.add_argument("--iam-rate", type=float, default=None, help="new IAM logins/s per server")
     up.add_argument("--dir", type=Path, default=Path(".devstack"), help="where env files go")
@@ -37,6 +39,15 @@ def _parser() -> argparse.ArgumentParser:
         default=DSQL_MAX_AGE,
         metavar="SECONDS",
         help=f"the DSQL endpoint drops connections older than this (DSQL: {DSQL_MAX_AGE:g})",
+    )
+    up.add_argument("--no-valkey", action="store_true", help="no ElastiCache (redis-server)")
+    up.add_argument(
+        "--valkey-max-age",
+        type=_seconds,
+        default=VALKEY_MAX_AGE,
+        metavar="SECONDS",
+        help="the cache closes connections this long after their last login "
+        f"(ElastiCache: {VALKEY_MAX_AGE:g})",
     )
     from devstack.sam import invoke
 
@@ -67,6 +78,8 @@ def up(args: argparse.Namespace) -> int:
         mysql=not args.no_mysql,
         dsql=not args.no_dsql,
         dsql_max_age=args.dsql_max_age,
+        valkey=not args.no_valkey,
+        valkey_max_age=args.valkey_max_age,
     )
     env_files: tuple[Path, ...] = ()
     try:

@@ -1,5 +1,6 @@
 """The whole devstack: moto, the token verifier, PostgreSQL (via LDAP), MariaDB, the Mongo
-peer and an Aurora DSQL endpoint (a second small PostgreSQL cluster).
+peer, an Aurora DSQL endpoint (a second small PostgreSQL cluster) and an ElastiCache cache (a
+redis-server behind a front that checks IAM logins, :mod:`devstack.valkey`).
 
 iamdb connects to 127.0.0.1 but signs tokens for RDS- and DSQL-style endpoint names, as users
 do behind tunnels or custom DNS; the verifier holds each server to its endpoint name, its real
@@ -44,9 +45,18 @@ from devstack.mongo_auth import Role
 from devstack.postgres import LDAP_PREFIX, LDAP_SUFFIX, Postgres
 from devstack.procs import RunAs, free_port, make_traversable
 from devstack.reaper import DSQL_MAX_AGE, Reaper
-from devstack.sam.policy import DSQL_CLUSTER_ID, DSQL_SERVER, TemplatePolicy
+from devstack.sam.policy import (
+    DSQL_CLUSTER_ID,
+    DSQL_SERVER,
+    VALKEY_CACHE,
+    VALKEY_SERVER,
+    VALKEY_USER,
+    TemplatePolicy,
+)
 from devstack.tls import TlsFiles, make_tls
-from devstack.verifier import DSQL, DSQL_ADMIN, RDS, Kind, Verifier
+from devstack.valkey import MAX_AGE as VALKEY_MAX_AGE
+from devstack.valkey import RedisServer, ValkeyFront
+from devstack.verifier import DSQL, DSQL_ADMIN, ELASTICACHE, RDS, Kind, Verifier
 
 if TYPE_CHECKING:
     from devstack.mariadb import MariaDB
@@ -72,6 +82,9 @@ DOCDB_READER_ENDPOINT = f"iamdb-docdb.cluster-ro-c0devstack00.{REGION}.docdb.ama
 DOCDB_INSTANCE = f"iamdb-docdb-1.c0devstack00.{REGION}.docdb.amazonaws.com"
 DOCDB_NAMES = (DOCDB_ENDPOINT, DOCDB_READER_ENDPOINT, DOCDB_INSTANCE)
 FUNCTION_NAME = "iamdb-example"
+# A user of the cache that template.yaml's policy does not name: its logins are refused as on
+# AWS (no elasticache:Connect on its ARN) although the cache knows it.
+VALKEY_UNLISTED_USER = "iamdb-unlisted"
 
 
 class Stack:
@@ -91,6 +104,8 @@ class Stack:
         mongo: bool = True,
         dsql: bool = True,
         dsql_max_age: float = DSQL_MAX_AGE,
+        valkey: bool = True,
+        valkey_max_age: float = VALKEY_MAX_AGE,
     ) -> None:
         self._root_arg = root
         self.root: Path | None = None
@@ -106,6 +121,10 @@ class Stack:
         self.docdb_tls: TlsFiles | None = None  # its own CA (DOCDB_NAMES only)
         self.dsql: Postgres | None = None  # the Aurora DSQL endpoint's cluster
         self.dsql_reaper = Reaper(self._dsql_admin, server=DSQL_SERVER, max_age=dsql_max_age)
+        self._want_valkey, self._valkey_max_age = valkey, valkey_max_age
+        self.redis: RedisServer | None = None  # the cache's server, plaintext on loopback
+        self.valkey: ValkeyFront | None = None  # what clients reach: TLS, IAM logins checked
+        self.valkey_cluster: ValkeyFront | None = None  # the cache in cluster mode (one shard)
         self.tls: TlsFiles | None = None
         self.env: dict[str, str] = {}
         self._ldap_bridges: list[LdapBridge] = []
@@ -139,6 +158,10 @@ class Stack:
             ("docdb", self.docdb.stop if self.docdb else None),
             ("postgres", self.pg.stop if self.pg else None),
             ("dsql", self.dsql.stop if self.dsql else None),
+            ("valkey front", self.valkey.stop if self.valkey else None),
+            ("redis", self.redis.stop if self.redis else None),
+            ("valkey cluster front", self.valkey_cluster.stop if self.valkey_cluster else None),
+            ("redis cluster", self.valkey_cluster.server.stop if self.valkey_cluster else None),
             *(("ldap", bridge.stop) for bridge in self._ldap_bridges),
             ("moto", self.aws.stop),
             ("temp data", self._remove_data),
@@ -164,6 +187,8 @@ class Stack:
             jobs.append(self._start_mysql)
         if self._want_mongo:
             jobs.append(self._start_mongo)
+        if self._want_valkey:
+            jobs.append(self._start_valkey)
         with ThreadPoolExecutor(len(jobs), thread_name_prefix="devstack-start") as pool:
             futures = [pool.submit(job) for job in jobs]
         for future in futures:
@@ -186,7 +211,7 @@ class Stack:
         if self._root_arg is None:
             shutil.rmtree(self.root, ignore_errors=True)
         else:
-            for sub in ("tls", "pg", "mysql", "dsql"):
+            for sub in ("tls", "pg", "mysql", "dsql", "valkey", "valkey-cluster"):
                 shutil.rmtree(self.root / sub, ignore_errors=True)
 
     def _start_pg(self) -> None:
@@ -255,6 +280,26 @@ class Stack:
         self.docdb_tls = make_tls(self.root / "tls" / "docdb", list(DOCDB_NAMES))
         self.docdb = self._mongo_peer(self.docdb_tls, DocumentDB(DOCDB_INSTANCE))
 
+    def _start_valkey(self) -> None:
+        """The cache ``iamdb-cache`` (ElastiCache, node-based) with its IAM-enabled users."""
+        assert self.root is not None and self.tls is not None
+        self.verifier.register_server(VALKEY_SERVER, VALKEY_CACHE, None, REGION, kind=ELASTICACHE)
+        self.redis = RedisServer(
+            self.root / "valkey", [VALKEY_USER, VALKEY_UNLISTED_USER], RunAs.for_servers("redis")
+        )
+        self.redis.start()
+        self.valkey = ValkeyFront(
+            self.redis, self.tls, self._verify_for(VALKEY_SERVER), max_age=self._valkey_max_age
+        )
+        self.valkey.start()
+        sharded = RedisServer(self.root / "valkey-cluster", [VALKEY_USER],
+                              RunAs.for_servers("redis"), announce=free_port())  # fmt: skip
+        sharded.start()
+        self.valkey_cluster = ValkeyFront(
+            sharded, self.tls, self._verify_for(VALKEY_SERVER), max_age=self._valkey_max_age
+        )
+        self.valkey_cluster.start()
+
     def _mongo_peer(self, tls: TlsFiles | None, documentdb: DocumentDB | None) -> MongoPeer:
         """A started MONGODB-AWS peer admitting the Mongo role (``documentdb``: as DocumentDB)."""
         from devstack.mongo import MongoPeer
@@ -311,6 +356,23 @@ class Stack:
                 IAMDB_DSQL_DBNAME=DSQL_DBNAME,
                 IAMDB_DSQL_REGION=REGION,
                 IAMDB_DSQL_SSLROOTCERT=str(self.tls.ca),  # DSQL's real CAs: the public store
+            )
+        if self.valkey is not None:
+            env.update(
+                IAMDB_VALKEY_HOST="localhost",
+                IAMDB_VALKEY_PORT=str(self.valkey.port),
+                IAMDB_VALKEY_USER=VALKEY_USER,
+                IAMDB_VALKEY_CACHE_NAME=VALKEY_CACHE,
+                IAMDB_VALKEY_SSLROOTCERT=str(self.tls.ca),
+            )
+        if self.valkey_cluster is not None:  # get_valkey("orders"): the same cache, cluster mode
+            env.update(
+                IAMDB_VALKEY_ORDERS_HOST="localhost",
+                IAMDB_VALKEY_ORDERS_PORT=str(self.valkey_cluster.port),
+                IAMDB_VALKEY_ORDERS_USER=VALKEY_USER,
+                IAMDB_VALKEY_ORDERS_CACHE_NAME=VALKEY_CACHE,
+                IAMDB_VALKEY_ORDERS_CLUSTER="true",
+                IAMDB_VALKEY_ORDERS_SSLROOTCERT=str(self.tls.ca),
             )
         servers = [("PG", self.pg, PG_ENDPOINT), ("MYSQL", self.mysql, MYSQL_ENDPOINT)]
         for engine, server, endpoint in servers:

@@ -1,7 +1,8 @@
 """Check IAM auth tokens the way RDS and Aurora DSQL do, for devstack's database servers.
 
 A token is a SigV4 presigned URL without its scheme: ``host:port/?Action=connect&DBUser=...``
-for RDS, ``host/?Action=DbConnect`` (``DbConnectAdmin`` for the ``admin`` role) for DSQL.
+for RDS, ``host/?Action=DbConnect`` (``DbConnectAdmin`` for the ``admin`` role) for DSQL,
+``cache-name/?Action=connect&User=...`` for ElastiCache (devstack's Valkey front).
 Each server is registered with its :class:`Kind` (:data:`RDS` or :data:`DSQL`). The
 databases hand every login (user name + token) to :meth:`Verifier.verify`, which checks
 shape, scope, endpoint, action and user, lifetime, credentials, signature, the IAM policy,
@@ -58,6 +59,9 @@ RDS = Kind("rds", "rds-db", 900, True, "connect", user_param="DBUser")
 """RDS and Aurora (and RDS Proxy): ``rds-db``, 15 minutes, ``host:port``, ``DBUser``."""
 DSQL = Kind("dsql", "dsql", 604_800, False, "DbConnect", admin_action="DbConnectAdmin")
 """Aurora DSQL: ``dsql``, up to a week, host without port, ``DbConnectAdmin`` for admin."""
+ELASTICACHE = Kind("elasticache", "elasticache", 900, False, "connect", user_param="User")
+"""ElastiCache (node-based): ``elasticache``, 15 minutes, the cache's name as the host, ``User``
+(a serverless cache's tokens carry ``ResourceType=ServerlessCache``, refused here as malformed)."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ EXAMPLES = (
     ("DsqlExampleFunction", "dsql.json"),
     ("MongoExampleFunction", "mongo.json"),
     ("SqlAlchemyExampleFunction", "sqlalchemy.json"),
+    ("ValkeyExampleFunction", "valkey.json"),
 )
 
 

@@ -15,6 +15,7 @@ import socket
 from dataclasses import dataclass, field
 
 from iamdb._aws.chain import CredentialResolver
+from iamdb._aws.tokens import Token, TokenCache
 from iamdb._core.invocation import Deadline, Invocation
 from iamdb._core.runtime import Runtime
 from iamdb._core.telemetry import Telemetry
@@ -22,7 +23,6 @@ from iamdb._sql.config import SqlConfig
 from iamdb._sql.limits import Limits
 from iamdb._sql.login import Login, Until
 from iamdb._sql.managed import ManagedConnection
-from iamdb._sql.tokens import Token, TokenCache
 
 START = 1_700_000_000.0
 

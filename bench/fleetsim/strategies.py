@@ -205,12 +205,12 @@ def main_environment(ctx: Ctx) -> Outcome:
 
 def _environment(ctx: Ctx, fleet_type: Any, limits_type: Any) -> Outcome:
     from iamdb._aws.chain import CredentialResolver
+    from iamdb._aws.tokens import TokenCache
     from iamdb._core.invocation import Deadline
     from iamdb._core.log import WarnOnce
     from iamdb._core.runtime import Runtime
     from iamdb._sql.config import load_sql_config
     from iamdb._sql.login import Login
-    from iamdb._sql.tokens import TokenCache
 
     env = {
         "IAMDB_PG_HOST": ctx.host,

@@ -35,7 +35,11 @@ if TYPE_CHECKING:
 
     from pymongo import MongoClient
 
-    from iamdb._aws.signer import generate_db_auth_token, generate_dsql_auth_token
+    from iamdb._aws.signer import (
+        generate_db_auth_token,
+        generate_dsql_auth_token,
+        generate_valkey_auth_token,
+    )
     from iamdb._info import Info
     from iamdb._pool import pg_async_pool, pg_pool
     from iamdb._registry import Registry
@@ -56,10 +60,12 @@ __all__ = [
     "dsql_transaction",
     "generate_db_auth_token",
     "generate_dsql_auth_token",
+    "generate_valkey_auth_token",
     "get_dsql",
     "get_mongo",
     "get_mysql",
     "get_pg",
+    "get_valkey",
     "info",
     "pg_async_pool",
     "pg_pool",
@@ -119,6 +125,19 @@ def get_mongo(name: str | None = None) -> MongoClient[Any]:
     return _default().get_mongo(name)
 
 
+def get_valkey(name: str | None = None) -> Any:
+    """The process's valkey-py client (``valkey.Valkey``, ``valkey.ValkeyCluster`` in cluster
+    mode) for ``IAMDB_VALKEY_*`` (``IAMDB_VALKEY_<NAME>_*`` when named): ElastiCache (node-based
+    or serverless) or MemoryDB, Valkey or Redis OSS, logged in with IAM over verified TLS.
+
+    Every new connection presents a current token; between invocations, connections that died
+    while frozen are dropped and those logged in ``IAMDB_VALKEY_REAUTH_SECONDS`` ago (11 hours)
+    re-authenticate before AWS closes them at 12: call ``get_valkey()`` in the handler rather
+    than keeping the client in a global.
+    """
+    return _default().get_valkey(name)
+
+
 def set_lambda_context(context: Any) -> None:
     """Tell iamdb the invocation's Lambda context; call it first thing in the handler.
 
@@ -131,12 +150,15 @@ def set_lambda_context(context: Any) -> None:
 
 
 def info(engine: str, name: str | None = None) -> Info:
-    """What one instance (``"pg"``, ``"mysql"``, ``"dsql"`` or ``"mongo"``) did so far in this
-    process: connected, whether the last get reused its connection, the token's age, the last
-    login, and counts of logins, tokens signed, fail-opens, throttle waits and reconnects.
+    """What one instance (``"pg"``, ``"mysql"``, ``"dsql"``, ``"mongo"`` or ``"valkey"``) did so
+    far in this process: connected, whether the last get reused its connection, the token's
+    age, the last login, and counts of logins, tokens signed, fail-opens, throttle waits,
+    reconnects and re-authentications.
     Reads only what iamdb holds: no network, no connection made."""
-    if engine not in ("pg", "mysql", "dsql", "mongo"):
-        raise ConfigError("engine", f"expected pg, mysql, dsql or mongo, got {engine!r:.40}")
+    if engine not in ("pg", "mysql", "dsql", "mongo", "valkey"):
+        raise ConfigError(
+            "engine", f"expected pg, mysql, dsql, mongo or valkey, got {engine!r:.40}"
+        )
     from iamdb._info import describe
 
     return describe(_default(), engine, name)
@@ -165,7 +187,7 @@ def _default() -> Registry:
 
 
 def __getattr__(name: str) -> object:
-    if name in ("generate_db_auth_token", "generate_dsql_auth_token"):
+    if name in ("generate_db_auth_token", "generate_dsql_auth_token", "generate_valkey_auth_token"):
         from iamdb._aws import signer as _signer
 
         return getattr(_signer, name)

@@ -10,6 +10,8 @@
   assumed, short-lived credentials (for mongosh or Compass), so admins need no password.
 - ``python -m iamdb compass-file PATH [--name N]`` writes the same as a Compass connections
   file (mode 0600) to import with Compass's "Import saved connections".
+- ``python -m iamdb valkey-token [--name N]`` prints an ElastiCache / MemoryDB IAM token, the
+  password of ``valkey-cli --tls --user <user> --pass "$(python -m iamdb valkey-token)"``.
 """
 
 from __future__ import annotations
@@ -29,36 +31,47 @@ from pathlib import Path
 from iamdb._core.env import instance_name, instance_prefix, settings_environ
 from iamdb._registry import Registry
 from iamdb._sql.config import SQL_SUFFIXES, Engine, SqlConfig
+from iamdb._valkey.config import ValkeyConfig
 from iamdb.errors import ConfigError, IamDbError
 
-_INSTANCE_HOST = re.compile(r"IAMDB_(PG|MYSQL|DSQL)_(?:(.+)_)?HOST")
+_INSTANCE_HOST = re.compile(r"IAMDB_(PG|MYSQL|DSQL|VALKEY)_(?:(.+)_)?HOST")
 _ENGINES: dict[str, Engine] = {"PG": "pg", "MYSQL": "mysql", "DSQL": "dsql"}
 
 
 def configured_instances(environ: Mapping[str, str]) -> list[tuple[Engine, str | None]]:
-    """(engine, name) of every instance that has an ``IAMDB_<ENGINE>[_<NAME>]_HOST``.
+    """(engine, name) of every SQL instance that has an ``IAMDB_<ENGINE>[_<NAME>]_HOST``.
 
     Names follow get_pg()'s rule (:func:`iamdb._core.env.instance_name`): a variable that no
     name reads as its HOST (``IAMDB_PG_IAM_HOST`` is the default instance's IAM_HOST, a
     lower-case or malformed name) is not an instance.
     """
-    found: list[tuple[Engine, str | None]] = []
+    return [(_ENGINES[kind], name) for kind, name in _configured(environ) if kind in _ENGINES]
+
+
+def configured_caches(environ: Mapping[str, str]) -> list[str | None]:
+    """The names of every Valkey instance with an ``IAMDB_VALKEY[_<NAME>]_HOST``, by the same
+    rule."""
+    return [name for kind, name in _configured(environ) if kind == "VALKEY"]
+
+
+def _configured(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    from iamdb._valkey.config import VALKEY_SUFFIXES
+
+    found: list[tuple[str, str | None]] = []
     for var in sorted(environ):
         match = _INSTANCE_HOST.fullmatch(var)
         if match is None or not environ[var].strip():
             continue
-        engine = _ENGINES[match.group(1)]
-        name = match.group(2)
+        kind, name = match.group(1), match.group(2)
+        suffixes = VALKEY_SUFFIXES if kind == "VALKEY" else SQL_SUFFIXES
         if name is not None:
             try:
-                name = instance_name(name, SQL_SUFFIXES)
+                name = instance_name(name, suffixes)
             except ConfigError:
                 continue
-            if (
-                instance_prefix(engine, name, SQL_SUFFIXES) + "HOST" != var
-            ):  # IAMDB_PG_reporting_HOST
+            if instance_prefix(kind, name, suffixes) + "HOST" != var:  # IAMDB_PG_reporting_HOST
                 continue
-        found.append((engine, name))
+        found.append((kind, name))
     return found
 
 
@@ -130,6 +143,48 @@ def probe(registry: Registry, cfg: SqlConfig) -> str:
     return f"  OK in {took:.0f} ms: user {user}, tls {tls_text}, server {str(version)[:60]}"
 
 
+def describe_cache(cfg: ValkeyConfig) -> list[str]:
+    kind = "MemoryDB" if cfg.service == "memorydb" else "ElastiCache"
+    mode = ("serverless, " if cfg.serverless else "") + ("cluster mode" if cfg.cluster else "")
+    return [
+        f"[{cfg.label}] ({cfg.prefix}*)",
+        f"  connect to: {cfg.host}:{cfg.port}  user: {cfg.user}  {mode.strip(', ') or 'one shard'}",
+        f"  token: {cfg.action} for {kind} {cfg.cache_name!r}  region: {cfg.region}",
+        f"  tls: verified  ca: {cfg.sslrootcert or 'system store'}  connect timeout: "
+        f"{cfg.connect_timeout} s  re-authenticate after: {cfg.reauth_seconds:g} s",
+    ]
+
+
+def probe_cache(registry: Registry, cfg: ValkeyConfig) -> str:
+    """Log in once, ask who we are, the server's version and the TLS in use (never the token)."""
+    started = time.perf_counter()
+    client = registry.get_valkey(cfg.name)
+    took = (time.perf_counter() - started) * 1000
+    user = client.acl_whoami()
+    server = client.info("server")
+    if cfg.cluster:  # one node's answer stands for them all here
+        server = next(iter(server.values())) if server and "redis_version" not in server else server
+    version = server.get("valkey_version") or server.get("redis_version") or "?"
+    from iamdb._valkey.client import first_pool
+
+    pool = first_pool(client)
+    conn = pool.get_connection("PING")
+    try:
+        tls = conn._sock.version() if conn._sock is not None else None
+    finally:
+        pool.release(conn)
+    user = user.decode() if isinstance(user, bytes) else user
+    return f"  OK in {took:.0f} ms: user {user}, tls {tls or 'none'}, server {version}"
+
+
+def cmd_valkey_token(args: argparse.Namespace, registry: Registry) -> int:
+    from iamdb._valkey.config import load_valkey_config
+
+    cfg = load_valkey_config(args.name, settings_environ(registry.runtime.environ))
+    print(registry.tokens.get(cfg.target).value)
+    return 0
+
+
 def cmd_token(args: argparse.Namespace, registry: Registry) -> int:
     cfg = registry.config(args.engine, args.name)
     token = registry.tokens.get(cfg.target)
@@ -144,9 +199,13 @@ def cmd_check(args: argparse.Namespace, registry: Registry) -> int:
     except IamDbError as exc:
         print(f"metrics: ERROR {type(exc).__name__}: {exc}")
         return 1
-    instances = configured_instances(settings_environ(registry.runtime.environ))
-    if not instances:
-        print("no instance configured (set IAMDB_PG_HOST, IAMDB_MYSQL_HOST or IAMDB_DSQL_HOST)")
+    environ = settings_environ(registry.runtime.environ)
+    instances, caches = configured_instances(environ), configured_caches(environ)
+    if not instances and not caches:
+        print(
+            "no instance configured (set IAMDB_PG_HOST, IAMDB_MYSQL_HOST, IAMDB_DSQL_HOST or "
+            "IAMDB_VALKEY_HOST)"
+        )
         return 1
     failures = 0
     for engine, name in instances:
@@ -158,7 +217,24 @@ def cmd_check(args: argparse.Namespace, registry: Registry) -> int:
         except IamDbError as exc:
             failures += 1
             print(f"  ERROR {type(exc).__name__}: {exc}")
+    for cache in caches:
+        failures += _check_cache(args, registry, cache)
     return 1 if failures else 0
+
+
+def _check_cache(args: argparse.Namespace, registry: Registry, name: str | None) -> int:
+    """Describe (and with ``--connect``, log in to) one Valkey instance; 1 when it failed."""
+    from iamdb._valkey.config import load_valkey_config
+
+    try:
+        cfg = load_valkey_config(name, settings_environ(registry.runtime.environ))
+        print("\n".join(describe_cache(cfg)))
+        if args.connect:
+            print(probe_cache(registry, cfg))
+    except IamDbError as exc:
+        print(f"  ERROR {type(exc).__name__}: {exc}")
+        return 1
+    return 0
 
 
 def _mongo_secret(args: argparse.Namespace, registry: Registry) -> tuple[str, str]:
@@ -230,12 +306,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     compass = sub.add_parser("compass-file", help="write a Compass connections file (mode 0600)")
     compass.add_argument("path", help="file to write")
     compass.add_argument("--name", help="named instance (reads IAMDB_MONGO_<NAME>_*)")
+    valkey = sub.add_parser(
+        "valkey-token", help="print an ElastiCache/MemoryDB IAM token (valkey-cli --pass)"
+    )
+    valkey.add_argument("--name", help="named instance (reads IAMDB_VALKEY_<NAME>_*)")
     args = parser.parse_args(argv)
     commands = {
         "token": cmd_token,
         "check": cmd_check,
         "mongo-uri": cmd_mongo_uri,
         "compass-file": cmd_compass_file,
+        "valkey-token": cmd_valkey_token,
     }
     registry = Registry()
     try:

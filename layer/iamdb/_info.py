@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from iamdb._core.env import instance_name
 from iamdb._mongo.config import MONGO_SUFFIXES
 from iamdb._sql.config import SQL_SUFFIXES
+from iamdb._valkey.config import VALKEY_SUFFIXES
 
 if TYPE_CHECKING:
     from iamdb._core.telemetry import Probe
@@ -20,9 +21,11 @@ class Info:
 
     ``reused``: the last ``get_*()`` handed out the connection (or client) it already had.
     ``token_age_seconds``: SQL, the age of the token the server last accepted; MongoDB, of the
-    credentials the current client logged in with. ``last_login``: epoch seconds of the last
-    new connection (None before any). The counts are the instance's metrics since the process
-    started (or since ``iamdb.reset()``), kept whether or not metrics are emitted.
+    credentials the current client logged in with; Valkey, of the token new connections present.
+    ``reauthentications``: Valkey connections re-authenticated before AWS's 12 hours.
+    ``last_login``: epoch seconds of the last new connection (None before any). The counts are
+    the instance's metrics since the process started (or since ``iamdb.reset()``), kept
+    whether or not metrics are emitted.
     """
 
     engine: str
@@ -36,13 +39,29 @@ class Info:
     fail_opens: int
     throttle_wait_ms: float
     reconnects: int
+    reauthentications: int = 0
 
 
 def describe(registry: Registry, engine: str, name: str | None) -> Info:
     """The :class:`Info` of an instance; an instance never used reads as all zeros."""
     now = registry.runtime.clock()
     if name is not None:
-        name = instance_name(name, MONGO_SUFFIXES if engine == "mongo" else SQL_SUFFIXES)
+        suffixes = {"mongo": MONGO_SUFFIXES, "valkey": VALKEY_SUFFIXES}.get(engine, SQL_SUFFIXES)
+        name = instance_name(name, suffixes)
+    if engine == "valkey":
+        cache = registry.known_valkey(name)
+        if cache is None:
+            return _unused(engine, name)
+        token = registry.tokens.peek(cache.cfg.target)
+        return _info(
+            cache.probe,
+            engine,
+            cache.cfg.name,
+            connected=cache.connected,
+            reused=cache.reused,
+            age=None if token is None else token.age(now),
+            last_login=cache.last_login,
+        )
     if engine == "mongo":
         handle = registry.known_mongo(name)
         if handle is None:
@@ -94,6 +113,7 @@ def _info(
         fail_opens=int(totals.get("LimiterFailOpen", 0)),
         throttle_wait_ms=totals.get("ThrottleWaitMs", 0.0),
         reconnects=int(totals.get("Reconnects", 0)),
+        reauthentications=int(totals.get("Reauthentications", 0)),
     )
 
 

@@ -1,9 +1,10 @@
 """The registry behind the documented singletons ``get_pg``, ``get_mysql``, ``get_dsql``,
-``get_mongo`` and ``reset``.
+``get_mongo``, ``get_valkey`` and ``reset``.
 
 One :class:`Registry` per process (``iamdb._registry.default``) holds each engine's instances
 (a :class:`~iamdb._sql.managed.ManagedConnection` per SQL instance, a
-:class:`~iamdb._mongo.handle.MongoHandle` per Mongo one, :mod:`iamdb.aio`'s per-loop sides)
+:class:`~iamdb._mongo.handle.MongoHandle` per Mongo one, a
+:class:`~iamdb._valkey.handle.ValkeyHandle` per Valkey one, :mod:`iamdb.aio`'s per-loop sides)
 and what they share, each part made on first use: the process-wide settings, the token cache,
 the login limits, the AWS client, telemetry, and the current invocation and its deadline.
 Tests build their own ``Registry`` with a :class:`~iamdb._core.runtime.Runtime` of their own
@@ -30,13 +31,14 @@ if TYPE_CHECKING:  # the SQL and Mongo sides load with their first instance
     from pymongo import MongoClient
 
     from iamdb._aws.client import AwsClient
+    from iamdb._aws.tokens import TokenCache
     from iamdb._mongo.handle import MongoHandle
     from iamdb._sql.config import Engine, SqlConfig
     from iamdb._sql.limits import Limits
     from iamdb._sql.login import Login
     from iamdb._sql.managed import ManagedConnection
     from iamdb._sql.pg_classes import PgConnection
-    from iamdb._sql.tokens import TokenCache
+    from iamdb._valkey.handle import ValkeyHandle
 
 T = TypeVar("T")
 
@@ -50,6 +52,7 @@ class Registry:
 
     _managed: dict[tuple[str, str | None], ManagedConnection[Any]]
     _mongo: dict[str | None, MongoHandle]
+    _valkey: dict[str | None, ValkeyHandle]
     _aio: dict[tuple[str, str | None], Any]  # iamdb.aio's handles
     _settings: Settings | None
     _tokens: TokenCache | None
@@ -125,6 +128,14 @@ class Registry:
         finally:
             handle.probe.flush()  # one EMF record for what this call did, if anything
 
+    def get_valkey(self, name: str | None = None) -> Any:
+        """The valkey-py client for ``IAMDB_VALKEY_*`` (or ``IAMDB_VALKEY_<NAME>_*``)."""
+        handle = self._valkey.get(name) or self.valkey_handle(name)
+        try:
+            return handle.get()
+        finally:
+            handle.probe.flush()  # one EMF record for what this call did, if anything
+
     def set_lambda_context(self, context: Any) -> None:
         """Know the invocation and bound the waits of logins by its remaining time (see
         :mod:`iamdb._core.invocation`); None forgets it."""
@@ -136,6 +147,7 @@ class Registry:
         """Close and forget every connection, token, cached credential and setting."""
         with self._lock:
             managed, mongo, aio, aws = self._managed, self._mongo, self._aio, self._aws
+            valkey = self._valkey
             self._forget()
             self.invocation.clear()
             self._resolver.reset()
@@ -149,6 +161,8 @@ class Registry:
             m.close(wait=max(0.0, until - self.runtime.clock()))
         for handle in mongo.values():
             handle.close()
+        for cache in valkey.values():
+            cache.close()
 
     # -- the instances ------------------------------------------------------------------------
 
@@ -206,6 +220,33 @@ class Registry:
                 self._mongo[name] = found
             return found
 
+    def valkey_handle(self, name: str | None = None) -> ValkeyHandle:
+        """The :class:`~iamdb._valkey.handle.ValkeyHandle` of an instance (config read once)."""
+        from iamdb._valkey.config import VALKEY_SUFFIXES, load_valkey_config
+        from iamdb._valkey.handle import ValkeyHandle
+
+        name = None if name is None else instance_name(name, VALKEY_SUFFIXES)  # "Sessions" too
+        with self._lock:
+            found = self._valkey.get(name)
+            if found is None:
+                self._serving()
+                found = ValkeyHandle(
+                    load_valkey_config(name, self._environ),
+                    tokens=self.tokens,
+                    runtime=self.runtime,
+                    deadline=self.deadline,
+                    invocation=self.invocation,
+                    probe=self.telemetry.probe("valkey", name),
+                    idle_seconds=self.settings.healthcheck_idle_seconds,
+                    retries=self.settings.auth_retries,
+                )
+                self._valkey[name] = found
+            return found
+
+    def known_valkey(self, name: str | None) -> ValkeyHandle | None:
+        """The Valkey instance's handle if it was ever used (none is made; ``name`` canonical)."""
+        return self._valkey.get(name)
+
     def aio_handle(self, engine: Literal["pg", "mongo"], name: str | None = None) -> Any:
         """The :mod:`iamdb.aio` side of an instance (made on first use, closed by reset), on the
         blocking singleton's login (SQL) or credentials (Mongo)."""
@@ -247,9 +288,9 @@ class Registry:
 
     @property
     def tokens(self) -> TokenCache:
-        """The token cache shared by every SQL instance."""
+        """The token cache shared by every SQL and Valkey instance."""
         if self._tokens is None:
-            from iamdb._sql.tokens import TokenCache
+            from iamdb._aws.tokens import TokenCache
 
             self._tokens = TokenCache(
                 resolver=self._resolver,
@@ -343,6 +384,7 @@ class Registry:
         """No instance, and no shared part made yet (at creation, and by :meth:`reset`)."""
         self._managed = {}
         self._mongo = {}
+        self._valkey = {}
         self._aio = {}
         self._settings = None
         self._tokens = None

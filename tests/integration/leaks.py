@@ -15,7 +15,7 @@ import pytest
 import iamdb._mongo.client
 from iamdb._aws.credentials import Credentials
 from iamdb._aws.sts import Lease
-from iamdb._sql.tokens import Token, TokenCache
+from iamdb._aws.tokens import Token, TokenCache
 from tests.integration.kept_alive import kept_alive
 
 LOGGERS = ("", "iamdb", "psycopg", "pymysql", "pymongo", "botocore", "boto3", "urllib3")

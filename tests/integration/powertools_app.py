@@ -1,9 +1,9 @@
 """A handler that uses Powertools' Logger, Metrics and Tracer, run as a script by the tests.
 
 ``python powertools_app.py ENGINE [ENGINE...]`` invokes the handler once per argument with a
-Lambda-like context (``pg``, ``mysql`` or ``mongo``: one query through iamdb; ``pg!`` expects
-an AuthError). Everything goes to stdout, as on Lambda: Powertools' JSON log lines, EMF
-records, and one ``RESULT <json>`` line per invocation.
+Lambda-like context (``pg``, ``mysql``, ``mongo`` or ``valkey``: one query through iamdb;
+``pg!`` expects an AuthError). Everything goes to stdout, as on Lambda: Powertools' JSON log
+lines, EMF records, and one ``RESULT <json>`` line per invocation.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         if engine == "mongo":
             iamdb.get_mongo().admin.command("ping")
+        elif engine == "valkey":
+            iamdb.get_valkey().ping()
         else:
             conn = iamdb.get_pg() if engine == "pg" else iamdb.get_mysql()
             cursor = conn.cursor()

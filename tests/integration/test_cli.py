@@ -55,10 +55,13 @@ def test_check_connect_reports_every_instance_and_masks_secrets(stack: Any, stac
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     labels = ("[pg]", "[pg:reporting]", "[mysql]", "[mysql:reporting]", "[dsql]")
+    labels += ("[valkey]", "[valkey:orders]")
     for label in labels:
         assert label in out
     assert out.count("OK in") == len(labels) and "TLSv1." in out
     assert "token: dsql:DbConnectAdmin, 900 s  max age: 3300 s" in out
+    assert "token: elasticache:Connect for ElastiCache 'iamdb-cache'" in out
+    assert "user iamdb-app, tls TLSv1." in out
     for secret in (stack.env["AWS_SECRET_ACCESS_KEY"], stack.env["AWS_SESSION_TOKEN"]):
         assert secret not in out and secret not in result.stderr
     assert stack.env["AWS_ACCESS_KEY_ID"] not in out  # masked too, only its ends are shown

@@ -3,7 +3,8 @@
 Each case is a fresh interpreter (a Lambda environment's first invocation) that makes one
 real login against devstack and lists the ``iamdb`` modules then loaded. The lists are pinned:
 a module added to a cold path is a cold-start cost, so the change that adds it says so here.
-The Mongo path loads none of the SQL side and the SQL path none of Mongo's; the fleet's queue
+The Mongo path loads none of the SQL side and the SQL path none of Mongo's; the Valkey path
+neither; the fleet's queue
 loads only when ``IAMDB_THROTTLE_TABLE`` is set; nothing loads boto3 or botocore.
 """
 
@@ -30,6 +31,8 @@ if first == "pg":
     iamdb.get_pg().execute("SELECT 1")
 elif first == "mysql":
     iamdb.get_mysql().ping()
+elif first == "valkey":
+    iamdb.get_valkey().ping()
 else:
     iamdb.get_mongo().admin.command("ping")
 print(json.dumps({
@@ -60,6 +63,7 @@ CORE = [
 ]
 SQL = [
     "iamdb._aws.signer",
+    "iamdb._aws.tokens",
     "iamdb._sql",
     "iamdb._sql.config",
     "iamdb._sql.drivers",
@@ -86,11 +90,22 @@ MONGO = [
     "iamdb._mongo.uri",
 ]
 
+VALKEY = [
+    "iamdb._aws.signer",
+    "iamdb._aws.tokens",
+    "iamdb._valkey",
+    "iamdb._valkey.client",
+    "iamdb._valkey.config",
+    "iamdb._valkey.handle",
+    "iamdb._valkey.refusals",
+]
+
 CASES = {
     "pg": CORE + SQL + ["iamdb._sql.pg", "iamdb._sql.pg_classes"],
     "pg, fleet": CORE + SQL + AWS_CALLS + FLEET + ["iamdb._sql.pg", "iamdb._sql.pg_classes"],
     "mysql": CORE + SQL + ["iamdb._sql.mysql"],
     "mongo (assumed role)": CORE + AWS_CALLS + MONGO,
+    "valkey": CORE + VALKEY,
 }
 
 

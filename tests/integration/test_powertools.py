@@ -213,6 +213,29 @@ def test_mongo_credentials_and_login_are_measured_and_traced(
     assert creds["annotations"] == {"engine": "mongo", "instance": "default"}
 
 
+def test_valkey_logins_are_logged_measured_and_traced(
+    stack_env: dict[str, str], xray: XRayDaemon
+) -> None:
+    """get_valkey() as the other getters: its login a Powertools log line, one EMF record for
+    the cold call (none for the warm one), an X-Ray subsegment; no token in any of them."""
+    lines, results, output = run_app(stack_env, "valkey", "valkey", xray=xray)
+    assert [r["error"] for r in results] == [None, None]
+    login = next(line for line in lines if "logged in to" in str(line.get("message")))
+    assert login["name"] == "iamdb" and login["service"] == "powertools-app"
+    (record,) = emf_records(lines, NAMESPACE)  # the warm call counted nothing
+    assert (record["engine"], record["instance"]) == ("valkey", "default")
+    assert value(record, "TokensSigned") == 1 and value(record, "ConnectionsOpened") == 1
+    documents = xray.wait_for(
+        lambda docs: any(d.get("name") == "iamdb connect" for d in subsegments(docs))
+    )
+    (connect,) = [d for d in subsegments(documents) if d.get("name") == "iamdb connect"]
+    assert connect["annotations"] == {"engine": "valkey", "instance": "default"}
+    assert "fault" not in connect and "error" not in connect
+    assert "X-Amz-Signature" not in output and "X-Amz-Signature" not in json.dumps(documents)
+    for secret in (stack_env["AWS_SECRET_ACCESS_KEY"], stack_env["AWS_SESSION_TOKEN"]):
+        assert secret not in json.dumps(documents) and secret not in output
+
+
 def test_refused_logins_count_failures_and_retries(
     stack_env: dict[str, str], xray: XRayDaemon
 ) -> None:

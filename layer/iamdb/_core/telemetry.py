@@ -4,8 +4,8 @@ Everything here is optional and costs nothing until it is used:
 
 - **Metrics** are on when a CloudWatch namespace is set (``IAMDB_METRICS_NAMESPACE``, else
   ``POWERTOOLS_METRICS_NAMESPACE``) and ``aws_lambda_powertools`` is installed. Each
-  ``get_pg()``/``get_mysql()``/``get_mongo()`` call that did something worth counting (a
-  login, a signature, a wait, a refusal) ends by printing one EMF record through
+  ``get_pg()``/``get_mysql()``/``get_mongo()``/``get_valkey()`` call that did something worth
+  counting (a login, a signature, a wait, a refusal) ends by printing one EMF record through
   Powertools' ``EphemeralMetrics``, with ``engine`` and ``instance`` as dimensions. It is
   separate from the application's own ``Metrics`` (whose metric set is shared by every
   instance), so iamdb's dimensions never leak into the application's metrics. Calls that
@@ -24,7 +24,9 @@ for good), ``ServerThrottled`` (new connections the server refused for their rat
 SQLSTATE 53400), ``LimiterFailOpen`` (the fleet limiter's DynamoDB failed and the login went
 ahead on the process limiter alone), ``TransactionRetries`` (transactions
 :func:`iamdb.dsql_transaction` ran again after a 40001 conflict), ``TransactionsRolledBack`` (a
-transaction an earlier invocation left open, rolled back by replacing its connection).
+transaction an earlier invocation left open, rolled back by replacing its connection),
+``Reauthentications`` (Valkey connections that sent ``AUTH`` with a fresh token before AWS's 12
+hours were up).
 
 Powertools absent is not an error (not :class:`~iamdb.errors.MissingDependencyError`): metrics
 are an extra a connection must never fail for, so a namespace without Powertools warns once and
@@ -55,6 +57,7 @@ METRICS = (
     "ConnectRetries",
     "ConnectFailures",
     "TransactionsRolledBack",
+    "Reauthentications",
 )
 _UNITS = {"ThrottleWaitMs": "Milliseconds"}
 _TRACER_MODULE = "aws_lambda_powertools.tracing.tracer"

@@ -18,13 +18,13 @@ import itertools
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
+from iamdb._aws.tokens import Token, TokenCache
 from iamdb._core.backoff import DecorrelatedJitter, final_error
 from iamdb._core.log import logger
 from iamdb._core.steps import run, run_async
 from iamdb._core.telemetry import Probe
 from iamdb._sql.config import SqlConfig
 from iamdb._sql.refusals import THROTTLING_HINT, locate
-from iamdb._sql.tokens import Token, TokenCache
 from iamdb.errors import AuthError, ConnectError, ThrottleError, _detached
 
 if TYPE_CHECKING:

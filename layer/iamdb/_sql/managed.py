@@ -32,11 +32,11 @@ from iamdb._sql.login import Driver, Login
 from iamdb.errors import ConnectError
 
 if TYPE_CHECKING:
+    from iamdb._aws.tokens import Token
     from iamdb._core.invocation import Deadline, Invocation
     from iamdb._core.runtime import Runtime
     from iamdb._core.telemetry import Probe
     from iamdb._sql.config import SqlConfig
-    from iamdb._sql.tokens import Token
 
 __all__ = ["Driver", "ManagedConnection"]
 

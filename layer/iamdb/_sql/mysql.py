@@ -26,9 +26,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from iamdb._aws.tokens import Token
 from iamdb._sql.config import SqlConfig
 from iamdb._sql.refusals import auth_refused, connect_failed
-from iamdb._sql.tokens import Token
 from iamdb.errors import ConfigError, ConnectError, IamDbError
 
 MySqlConnection = Any  # PyMySQL ships no type information

@@ -19,6 +19,7 @@ import select
 from collections.abc import Callable
 from typing import Any
 
+from iamdb._aws.tokens import Token
 from iamdb._core.env import is_ip
 from iamdb._sql import dsql as _dsql
 from iamdb._sql.config import SqlConfig
@@ -29,7 +30,6 @@ from iamdb._sql.pg_classes import (
     connection_classes,
 )
 from iamdb._sql.refusals import auth_refused, connect_failed, rate_refused
-from iamdb._sql.tokens import Token
 from iamdb.errors import IamDbError
 
 # SQLSTATE class 28 (invalid authorization) and libpq's text for refused logins.

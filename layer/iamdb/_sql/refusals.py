@@ -18,8 +18,8 @@ from iamdb._sql import dsql as _dsql
 from iamdb.errors import AuthError, ConnectError, ThrottleError
 
 if TYPE_CHECKING:
+    from iamdb._aws.tokens import Token
     from iamdb._sql.config import SqlConfig
-    from iamdb._sql.tokens import Token
 
 # A throttled IAM login looks exactly like a bad password (PostgreSQL SQLSTATE 28000, MySQL
 # 1045): refused logins are retried (IAMDB_AUTH_RETRIES), and the last refusal says this.

@@ -42,6 +42,7 @@ def test_only_the_mongo_example_enables_snapstart() -> None:
         "MongoExampleFunction": True,
         "SqlAlchemyExampleFunction": False,
         "DsqlExampleFunction": False,
+        "ValkeyExampleFunction": False,
     }
 
 

@@ -159,6 +159,7 @@ def test_repository_template_and_samconfig() -> None:
         "MySqlExampleFunction",
         "PgExampleFunction",
         "SqlAlchemyExampleFunction",
+        "ValkeyExampleFunction",
     ]
     pg = template.function("PgExampleFunction")
     assert pg.handler == "app.handler" and pg.code_uri == REPO / "functions" / "pg_example"

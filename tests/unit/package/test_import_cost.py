@@ -15,7 +15,8 @@ from tests.paths import LAYER
 CHILD = """
 import json, sys
 import iamdb
-from iamdb._sql.tokens import Target, TokenCache
+from iamdb._aws.tokens import TokenCache
+from iamdb._sql.tokens import Target
 token = iamdb.generate_db_auth_token("db.example.us-east-1.rds.amazonaws.com", 5432, "app",
                                      "us-east-1")
 cached = TokenCache().get(Target("db.example.us-east-1.rds.amazonaws.com", 5432, "app",

@@ -1,10 +1,11 @@
 """The package's layers, and that its imports go one way only.
 
-``errors`` <- ``_core`` <- ``_aws`` <- ``_sql`` and ``_mongo`` (never each other) <- the
-registry, ``_info``, ``_pool``, ``_cli``, ``_engines`` <- the public modules (``iamdb``,
-``iamdb.aio``, ``iamdb.sqlalchemy``, ``iamdb.__main__``). Every import counts: at module level,
-inside a function, or for the type checker only. And no module imports itself back through
-others (no cycle, whatever kind of import closes it). docs/architecture.md explains the rule.
+``errors`` <- ``_core`` <- ``_aws`` <- the rooms ``_sql``, ``_mongo``, ``_valkey`` (never each
+other) <- the registry, ``_info``, ``_pool``, ``_cli``, ``_engines`` <- the public modules
+(``iamdb``, ``iamdb.aio``, ``iamdb.sqlalchemy``, ``iamdb.__main__``). Every import counts: at
+module level, inside a function, or for the type checker only. And no module imports itself
+back through others (no cycle, whatever kind of import closes it). docs/architecture.md explains
+the rule.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from tests.unit.package.imports import Arrow, arrows, cycles, modules
 
 PUBLIC = {"iamdb", "iamdb.aio", "iamdb.sqlalchemy", "iamdb.__main__"}
 ABOVE = {"iamdb._registry", "iamdb._info", "iamdb._pool", "iamdb._cli", "iamdb._engines"}
-RANKS = {"iamdb.errors": 0, "iamdb._core": 1, "iamdb._aws": 2, "iamdb._sql": 3, "iamdb._mongo": 3}
+RANKS = {
+    "iamdb.errors": 0,
+    "iamdb._core": 1,
+    "iamdb._aws": 2,
+    "iamdb._sql": 3,
+    "iamdb._mongo": 3,
+    "iamdb._valkey": 3,
+}
 
 
 def layer(module: str) -> tuple[int, str]:

@@ -22,6 +22,7 @@ import psycopg
 import pytest
 
 from iamdb._aws.chain import CredentialResolver
+from iamdb._aws.tokens import Token, TokenCache
 from iamdb._cli import configured_instances, describe
 from iamdb._core.backoff import DecorrelatedJitter
 from iamdb._core.env import RDS_CA_BUNDLE
@@ -32,7 +33,6 @@ from iamdb._sql.limits import Limits
 from iamdb._sql.managed import ManagedConnection
 from iamdb._sql.pace import paced_rate
 from iamdb._sql.pg import _classify, _params
-from iamdb._sql.tokens import Token, TokenCache
 from iamdb._sql.transactions import run_transaction
 from iamdb.errors import AuthError, ConfigError, ConflictError, ConnectError, ThrottleError
 from tests.fakes import FakeTime, RecordingProbe, SocketDriver, managed_connection, runtime

@@ -13,8 +13,9 @@ import pytest
 from iamdb._aws.chain import CredentialResolver
 from iamdb._aws.credentials import Credentials
 from iamdb._aws.signer import generate_db_auth_token
+from iamdb._aws.tokens import Token, TokenCache
 from iamdb._core.runtime import Runtime
-from iamdb._sql.tokens import Target, Token, TokenCache
+from iamdb._sql.tokens import Target
 from iamdb.errors import ConfigError
 from tests.fakes import FakeClock, RecordingProbe
 
