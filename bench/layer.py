@@ -32,7 +32,7 @@ from devstack.sam.invoke import REPO, build_layers, environment, prepare, runtim
 from layerbuild.build import compile_pyc, install_wheels
 from layerbuild.targets import RUNTIMES, TARGETS, Target, find_python, target
 
-_MB = 1e6  # Lambda's quotas are in MB
+_MB = 1024 * 1024  # Lambda's MB are MiB: "250 MB" unzipped is 262,144,000 bytes
 _IMPORTS = {
     "iamdb": "import iamdb",
     "drivers": "import psycopg, pymysql, pymongo, valkey",

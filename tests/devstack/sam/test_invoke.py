@@ -128,6 +128,8 @@ def env_json(stack: Stack, stack_env: dict[str, str], tmp_path: Path) -> Path:
         ("MySqlExampleFunction", "mysql.json", "mysql"),
         ("SqlAlchemyExampleFunction", "sqlalchemy.json", "postgresql"),
         ("DsqlExampleFunction", "dsql.json", "aurora-dsql"),
+        ("MongoExampleFunction", "mongo.json", "mongodb"),
+        ("ValkeyExampleFunction", "valkey.json", "valkey"),
     ],
 )
 def test_example_cold_then_warm_reuses_the_connection(
@@ -158,7 +160,8 @@ def test_example_cold_then_warm_reuses_the_connection(
     assert cold_body["reused_connection"] is False
     assert warm_body["reused_connection"] is True
     assert warm_body["hits"] == cold_body["hits"] + 1  # really inserted and read back
-    assert warm_body["token_age_seconds"] >= cold_body["token_age_seconds"]
+    if cold_body["token_age_seconds"] is not None:  # None: the engine's login keeps no token
+        assert warm_body["token_age_seconds"] >= cold_body["token_age_seconds"]
     assert cold_body["function"] == f"iamdb-{function}"
     assert cold_body["request_id"] == cold.request_id != warm.request_id
 
