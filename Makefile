@@ -7,8 +7,13 @@ STAMP  := $(VENV)/.installed
 # mongosh from npm, for the tests that log in with real MongoDB clients (local prefix, not global)
 MONGOSH_VERSION := 2.12.0
 MONGOSH_STAMP   := build/node/.mongosh-$(MONGOSH_VERSION)
+# Pyodide from npm: CPython 3.14 (WebAssembly, under Node.js) compiles the python3.14 layers' .pyc,
+# which no interpreter here can; its CPython 3.13 proves that path in tests/integration/test_layer.py
+PYODIDE_VERSION      := 314.0.7
+PYODIDE_TEST_VERSION := 0.29.3
+PYODIDE_STAMP        := build/node/.pyodide-$(PYODIDE_VERSION)-$(PYODIDE_TEST_VERSION)
 
-.PHONY: setup test unit lint bench ca-bundle devstack layer demo validate clean mongosh
+.PHONY: setup test unit lint bench ca-bundle devstack layer demo validate clean mongosh pyodide
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +28,14 @@ $(MONGOSH_STAMP):
 ## mongosh: the MongoDB shell (pinned) in build/node, used by tests/integration/test_mongo_clients.py
 mongosh: $(MONGOSH_STAMP)
 
+$(PYODIDE_STAMP):
+	npm install --prefix build/node --no-audit --no-fund --no-update-notifier --loglevel=error \
+		pyodide@$(PYODIDE_VERSION) pyodide313@npm:pyodide@$(PYODIDE_TEST_VERSION)
+	touch $@
+
+## pyodide: Pyodide (pinned) in build/node, for the python3.14 layers' .pyc
+pyodide: $(PYODIDE_STAMP)
+
 ## setup: system packages (PostgreSQL, MariaDB, compiler; needs root) and the venv
 setup:
 	bash .ci/system-packages
@@ -31,7 +44,7 @@ setup:
 ## test: lint, type-check, then the whole suite (unit + integration against devstack)
 test: $(STAMP)
 	@bash .ci/system-packages --check || $(MAKE) setup
-	$(MAKE) mongosh
+	$(MAKE) mongosh pyodide
 	$(PY) -m ruff check layer devstack tests bench scripts functions
 	$(PY) -m ruff format --check layer devstack tests bench scripts functions
 	$(PY) -m mypy
@@ -56,15 +69,19 @@ bench: $(STAMP)
 devstack: $(STAMP)
 	$(PY) -m devstack up
 
-## layer: the Lambda layer zips (python3.12, x86_64 + arm64) in build/, rebuilt only when changed
+## layer: the Lambda layers, python3.11-3.14 x x86_64/arm64 (build/iamdb-python313-arm64.zip...),
+##        each rebuilt only when changed
 layer: $(STAMP)
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) pyodide; \
+	else echo "layer: no npm: no Pyodide, so the python3.14 layers get no .pyc" >&2; fi
 	$(MAKE) -C layer layer PYTHON=$(abspath $(PY)) OUT=$(abspath build)
 
 ## demo: devstack + layer + the five example functions invoked cold then warm, then a report
+##       (RUNTIME=python3.13: under that Lambda runtime, with its layer)
 demo: $(STAMP)
 	@bash .ci/system-packages --check || $(MAKE) setup
 	$(MAKE) layer
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(if $(RUNTIME),--runtime $(RUNTIME))
 
 ## validate: lint template.yaml (SAM resources included) and check samconfig.toml
 validate: $(STAMP)

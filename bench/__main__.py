@@ -13,12 +13,16 @@
   plain engines and pools (starts its own devstack);
 - mongo: cold get_mongo() by phase, warm get_mongo(), new-socket login against pymongo's
   boto3-session-per-socket path (starts its own devstack);
-- layer: layer size per architecture, cold import with/without ``.pyc``, local invoke overhead;
+- layer: the eight layers' sizes against today's python3.12 layer, cold import per local
+  interpreter with/without ``.pyc`` and against today's layer, local invoke overhead;
 - observability: cold and warm cost of logging, metrics and tracing through Powertools;
 - burst: 60 cold environments logging in at once to a server limiting new IAM logins to
   10/s: naive, retry-only and iamdb's limiters (starts its own devstack);
 - fleet: the fleet limiter's code at 60-3,000 environments against modelled DynamoDB and RDS,
   in virtual time (no devstack);
+- slots: environments as processes against a server with 20 connection slots (frozen ones, then
+  newcomers, then the frozen thawed), main's iamdb against this one (starts its own devstack);
+  then 4 functions sharing 80 slots at fleet scale, iamdb's real login code in virtual time;
 - valkey: cold first get_valkey() against boto3 presign + redis-py with a credential provider,
   warm get_valkey(), the re-authentication against a new connection (starts its own devstack);
 - http: iamdb's HTTP client against the same on ``http.client`` (cold import, per request,
@@ -41,6 +45,7 @@ from bench import (
     mongo,
     observability,
     signing,
+    slots,
     sql,
     sqlalchemy,
     topology,
@@ -48,20 +53,9 @@ from bench import (
 )
 
 BENCHMARKS = (
-    signing,
-    sql,
-    sqlalchemy,
-    aio,
-    cold,
-    mongo,
-    valkey,
-    layer,
-    observability,
-    burst,
-    fleet,
-    http,
-    topology,
-)
+    signing, sql, sqlalchemy, aio, cold, mongo, valkey, layer, observability, burst, fleet,
+    slots, http, topology,
+)  # fmt: skip
 
 
 def main() -> None:

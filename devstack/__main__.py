@@ -40,6 +40,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"the DSQL endpoint drops connections older than this (DSQL: {DSQL_MAX_AGE:g})",
     )
+    up.add_argument(
+        "--max-connections",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="PostgreSQL's and MariaDB's max_connections (PostgreSQL keeps 3 for its superuser)",
+    )
+    up.add_argument(
+        "--user-connections",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="at most N sessions per database user (CONNECTION LIMIT, MAX_USER_CONNECTIONS)",
+    )
     up.add_argument("--no-valkey", action="store_true", help="no ElastiCache (redis-server)")
     up.add_argument(
         "--valkey-max-age",
@@ -64,6 +78,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if not 4 <= value <= 10_000:  # PostgreSQL needs more than its 3 reserved slots
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of connections (4-10000)")
+    return value
+
+
 def up(args: argparse.Namespace) -> int:
     stopping = threading.Event()
 
@@ -78,6 +99,8 @@ def up(args: argparse.Namespace) -> int:
         mysql=not args.no_mysql,
         dsql=not args.no_dsql,
         dsql_max_age=args.dsql_max_age,
+        max_connections=args.max_connections,
+        user_connections=args.user_connections,
         valkey=not args.no_valkey,
         valkey_max_age=args.valkey_max_age,
     )

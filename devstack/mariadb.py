@@ -59,6 +59,7 @@ SERVER_OPTIONS = (
     "--max-allowed-packet=16M",
 )
 INSTALL_OPTIONS = ("--auth-root-authentication-method=normal", "--skip-test-db", *INNODB_OPTIONS)
+DEFAULT_MAX_CONNECTIONS = 151  # MariaDB's own default; it admits one more, for SUPER (root)
 BRIDGE_TIMEOUT = 5.0  # seconds; the plugin also gives up after 5 s
 MAX_FIELD = 64 * 1024  # larger than any token (about 1,500 characters with a session token)
 START_TIMEOUT = 30.0
@@ -229,8 +230,10 @@ class MariaDB:
         tls: TlsFiles,
         verify: Callable[[str, str], tuple[bool, str]],
         run_as: RunAs | None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.workdir = workdir
+        self.max_connections = max_connections
         self.port = port
         self.run_as = run_as
         self._tls_source = tls
@@ -306,6 +309,22 @@ class MariaDB:
             )
             cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
             cur.execute(f"GRANT ALL ON `{database}`.* TO %s@'%%'", (user,))
+
+    def limit_user(self, user: str, connections: int | None) -> None:
+        """``MAX_USER_CONNECTIONS``: at most ``connections`` sessions of ``user`` (None: no
+        limit); new logins beyond it get error 1203, after authentication, as on RDS."""
+        _check_identifier(user)
+        with self.admin() as conn, conn.cursor() as cur:
+            cur.execute("ALTER USER %s@'%%' WITH MAX_USER_CONNECTIONS %s", (user, connections or 0))
+
+    def sessions(self, user: str) -> int:
+        """How many sessions ``user`` has open now (each holds a connection slot)."""
+        with self.admin() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (user,)
+            )
+            row = cur.fetchone()
+        return int(row[0]) if row else 0
 
     def kill_connections(self, user: str) -> int:
         """KILL every connection of ``user``; return how many were killed."""
@@ -399,6 +418,7 @@ class MariaDB:
             f"--pid-file={self.pid_path}",
             f"--log-error={self.log_path}",
             f"--tmpdir={self.workdir}",
+            f"--max-connections={self.max_connections}",
             *SERVER_OPTIONS,
         ]
         if self.run_as is not None:

@@ -23,6 +23,8 @@ from devstack.procs import RunAs, which_or_fail
 from devstack.tls import TlsFiles
 
 SUPERUSER = "postgres"
+DEFAULT_MAX_CONNECTIONS = 100
+RESERVED_CONNECTIONS = 3  # superuser_reserved_connections: what the application cannot use
 IAM_ROLE = "rds_iam"  # as on RDS: members authenticate with IAM tokens
 LDAP_PREFIX = "cn="
 LDAP_SUFFIX = ",dc=iamdb"
@@ -41,9 +43,17 @@ class Postgres:
     """One PostgreSQL cluster in ``workdir`` (data dir, Unix socket, log) on 127.0.0.1:``port``."""
 
     def __init__(
-        self, *, workdir: Path, port: int, tls: TlsFiles, ldap_port: int, run_as: RunAs | None
+        self,
+        *,
+        workdir: Path,
+        port: int,
+        tls: TlsFiles,
+        ldap_port: int,
+        run_as: RunAs | None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.workdir = workdir
+        self.max_connections = max_connections
         self.port = port
         self.tls = tls
         self.ldap_port = ldap_port
@@ -113,6 +123,28 @@ class Postgres:
                 )
             )
 
+    def limit_user(self, user: str, connections: int | None) -> None:
+        """``ALTER ROLE ... CONNECTION LIMIT``: at most ``connections`` sessions of ``user``
+        (None: no limit); applies to new logins at once. Refused beyond it with SQLSTATE 53300
+        ``too many connections for role``, after authentication, as on RDS."""
+        from psycopg import sql
+
+        limit = -1 if connections is None else connections
+        with self.admin() as conn:
+            conn.execute(
+                sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
+                    sql.Identifier(user), sql.Literal(limit)
+                )
+            )
+
+    def sessions(self, user: str) -> int:
+        """How many sessions ``user`` has open now (each holds a connection slot)."""
+        with self.admin() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (user,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
     def kill_connections(self, user: str) -> int:
         """Terminate ``user``'s backends, waiting up to 5 s for each; return how many ended."""
         with self.admin() as conn:
@@ -170,7 +202,8 @@ class Postgres:
             "synchronous_commit": "off",
             "full_page_writes": "off",
             "shared_buffers": "32MB",
-            "max_connections": 100,
+            "max_connections": self.max_connections,
+            "superuser_reserved_connections": RESERVED_CONNECTIONS,
             "log_connections": "on",
         }
         lines = [f"{k} = {_quote(v) if isinstance(v, str) else v}" for k, v in values.items()]

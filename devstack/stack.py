@@ -116,10 +116,17 @@ class Stack:
         dsql: bool = True,
         dsql_max_age: float = DSQL_MAX_AGE,
         data: bool = True,
+        max_connections: int | None = None,
+        user_connections: int | None = None,
         valkey: bool = True,
         valkey_max_age: float = VALKEY_MAX_AGE,
     ) -> None:
+        """``max_connections``: PostgreSQL's and MariaDB's connection slots (PostgreSQL keeps
+        3 of them for its superuser, MariaDB one more for root); ``user_connections``: at most
+        that many sessions per database user (``CONNECTION LIMIT``, ``MAX_USER_CONNECTIONS``).
+        None: the servers' defaults (100 and 151), no user limit."""
         self._root_arg = root
+        self.max_connections, self.user_connections = max_connections, user_connections
         self.root: Path | None = None
         self.iam_rate = iam_rate
         self._want_pg, self._want_mysql, self._want_dsql = pg, mysql, dsql
@@ -253,15 +260,18 @@ class Stack:
                 shutil.rmtree(self.root / sub, ignore_errors=True)
 
     def _start_pg(self) -> None:
-        self.pg = self._postgres(self.pg_server, PG_ENDPOINT, RDS)
+        slots = {} if self.max_connections is None else {"max_connections": self.max_connections}
+        self.pg = self._postgres(self.pg_server, PG_ENDPOINT, RDS, slots)
         for _, user, database in USERS:
             self.pg.create_iam_user(user, database)
+            if self.user_connections is not None:
+                self.pg.limit_user(user, self.user_connections)
 
     def _start_dsql(self) -> None:
         """DSQL's roles: ``admin`` (owns ``postgres``, as DSQL's admin may create tables) and
         a custom role that ``AWS IAM GRANT`` maps to the function's role and the developer."""
         grants = {DSQL_USER: [FUNCTION_ROLE_ARN, DEVELOPER_ARN]}
-        self.dsql = self._postgres(self.dsql_server, DSQL_ENDPOINT, DSQL, iam_grants=grants)
+        self.dsql = self._postgres(self.dsql_server, DSQL_ENDPOINT, DSQL, {}, iam_grants=grants)
         self.dsql.create_iam_user(DSQL_ADMIN, DSQL_DBNAME)
         self.dsql.create_iam_user(DSQL_USER, None)
         self.dsql_reaper.start()
@@ -271,6 +281,7 @@ class Stack:
         server: str,
         endpoint: str,
         kind: Kind,
+        options: dict[str, int] | None = None,
         *,
         signed_port: int | None = None,
         workdir: Path | None = None,
@@ -278,7 +289,8 @@ class Stack:
     ) -> Postgres:
         """A PostgreSQL cluster in ``<root>/<server>`` (or ``workdir``) whose IAM logins
         ``server`` verifies, for tokens signed for ``endpoint`` and its own port (or
-        ``signed_port``: a cluster endpoint's); ``register``: more of the verifier's terms."""
+        ``signed_port``: a cluster endpoint's); ``options``: more of :class:`Postgres`'s
+        arguments; ``register``: more of the verifier's terms."""
         assert self.root is not None and self.tls is not None
         port = free_port()
         if kind.signs_port and signed_port is None:
@@ -296,6 +308,7 @@ class Stack:
             tls=self.tls,
             ldap_port=bridge.port,
             run_as=RunAs.for_servers("postgres"),
+            **(options or {}),
         )
         pg.start()
         return pg
@@ -308,6 +321,8 @@ class Stack:
         self.mysql = self._mariadb(self.mysql_server, MYSQL_ENDPOINT)
         for _, user, database in USERS:
             self.mysql.create_iam_user(user, database)
+            if self.user_connections is not None:
+                self.mysql.limit_user(user, self.user_connections)
 
     def _mariadb(
         self,
@@ -334,6 +349,7 @@ class Stack:
             tls=self.tls,
             verify=self._verify_for(server),
             run_as=RunAs.for_servers("mysql"),
+            **({} if self.max_connections is None else {"max_connections": self.max_connections}),
         )
         mysql.start()
         return mysql

@@ -134,6 +134,9 @@ class Verifier:
         self._servers: dict[str, _Server] = {}
         self._lock = threading.Lock()
         self.events: deque[Event] = deque(maxlen=max_events)
+        self.new_tokens: dict[str, int] = {}
+        """Per server, logins accepted with a token it had not accepted before: what RDS counts
+        against its IAM login rate (a reused token is not throttled)."""
 
     def register_server(
         self,
@@ -223,9 +226,9 @@ class Verifier:
             if not allowed:
                 raise Refused("not authorized", detail)
         _check_grant(spec, user, key)
-        self._admit(spec, token, now)
+        self._admit(server, spec, token, now)
 
-    def _admit(self, spec: _Server, token: Token, now: float) -> None:
+    def _admit(self, server: str, spec: _Server, token: Token, now: float) -> None:
         """RDS throttles new IAM logins per instance; a reused live token is not counted."""
         signature = token.params["X-Amz-Signature"]
         with self._lock:
@@ -233,6 +236,8 @@ class Verifier:
             for sig in [s for s, dead_at in live.items() if dead_at < now]:
                 del live[sig]
             if signature in live or spec.iam_rate is None:
+                if signature not in live:
+                    self.new_tokens[server] = self.new_tokens.get(server, 0) + 1
                 live.setdefault(signature, token.signed_at + token.expires + SKEW)
                 return
             window = spec.accepted_at
@@ -242,6 +247,7 @@ class Verifier:
                 raise Refused("throttled", f"more than {spec.iam_rate:g} new IAM logins/s")
             window.append(now)
             live[signature] = token.signed_at + token.expires + SKEW
+            self.new_tokens[server] = self.new_tokens.get(server, 0) + 1
 
 
 def _check_scope(spec: _Server, token: Token) -> None:

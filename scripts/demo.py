@@ -4,11 +4,14 @@ Starts devstack (moto, PostgreSQL and MariaDB that verify IAM tokens like RDS, t
 an Aurora DSQL endpoint), invokes each example function of template.yaml twice in one
 environment (cold, then warm) through ``python -m devstack invoke``'s machinery (awslambdaric +
 a local Runtime API, no Docker), prints a short report and stops devstack. ``make demo`` builds
-the layer first. Exit status 1 when an invocation failed.
+the layers first. ``make demo RUNTIME=python3.13`` (``scripts/demo.py --runtime python3.13``)
+runs the examples under that Lambda runtime: its interpreter and the layer built for it. Exit
+status 1 when an invocation failed.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import logging
@@ -22,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from devstack.sam.invoke import InvokeError, Result, environment, find_python, prepare  # noqa: E402
+from devstack.sam.template import Template  # noqa: E402
 from devstack.stack import Stack  # noqa: E402
 
 EXAMPLES = (
@@ -58,12 +62,12 @@ def _row(function: str, call: str, result: Result | None, error: str | None) -> 
     ]
 
 
-def run_examples(env_json: Path, python: str | None) -> list[list[str]]:
+def run_examples(env_json: Path, python: str | None, runtime: str | None) -> list[list[str]]:
     rows: list[list[str]] = []
     for function, event_file in EXAMPLES:
         event = (REPO / "events" / event_file).read_bytes()
         try:
-            prepared = prepare(function, env_vars=env_json, python=python)
+            prepared = prepare(function, env_vars=env_json, python=python, runtime=runtime)
         except InvokeError as exc:
             rows.append(_row(function, "cold", None, str(exc)))
             continue
@@ -87,15 +91,26 @@ def print_report(rows: list[list[str]], started: float) -> None:
     print(f"\n(total {time.monotonic() - started:.1f} s; logs of the functions are on stderr)")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtime", help="python3.11 ... python3.14 (default: the template's)")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     started = time.monotonic()
     python = None
-    if find_python("3.12") is None:
+    default = Template.load(REPO / "template.yaml").parameter_value("PythonRuntime")
+    wanted = str(args.runtime or default).removeprefix("python")
+    if find_python(wanted) is None:
+        if args.runtime:
+            print(
+                f"demo: {args.runtime} is not installed here (pyenv install {wanted})",
+                file=sys.stderr,
+            )
+            return 2
         python = sys.executable
         print(
-            "demo: python3.12 not found: running with this Python (psycopg falls back to its "
-            "pure-Python build)",
+            f"demo: python{wanted} not found: running with this Python (psycopg falls back to "
+            "its pure-Python build)",
             file=sys.stderr,
         )
     print("demo: starting devstack ...", file=sys.stderr)
@@ -104,7 +119,7 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="iamdb-demo-") as tmp:
             env_json, _ = stack.write_env_files(Path(tmp))
-            rows = run_examples(env_json, python)
+            rows = run_examples(env_json, python, args.runtime)
     finally:
         stack.stop()
     print_report(rows, started)

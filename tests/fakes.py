@@ -161,18 +161,27 @@ class SocketDriver:
     read_only_answers: list[str | None] = field(default_factory=list)  # writer checks, in turn
     refused_writes: set[int] = field(default_factory=set)  # id() of connections marked read-only
     deadlines: list[float] = field(default_factory=list)  # each connect's deadline
+    idle_limits: list[int | None] = field(default_factory=list)  # each connect's idle limit
+    limits: dict[int, int | None] = field(default_factory=dict)  # fileno -> its idle limit
 
-    def connect(self, cfg: object, token: Token, until: Until) -> socket.socket:
+    def connect(
+        self, cfg: object, token: Token, until: Until, idle_limit: int | None = None
+    ) -> socket.socket:
         self.tokens.append(token.value)
         self.deadlines.append(until[1])
+        self.idle_limits.append(idle_limit)
         if self.refusals:
             raise self.refusals.pop(0)
         pair = socket.socketpair()
         self.pairs.append(pair)
+        self.limits[pair[0].fileno()] = idle_limit
         return pair[0]
 
     def fileno(self, conn: socket.socket) -> int:
         return conn.fileno()
+
+    def idle_limit(self, conn: socket.socket) -> int | None:
+        return self.limits.get(conn.fileno())
 
     def is_closed(self, conn: socket.socket) -> bool:
         return conn.fileno() == -1

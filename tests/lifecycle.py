@@ -107,12 +107,13 @@ class Environment:
     init: str
     env: Mapping[str, str]
     freeze_between: bool = True
+    layer: Path = ROOT / "layer"  # where iamdb is imported from (bench.slots: main's too)
     proc: subprocess.Popen[str] = field(init=False)
     frozen: bool = field(init=False, default=False)
     pending: float | None = field(init=False, default=None)  # deadline of a started invocation
 
     def __post_init__(self) -> None:
-        environ = {**os.environ, **self.env, "PYTHONPATH": f"{ROOT / 'layer'}:{ROOT}"}
+        environ = {**os.environ, **self.env, "PYTHONPATH": f"{self.layer}:{ROOT}"}
         environ.pop("_X_AMZN_TRACE_ID", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _CHILD, self.init],

@@ -161,11 +161,14 @@ class _RdsDriver:
     def __init__(self, ctx: Ctx) -> None:
         self._ctx = ctx
 
-    def connect(self, cfg: object, token: Any, until: Any) -> _Login:
+    def connect(self, cfg: object, token: Any, until: Any, **options: Any) -> _Login:
         return _Login(self._ctx.rds.connect(token.value, self._ctx.rng))
 
     def fileno(self, conn: _Login) -> int:
         return _Login._pair[0].fileno()
+
+    def idle_limit(self, conn: _Login) -> int | None:
+        return None
 
     def is_closed(self, conn: _Login) -> bool:
         return False

@@ -27,9 +27,10 @@ from iamdb._aws.signer import generate_db_auth_token
 class LambdaContext:
     """The Lambda context's stand-in: the remaining time follows virtual time."""
 
-    def __init__(self, sim: Sim, deadline: float) -> None:
+    def __init__(self, sim: Sim, deadline: float, aws_request_id: str | None = None) -> None:
         self._sim = sim
         self.deadline = deadline
+        self.aws_request_id = aws_request_id  # marks where an invocation starts
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self.deadline - self._sim.now()) * 1000))

@@ -1,15 +1,19 @@
 """``python -m devstack invoke``: run a template's function like Lambda does, without Docker.
 
 The function's handler runs in a child process laid out like a Lambda environment: the
-function's code first on ``sys.path``, then each built layer's ``python/`` (``/opt/python`` on
-Lambda), then the runtime's own packages (``awslambdaric`` and boto3, ``/var/runtime`` on Lambda),
-and nothing else (``python -S``: no site-packages of the machine). ``awslambdaric``, the runtime
-client of Lambda's Python images, drives the handler against :mod:`devstack.sam.runtime_api`, so the
-handler gets a real context (function name, memory, ARN, request id, deadline). The child's
-environment is Lambda's reserved variables plus the template's ``Environment`` overridden by
-``--env-vars`` (as ``sam local invoke`` does), never the caller's whole environment. A function
-with ``SnapStart: ApplyOn: PublishedVersions`` gets no ``AWS_ACCESS_KEY_ID``: as on Lambda, its
-credentials come from a container credentials endpoint (:mod:`devstack.sam.container_credentials`).
+function's code first on ``sys.path``, then each built layer's
+``python/lib/pythonX.Y/site-packages`` and ``python/`` (``/opt/python/...`` on Lambda), then the
+runtime's own packages (``awslambdaric`` and boto3, installed for that runtime's interpreter:
+``/var/runtime`` on Lambda), and nothing else (``python -S``: no site-packages of the machine,
+never the repository's venv). ``--runtime python3.13`` runs it under that Lambda runtime: the
+template's ``PythonRuntime`` parameter picks the function's ``Runtime`` and the layer built for
+it, and the handler runs with python3.13. ``awslambdaric``, the runtime client of Lambda's
+Python images, drives the handler against :mod:`devstack.sam.runtime_api`, so the handler gets
+a real context (function name, memory, ARN, request id, deadline). The child's environment is
+Lambda's reserved variables plus the template's ``Environment`` overridden by ``--env-vars`` (as
+``sam local invoke`` does), never the caller's whole environment. A function with ``SnapStart:
+ApplyOn: PublishedVersions`` gets no ``AWS_ACCESS_KEY_ID``: as on Lambda, its credentials come
+from a container credentials endpoint (:mod:`devstack.sam.container_credentials`).
 
 ``--repeat N`` sends N events to the same warm process, as Lambda reuses an environment. A
 handler that raises, or runs past the function's ``Timeout`` (the process is then killed and
@@ -28,7 +32,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -38,12 +41,17 @@ from typing import IO, Any
 
 from devstack.sam.container_credentials import CredentialsServer, serve_instead_of_keys
 from devstack.sam.runtime_api import Invocation, RuntimeApi
-from devstack.sam.template import FunctionSpec, Template, TemplateError, load_samconfig
+from devstack.sam.template import FunctionSpec, Template, TemplateError, load_samconfig, load_yaml
 from devstack.sam.xray import XRayDaemon
+from layerbuild.targets import TARGETS, find_python, version_of
+from layerbuild.targets import runtime as lambda_runtime
 
 REPO = Path(__file__).resolve().parents[2]
 INIT_TIMEOUT_S = 10.0  # Lambda's limit for the init phase
-# The runtime's own packages, as on Lambda's python images (/var/runtime).
+RUNTIME_PARAMETER = "PythonRuntime"  # the template parameter choosing runtime and layer
+# The runtime's own packages, as on Lambda's python images (/var/runtime), installed for each
+# runtime's interpreter apart from the repository's venv. AWS updates a runtime's boto3 in place;
+# one pin for all runtimes keeps local runs reproducible.
 RUNTIME_PACKAGES = ("awslambdaric==4.2.2", "boto3==1.44.8", "botocore==1.44.8")
 # From --env-vars, these reach the function even when the template does not declare them:
 # Lambda sets the credentials and region itself; the endpoints point boto3 at devstack.
@@ -76,55 +84,10 @@ class Result:
 # -- interpreters, runtime packages, layers ---------------------------------------------------
 
 
-def find_python(version: str) -> str | None:
-    """An interpreter of ``version`` (``3.12``) that really runs: pyenv's, then PATH's."""
-    candidates: list[str] = []
-    pyenv = shutil.which("pyenv")
-    if pyenv:
-        root = subprocess.run([pyenv, "root"], capture_output=True, text=True, check=False)
-        for found in sorted(Path(root.stdout.strip() or "/nonexistent").glob("versions/*")):
-            if found.name == version or found.name.startswith(version + "."):
-                candidates.append(str(found / "bin" / f"python{version}"))
-    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
-        candidates.append(sys.executable)
-    on_path = shutil.which(f"python{version}")
-    if on_path:
-        candidates.append(on_path)
-    for candidate in candidates:
-        probe = subprocess.run(
-            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        if probe.returncode == 0 and probe.stdout.strip() == version:
-            return candidate
-    return None
-
-
-def _version_of(python: str) -> str:
-    probe = subprocess.run(
-        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    if probe.returncode != 0:
-        raise InvokeError(f"cannot run {python}: {probe.stderr.strip()[-500:]}")
-    return probe.stdout.strip()
-
-
 def runtime_paths(python: str, version: str, cache: Path) -> list[str]:
-    """Where ``python`` finds awslambdaric and boto3 (``/var/runtime``), installing if needed.
-
-    For the interpreter running devstack, that is its own site-packages; for another one, a
-    directory under ``cache`` filled once with ``pip install --target``.
-    """
-    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
-        paths = sysconfig.get_paths()
-        return list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
+    """Where ``python`` finds awslambdaric and boto3 (Lambda's ``/var/runtime``): a directory of
+    that runtime's own under ``cache``, filled once with ``pip install --target`` by ``python``
+    itself, never the repository's virtual environment (whose boto3 a function must not see)."""
     return [str(pip_target(python, list(RUNTIME_PACKAGES), cache / f"python{version}"))]
 
 
@@ -134,7 +97,8 @@ def function_paths(spec: FunctionSpec, python: str, cache: Path) -> list[str]:
     requirements = spec.code_uri / "requirements.txt"
     if not requirements.exists():
         return []
-    return [str(pip_target(python, ["-r", str(requirements)], cache / spec.logical_id))]
+    target = cache / spec.runtime / spec.logical_id  # wheels differ per Python version
+    return [str(pip_target(python, ["-r", str(requirements)], target))]
 
 
 def pip_target(python: str, args: list[str], target: Path) -> Path:
@@ -169,7 +133,8 @@ def pip_target(python: str, args: list[str], target: Path) -> Path:
 
 
 def build_layers(out: Path | None = None) -> dict[str, Path]:
-    """Build (or keep, when up to date) both layers with ``layer/Makefile``; logical id -> dir."""
+    """Build (or keep, when up to date) every layer with ``layer/Makefile``; name -> its dir
+    (``iamdb-python313-x86_64`` -> ``build/layers/iamdb-python313-x86_64``, holding python/)."""
     out = out or REPO / "build"
     result = subprocess.run(
         [
@@ -183,19 +148,19 @@ def build_layers(out: Path | None = None) -> dict[str, Path]:
         ],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,
         check=False,
     )
     if result.returncode != 0:
         raise InvokeError(f"layer build failed:\n{result.stderr[-4000:]}")
-    return {name: out / "layers" / name for name in ("IamDbLayer", "IamDbLayerArm64")}
+    return {t.name: out / "layers" / t.name for t in TARGETS}
 
 
 def layer_dir(logical_id: str, overrides: Mapping[str, Path], template: Template) -> Path:
     """The built layer's ``python/``: ``--layer-dir``, else make layer's, else sam build's."""
     candidates = [overrides[logical_id]] if logical_id in overrides else []
     candidates += [
-        REPO / "build" / "layers" / logical_id,
+        REPO / "build" / "layers" / template.layer_name(logical_id),
         template.root / ".aws-sam" / "build" / logical_id,
     ]
     for candidate in candidates:
@@ -511,8 +476,14 @@ def prepare(
     parameter_overrides: Mapping[str, str] | None = None,
     layer_dirs: Mapping[str, Path] | None = None,
     python: str | None = None,
+    runtime: str | None = None,
 ) -> Prepared:
-    """Resolve everything an invocation needs (raises :class:`InvokeError`, nothing started)."""
+    """Resolve everything an invocation needs (raises :class:`InvokeError`, nothing started).
+
+    ``runtime`` (``python3.13``) runs the function under that Lambda runtime: the template's
+    ``PythonRuntime`` parameter picks the function's ``Runtime`` and its layer, and the handler
+    runs with that version's interpreter and runtime packages.
+    """
     overrides: dict[str, str] = {}
     if samconfig_path is not None and samconfig_path.exists():
         config = load_samconfig(samconfig_path, "local_invoke")
@@ -521,12 +492,22 @@ def prepare(
             env_vars = (samconfig_path.parent / config.env_vars).resolve()
     overrides.update(parameter_overrides or {})
     try:
-        template = Template.load(template_path, overrides)
+        data = load_yaml(template_path)
+        if runtime is not None:
+            runtime = lambda_runtime(runtime).name
+            if RUNTIME_PARAMETER in (data.get("Parameters") or {}):
+                overrides[RUNTIME_PARAMETER] = runtime
+        template = Template(data, template_path, overrides)
         spec = template.function(logical_id)
-    except TemplateError as exc:
+    except (TemplateError, ValueError) as exc:
         raise InvokeError(str(exc)) from None
     if not spec.runtime.startswith("python3."):
         raise InvokeError(f"{logical_id}: runtime {spec.runtime} is not a Python runtime")
+    if runtime is not None and spec.runtime != runtime:
+        raise InvokeError(
+            f"{logical_id}: its Runtime is {spec.runtime}, not {runtime}: --runtime sets the "
+            f"template's {RUNTIME_PARAMETER} parameter, which this function does not use"
+        )
     if spec.external_layers:
         raise InvokeError(f"{logical_id}: layers from outside the template: {spec.external_layers}")
     machine = _MACHINE_ARCH.get(platform.machine().lower(), platform.machine())
@@ -545,21 +526,32 @@ def prepare(
             f"install it (e.g. `pyenv install {version}`) or pass --python"
         )
     if python is not None:
-        version = _version_of(python)
+        found = version_of(python)
+        if found is None:
+            raise InvokeError(f"cannot run {python} (--python)")
+        version = found
         if f"python{version}" != spec.runtime:
             print(
                 f"invoke: warning: running {spec.runtime} code with python{version}",
                 file=sys.stderr,
             )
-    layers = [str(layer_dir(lid, dict(layer_dirs or {}), template)) for lid in spec.layers]
+    layers = [layer_dir(lid, dict(layer_dirs or {}), template) for lid in spec.layers]
     paths = [
         *function_paths(spec, chosen, REPO / "build" / "functions"),
-        *layers,
+        *lambda_layer_paths(layers, version),
         *runtime_paths(chosen, version, REPO / "build" / "runtime"),
     ]
     if env_vars is not None and not env_vars.exists():
         raise InvokeError(f"--env-vars file {env_vars} does not exist (is devstack up?)")
     return Prepared(spec, chosen, paths, read_env_vars(env_vars, logical_id))
+
+
+def lambda_layer_paths(layers: Sequence[Path], version: str) -> list[str]:
+    """Lambda's ``sys.path`` entries for layers (each a ``python/`` dir, ``/opt/python`` on
+    Lambda, where all layers are merged): ``/opt/python/lib/pythonX.Y/site-packages`` first,
+    then ``/opt/python``."""
+    site = [layer / "lib" / f"python{version}" / "site-packages" for layer in layers]
+    return [str(path) for path in [*site, *layers]]
 
 
 def environment(prepared: Prepared, log: IO[str] | None = None) -> Environment:
@@ -593,6 +585,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a built layer (contains python/)",
     )
     parser.add_argument("--python", help="interpreter to run the handler with")
+    parser.add_argument(
+        "--runtime",
+        help="run under this Lambda runtime (python3.11 ... python3.14): its interpreter, its "
+        f"layer and its runtime packages (sets the template's {RUNTIME_PARAMETER})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -618,6 +615,7 @@ def run(args: argparse.Namespace) -> int:
             parameter_overrides=parse_overrides(args.parameter_overrides),
             layer_dirs=layer_dirs,
             python=args.python,
+            runtime=args.runtime,
         )
     except (InvokeError, TemplateError, OSError, ValueError) as exc:
         print(f"invoke: {exc}", file=sys.stderr)

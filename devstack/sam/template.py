@@ -364,7 +364,7 @@ class Template:
     def _layers(self, logical_id: str, raw: list[Any]) -> tuple[list[str], list[str]]:
         local: list[str] = []
         external: list[str] = []
-        for entry in raw:
+        for entry in map(self._chosen, raw):
             if isinstance(entry, dict) and set(entry) == {"Ref"} and entry["Ref"] in self.resources:
                 kind = self.resources[entry["Ref"]].get("Type")
                 if kind not in ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion"):
@@ -373,6 +373,18 @@ class Template:
             else:
                 external.append(str(self.resolve(entry)))
         return local, external
+
+    def _chosen(self, entry: Any) -> Any:
+        """``entry`` with its ``Fn::If`` decided (a layer picked by runtime stays a ``Ref``)."""
+        while isinstance(entry, dict) and set(entry) == {"Fn::If"}:
+            name, when_true, when_false = entry["Fn::If"]
+            entry = when_true if self.condition(name) else when_false
+        return entry
+
+    def layer_name(self, logical_id: str) -> str:
+        """The layer's ``LayerName`` (``make layer`` builds it into ``build/layers/<name>``)."""
+        props = self.resource(logical_id).get("Properties") or {}
+        return str(self.resolve(props.get("LayerName", logical_id)))
 
     def layer_content(self, logical_id: str) -> Path:
         """The layer's ``ContentUri`` directory (its source, before the build)."""

@@ -24,6 +24,7 @@ from iamdb.errors import (
     IamDbError,
     MissingDependencyError,
     ThrottleError,
+    TooManyConnectionsError,
 )
 
 # Cold start is a feature: importing iamdb loads only this file and errors.py. The signer,
@@ -57,6 +58,7 @@ __all__ = [
     "Info",
     "MissingDependencyError",
     "ThrottleError",
+    "TooManyConnectionsError",
     "dsql_transaction",
     "generate_db_auth_token",
     "generate_dsql_auth_token",

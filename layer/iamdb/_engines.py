@@ -62,13 +62,15 @@ def pool_class(engine: Engine, name: str | None, asynchronous: bool) -> type:
             registry = _registry.default
             _take_back(login, registry.invocation.current())
             configured: float = getattr(self, "_timeout")  # noqa: B009  # mypy: untyped
-            left = registry.deadline.at(login.cfg.connect_timeout) - registry.runtime.clock()
+            began = registry.runtime.clock()
+            left = registry.deadline.at(login.cfg.connect_timeout) - began
             self._timeout = max(0.0, min(configured, left))
             try:
                 return super()._do_get()
             except exc.TimeoutError:
+                waited = registry.runtime.clock() - began
                 failure = pool_exhausted(
-                    login.cfg, "the engine's pool", self.size(), self._timeout, _GIVE_BACK
+                    login.cfg, "the engine's pool", self.size(), waited, _GIVE_BACK
                 )
             finally:
                 self._timeout = configured  # recreate() copies it
@@ -146,16 +148,20 @@ def _problem(login: Login[Any], conn: Any, record: Any) -> str | None:
     marked = refused_write(login.driver, conn)  # the writer moved
     if marked is not None:
         return marked
+    window, left = registry.deadline.window(login.cfg.connect_timeout)
+    limit = login.driver.idle_limit(conn)
+    misfit = login.idle.misfit(limit, left)  # checked in: nothing in flight, it may be replaced
+    if misfit is not None:
+        return misfit
     seen = look(
         login.driver.is_closed(conn),
         polled,
         clock() - since,
-        registry.settings.healthcheck_idle_seconds,
+        min(registry.settings.healthcheck_idle_seconds, login.idle.quiet(limit, left)),
     )
     if not seen.confirm:
         return seen.dead
-    now = clock()
-    deadline = ping_deadline(now, registry.deadline.at(login.cfg.connect_timeout))
+    deadline = ping_deadline(clock(), window)
     problem = _ping(login, conn, (clock, deadline))
     return None if problem is None else seen.failed(problem)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from iamdb._core.env import instance_name
@@ -25,7 +25,9 @@ class Info:
     ``reauthentications``: Valkey connections re-authenticated before AWS's 12 hours.
     ``last_login``: epoch seconds of the last new connection (None before any). The counts are
     the instance's metrics since the process started (or since ``iamdb.reset()``), kept
-    whether or not metrics are emitted.
+    whether or not metrics are emitted. ``idle_limit_seconds``: SQL, after how long idle the
+    server closes the connection held now (None: no limit, or none held); ``slot_waits`` and
+    ``slot_wait_ms``: logins that waited for a free connection slot, and how long in all.
     """
 
     engine: str
@@ -39,6 +41,9 @@ class Info:
     fail_opens: int
     throttle_wait_ms: float
     reconnects: int
+    idle_limit_seconds: int | None = None
+    slot_waits: int = 0
+    slot_wait_ms: float = 0.0
     reauthentications: int = 0
 
 
@@ -79,7 +84,7 @@ def describe(registry: Registry, engine: str, name: str | None) -> Info:
     if managed is None:
         return _unused(engine, name)
     token = managed.last_token
-    return _info(
+    info = _info(
         managed.probe,
         engine,
         managed.cfg.name,
@@ -88,6 +93,7 @@ def describe(registry: Registry, engine: str, name: str | None) -> Info:
         age=None if token is None else token.age(now),
         last_login=managed.login.last_login,
     )
+    return replace(info, idle_limit_seconds=managed.idle_limit)
 
 
 def _info(
@@ -113,6 +119,8 @@ def _info(
         fail_opens=int(totals.get("LimiterFailOpen", 0)),
         throttle_wait_ms=totals.get("ThrottleWaitMs", 0.0),
         reconnects=int(totals.get("Reconnects", 0)),
+        slot_waits=int(totals.get("SlotWaits", 0)),
+        slot_wait_ms=totals.get("SlotWaitMs", 0.0),
         reauthentications=int(totals.get("Reauthentications", 0)),
     )
 

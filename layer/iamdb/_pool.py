@@ -29,7 +29,7 @@ from iamdb._core.log import logger
 from iamdb._sql.config import SQL_SUFFIXES
 from iamdb._sql.managed import ping_deadline, refused_write
 from iamdb._sql.refusals import pool_exhausted
-from iamdb.errors import ConfigError
+from iamdb.errors import ConfigError, ConnectError
 
 _GIVE_BACK = (
     "a connection taken with getconn() must be given back with putconn(); "
@@ -82,12 +82,11 @@ def pg_pool(name: str | None = None, **pool_kwargs: Any) -> ConnectionPool[Any]:
             for conn in _left_behind(self._taken, invocation, driver, login.cfg):
                 driver.close(conn)
                 super().putconn(conn)  # closed: the pool discards it and may make another
+            began = _registry.default.runtime.clock()
             try:
                 conn = super().getconn(wait)
             except PoolTimeout:
-                failure = pool_exhausted(
-                    login.cfg, f"pool {self.name!r}", self.max_size, wait, _GIVE_BACK
-                )
+                failure = _exhausted(login, f"pool {self.name!r}", self.max_size, began)
             else:
                 self._taken[id(conn)] = (conn, invocation)
                 return conn
@@ -99,11 +98,14 @@ def pg_pool(name: str | None = None, **pool_kwargs: Any) -> ConnectionPool[Any]:
 
     def check(conn: Any) -> None:
         """Before a checkout: ``SELECT 1`` by the deadline (the socket may have died frozen);
-        a connection that found the server read-only is dropped (the writer moved)."""
+        a connection that found the server read-only is dropped (the writer moved), and one
+        whose idle limit does not fit the invocation is replaced."""
         clock = _registry.default.runtime.clock
-        _, wait, _ = _checkout(name, None, None)
-        problem = refused_write(driver, conn) or driver.ping(
-            conn, (clock, ping_deadline(clock(), clock() + wait))
+        login, wait, _ = _checkout(name, None, None)
+        problem = (
+            refused_write(driver, conn)
+            or _idle_misfit(login, driver, conn)
+            or driver.ping(conn, (clock, ping_deadline(clock(), clock() + wait)))
         )
         if problem is not None:
             raise ConnectionError(problem)
@@ -156,12 +158,11 @@ def pg_async_pool(name: str | None = None, **pool_kwargs: Any) -> AsyncConnectio
             for conn in _left_behind(self._taken, invocation, driver, login.cfg):
                 driver.finish(conn)
                 await super().putconn(conn)
+            began = _registry.default.runtime.clock()
             try:
                 conn = await super().getconn(wait)
             except PoolTimeout:
-                failure = pool_exhausted(
-                    login.cfg, f"pool {self.name!r}", self.max_size, wait, _GIVE_BACK
-                )
+                failure = _exhausted(login, f"pool {self.name!r}", self.max_size, began)
             else:
                 self._taken[id(conn)] = (conn, invocation)
                 return conn
@@ -173,11 +174,15 @@ def pg_async_pool(name: str | None = None, **pool_kwargs: Any) -> AsyncConnectio
 
     async def check(conn: Any) -> None:
         """Before a checkout: ``SELECT 1`` by the deadline (the socket may have died frozen);
-        a connection that found the server read-only is dropped (the writer moved)."""
+        a connection that found the server read-only is dropped (the writer moved), and one
+        whose idle limit does not fit the invocation is replaced."""
         problem = refused_write(driver, conn)
         if problem is not None:
             raise ConnectionError(problem)
-        _, wait, _ = _checkout(name, None, None)
+        login, wait, _ = _checkout(name, None, None)
+        problem = _idle_misfit(login, driver, conn)
+        if problem is not None:
+            raise ConnectionError(problem)
         await asyncio.wait_for(driver.ping_async(conn), ping_deadline(0.0, wait))
 
     kwargs = _kwargs(name, pool_kwargs, check, open=False)
@@ -201,6 +206,20 @@ def _checkout(
     left = max(0.0, registry.deadline.at(login.cfg.connect_timeout) - clock())
     wait = min(t for t in (left, configured, asked) if t is not None)
     return login, wait, registry.invocation.current()
+
+
+def _exhausted(login: Login[Any], pool: str, size: int, began: float) -> ConnectError:
+    """The error of a checkout that waited since ``began`` in vain: the server's refusal when a
+    new connection found no slot free meanwhile (the pool logs in in its own thread)."""
+    now = _registry.default.runtime.clock()
+    full = login.no_slot[1] if login.no_slot and login.no_slot[0] >= began else None
+    return pool_exhausted(login.cfg, pool, size, now - began, _GIVE_BACK, full)
+
+
+def _idle_misfit(login: Login[Any], driver: Any, conn: Any) -> str | None:
+    """Why a pooled connection's idle limit does not fit the invocation (the check's round trip
+    restarts the server's idle clock otherwise), or None."""
+    return login.idle.misfit(driver.idle_limit(conn), _registry.default.deadline.left())
 
 
 def _left_behind(

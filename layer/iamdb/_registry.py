@@ -155,6 +155,7 @@ class Registry:
             valkey = self._valkey
             self._forget()
             self.invocation.clear()
+            self.deadline.longest = 0.0  # the function's timeout is learned anew
             self._resolver.reset()
             self.warn_once.clear()
         for handle in aio.values():

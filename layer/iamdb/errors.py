@@ -16,7 +16,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import TypeVar
+    from typing import Any, TypeVar
 
     E = TypeVar("E", bound=BaseException)
 
@@ -87,6 +87,29 @@ class ConnectError(_LoginFailure):
     """The connection could not be made or kept: network, timeout or TLS."""
 
     _transient = False  # iamdb's own mark: a later attempt may succeed (the login retries)
+
+
+class TooManyConnectionsError(ConnectError):
+    """The server had no connection slot free for the login, until the deadline.
+
+    Every connection takes a slot (PostgreSQL's ``max_connections`` less its reserved ones,
+    MySQL's ``max_connections``, a role's or user's own limit), idle ones of frozen Lambda
+    environments included. iamdb waits for a slot, trying again with jittered backoff, and
+    raises this when none freed in time. ``sqlstate`` is the server's (PostgreSQL and Aurora
+    DSQL ``53300``; MySQL ``08004`` or ``42000``), ``errno`` MySQL's error number (1040 too
+    many connections, 1203 ``max_user_connections``, 1226 a user resource limit; None for
+    PostgreSQL).
+    """
+
+    _transient = True  # a slot may free: the login tries again while its deadline allows
+
+    def __init__(
+        self, message: str = "", *, sqlstate: str | None = None, errno: int | None = None,
+        **where: Any,
+    ) -> None:  # fmt: skip
+        super().__init__(message, **where)
+        self.sqlstate = sqlstate
+        self.errno = errno
 
 
 class CredentialsError(IamDbError):

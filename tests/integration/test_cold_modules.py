@@ -76,6 +76,7 @@ SQL = [
     "iamdb._sql.managed",
     "iamdb._sql.pace",
     "iamdb._sql.refusals",
+    "iamdb._sql.slots",  # the idle limit each connection asks for, a full server's words
     "iamdb._sql.tokens",
     "iamdb._sql.writer",
 ]

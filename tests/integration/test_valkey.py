@@ -298,7 +298,8 @@ def test_the_example_function_runs_from_the_layer_like_lambda(
     import io
     import json
 
-    from devstack.sam.invoke import build_layers, environment, find_python, prepare
+    from devstack.sam.invoke import build_layers, environment, prepare
+    from layerbuild.targets import find_python
     from tests.paths import ROOT
 
     if find_python("3.12") is None:

@@ -48,11 +48,9 @@ def final_error(
     how many attempts over how long (also as ``attempts``), and ``hint`` (for a refusal: how to
     tell RDS throttling from a misconfiguration, :data:`iamdb._sql.refusals.THROTTLING_HINT`)."""
     attempts = "1 attempt" if tries == 1 else f"{tries} attempts"
-    return type(failure)(
-        f"{str(failure).rstrip()} ({attempts} over {elapsed:.2f} s.) {hint}".rstrip(),
-        engine=failure.engine,
-        instance=failure.instance,
-        host=failure.host,
-        port=failure.port,
-        attempts=tries,
+    final = type(failure)(
+        f"{str(failure).rstrip()} ({attempts} over {elapsed:.2f} s.) {hint}".rstrip()
     )
+    final.__dict__.update(vars(failure))  # where, and what a subclass carries (a SQLSTATE)
+    final.attempts = tries
+    return final

@@ -84,16 +84,31 @@ class Deadline:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._remaining_ms: Callable[[], float] | None = None
+        self.longest = 0.0
+        """The most time (seconds) an invocation had left when its context was set, 0 before
+        any: at most the function's timeout, which Lambda tells a function nowhere else."""
 
     def set_context(self, remaining_ms: Callable[[], float] | None) -> None:
         """The context's ``get_remaining_time_in_millis`` (None: no invocation known)."""
         self._remaining_ms = remaining_ms
+        if remaining_ms is not None:
+            self.longest = max(self.longest, float(remaining_ms()) / 1000.0)
+
+    def left(self) -> float | None:
+        """Seconds the invocation has left, or None when none is known (a context whose time is
+        up belongs to a finished invocation)."""
+        if self._remaining_ms is None:
+            return None
+        left = float(self._remaining_ms()) / 1000.0
+        return left if left > 0 else None
 
     def at(self, timeout: float) -> float:
         """The deadline (clock seconds) for a wait starting now, ``timeout`` the connect timeout."""
-        now = self._clock()
-        if self._remaining_ms is not None:
-            left = float(self._remaining_ms()) / 1000.0
-            if left > 0:  # a context whose time is up belongs to a finished invocation
-                return now + max(0.0, left - DEADLINE_MARGIN)
-        return now + 2.0 * timeout
+        return self.window(timeout)[0]
+
+    def window(self, timeout: float) -> tuple[float, float | None]:
+        """:meth:`at`, and the time the invocation has left (:meth:`left`), read once."""
+        now, left = self._clock(), self.left()
+        if left is not None:
+            return now + max(0.0, left - DEADLINE_MARGIN), left
+        return now + 2.0 * timeout, None

@@ -26,7 +26,9 @@ ahead on the process limiter alone), ``TransactionRetries`` (transactions
 :func:`iamdb.dsql_transaction` ran again after a 40001 conflict), ``TransactionsRolledBack`` (a
 transaction an earlier invocation left open, rolled back by replacing its connection),
 ``Reauthentications`` (Valkey connections that sent ``AUTH`` with a fresh token before AWS's 12
-hours were up).
+hours were up), ``SlotWaits`` (logins that found the server without a free connection slot and
+waited for one, whether or not one freed), ``SlotWaitMs`` (``Milliseconds`` each of them waited,
+from the first refusal to the login's end).
 
 Powertools absent is not an error (not :class:`~iamdb.errors.MissingDependencyError`): metrics
 are an extra a connection must never fail for, so a namespace without Powertools warns once and
@@ -58,8 +60,10 @@ METRICS = (
     "ConnectFailures",
     "TransactionsRolledBack",
     "Reauthentications",
+    "SlotWaits",
+    "SlotWaitMs",
 )
-_UNITS = {"ThrottleWaitMs": "Milliseconds"}
+_UNITS = {"ThrottleWaitMs": "Milliseconds", "SlotWaitMs": "Milliseconds"}
 _TRACER_MODULE = "aws_lambda_powertools.tracing.tracer"
 
 

@@ -73,7 +73,7 @@ class AsyncManaged:
         """The running loop's live connection, opening or replacing it when needed, by the
         deadline (as :meth:`iamdb._sql.managed.ManagedConnection.get`)."""
         slot = await self._loops.slot()
-        deadline = self._deadline.at(self.login.cfg.connect_timeout)
+        deadline, left = self._deadline.window(self.login.cfg.connect_timeout)
         async with slot.lock:
             now = self._rt.clock()
             invocation = self._invocation.current()
@@ -82,7 +82,7 @@ class AsyncManaged:
             conn = slot.conn
             replaced = None
             if conn is not None:
-                replaced = await self._unusable(slot, conn, now, deadline, new_invocation)
+                replaced = await self._unusable(slot, conn, now, deadline, new_invocation, left)
                 if replaced is None:
                     slot.last_used = now
                     return conn
@@ -108,8 +108,9 @@ class AsyncManaged:
         now: float,
         deadline: float,
         new_invocation: bool,
+        left: float | None,
     ) -> str | None:
-        """Why ``conn`` must be replaced (``left behind``, ``dead``), or None."""
+        """Why ``conn`` must be replaced (``left behind``, ``idle limit``, ``dead``), or None."""
         driver, label = self._driver, self.login.cfg.label
         closed = driver.is_closed(conn)
         transaction = None if closed else driver.transaction(conn)
@@ -125,8 +126,15 @@ class AsyncManaged:
             return "left behind"
         if transaction is not None:
             return None  # another task's command or transaction: in use, so not idle
+        idle, limit = self._idle_seconds, driver.idle_limit(conn)
+        if limit is not None:  # the server's idle clock must not run out during the invocation
+            misfit = self.login.idle.misfit(limit, left) if new_invocation else None
+            if misfit is not None:
+                logger.info("%s: replacing the connection (%s)", label, misfit)
+                return "idle limit"
+            idle = min(idle, self.login.idle.quiet(limit, left))
         assert slot.poll is not None
-        seen = look(closed, slot.poll, now - slot.last_used, self._idle_seconds)
+        seen = look(closed, slot.poll, now - slot.last_used, idle)
         reason = refused_write(driver, conn) or seen.dead
         if reason is None and seen.confirm:
             problem = await self._ping(conn, ping_deadline(now, deadline))

@@ -41,6 +41,7 @@ from iamdb._core.env import (
     valid_host,
 )
 from iamdb._sql import dsql as _dsql
+from iamdb._sql import slots as _slots
 from iamdb._sql.tokens import DSQL_CONNECT, DSQL_CONNECT_ADMIN, Target
 from iamdb.errors import ConfigError
 
@@ -72,6 +73,7 @@ SQL_SUFFIXES = (
     "CONNECT_RATE",
     *ROLE_SUFFIXES,
     "WRITER",
+    _slots.SUFFIX,  # PostgreSQL and MySQL: the server's idle limit on sessions
 )
 # <id>.<cluster-|cluster-ro-|cluster-custom-|proxy-|><hash>.<region>.rds.amazonaws.com[.cn]
 _RDS_ENDPOINT = re.compile(
@@ -110,6 +112,7 @@ class SqlConfig:
     client_name: str = "iamdb"  # the session's application name: AWS_LAMBDA_FUNCTION_NAME
     role: Role | None = None  # the role whose credentials sign; None: the execution role's
     writer: bool = False  # confirm at every login that the server takes writes (<P>WRITER)
+    idle: _slots.IdleSetting = _slots.UNSET  # PostgreSQL, MySQL: <P>IDLE_SESSION_TIMEOUT
 
     @property
     def label(self) -> str:
@@ -159,7 +162,8 @@ def load_sql_config(
         client_name=client_name(env),
         role=_role(env, p, lifetime),
         writer=_writer(env, p + "WRITER", signing_host, dsql),
-        **limits,
+        idle=_slots.load_idle(env, p, engine, (host, signing_host)),
+        **(_dsql.limits(env, p) if dsql else {}),
     )
 
 

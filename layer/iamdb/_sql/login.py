@@ -30,8 +30,15 @@ from iamdb._core.steps import run, run_async
 from iamdb._core.telemetry import Probe
 from iamdb._sql.config import SqlConfig
 from iamdb._sql.refusals import THROTTLING_HINT, locate
+from iamdb._sql.slots import IdleLimit
 from iamdb._sql.writer import MOVED_HINT, read_only_failure
-from iamdb.errors import AuthError, ConnectError, ThrottleError, _detached
+from iamdb.errors import (
+    AuthError,
+    ConnectError,
+    ThrottleError,
+    TooManyConnectionsError,
+    _detached,
+)
 
 if TYPE_CHECKING:
     from iamdb._core.invocation import Deadline
@@ -52,6 +59,7 @@ class Driver(Protocol[C]):
 
     def connect(self, cfg: SqlConfig, token: Token, until: Until, **options: Any) -> C: ...
     def fileno(self, conn: C) -> int: ...
+    def idle_limit(self, conn: C) -> int | None: ...
     def is_closed(self, conn: C) -> bool: ...
     def transaction(self, conn: C) -> str | None: ...
     def ping(self, conn: C, until: Until) -> str | None: ...
@@ -89,6 +97,7 @@ class _Permit(NamedTuple):
 class _Connect(NamedTuple):
     token: Token
     deadline: float
+    idle: int | None  # the server closes the session after this long idle (None: never)
 
 
 class _Confirm(NamedTuple):
@@ -102,6 +111,12 @@ class _Sleep(NamedTuple):
 
 _Step = _Token | _Permit | _Connect | _Confirm | _Sleep
 _FAILURES = (AuthError, ThrottleError, ConnectError)  # what a step may raise: thrown into the steps
+
+
+def _cut_short(failure: Exception) -> bool:
+    """A connection attempt that failed in a way a later one may not (a timeout, a reset): while
+    waiting for a slot, the deadline cutting one short says nothing new about the server."""
+    return isinstance(failure, ConnectError) and failure._transient
 
 
 class Login(Generic[C]):
@@ -130,6 +145,11 @@ class Login(Generic[C]):
         self.accepted: Token | None = None
         """The token the server last accepted: logins reusing it need no permit."""
         self.last_login: float | None = None  # epoch seconds of the last new connection
+        self.idle = IdleLimit(cfg.idle, deadline, cfg.label)
+        """The idle limit the server enforces on this instance's sessions."""
+        self.no_slot: tuple[float, TooManyConnectionsError] | None = None
+        """When a login last found the server without a free slot, and its words (never
+        raised: no frames): what a pool's checkout that timed out meanwhile says."""
 
     def connect(self, deadline: float | None = None, **options: Any) -> C:
         """Log in once more (blocking): a new connection, or AuthError / ThrottleError /
@@ -147,7 +167,9 @@ class Login(Generic[C]):
                 return self._limits.permit(step.server, step.deadline, self.probe, rate=step.rate)
             if isinstance(step, _Connect):
                 until = (self._rt.clock, step.deadline)
-                return self.driver.connect(self.cfg, step.token, until, **options)
+                return self.driver.connect(
+                    self.cfg, step.token, until, idle_limit=step.idle, **options
+                )
             if isinstance(step, _Confirm):
                 return self.driver.read_only(step.conn, (self._rt.clock, step.deadline))
             self._rt.sleep(step.seconds)
@@ -159,7 +181,7 @@ class Login(Generic[C]):
 
     async def connect_async(
         self,
-        connect: Callable[[SqlConfig, Token, Until], Awaitable[Any]],
+        connect: Callable[..., Awaitable[Any]],
         deadline: float | None = None,
     ) -> Any:
         """Log in once more without blocking the event loop: ``connect`` is the driver's async
@@ -176,7 +198,8 @@ class Login(Generic[C]):
                     self._limits.permit, step.server, step.deadline, self.probe, rate=step.rate
                 )
             if isinstance(step, _Connect):
-                return await connect(self.cfg, step.token, (self._rt.clock, step.deadline))
+                until = (self._rt.clock, step.deadline)
+                return await connect(self.cfg, step.token, until, idle_limit=step.idle)
             if isinstance(step, _Confirm):
                 checks = cast(AsyncChecks, self.driver)  # asyncio logins are psycopg's
                 return await checks.read_only_async(step.conn, (self._rt.clock, step.deadline))
@@ -191,9 +214,11 @@ class Login(Generic[C]):
 
         A refusal is tried again at most ``IAMDB_AUTH_RETRIES`` times with a new token; a
         connection that failed in a way a later attempt may not meet (nothing listening yet,
-        a restart, a timeout) is tried again while the deadline allows. Every wait (permits,
-        the connect, backoff) ends by the deadline, which is checked again after each wait:
-        a process frozen in between finds it passed and stops."""
+        a restart, a timeout, no slot free on the server) is tried again while the deadline
+        allows. Every wait (permits, the connect, backoff) ends by the deadline, which is
+        checked again after each wait: a process frozen in between finds it passed and stops.
+        A server that refuses the idle limit is asked again at once without it (once per
+        instance: :mod:`iamdb._sql.slots`)."""
         cfg, server, clock = self.cfg, self.cfg.target, self._rt.clock
         if deadline is None:
             deadline = self._deadline.at(cfg.connect_timeout)
@@ -202,63 +227,84 @@ class Login(Generic[C]):
         moving = DecorrelatedJitter(cap=MOVING_CAP, uniform=self._rt.uniform)
         refusals = 0
         moved = False  # the server refused a token it had accepted: see MOVED_SECONDS
-        for attempt in itertools.count(1):
-            try:
-                token = yield _Token(deadline)
-            except _FAILURES as exc:  # assuming the role failed: say which instance asked
-                locate(exc, cfg, attempt)
-                raise
-            reused = token is self.accepted
-            ticket = None
-            # RDS does not count a token it accepted before; DSQL counts every connection.
-            if server.dsql or not reused:
+        full: TooManyConnectionsError | None = None  # the server's last "no slot free"
+        full_since = 0.0  # when the server first said it
+        try:
+            for attempt in itertools.count(1):
                 try:
-                    ticket = yield _Permit(server.key, deadline, cfg.connect_rate)
-                except ThrottleError as exc:  # the limiters know the server, not the instance
+                    token = yield _Token(deadline)
+                except _FAILURES as exc:  # assuming the role failed: say which instance asked
                     locate(exc, cfg, attempt)
                     raise
-            answer = None  # the writer check's: why the server does not take writes
-            try:
-                conn = yield _Connect(token, deadline)
-            except _FAILURES as exc:
-                failure = _detached(exc)  # its frames held the token
-            else:
-                self._limits.release(ticket)
-                self.accepted, self.last_login = token, clock()
-                answer = (yield _Confirm(conn, deadline)) if cfg.writer else None
-                if answer is None:
-                    self._logged_in(token)
-                    return conn
-                failure = self._read_only(conn, answer)
-            locate(failure, cfg, attempt)
-            if isinstance(failure, ConnectError):
-                retry = failure._transient
-                self.probe.count("ConnectRetries" if retry else "ConnectFailures")
-            elif moved or (reused and type(failure) is AuthError and not server.dsql):
-                # Refused the token it accepted before: the name leads to another server now.
-                moved, self.accepted = True, None  # keep the token; take permits from now on
-                retry = clock() - started < MOVED_SECONDS
-                self.probe.count("AuthFailures")
-            else:
-                refusals += 1
-                retry = refusals <= self._retries
-                self.probe.count(
-                    "AuthFailures" if type(failure) is AuthError else "ServerThrottled"
-                )
-                self._tokens.invalidate(server)  # the next attempt signs anew
-            delay = (moving if moved or answer is not None else backoff).next_delay()
-            if retry and clock() + delay <= deadline:
-                yield _Sleep(delay)
-                if clock() < deadline:  # not frozen past it while sleeping
-                    if not isinstance(failure, ConnectError):
-                        self.probe.count("AuthRetries")
-                    continue
-            # DSQL tells throttling apart (SQLSTATE 53400); an RDS refusal may be throttling.
-            hint = THROTTLING_HINT if refusals and not server.dsql else ""
-            if moved and isinstance(failure, AuthError):
-                hint = MOVED_HINT
-            raise final_error(failure, attempt, clock() - started, hint)
-        raise AssertionError("unreachable")  # pragma: no cover
+                reused = token is self.accepted
+                ticket, permitted = None, True
+                # RDS does not count a token it accepted before; DSQL counts every connection.
+                if server.dsql or not reused:
+                    try:
+                        ticket = yield _Permit(server.key, deadline, cfg.connect_rate)
+                    except ThrottleError as exc:  # the limiters know the server, not the instance
+                        locate(exc, cfg, attempt)
+                        if full is None:
+                            raise
+                        permitted = False  # out of time while waiting for a slot
+                if not permitted and full is not None:  # the full server is the cause
+                    raise final_error(full, attempt - 1, clock() - started, self.idle.advice())
+                idle = self.idle.for_new()
+                answer = None  # the writer check's: why the server does not take writes
+                try:
+                    conn = yield _Connect(token, deadline, idle)
+                except _FAILURES as exc:
+                    failure = _detached(exc)  # its frames held the token
+                else:
+                    self._limits.release(ticket)
+                    self.accepted, self.last_login = token, clock()
+                    answer = (yield _Confirm(conn, deadline)) if cfg.writer else None
+                    if answer is None:
+                        self._logged_in(token)
+                        return conn
+                    failure = self._read_only(conn, answer)
+                locate(failure, cfg, attempt)
+                if self.idle.refuses(failure, idle):
+                    continue  # at once, without the limit
+                if isinstance(failure, TooManyConnectionsError):
+                    full_since = full_since if full is not None else clock()
+                    full, retry = failure, True
+                    self.no_slot = (clock(), failure)
+                elif isinstance(failure, ConnectError):
+                    retry = failure._transient
+                    self.probe.count("ConnectRetries" if retry else "ConnectFailures")
+                elif moved or (reused and type(failure) is AuthError and not server.dsql):
+                    # Refused the token it accepted before: the name leads to another server.
+                    moved, self.accepted = True, None  # keep the token; take permits from now on
+                    retry = clock() - started < MOVED_SECONDS
+                    self.probe.count("AuthFailures")
+                else:
+                    refusals += 1
+                    retry = refusals <= self._retries
+                    self.probe.count(
+                        "AuthFailures" if type(failure) is AuthError else "ServerThrottled"
+                    )
+                    self._tokens.invalidate(server)  # the next attempt signs anew
+                delay = (moving if moved or answer is not None else backoff).next_delay()
+                if retry and clock() + delay <= deadline:
+                    yield _Sleep(delay)
+                    if clock() < deadline:  # not frozen past it while sleeping
+                        if not isinstance(failure, ConnectError):
+                            self.probe.count("AuthRetries")
+                        continue
+                if full is not None and (failure is full or _cut_short(failure)):
+                    # the full server is the cause, not the last attempt the deadline cut short
+                    raise final_error(full, attempt, clock() - started, self.idle.advice())
+                # DSQL tells throttling apart (SQLSTATE 53400); an RDS refusal may be throttling.
+                hint = THROTTLING_HINT if refusals and not server.dsql else ""
+                if moved and isinstance(failure, AuthError):
+                    hint = MOVED_HINT
+                raise final_error(failure, attempt, clock() - started, hint)
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            if full is not None:  # one count per login that waited for a slot, and how long
+                self.probe.count("SlotWaits")
+                self.probe.count("SlotWaitMs", 1000.0 * (clock() - full_since))
 
     def _token(self, deadline: float) -> Token:
         return self._tokens.get(

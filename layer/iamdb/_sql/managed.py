@@ -15,8 +15,11 @@ connection before handing it out, cheaply, and within the invocation's deadline:
    readable or hung-up means the server said goodbye (or sent a notice): suspect;
 4. a round trip (``SELECT 1`` / ping) only when the socket is suspect or the connection
    has been idle longer than ``IAMDB_HEALTHCHECK_IDLE_SECONDS`` (a path that silently
-   died, e.g. a NAT that forgot the flow, shows nothing to ``poll()``). The round trip ends
-   by the deadline: a connection that does not answer in time is dead.
+   died, e.g. a NAT that forgot the flow, shows nothing to ``poll()``), or so long that the
+   server's idle limit could close it before the invocation ends (the round trip restarts the
+   server's idle clock; a limit too short for the invocation, or made far too long before the
+   function's timeout was known, is replaced between invocations: :mod:`iamdb._sql.slots`).
+   The round trip ends by the deadline: a connection that does not answer in time is dead.
 
 A dead connection is replaced by a fresh login with a cached (or re-signed) token, inside
 what is left of the same deadline; the caller never sees the dead one.
@@ -83,6 +86,13 @@ class ManagedConnection(Generic[C]):
         return self._conn is not None
 
     @property
+    def idle_limit(self) -> int | None:
+        """After how long idle the server closes the connection held now (None: never, or
+        none held)."""
+        conn = self._conn
+        return None if conn is None else self.login.driver.idle_limit(conn)
+
+    @property
     def last_token(self) -> Token | None:
         """The token the server last accepted for this instance."""
         return self.login.accepted
@@ -90,7 +100,7 @@ class ManagedConnection(Generic[C]):
     def get(self) -> C:
         """The live connection, opening or replacing it when needed, by the deadline."""
         clock = self.runtime.clock
-        deadline = self.deadline.at(self.cfg.connect_timeout)
+        deadline, left = self.deadline.window(self.cfg.connect_timeout)
         if not self._lock.acquire(timeout=max(0.0, deadline - clock())):
             raise ConnectError(
                 f"{self.cfg.label}: another thread's login did not end before the deadline "
@@ -101,7 +111,7 @@ class ManagedConnection(Generic[C]):
                 port=self.cfg.port,
             )
         try:
-            return self._get(clock(), deadline)
+            return self._get(clock(), deadline, left)
         finally:
             self._lock.release()
 
@@ -111,11 +121,13 @@ class ManagedConnection(Generic[C]):
         with self._lock:
             self._discard(wait)
 
-    def _get(self, now: float, deadline: float) -> C:
+    def _get(self, now: float, deadline: float, left: float | None) -> C:
         conn, invocation = self._conn, self.invocation.current()
         new_invocation = invocation is not None and invocation != self._served
         self._served = invocation
-        replaced = None if conn is None else self._unusable(conn, now, deadline, new_invocation)
+        replaced = None
+        if conn is not None:
+            replaced = self._unusable(conn, now, deadline, new_invocation, left)
         if conn is not None and replaced is None:
             self.reused, self._last_used = True, now
             return conn
@@ -128,8 +140,11 @@ class ManagedConnection(Generic[C]):
         self.reused, self._last_used = False, now
         return conn
 
-    def _unusable(self, conn: C, now: float, deadline: float, new_invocation: bool) -> str | None:
-        """Why ``conn`` must be replaced (``left behind``, ``aged``, ``dead``), or None."""
+    def _unusable(
+        self, conn: C, now: float, deadline: float, new_invocation: bool, left: float | None
+    ) -> str | None:
+        """Why ``conn`` must be replaced (``left behind``, ``aged``, ``idle limit``, ``dead``),
+        or None (``left``: the invocation's time left, None when unknown)."""
         driver, cfg = self.login.driver, self.cfg
         transaction = driver.transaction(conn) if new_invocation else None
         if transaction is not None and not driver.is_closed(conn):
@@ -156,8 +171,15 @@ class ManagedConnection(Generic[C]):
                 cfg.max_age,
             )
             return "aged"
+        idle, limit = self.idle_seconds, driver.idle_limit(conn)
+        if limit is not None:  # the server's idle clock must not run out during the invocation
+            misfit = self.login.idle.misfit(limit, left) if new_invocation else None
+            if misfit is not None:
+                logger.info("%s: replacing the connection (%s)", cfg.label, misfit)
+                return "idle limit"
+            idle = min(idle, self.login.idle.quiet(limit, left))
         assert self._poll is not None
-        seen = look(driver.is_closed(conn), self._poll, now - self._last_used, self.idle_seconds)
+        seen = look(driver.is_closed(conn), self._poll, now - self._last_used, idle)
         reason = refused_write(driver, conn) or seen.dead
         if reason is None and seen.confirm:
             problem = driver.ping(conn, (self.runtime.clock, ping_deadline(now, deadline)))

@@ -30,7 +30,8 @@ from typing import Any
 
 from iamdb._aws.tokens import Token
 from iamdb._sql.config import SqlConfig
-from iamdb._sql.refusals import auth_refused, connect_failed
+from iamdb._sql.refusals import auth_refused, connect_failed, slots_full
+from iamdb._sql.slots import MYSQL_FULL
 from iamdb._sql.writer import MYSQL_QUERY, mysql_read_only, mysql_refused_write
 from iamdb.errors import ConfigError, ConnectError, IamDbError
 
@@ -63,11 +64,20 @@ class MySqlDriver:
         self._contexts: dict[tuple[str, str], ssl.SSLContext] = {}
 
     def connect(
-        self, cfg: SqlConfig, token: Token, until: Until, *, autocommit: bool = True, **options: Any
+        self,
+        cfg: SqlConfig,
+        token: Token,
+        until: Until,
+        *,
+        autocommit: bool = True,
+        idle_limit: int | None = None,
+        **options: Any,
     ) -> MySqlConnection:
         """Log in with ``token`` (cleartext plugin, TLS enforced) by ``until``'s deadline;
-        autocommit on unless asked otherwise. ``options``: more of PyMySQL's arguments
-        (SQLAlchemy's ``client_flag``), never one iamdb sets (a duplicate is a TypeError).
+        autocommit on unless asked otherwise; the server closes the session once idle
+        ``idle_limit`` seconds (``SET SESSION wait_timeout``, one round trip after the login).
+        ``options``: more of PyMySQL's arguments (SQLAlchemy's ``client_flag``), never one iamdb
+        sets (a duplicate is a TypeError).
 
         Failures are raised from this frame, outside ``except``: PyMySQL's frames hold the
         token (its ``password`` argument), so no traceback or ``__context__`` may keep them.
@@ -94,6 +104,9 @@ class MySqlDriver:
         try:
             conn.iamdb_until = until
             conn.connect(_open_socket(cfg, until))
+            conn.iamdb_idle_limit = idle_limit
+            if idle_limit is not None:
+                _set_wait_timeout(conn, idle_limit)
         except OSError as exc:  # _open_socket's: no address answered in time
             failure = connect_failed(cfg, _reason(exc), token, transient=True)
         except pymysql.err.MySQLError as exc:
@@ -109,6 +122,11 @@ class MySqlDriver:
 
     def fileno(self, conn: MySqlConnection) -> int:
         return int(conn._sock.fileno())
+
+    def idle_limit(self, conn: MySqlConnection) -> int | None:
+        """The idle limit ``conn`` was opened with (None: none)."""
+        limit: int | None = conn.iamdb_idle_limit
+        return limit
 
     def is_closed(self, conn: MySqlConnection) -> bool:
         return not conn.open
@@ -228,6 +246,7 @@ def _connection_class() -> type:
 
         iamdb_until: Until | None = None  # while set, every read and write ends by it
         iamdb_refused_write = False  # a statement failed: the server is read-only
+        iamdb_idle_limit: int | None = None  # the server closes it after this long idle
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self.iamdb_busy = threading.RLock()  # held while a command is on the wire
@@ -316,9 +335,21 @@ def _reason(exc: OSError) -> str:
     return str(exc.strerror or type(exc).__name__)[:200]
 
 
+def _set_wait_timeout(conn: MySqlConnection, seconds: int) -> None:
+    """The server closes ``conn``'s session once idle ``seconds`` (closed on failure: the
+    login is over, the caller classifies the error)."""
+    try:
+        conn.query(f"SET SESSION wait_timeout = {int(seconds)}")
+    except BaseException:
+        conn._force_close()
+        raise
+
+
 def _classify(cfg: SqlConfig, exc: Exception, token: Token) -> IamDbError:
     code = exc.args[0] if exc.args else None
     detail = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+    if code in MYSQL_FULL:
+        return slots_full(cfg, detail, token, sqlstate=MYSQL_FULL[code], errno=code)
     if code == _ACCESS_DENIED:
         return auth_refused(cfg, detail, token)
     transient = code in _TRANSIENT and "ssl" not in detail.lower()

@@ -29,7 +29,8 @@ from iamdb._sql.pg_classes import (
     PgConnection,
     connection_classes,
 )
-from iamdb._sql.refusals import auth_refused, connect_failed, rate_refused
+from iamdb._sql.refusals import auth_refused, connect_failed, rate_refused, slots_full
+from iamdb._sql.slots import FULL
 from iamdb._sql.writer import PG_QUERY, pg_read_only
 from iamdb.errors import IamDbError
 
@@ -77,12 +78,15 @@ class PgDriver:
         until: tuple[Callable[[], float], float],
         *,
         autocommit: bool = True,
+        idle_limit: int | None = None,
         **options: Any,
     ) -> PgConnection:
         """Log in with ``token`` over TLS as configured, giving up at ``until`` (clock,
         deadline); autocommit on unless asked otherwise (a singleton leaves no transaction open
-        across invocations; pools and SQLAlchemy want DB-API transactions). ``options``: more
-        of psycopg's connect arguments, never one iamdb sets (a duplicate is a TypeError).
+        across invocations; pools and SQLAlchemy want DB-API transactions); the server closes
+        the session once idle ``idle_limit`` seconds (``idle_session_timeout``, a startup
+        option: no round trip). ``options``: more of psycopg's connect arguments, never one
+        iamdb sets (a duplicate is a TypeError) but ``options``, to which iamdb's is added.
 
         The token's value exists only inside the call, and a failure is raised outside the
         ``except``: psycopg's error keeps its ``pgconn``, whose ``password`` is the token, so
@@ -91,13 +95,15 @@ class PgDriver:
         import psycopg
 
         sync, _ = connection_classes()
+        params, extra = _params(cfg, until), _with_idle_limit(options, idle_limit)
         reset = LOGIN_DEADLINE.set(until)
         try:
-            return sync.connect(
-                **_params(cfg, until), autocommit=autocommit, password=token.value, **options
-            )
+            conn = sync.connect(**params, autocommit=autocommit, password=token.value, **extra)
         except psycopg.Error as exc:
             failure = _classify(cfg, exc, token)
+        else:
+            conn.iamdb_idle_limit = idle_limit  # type: ignore[attr-defined]  # iamdb's class
+            return conn
         finally:
             LOGIN_DEADLINE.reset(reset)
         raise failure
@@ -109,25 +115,34 @@ class PgDriver:
         until: tuple[Callable[[], float], float],
         *,
         autocommit: bool = True,
+        idle_limit: int | None = None,
         **options: Any,
     ) -> PgAsyncConnection:
         """:meth:`connect` for asyncio: a ``psycopg.AsyncConnection``, same settings and rules."""
         import psycopg
 
         _, asynchronous = connection_classes()
+        params, extra = _params(cfg, until), _with_idle_limit(options, idle_limit)
         reset = LOGIN_DEADLINE.set(until)
         try:
-            return await asynchronous.connect(
-                **_params(cfg, until), autocommit=autocommit, password=token.value, **options
+            conn = await asynchronous.connect(
+                **params, autocommit=autocommit, password=token.value, **extra
             )
         except psycopg.Error as exc:
             failure = _classify(cfg, exc, token)
+        else:
+            conn.iamdb_idle_limit = idle_limit  # type: ignore[attr-defined]  # iamdb's class
+            return conn
         finally:
             LOGIN_DEADLINE.reset(reset)
         raise failure
 
     def fileno(self, conn: PgConnection | PgAsyncConnection) -> int:
         return int(conn.pgconn.socket)
+
+    def idle_limit(self, conn: PgConnection | PgAsyncConnection) -> int | None:
+        """The idle limit ``conn`` was opened with (None: none)."""
+        return getattr(conn, "iamdb_idle_limit", None)
 
     def is_closed(self, conn: PgConnection | PgAsyncConnection) -> bool:
         return bool(conn.closed or conn.broken)
@@ -276,8 +291,19 @@ def _params(cfg: SqlConfig, until: tuple[Callable[[], float], float]) -> dict[st
     }
 
 
+def _with_idle_limit(options: dict[str, Any], idle_limit: int | None) -> dict[str, Any]:
+    """``options`` with the server's idle limit added to libpq's startup ``options`` (PostgreSQL
+    >= 14; an older server refuses the login, see :mod:`iamdb._sql.slots`)."""
+    if idle_limit is None:
+        return options
+    startup = f"-c idle_session_timeout={idle_limit}s"
+    given = options.get("options")
+    return {**options, "options": f"{given} {startup}" if given else startup}
+
+
 def _classify(cfg: SqlConfig, exc: Exception, token: Token) -> IamDbError:
-    """Refused login (AuthError), refused for the rate (DSQL: ThrottleError) or anything else
+    """Refused login (AuthError), refused for the rate (DSQL: ThrottleError), no slot free
+    (TooManyConnectionsError, waited out by the login) or anything else
     (ConnectError, to try again when libpq's text says it may pass later). A failed connect
     carries no SQLSTATE: libpq's text says which it was."""
     detail = str(exc)
@@ -285,6 +311,8 @@ def _classify(cfg: SqlConfig, exc: Exception, token: Token) -> IamDbError:
     sqlstate = (getattr(exc, "sqlstate", None) or "").lower()
     if cfg.engine == "dsql" and any(m in lowered for m in _dsql.RATE_EXCEEDED):
         return rate_refused(cfg, detail, token)
+    if any(m in lowered for m in FULL):
+        return slots_full(cfg, detail, token, sqlstate="53300")
     if sqlstate.startswith("28") or any(m in lowered for m in _AUTH_MARKERS):
         return auth_refused(cfg, detail, token)
     transient = any(m in lowered for m in _TRANSIENT) and "certificate" not in lowered

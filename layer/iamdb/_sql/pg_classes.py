@@ -45,6 +45,7 @@ def connection_classes() -> tuple[type[PgConnection], type[PgAsyncConnection]]:
         """A psycopg ``Connection`` made by iamdb; ``with conn:`` keeps it open."""
 
         iamdb_refused_write = False
+        iamdb_idle_limit: int | None = None  # the server closes it after this long idle
 
         @classmethod
         def _connect_gen(cls, *args: Any, **kwargs: Any) -> Any:
@@ -70,6 +71,7 @@ def connection_classes() -> tuple[type[PgConnection], type[PgAsyncConnection]]:
         """A psycopg ``AsyncConnection`` made by iamdb; ``async with conn:`` keeps it open."""
 
         iamdb_refused_write = False
+        iamdb_idle_limit: int | None = None
 
         @classmethod
         def _connect_gen(cls, *args: Any, **kwargs: Any) -> Any:

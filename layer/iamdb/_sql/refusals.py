@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, TypedDict
 
 from iamdb._sql import dsql as _dsql
-from iamdb.errors import AuthError, ConnectError, ThrottleError
+from iamdb.errors import AuthError, ConnectError, ThrottleError, TooManyConnectionsError
 
 if TYPE_CHECKING:
     from iamdb._aws.tokens import Token
@@ -143,11 +143,6 @@ def connect_failed(cfg: SqlConfig, detail: str, token: Token, *, transient: bool
             f"{cfg.prefix}SSLROOTCERT={cfg.sslrootcert}; the host name must match the "
             "server certificate."
         )
-    elif cfg.engine == "dsql" and any(m in lowered for m in _dsql.TOO_MANY_CONNECTIONS):
-        hint = (
-            " The cluster has as many open connections as its quota allows (10,000 by default,"
-            " SQLSTATE 53300): connections left open elsewhere count too."
-        )
     elif transient:
         hint = (
             " The server did not take the connection: it may be down, restarting or failing "
@@ -165,13 +160,55 @@ def connect_failed(cfg: SqlConfig, detail: str, token: Token, *, transient: bool
     return failure
 
 
+def slots_full(
+    cfg: SqlConfig, detail: str, token: Token, *, sqlstate: str, errno: int | None = None
+) -> TooManyConnectionsError:
+    """The server had no connection slot free (PostgreSQL and DSQL: SQLSTATE 53300; MySQL:
+    ``errno`` 1040, 1203 or 1226). Leads with the server's own words (libpq's come after
+    "FATAL:"); the login adds how long it waited and what the idle limit does."""
+    said = scrub(detail.rpartition("FATAL:")[2], token.value).strip().rstrip(".")
+    code = f"SQLSTATE {sqlstate}" if errno is None else f"error {errno}"
+    if cfg.engine == "dsql":
+        room = (
+            "Aurora DSQL admits 10,000 connections per cluster by default (a quota that can be "
+            "raised); connections left open elsewhere count too."
+        )
+    else:
+        room = (
+            "Every open connection holds a slot, idle ones of frozen Lambda environments too: "
+            "keep the function's reserved concurrency at most the slots the server leaves this "
+            "user, or connect through RDS Proxy with end-to-end IAM authentication."
+        )
+    return TooManyConnectionsError(
+        f"{cfg.label}: no connection slot free for {cfg.user!r} on {cfg.host}:{cfg.port} "
+        f"({code}: {said}). {room}",
+        sqlstate=sqlstate,
+        errno=errno,
+        **where(cfg),
+    )
+
+
 def pool_exhausted(
-    cfg: SqlConfig, pool: str, size: int, waited: float, advice: str
+    cfg: SqlConfig,
+    pool: str,
+    size: int,
+    waited: float,
+    advice: str,
+    full: TooManyConnectionsError | None = None,
 ) -> ConnectError:
     """A pool (``pool`` says which) had none of its ``size`` connections free for ``waited``
-    seconds; ``advice`` says how its connections are given back."""
+    seconds; ``advice`` says how its connections are given back. ``full``: the server refused
+    a new connection for want of a slot meanwhile, the cause (a TooManyConnectionsError)."""
+    if full is not None:
+        return TooManyConnectionsError(
+            f"{cfg.label}: no connection from {pool} after {waited:.2f} s: a new one found no "
+            f"slot free on the server: {full}",
+            sqlstate=full.sqlstate,
+            errno=full.errno,
+            **where(cfg),
+        )
     return ConnectError(
-        f"{cfg.label}: no connection from {pool} within {waited:.2f} s: its {size} "
+        f"{cfg.label}: no connection from {pool} after {waited:.2f} s: its {size} "
         f"connection(s) are in use, or none could be made in time ({advice}). The wait ends "
         "with the invocation's deadline.",
         **where(cfg),

@@ -1,8 +1,9 @@
 """``python -m devstack invoke``: handlers run by awslambdaric against devstack's servers.
 
-The example functions run from the real template with the built layer and python3.12 (as on
-Lambda). Failure modes (import errors, exceptions, timeouts) and the context use tiny
-functions in a throwaway template, run with the interpreter of this test run.
+The example functions run from the real template under every Lambda runtime this machine has
+an interpreter for, each with the layer built for it (as on Lambda). Failure modes (import
+errors, exceptions, timeouts) and the context use tiny functions in a throwaway template, run
+with the interpreter of this test run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from devstack.sam.invoke import (
 )
 from devstack.sam.template import Template
 from devstack.stack import Stack
+from layerbuild.targets import RUNTIMES
+
+LOCAL_RUNTIMES = [r.name for r in RUNTIMES if find_python(r.dotted)]
 
 pytestmark = pytest.mark.integration
 
@@ -116,12 +120,7 @@ def env_json(stack: Stack, stack_env: dict[str, str], tmp_path: Path) -> Path:
     return env_json
 
 
-def _example(function: str, env_json: Path) -> Any:
-    if find_python("3.12") is None:
-        pytest.skip("python3.12 (the template's runtime) is not installed")
-    return environment(prepare(function, env_vars=env_json), log=sys.stderr)
-
-
+@pytest.mark.parametrize("runtime", LOCAL_RUNTIMES)
 @pytest.mark.parametrize(
     ("function", "event", "engine"),
     [
@@ -129,10 +128,12 @@ def _example(function: str, env_json: Path) -> Any:
         ("MySqlExampleFunction", "mysql.json", "mysql"),
         ("SqlAlchemyExampleFunction", "sqlalchemy.json", "postgresql"),
         ("DsqlExampleFunction", "dsql.json", "aurora-dsql"),
+        ("MongoExampleFunction", "mongo.json", "mongodb"),
+        ("ValkeyExampleFunction", "valkey.json", "valkey"),
     ],
 )
 def test_example_cold_then_warm_reuses_the_connection(
-    function: str, event: str, engine: str, env_json: Path, layers: dict[str, Path]
+    runtime: str, function: str, event: str, engine: str, env_json: Path, layers: dict[str, Path]
 ) -> None:
     if (
         engine == "mysql"
@@ -140,7 +141,13 @@ def test_example_cold_then_warm_reuses_the_connection(
     ):
         pytest.skip("devstack runs without MariaDB here")
     payload = (REPO / "events" / event).read_bytes()
-    with _example(function, env_json) as env:
+    prepared = prepare(function, env_vars=env_json, runtime=runtime)
+    layer = f"iamdb-python{runtime[6:].replace('.', '')}-x86_64"
+    assert prepared.spec.runtime == runtime
+    assert prepared.python == find_python(runtime[6:])
+    assert str(layers[layer] / "python") in prepared.python_path  # /opt/python
+    assert not any(p.startswith(sys.prefix) for p in prepared.python_path)  # never the venv
+    with environment(prepared, log=sys.stderr) as env:
         cold = env.invoke(payload)
         warm = env.invoke(payload)
     for result in (cold, warm):
@@ -153,14 +160,19 @@ def test_example_cold_then_warm_reuses_the_connection(
     assert cold_body["reused_connection"] is False
     assert warm_body["reused_connection"] is True
     assert warm_body["hits"] == cold_body["hits"] + 1  # really inserted and read back
-    assert warm_body["token_age_seconds"] >= cold_body["token_age_seconds"]
+    if cold_body["token_age_seconds"] is not None:  # None: the engine's login keeps no token
+        assert warm_body["token_age_seconds"] >= cold_body["token_age_seconds"]
     assert cold_body["function"] == f"iamdb-{function}"
     assert cold_body["request_id"] == cold.request_id != warm.request_id
 
 
-def test_cli_repeat_prints_one_json_line_per_event(env_json: Path, layers: dict[str, Path]) -> None:
-    if find_python("3.12") is None:
-        pytest.skip("python3.12 (the template's runtime) is not installed")
+@pytest.mark.parametrize("runtime", [None, *(r for r in LOCAL_RUNTIMES if r != "python3.12")][:2])
+def test_cli_repeat_prints_one_json_line_per_event(
+    runtime: str | None, env_json: Path, layers: dict[str, Path]
+) -> None:
+    if find_python((runtime or "python3.12")[6:]) is None:
+        pytest.skip(f"{runtime or 'python3.12 (the template default)'} is not installed")
+    chosen = ["--runtime", runtime] if runtime else []
     result = subprocess.run(
         [
             sys.executable,
@@ -174,10 +186,11 @@ def test_cli_repeat_prints_one_json_line_per_event(env_json: Path, layers: dict[
             str(env_json),
             "--repeat",
             "3",
+            *chosen,
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
         cwd=REPO,
     )
@@ -189,6 +202,32 @@ def test_cli_repeat_prints_one_json_line_per_event(env_json: Path, layers: dict[
     assert "Traceback" not in result.stderr  # a run that succeeded shows none
     token = json.loads(env_json.read_text())["Parameters"]["AWS_SESSION_TOKEN"]
     assert token not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("runtime", "message"),
+    [
+        ("python3.10", "no Lambda runtime 'python3.10'"),
+        ("python3.9", "known are python3.11, python3.12, python3.13, python3.14"),
+    ],
+)
+def test_cli_refuses_a_runtime_with_no_layer(runtime: str, message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "devstack", "invoke", "PgExampleFunction", "--runtime", runtime],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_runtime_needs_the_template_to_choose_it(toy_template: Path) -> None:
+    """A function whose Runtime is written out is not moved by --runtime: it says so."""
+    other = next(r.name for r in RUNTIMES if r.name != RUNTIME)
+    with pytest.raises(InvokeError, match=f"its Runtime is {RUNTIME}, not {other}"):
+        prepare("ContextFunction", template_path=toy_template, samconfig_path=None, runtime=other)
 
 
 def test_context_and_layout_are_lambdas(toy_template: Path, tmp_path: Path) -> None:

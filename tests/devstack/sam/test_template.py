@@ -2,7 +2,10 @@
 (scripts/validate_template.py).
 
 Validation is proven on broken copies of the real template: a bad ``!Ref`` in a function's
-``Layers``, a wrong runtime, a typo in the policy's ``dbuser`` ARN must each fail.
+``Layers``, a wrong runtime, a typo in the policy's ``dbuser`` ARN must each fail; so must a
+layer with the wrong runtime or architecture, one without its SSM parameter, a function given
+another runtime's layer and SAR metadata ``sam publish`` would refuse (iamdb's own rules, checked
+in-process).
 """
 
 from __future__ import annotations
@@ -160,7 +163,15 @@ def test_repository_template_and_samconfig() -> None:
     ]
     pg = template.function("PgExampleFunction")
     assert pg.handler == "app.handler" and pg.code_uri == REPO / "functions" / "pg_example"
-    assert pg.layers == ["IamDbLayer"]
+    assert pg.layers == ["IamDbLayerPython312X86"]  # the x86_64 layer of the default runtime
+    for runtime in ("python3.11", "python3.14"):  # the layer follows PythonRuntime
+        chosen = Template.load(TEMPLATE, {**local.parameter_overrides, "PythonRuntime": runtime})
+        fn = chosen.function("PgExampleFunction")
+        assert fn.runtime == runtime
+        assert fn.layers == [f"IamDbLayerPython{runtime[6:].replace('.', '')}X86"]
+        assert (
+            chosen.layer_name(fn.layers[0]) == f"iamdb-python{runtime[6:].replace('.', '')}-x86_64"
+        )
     assert {s["Action"]: s["Resource"] for s in pg.policy_statements} == {
         "rds-db:connect": "arn:aws:rds-db:us-east-1:123456789012:dbuser:"
         "db-IAMDBDEVSTACKPG0000000000/iamdb_app",
@@ -230,7 +241,11 @@ def test_repository_template_validates() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("      - !Ref IamDbLayer\n", "      - !Ref IamDbLayr\n", "IamDbLayr"),
+        (
+            "[Python311, !Ref IamDbLayerPython311X86,",
+            "[Python311, !Ref IamDbLayr311,",
+            "IamDbLayr311",
+        ),
         ("    Runtime: !Ref PythonRuntime\n", "    Runtime: python3.21\n", "python3.21"),
         ("dbuser:${PgDbiResourceId}/", "dbuser:${PgDbiResourceID}/", "PgDbiResourceID"),
         ("cluster/${DsqlClusterId}", "cluster/${DsqlClusterID}", "DsqlClusterID"),
@@ -290,3 +305,81 @@ def test_policy_wildcards_and_deny() -> None:
         [allow, deny], "rds-db:connect", "arn:aws:rds-db:us-east-1:1:dbuser:db-1/root"
     )
     assert not policy_allows([allow], "rds-db:connect", "arn:aws:rds-db:us-east-1:1:dbuser:db-2/a")
+
+
+# -- iamdb's own rules: one layer per target, its parameter and output, SAR metadata -------------
+
+
+def _rules(tmp_path: Path, old: str, new: str) -> list[str]:
+    from scripts.validate_template import iamdb_rules
+
+    text = TEMPLATE.read_text()
+    assert old in text
+    broken = tmp_path / "template.yaml"
+    broken.write_text(text.replace(old, new, 1))
+    (tmp_path / "README.md").write_text("readme")
+    return iamdb_rules(Template.load(broken), None)
+
+
+def test_the_repository_template_passes_iamdb_rules() -> None:
+    from scripts.validate_template import iamdb_rules
+
+    assert iamdb_rules(Template.load(TEMPLATE), REPO / "samconfig.toml") == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "CompatibleRuntimes: [python3.13]",
+            "CompatibleRuntimes: [python3.12]",
+            "IamDbLayerPython313X86: CompatibleRuntimes must be ['python3.13']",
+        ),
+        (
+            "CompatibleArchitectures: [arm64]",
+            "CompatibleArchitectures: [x86_64]",
+            "IamDbLayerPython311Arm64: CompatibleArchitectures must be ['arm64']",
+        ),
+        (
+            "BuildArchitecture: arm64",
+            "BuildArchitecture: x86_64",
+            "IamDbLayerPython311Arm64: Metadata.BuildArchitecture must be 'arm64'",
+        ),
+        (
+            "LayerName: iamdb-python314-arm64",
+            "LayerName: iamdb-python314-arm",
+            "IamDbLayerPython314Arm64: LayerName must be 'iamdb-python314-arm64'",
+        ),
+        (
+            "Name: !Sub ${LayerParameterPath}/python3.12/x86_64",
+            "Name: !Sub ${LayerParameterPath}/python3.12/x86",
+            "IamDbLayerPython312X86Parameter: an SSM parameter /iamdb/layer/python3.12/x86_64",
+        ),
+        (
+            "!If [Python312, !Ref IamDbLayerPython312X86,",
+            "!If [Python312, !Ref IamDbLayerPython312Arm64,",
+            "PgExampleFunction: with PythonRuntime=python3.12 uses ['IamDbLayerPython312Arm64']",
+        ),
+        (
+            "AllowedValues: [python3.11, python3.12, python3.13, python3.14]",
+            "AllowedValues: [python3.11, python3.12, python3.13]",
+            "PythonRuntime: AllowedValues must be",
+        ),
+        ("    Author: iamdb\n", "    Author: The iamdb team\n", "SAR metadata: Author"),
+        ("    SemanticVersion: ", "    SemanticVersion: 9", "SAR metadata: SemanticVersion"),
+    ],
+    ids=[
+        "layer-runtime",
+        "layer-architecture",
+        "build-architecture",
+        "layer-name",
+        "ssm-parameter",
+        "function-layer",
+        "runtimes",
+        "sar-author",
+        "sar-version",
+    ],
+)
+def test_iamdb_rules_catch_a_broken_copy(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    problems = _rules(tmp_path, old, new)
+    assert any(p.startswith(expected) for p in problems), problems

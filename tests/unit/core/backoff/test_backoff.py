@@ -11,7 +11,7 @@ import pytest
 
 from iamdb._core.backoff import DecorrelatedJitter, final_error
 from iamdb._sql.refusals import THROTTLING_HINT
-from iamdb.errors import AuthError, ConnectError, ThrottleError
+from iamdb.errors import AuthError, ConnectError, ThrottleError, TooManyConnectionsError
 
 
 def test_each_delay_is_drawn_between_base_and_three_times_the_previous() -> None:
@@ -78,3 +78,13 @@ def test_the_final_refusal_keeps_where_the_login_went_and_counts_attempts() -> N
         5432,
         3,
     )
+
+
+def test_the_final_error_keeps_what_its_kind_carries() -> None:
+    full = TooManyConnectionsError("no slot", sqlstate="08004", errno=1040, engine="mysql", port=1)
+    final = final_error(full, 7, 2.0, hint="What the idle limit does.")
+    assert type(final) is TooManyConnectionsError and final._transient
+    assert (final.sqlstate, final.errno, final.engine, final.port, final.attempts) == (
+        "08004", 1040, "mysql", 1, 7,
+    )  # fmt: skip
+    assert str(final) == "no slot (7 attempts over 2.00 s.) What the idle limit does."

@@ -132,7 +132,7 @@ def test_metric_names_are_the_documented_ones() -> None:
     import iamdb._core.telemetry
 
     reference = (ROOT / "docs" / "configuration.md").read_text()
-    assert len(set(METRICS)) == 14 and all(name.isidentifier() for name in METRICS)
+    assert len(set(METRICS)) == 16 and all(name.isidentifier() for name in METRICS)
     for name in METRICS:
         assert (
             f"``{name}``" in (iamdb._core.telemetry.__doc__ or "") and f"`{name}`" in reference
