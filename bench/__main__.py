@@ -26,7 +26,9 @@
 - valkey: cold first get_valkey() against boto3 presign + redis-py with a credential provider,
   warm get_valkey(), the re-authentication against a new connection (starts its own devstack);
 - http: iamdb's HTTP client against the same on ``http.client`` (cold import, per request,
-  lines of code; no devstack).
+  lines of code; no devstack);
+- topology: cold get_pg() with a role to assume against without, the writer check's cost at
+  login, and failover recovery against a plain psycopg reconnect loop (starts its own devstack).
 """
 
 from __future__ import annotations
@@ -46,12 +48,13 @@ from bench import (
     slots,
     sql,
     sqlalchemy,
+    topology,
     valkey,
 )
 
 BENCHMARKS = (
     signing, sql, sqlalchemy, aio, cold, mongo, valkey, layer, observability, burst, fleet,
-    slots, http,
+    slots, http, topology,
 )  # fmt: skip
 
 

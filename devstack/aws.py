@@ -8,6 +8,8 @@ signed with developer credentials.
 Because moto runs in this process, :meth:`MotoAws.lookup` can read moto's own backends to
 learn the secret behind an access key id; the token verifier needs exactly that. This is
 moto's internal API (moto is pinned in pyproject.toml and the lookup is covered by tests).
+A second account holds the data account's roles (:mod:`devstack.data_account`), which the
+function may assume.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from devstack import data_account
 from devstack.procs import free_port, port_open, wait_until
 from devstack.verifier import KeyInfo
 
@@ -70,6 +73,12 @@ FUNCTION_POLICY = {
             "Effect": "Allow",
             "Action": "sts:AssumeRole",
             "Resource": f"arn:aws:iam::{ACCOUNT}:role/iamdb-mongo-*",
+        },
+        # the data account's roles (devstack.data_account.ROLE_PATTERN)
+        {
+            "Effect": "Allow",
+            "Action": "sts:AssumeRole",
+            "Resource": data_account.ROLE_PATTERN,
         },
     ],
 }
@@ -129,6 +138,7 @@ class MotoAws:
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         atomic_dynamodb_writes()
+        data_account.cross_account_trust()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
         wait_until(lambda: port_open(self.port), 10, "moto")
@@ -139,6 +149,8 @@ class MotoAws:
         self.developer_credentials = self._developer_key()
         self._throttle_table()
         self._mongo_roles()
+        data_iam = self.client("iam", self._account_credentials(data_account.DATA_ACCOUNT))
+        data_account.create(data_iam, FUNCTION_ROLE_ARN, f"arn:aws:iam::{ACCOUNT}:user/{USER_NAME}")
         self._moto_api("reset-auth", b"0")
 
     def stop(self) -> None:
@@ -165,11 +177,14 @@ class MotoAws:
         from moto.iam.models import iam_backends
         from moto.sts.models import sts_backends
 
-        if access_key.startswith("ASIA"):
-            for role in list(sts_backends[ACCOUNT][PARTITION].assumed_roles):
-                if role.access_key_id == access_key:
-                    expires = role.expiration.replace(tzinfo=dt.timezone.utc).timestamp()
-                    return KeyInfo(role.secret_access_key, role.session_token, role.arn, expires)
+        if access_key.startswith("ASIA"):  # in the account of the role assumed
+            for account in list(sts_backends):
+                for role in list(sts_backends[account][PARTITION].assumed_roles):
+                    if role.access_key_id == access_key:
+                        expires = role.expiration.replace(tzinfo=dt.timezone.utc).timestamp()
+                        return KeyInfo(
+                            role.secret_access_key, role.session_token, role.arn, expires
+                        )
             return None
         iam = iam_backends[ACCOUNT][PARTITION]
         key = iam.access_keys.get(access_key)
@@ -205,6 +220,13 @@ class MotoAws:
         return Credentials(
             got["AccessKeyId"], got["SecretAccessKey"], got["SessionToken"], got["Expiration"]
         )
+
+    def _account_credentials(self, account: str) -> Credentials:
+        """Credentials in ``account`` (moto switches accounts on AssumeRole; auth is off)."""
+        got = self.client("sts").assume_role(
+            RoleArn=f"arn:aws:iam::{account}:role/devstack-setup", RoleSessionName="setup"
+        )["Credentials"]
+        return Credentials(got["AccessKeyId"], got["SecretAccessKey"], got["SessionToken"], None)
 
     def _mongo_roles(self) -> None:
         iam = self.client("iam")

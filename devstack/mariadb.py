@@ -346,6 +346,12 @@ class MariaDB:
                         raise
         return killed
 
+    def set_read_only(self, on: bool) -> None:
+        """Stop (or allow again) writes by every user without ``READ ONLY ADMIN``, as on a
+        demoted writer or a switchover's old blue (``read_only``: writes fail with 1290)."""
+        with self.admin() as conn, conn.cursor() as cur:
+            cur.execute(f"SET GLOBAL read_only = {1 if on else 0}")
+
     # -- internals -------------------------------------------------------------------------
 
     def _prepare(self) -> None:

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,26 @@ class Postgres:
                 (user,),
             ).fetchone()
         return int(row[0]) if row else 0
+
+    def set_read_only(self, on: bool) -> None:
+        """Stop (or allow again) writes in every new transaction, as on a demoted writer or a
+        Blue/Green switchover's old blue (``default_transaction_read_only``, reloaded: sessions
+        then answer ``transaction_read_only = on`` and refuse writes with SQLSTATE 25006).
+        Returns once a new session sees it."""
+        value = "on" if on else "off"
+        with self.admin() as conn:
+            conn.execute("SET default_transaction_read_only = off")
+            conn.execute(f"ALTER SYSTEM SET default_transaction_read_only = {value}")
+            conn.execute("SELECT pg_reload_conf()")
+        until = time.monotonic() + 10
+        while True:
+            with self.admin() as conn:
+                row = conn.execute("SHOW default_transaction_read_only").fetchone()
+            if row is not None and row[0] == value:
+                return
+            if time.monotonic() > until:
+                raise RuntimeError(f"devstack: default_transaction_read_only stayed {row}")
+            time.sleep(0.01)
 
     # -- internals ---------------------------------------------------------------------
 

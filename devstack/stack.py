@@ -1,6 +1,9 @@
 """The whole devstack: moto, the token verifier, PostgreSQL (via LDAP), MariaDB, the Mongo
 peer, an Aurora DSQL endpoint (a second small PostgreSQL cluster) and an ElastiCache cache (a
-redis-server behind a front that checks IAM logins, :mod:`devstack.valkey`).
+redis-server behind a front that checks IAM logins, :mod:`devstack.valkey`); and in a second
+account (:mod:`devstack.data_account`), two Aurora-like clusters whose writer can move
+(PostgreSQL and MariaDB, :mod:`devstack.cluster`) and a DSQL cluster, reached by assuming a role
+there.
 
 iamdb connects to 127.0.0.1 but signs tokens for RDS- and DSQL-style endpoint names, as users
 do behind tunnels or custom DNS; the verifier holds each server to its endpoint name, its real
@@ -15,6 +18,7 @@ Lambda function using iamdb would see (``env.sh`` / ``env.json`` on disk).
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import shlex
@@ -28,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from devstack import data_account
 from devstack.aws import (
     ACCOUNT,
     FUNCTION_ROLE_ARN,
@@ -40,6 +45,7 @@ from devstack.aws import (
     iso8601,
     rds_token,
 )
+from devstack.cluster import READER_ADDRESS, Cluster, Instance, Names
 from devstack.ldap import LdapBridge
 from devstack.mongo_auth import Role
 from devstack.postgres import LDAP_PREFIX, LDAP_SUFFIX, Postgres
@@ -82,6 +88,11 @@ DOCDB_READER_ENDPOINT = f"iamdb-docdb.cluster-ro-c0devstack00.{REGION}.docdb.ama
 DOCDB_INSTANCE = f"iamdb-docdb-1.c0devstack00.{REGION}.docdb.amazonaws.com"
 DOCDB_NAMES = (DOCDB_ENDPOINT, DOCDB_READER_ENDPOINT, DOCDB_INSTANCE)
 FUNCTION_NAME = "iamdb-example"
+# The data account's Aurora-like clusters (devstack.cluster): their endpoints' names.
+DATA_SUFFIX = f"c0data000000.{REGION}.rds.amazonaws.com"
+AURORA_PG = Names("iamdb-aurora-pg", DATA_SUFFIX)
+AURORA_MYSQL = Names("iamdb-aurora-mysql", DATA_SUFFIX)
+CLUSTER_USER = ("iamdb_app", "app")  # the database user on both instances, and its database
 # A user of the cache that template.yaml's policy does not name: its logins are refused as on
 # AWS (no elasticache:Connect on its ARN) although the cache knows it.
 VALKEY_UNLISTED_USER = "iamdb-unlisted"
@@ -104,6 +115,7 @@ class Stack:
         mongo: bool = True,
         dsql: bool = True,
         dsql_max_age: float = DSQL_MAX_AGE,
+        data: bool = True,
         max_connections: int | None = None,
         user_connections: int | None = None,
         valkey: bool = True,
@@ -118,8 +130,11 @@ class Stack:
         self.root: Path | None = None
         self.iam_rate = iam_rate
         self._want_pg, self._want_mysql, self._want_dsql = pg, mysql, dsql
+        self._want_data = data
         self.aws = MotoAws()
-        self.verifier = Verifier(self.aws.lookup, authorize=TemplatePolicy.from_template(ROLE_NAME))
+        self._template_policy = TemplatePolicy.from_template(ROLE_NAME)
+        self._data_policies = data_account.RolePolicies({})  # the data account's servers
+        self.verifier = Verifier(self.aws.lookup, authorize=self._authorize)
         self.pg: Postgres | None = None
         self.mysql: MariaDB | None = None
         self._want_mongo = mongo
@@ -128,6 +143,9 @@ class Stack:
         self.docdb_tls: TlsFiles | None = None  # its own CA (DOCDB_NAMES only)
         self.dsql: Postgres | None = None  # the Aurora DSQL endpoint's cluster
         self.dsql_reaper = Reaper(self._dsql_admin, server=DSQL_SERVER, max_age=dsql_max_age)
+        self.aurora_pg: Cluster | None = None  # the data account's: a writer that moves
+        self.aurora_mysql: Cluster | None = None
+        self.data_dsql: Postgres | None = None  # the data account's DSQL cluster
         self._want_valkey, self._valkey_max_age = valkey, valkey_max_age
         self.redis: RedisServer | None = None  # the cache's server, plaintext on loopback
         self.valkey: ValkeyFront | None = None  # what clients reach: TLS, IAM logins checked
@@ -160,6 +178,13 @@ class Stack:
         atexit.unregister(self.stop)
         steps: list[tuple[str, Callable[[], None] | None]] = [
             ("dsql reaper", self.dsql_reaper.stop),
+            *((f"{c.names.cluster_id} endpoints", c.stop) for c in self.clusters()),
+            *(
+                (f"{c.names.cluster_id} instance", instance.db.stop)
+                for c in self.clusters()
+                for instance in c.instances
+            ),
+            ("data dsql", self.data_dsql.stop if self.data_dsql else None),
             ("mariadb", self.mysql.stop if self.mysql else None),
             ("mongo", self.mongo.stop if self.mongo else None),
             ("docdb", self.docdb.stop if self.docdb else None),
@@ -183,8 +208,17 @@ class Stack:
 
     def _start(self) -> None:
         root = self._make_root()
-        names = ["localhost", PG_ENDPOINT, MYSQL_ENDPOINT, DSQL_ENDPOINT]
-        self.tls = make_tls(root / "tls", names, ["127.0.0.1"])
+        names = [
+            "localhost",
+            PG_ENDPOINT,
+            MYSQL_ENDPOINT,
+            DSQL_ENDPOINT,
+            data_account.DSQL_ENDPOINT,
+        ]
+        for cluster in (AURORA_PG, AURORA_MYSQL):
+            for named in (cluster, cluster.renamed("old1"), Cluster.green(cluster)):
+                names += named.all(2)
+        self.tls = make_tls(root / "tls", names, ["127.0.0.1", READER_ADDRESS])
         jobs: list[Callable[[], None]] = [self.aws.start]
         if self._want_pg:
             jobs.append(self._start_pg)
@@ -194,6 +228,10 @@ class Stack:
             jobs.append(self._start_mysql)
         if self._want_mongo:
             jobs.append(self._start_mongo)
+        if self._want_data:
+            jobs += [self._start_aurora_pg, self._start_data_dsql]
+            if self._want_mysql:
+                jobs.append(self._start_aurora_mysql)
         if self._want_valkey:
             jobs.append(self._start_valkey)
         with ThreadPoolExecutor(len(jobs), thread_name_prefix="devstack-start") as pool:
@@ -218,7 +256,7 @@ class Stack:
         if self._root_arg is None:
             shutil.rmtree(self.root, ignore_errors=True)
         else:
-            for sub in ("tls", "pg", "mysql", "dsql", "valkey", "valkey-cluster"):
+            for sub in ("tls", "pg", "mysql", "dsql", "data", "valkey", "valkey-cluster"):
                 shutil.rmtree(self.root / sub, ignore_errors=True)
 
     def _start_pg(self) -> None:
@@ -239,13 +277,25 @@ class Stack:
         self.dsql_reaper.start()
 
     def _postgres(
-        self, server: str, endpoint: str, kind: Kind, options: dict[str, int], **register: Any
+        self,
+        server: str,
+        endpoint: str,
+        kind: Kind,
+        options: dict[str, int] | None = None,
+        *,
+        signed_port: int | None = None,
+        workdir: Path | None = None,
+        **register: Any,
     ) -> Postgres:
-        """A PostgreSQL cluster in ``<root>/<server>`` whose IAM logins ``server`` verifies
-        (``options``: more of :class:`Postgres`'s arguments)."""
+        """A PostgreSQL cluster in ``<root>/<server>`` (or ``workdir``) whose IAM logins
+        ``server`` verifies, for tokens signed for ``endpoint`` and its own port (or
+        ``signed_port``: a cluster endpoint's); ``options``: more of :class:`Postgres`'s
+        arguments; ``register``: more of the verifier's terms."""
         assert self.root is not None and self.tls is not None
         port = free_port()
-        signed_port = port if kind.signs_port else None
+        if kind.signs_port and signed_port is None:
+            signed_port = port
+        register.setdefault("account", ACCOUNT)
         self.verifier.register_server(
             server, endpoint, signed_port, REGION, self.iam_rate, kind=kind, **register
         )
@@ -253,12 +303,12 @@ class Stack:
         bridge.start()
         self._ldap_bridges.append(bridge)
         pg = Postgres(
-            workdir=self.root / server,
+            workdir=workdir or self.root / server,
             port=port,
             tls=self.tls,
             ldap_port=bridge.port,
             run_as=RunAs.for_servers("postgres"),
-            **options,
+            **(options or {}),
         )
         pg.start()
         return pg
@@ -268,26 +318,107 @@ class Stack:
         return self.dsql.admin()
 
     def _start_mysql(self) -> None:
-        from devstack.mariadb import MariaDB
-
-        assert self.root is not None and self.tls is not None
-        port = free_port()
-        self.verifier.register_server(
-            self.mysql_server, MYSQL_ENDPOINT, port, REGION, self.iam_rate
-        )
-        self.mysql = MariaDB(
-            workdir=self.root / "mysql",
-            port=port,
-            tls=self.tls,
-            verify=self._verify_for(self.mysql_server),
-            run_as=RunAs.for_servers("mysql"),
-            **({} if self.max_connections is None else {"max_connections": self.max_connections}),
-        )
-        self.mysql.start()
+        self.mysql = self._mariadb(self.mysql_server, MYSQL_ENDPOINT)
         for _, user, database in USERS:
             self.mysql.create_iam_user(user, database)
             if self.user_connections is not None:
                 self.mysql.limit_user(user, self.user_connections)
+
+    def _mariadb(
+        self,
+        server: str,
+        endpoint: str,
+        *,
+        signed_port: int | None = None,
+        workdir: Path | None = None,
+        **register: Any,
+    ) -> MariaDB:
+        """A MariaDB in ``<root>/mysql`` (or ``workdir``) whose IAM logins ``server`` verifies
+        (as :meth:`_postgres`)."""
+        from devstack.mariadb import MariaDB
+
+        assert self.root is not None and self.tls is not None
+        port = free_port()
+        register.setdefault("account", ACCOUNT)
+        self.verifier.register_server(
+            server, endpoint, signed_port or port, REGION, self.iam_rate, **register
+        )
+        mysql = MariaDB(
+            workdir=workdir or self.root / "mysql",
+            port=port,
+            tls=self.tls,
+            verify=self._verify_for(server),
+            run_as=RunAs.for_servers("mysql"),
+            **({} if self.max_connections is None else {"max_connections": self.max_connections}),
+        )
+        mysql.start()
+        return mysql
+
+    # -- the data account ------------------------------------------------------------------
+
+    def clusters(self) -> list[Cluster]:
+        """The data account's Aurora-like clusters that run."""
+        return [c for c in (self.aurora_pg, self.aurora_mysql) if c is not None]
+
+    def _start_aurora_pg(self) -> None:
+        self.aurora_pg = self._cluster(AURORA_PG, data_account.AURORA_PG_RESOURCE_ID, "pg")
+
+    def _start_aurora_mysql(self) -> None:
+        self.aurora_mysql = self._cluster(
+            AURORA_MYSQL, data_account.AURORA_MYSQL_RESOURCE_ID, "mysql"
+        )
+
+    def _cluster(self, names: Names, resource_id: str, engine: str) -> Cluster:
+        """Two instances of ``engine`` in the data account behind ``names``' endpoints."""
+        assert self.root is not None
+        port = free_port()
+        user, database = CLUSTER_USER
+        instances: list[Instance] = []
+        for number in (1, 2):
+            server = f"{names.cluster_id}-{number}"
+            self._data_policies.resources[server] = functools.partial(
+                data_account.dbuser_arn, resource_id
+            )
+            where: dict[str, Any] = {
+                "signed_port": port,
+                "workdir": self.root / "data" / server,
+                "also": (names.reader, names.instance(number)),
+                "account": data_account.DATA_ACCOUNT,
+            }
+            db: Any
+            if engine == "pg":
+                db = self._postgres(server, names.writer, RDS, **where)
+            else:
+                db = self._mariadb(server, names.writer, **where)
+            db.create_iam_user(user, database)
+            instances.append(Instance(server, number, db))
+        cluster = Cluster(names, port, (instances[0], instances[1]), self.verifier, (user,))
+        cluster.start()
+        return cluster
+
+    def _start_data_dsql(self) -> None:
+        """The data account's DSQL cluster: ``admin`` and the custom role granted to its roles."""
+        assert self.root is not None
+        server = data_account.DSQL_SERVER
+        self._data_policies.resources[server] = lambda _: data_account.DSQL_CLUSTER_ARN
+        grants = {DSQL_USER: [data_account.DATA_ROLE_ARN, data_account.TENANT_ROLE_ARN]}
+        self.data_dsql = self._postgres(
+            server,
+            data_account.DSQL_ENDPOINT,
+            DSQL,
+            workdir=self.root / "data" / server,
+            iam_grants=grants,
+            account=data_account.DATA_ACCOUNT,
+        )
+        self.data_dsql.create_iam_user(DSQL_ADMIN, DSQL_DBNAME)
+        self.data_dsql.create_iam_user(DSQL_USER, None)
+
+    def _authorize(self, principal: str, server: str, user: str, action: str) -> tuple[bool, str]:
+        """The IAM policy check: the data account's roles' policies for its servers, the
+        example function's template for the others."""
+        if server in self._data_policies.resources:
+            return self._data_policies(principal, server, user, action)
+        return self._template_policy(principal, server, user, action)
 
     def _start_mongo(self) -> None:
         from devstack.mongo_docdb import DocumentDB
@@ -374,6 +505,7 @@ class Stack:
                 IAMDB_DSQL_REGION=REGION,
                 IAMDB_DSQL_SSLROOTCERT=str(self.tls.ca),  # DSQL's real CAs: the public store
             )
+        env.update(self._data_env())
         if self.valkey is not None:
             env.update(
                 IAMDB_VALKEY_HOST="localhost",
@@ -403,6 +535,42 @@ class Stack:
                 env[prefix + "DBNAME"] = database
                 env[prefix + "IAM_HOST"] = endpoint
                 env[prefix + "SSLROOTCERT"] = str(self.tls.ca)
+        return env
+
+    def _data_env(self) -> dict[str, str]:
+        """The data account's instances: ``aurora`` (the writer endpoint) and ``reader`` for
+        each cluster, ``tenant`` for DSQL (with an external id), each assuming a role there."""
+        assert self.tls is not None
+        env: dict[str, str] = {}
+        user, database = CLUSTER_USER
+        for engine, cluster in (("PG", self.aurora_pg), ("MYSQL", self.aurora_mysql)):
+            if cluster is None:
+                continue
+            for name, host, iam_host in (
+                ("AURORA", "127.0.0.1", cluster.names.writer),
+                ("READER", READER_ADDRESS, cluster.names.reader),
+            ):
+                prefix = f"IAMDB_{engine}_{name}_"
+                env |= {
+                    prefix + "HOST": host,
+                    prefix + "PORT": str(cluster.port),
+                    prefix + "IAM_HOST": iam_host,
+                    prefix + "USER": user,
+                    prefix + "DBNAME": database,
+                    prefix + "SSLROOTCERT": str(self.tls.ca),
+                    prefix + "ROLE_ARN": data_account.DATA_ROLE_ARN,
+                }
+        if self.data_dsql is not None:
+            env |= {
+                "IAMDB_DSQL_TENANT_HOST": "127.0.0.1",
+                "IAMDB_DSQL_TENANT_PORT": str(self.data_dsql.port),
+                "IAMDB_DSQL_TENANT_IAM_HOST": data_account.DSQL_ENDPOINT,
+                "IAMDB_DSQL_TENANT_USER": DSQL_USER,
+                "IAMDB_DSQL_TENANT_DBNAME": DSQL_DBNAME,
+                "IAMDB_DSQL_TENANT_SSLROOTCERT": str(self.tls.ca),
+                "IAMDB_DSQL_TENANT_ROLE_ARN": data_account.TENANT_ROLE_ARN,
+                "IAMDB_DSQL_TENANT_EXTERNAL_ID": data_account.TENANT_EXTERNAL_ID,
+            }
         return env
 
     def write_env_files(self, directory: Path) -> tuple[Path, Path]:

@@ -3,10 +3,14 @@
 A token is a SigV4 presigned URL without its scheme: ``host:port/?Action=connect&DBUser=...``
 for RDS, ``host/?Action=DbConnect`` (``DbConnectAdmin`` for the ``admin`` role) for DSQL,
 ``cache-name/?Action=connect&User=...`` for ElastiCache (devstack's Valkey front).
-Each server is registered with its :class:`Kind` (:data:`RDS` or :data:`DSQL`). The
+Each server is registered with its :class:`Kind` (:data:`RDS` or :data:`DSQL`), the names it
+answers to (an Aurora instance answers to its cluster's writer and reader endpoints and to its
+own; :meth:`Verifier.rename` plays a Blue/Green switchover) and the account it lives in. The
 databases hand every login (user name + token) to :meth:`Verifier.verify`, which checks
-shape, scope, endpoint, action and user, lifetime, credentials, signature, the IAM policy,
-DSQL's ``AWS IAM GRANT`` of custom roles and (optionally) the throttling of new IAM logins.
+shape, scope, endpoint, action and user, lifetime, credentials, signature, the account (RDS
+and DSQL admit only principals of the database's own account: another account's function
+signs with a role it assumes there), the IAM policy, DSQL's ``AWS IAM GRANT`` of custom roles
+and (optionally) the throttling of new IAM logins.
 This is an independent implementation on purpose: iamdb is the thing under test, so nothing
 here imports it.
 
@@ -97,9 +101,10 @@ class Event:
 @dataclass
 class _Server:
     kind: Kind
-    host: str
+    hosts: frozenset[str]  # the names tokens may be signed for, lower case
     port: int | None  # None: tokens are signed without a port (DSQL)
     region: str
+    account: str | None  # None: any account's principals (unit tests)
     iam_rate: float | None
     iam_grants: dict[str, frozenset[str]]  # DSQL: role -> IAM ARNs (AWS IAM GRANT)
     accepted_at: deque[float]  # when new tokens were accepted (rolling one-second window)
@@ -143,10 +148,14 @@ class Verifier:
         *,
         kind: Kind = RDS,
         iam_grants: Mapping[str, Iterable[str]] | None = None,
+        also: Iterable[str] = (),
+        account: str | None = None,
     ) -> None:
         """Declare the endpoint (``host:port``; DSQL: the host, ``port=None``) and region
-        that tokens for ``name`` must be signed for. ``iam_grants`` (DSQL only) maps each
-        custom role to the IAM role or user ARNs granted it (``AWS IAM GRANT``)."""
+        that tokens for ``name`` must be signed for (``also``: other names of the server, on the
+        same port), and the ``account`` whose principals alone may log in. ``iam_grants``
+        (DSQL only) maps each custom role to the IAM role or user ARNs granted it (``AWS IAM
+        GRANT``)."""
         if kind.signs_port != (port is not None):
             raise ValueError(
                 f"{kind.name} servers need port={'a number' if kind.signs_port else None}"
@@ -154,10 +163,20 @@ class Verifier:
         if iam_grants and kind is not DSQL:
             raise ValueError("iam_grants are DSQL's")
         grants = {role: frozenset(arns) for role, arns in (iam_grants or {}).items()}
+        hosts = frozenset(h.lower() for h in (endpoint_host, *also))
         with self._lock:
             self._servers[name] = _Server(
-                kind, endpoint_host.lower(), port, region, iam_rate, grants, deque(), {}
+                kind, hosts, port, region, account, iam_rate, grants, deque(), {}
             )
+
+    def rename(self, name: str, hosts: Iterable[str]) -> None:
+        """The names ``name`` answers to from now on (a Blue/Green switchover renames)."""
+        with self._lock:
+            self._servers[name].hosts = frozenset(h.lower() for h in hosts)
+
+    def names(self, name: str) -> frozenset[str]:
+        """The names ``name`` answers to now."""
+        return self._servers[name].hosts
 
     def set_iam_rate(self, name: str, iam_rate: float | None) -> None:
         """Change the new-login limit (per rolling second) of a registered server."""
@@ -200,6 +219,7 @@ class Verifier:
             raise Refused("unknown access key")
         _check_credentials(key, token, now)
         _check_signature(key, token)
+        _check_account(spec, key)
         if self.authorize is not None:
             action = f"{token.service}:{token.params['Action']}"
             allowed, detail = self.authorize(key.arn, server, user, action)
@@ -242,8 +262,9 @@ def _check_scope(spec: _Server, token: Token) -> None:
 
 
 def _check_endpoint(spec: _Server, token: Token) -> None:
-    if token.host.lower() != spec.host:
-        raise Refused("wrong host", f"signed for {token.host!r:.100}, server is {spec.host}")
+    if token.host.lower() not in spec.hosts:
+        names = ", ".join(sorted(spec.hosts))
+        raise Refused("wrong host", f"signed for {token.host!r:.100}, server is {names}")
     if spec.kind.signs_port and token.port is None:
         raise Refused("malformed", "expected host:port/?query")
     if token.port != spec.port:
@@ -274,6 +295,23 @@ def _check_grant(spec: _Server, user: str, key: KeyInfo) -> None:
     identity = iam_identity(key.arn)
     if identity not in spec.iam_grants.get(user, frozenset()):
         raise Refused("no IAM grant", f"no AWS IAM GRANT {user:.80} TO '{identity}'")
+
+
+def _check_account(spec: _Server, key: KeyInfo) -> None:
+    """A database admits principals of its own account only."""
+    account = principal_account(key.arn)
+    if spec.account is not None and account != spec.account:
+        raise Refused(
+            "wrong account",
+            f"{key.arn:.120} is in account {account}, the database in {spec.account}: "
+            "sign with a role of the database's account",
+        )
+
+
+def principal_account(arn: str) -> str:
+    """The 12-digit account of a principal ARN (``arn:aws:sts::<account>:assumed-role/...``)."""
+    parts = arn.split(":")
+    return parts[4] if len(parts) > 4 else ""
 
 
 def iam_identity(arn: str) -> str:

@@ -11,10 +11,14 @@ ManagedConnection over it.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from xml.etree import ElementTree
 
 from iamdb._aws.chain import CredentialResolver
+from iamdb._aws.client import AwsError
 from iamdb._aws.tokens import Token, TokenCache
 from iamdb._core.invocation import Deadline, Invocation
 from iamdb._core.runtime import Runtime
@@ -56,6 +60,38 @@ class FakeTime(FakeClock):
         self.sleeps.append(seconds)
         if not self.frozen:
             self.now += seconds
+
+
+class ScriptedSts:
+    """Answers STS AssumeRole (as iamdb's AwsClient does) from a script of errors and expiries."""
+
+    def __init__(self, *script: Exception | float) -> None:
+        self.script = list(script)
+        self.calls: list[dict[str, str]] = []
+        self.serial = 0
+
+    def sts(self, params: Mapping[str, str], deadline: float) -> ElementTree.Element:
+        self.calls.append(dict(params))
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        self.serial += 1
+        expiration = dt.datetime.fromtimestamp(step, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return ElementTree.fromstring(
+            '<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+            "<AssumeRoleResult><Credentials>"
+            f"<AccessKeyId>ASIAKEY{self.serial}</AccessKeyId>"
+            f"<SecretAccessKey>secret-{self.serial}</SecretAccessKey>"
+            f"<SessionToken>token-{self.serial}</SessionToken>"
+            f"<Expiration>{expiration}</Expiration>"
+            "</Credentials><AssumedRoleUser>"
+            "<Arn>arn:aws:sts::123456789012:assumed-role/MongoAccess/x</Arn>"
+            "</AssumedRoleUser></AssumeRoleResult></AssumeRoleResponse>"
+        )
+
+
+def sts_error(code: str, status: int) -> AwsError:
+    return AwsError("sts", code, "secret-free", status=status, request_id="req-1")
 
 
 class RecordingProbe:
@@ -122,6 +158,8 @@ class SocketDriver:
     transactions: dict[int, str] = field(default_factory=dict)
     ping_fails: bool = False
     pings: int = 0
+    read_only_answers: list[str | None] = field(default_factory=list)  # writer checks, in turn
+    refused_writes: set[int] = field(default_factory=set)  # id() of connections marked read-only
     deadlines: list[float] = field(default_factory=list)  # each connect's deadline
     idle_limits: list[int | None] = field(default_factory=list)  # each connect's idle limit
     limits: dict[int, int | None] = field(default_factory=dict)  # fileno -> its idle limit
@@ -158,6 +196,12 @@ class SocketDriver:
     def close(self, conn: socket.socket, wait: float = 0.0) -> bool:
         conn.close()
         return True
+
+    def read_only(self, conn: socket.socket, until: Until) -> str | None:
+        return self.read_only_answers.pop(0) if self.read_only_answers else None
+
+    def refused_write(self, conn: socket.socket) -> bool:
+        return id(conn) in self.refused_writes
 
     def server(self, conn: socket.socket) -> socket.socket:
         """The server's end of ``conn``."""

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack.forwarder import Forwarder
+
 ROOT = Path(__file__).resolve().parent.parent
 GRACE = 5.0  # seconds past an invocation's deadline before it counts as "Task timed out"
 
@@ -197,24 +199,21 @@ class Environment:
         return self.proc.stderr.read()[-3000:]
 
 
-class Relay:
-    """A loopback TCP forwarder to ``127.0.0.1:target`` (see the module docstring)."""
+class Relay(Forwarder):
+    """A loopback TCP forwarder to ``127.0.0.1:target`` (see the module docstring): devstack's,
+    whose flows can be silenced or slowed."""
 
     def __init__(self, target: int) -> None:
-        self.target = target
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = self._server.getsockname()[1]
-        self._lock = threading.Lock()
-        self._flows: list[_Flow] = []
+        self._relayed: list[_Flow] = []
         self._silent_new = False
         self._dribble = 0.0
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__("127.0.0.1", 0, target)
+        self.start()
 
     def silence(self, *, new: bool = False) -> None:
         """Stop relaying every flow carried now (and, with ``new``, those that come)."""
         with self._lock:
-            for flow in self._flows:
+            for flow in self._relayed:
                 flow.silent = True
             self._silent_new = new
 
@@ -228,10 +227,9 @@ class Relay:
             self._silent_new, self._dribble = False, 0.0
 
     def close(self) -> None:
-        self._closed = True
-        self._server.close()
+        self.stop()
         with self._lock:
-            flows, self._flows = self._flows, []
+            flows, self._relayed = self._relayed, []
         for flow in flows:
             flow.close()
 
@@ -241,21 +239,11 @@ class Relay:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            flow = _Flow(client, upstream, self._silent_new, self._dribble)
-            with self._lock:
-                self._flows.append(flow)
-            threading.Thread(target=flow.pump, daemon=True).start()
+    def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
+        flow = _Flow(client, upstream, self._silent_new, self._dribble)
+        with self._lock:
+            self._relayed.append(flow)
+        threading.Thread(target=flow.pump, daemon=True).start()
 
 
 @dataclass

@@ -182,6 +182,12 @@ class _RdsDriver:
     def close(self, conn: _Login, wait: float = 0.0) -> bool:
         return True
 
+    def read_only(self, conn: _Login, until: Any) -> str | None:
+        return None  # the modelled cluster's writer stays where it is: no failover here
+
+    def refused_write(self, conn: _Login) -> bool:
+        return False
+
 
 @strategy("ticket")
 def ticket_environment(ctx: Ctx) -> Outcome:

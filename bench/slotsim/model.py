@@ -176,6 +176,12 @@ class SimDriver:
         self.db.disconnect(conn)
         return True
 
+    def read_only(self, conn: Session, until: Any) -> str | None:
+        return None  # the modelled server always takes writes
+
+    def refused_write(self, conn: Session) -> bool:
+        return False
+
 
 def _classified(engine: Engine, cfg: Any, token: Any) -> Exception:
     """What iamdb's real driver makes of the server's refusal (a ConnectError in main's

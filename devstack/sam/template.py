@@ -485,7 +485,7 @@ def dbuser_arn(dbi_resource_id: str, user: str, region: str = REGION) -> str:
     return f"arn:{PARTITION}:rds-db:{region}:{ACCOUNT}:dbuser:{dbi_resource_id}/{user}"
 
 
-def _iam_match(pattern: str, value: str, *, ignore_case: bool) -> bool:
+def iam_match(pattern: str, value: str, *, ignore_case: bool) -> bool:
     """IAM wildcard matching: ``*`` any run of characters, ``?`` one character."""
     regex = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
     return re.fullmatch(regex, value, re.IGNORECASE if ignore_case else 0) is not None
@@ -504,9 +504,9 @@ def policy_allows(statements: list[dict[str, Any]], action: str, resource: str) 
             continue
         actions = _as_list(statement.get("Action", []))
         resources = _as_list(statement.get("Resource", []))
-        if not any(_iam_match(a, action, ignore_case=True) for a in actions):
+        if not any(iam_match(a, action, ignore_case=True) for a in actions):
             continue
-        if not any(_iam_match(r, resource, ignore_case=False) for r in resources):
+        if not any(iam_match(r, resource, ignore_case=False) for r in resources):
             continue
         if statement.get("Effect") == "Deny":
             return False

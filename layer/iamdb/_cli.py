@@ -117,6 +117,13 @@ def describe(cfg: SqlConfig) -> list[str]:
             f"  token: dsql:{cfg.target.action}, {cfg.token_lifetime} s  max age: "
             f"{cfg.max_age:g} s  connect rate: {cfg.connect_rate:g}/s"
         )
+    if cfg.role is not None:
+        external = ", external id set" if cfg.role.external_id else ""
+        lines.append(
+            f"  signed by role: {cfg.role.arn} ({cfg.role.session_seconds} s sessions{external})"
+        )
+    if cfg.writer:
+        lines.append("  writes: confirmed at every login (a read-only server is tried again)")
     return lines
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from iamdb import _registry
 from iamdb._core.log import logger
-from iamdb._sql.managed import look, ping_deadline
+from iamdb._sql.managed import look, ping_deadline, refused_write
 from iamdb._sql.managed import watch as poller
 from iamdb._sql.refusals import pool_exhausted
 from iamdb.errors import ConnectError
@@ -145,6 +145,9 @@ def _problem(login: Login[Any], conn: Any, record: Any) -> str | None:
         record.info[_IDLE] = (poller(login.driver.fileno(conn)), clock())
         return None
     polled, since = idle
+    marked = refused_write(login.driver, conn)  # the writer moved
+    if marked is not None:
+        return marked
     window, left = registry.deadline.window(login.cfg.connect_timeout)
     limit = login.driver.idle_limit(conn)
     misfit = login.idle.misfit(limit, left)  # checked in: nothing in flight, it may be replaced

@@ -27,7 +27,7 @@ from iamdb._core.deps import requires
 from iamdb._core.env import instance_prefix
 from iamdb._core.log import logger
 from iamdb._sql.config import SQL_SUFFIXES
-from iamdb._sql.managed import ping_deadline
+from iamdb._sql.managed import ping_deadline, refused_write
 from iamdb._sql.refusals import pool_exhausted
 from iamdb.errors import ConfigError, ConnectError
 
@@ -98,11 +98,14 @@ def pg_pool(name: str | None = None, **pool_kwargs: Any) -> ConnectionPool[Any]:
 
     def check(conn: Any) -> None:
         """Before a checkout: ``SELECT 1`` by the deadline (the socket may have died frozen);
-        a connection whose idle limit does not fit the invocation is replaced."""
+        a connection that found the server read-only is dropped (the writer moved), and one
+        whose idle limit does not fit the invocation is replaced."""
         clock = _registry.default.runtime.clock
         login, wait, _ = _checkout(name, None, None)
-        problem = _idle_misfit(login, driver, conn) or driver.ping(
-            conn, (clock, ping_deadline(clock(), clock() + wait))
+        problem = (
+            refused_write(driver, conn)
+            or _idle_misfit(login, driver, conn)
+            or driver.ping(conn, (clock, ping_deadline(clock(), clock() + wait)))
         )
         if problem is not None:
             raise ConnectionError(problem)
@@ -171,7 +174,11 @@ def pg_async_pool(name: str | None = None, **pool_kwargs: Any) -> AsyncConnectio
 
     async def check(conn: Any) -> None:
         """Before a checkout: ``SELECT 1`` by the deadline (the socket may have died frozen);
-        a connection whose idle limit does not fit the invocation is replaced."""
+        a connection that found the server read-only is dropped (the writer moved), and one
+        whose idle limit does not fit the invocation is replaced."""
+        problem = refused_write(driver, conn)
+        if problem is not None:
+            raise ConnectionError(problem)
         login, wait, _ = _checkout(name, None, None)
         problem = _idle_misfit(login, driver, conn)
         if problem is not None:

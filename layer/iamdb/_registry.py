@@ -6,7 +6,8 @@ One :class:`Registry` per process (``iamdb._registry.default``) holds each engin
 :class:`~iamdb._mongo.handle.MongoHandle` per Mongo one, a
 :class:`~iamdb._valkey.handle.ValkeyHandle` per Valkey one, :mod:`iamdb.aio`'s per-loop sides)
 and what they share, each part made on first use: the process-wide settings, the token cache,
-the login limits, the AWS client, telemetry, and the current invocation and its deadline.
+the assumed roles' credentials, the login limits, the AWS client, telemetry, and the current
+invocation and its deadline.
 Tests build their own ``Registry`` with a :class:`~iamdb._core.runtime.Runtime` of their own
 (fake clock, environment) instead of touching the default one.
 """
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # the SQL and Mongo sides load with their first instance
     from pymongo import MongoClient
 
     from iamdb._aws.client import AwsClient
+    from iamdb._aws.leases import Leases
     from iamdb._aws.tokens import TokenCache
     from iamdb._mongo.handle import MongoHandle
     from iamdb._sql.config import Engine, SqlConfig
@@ -56,6 +58,7 @@ class Registry:
     _aio: dict[tuple[str, str | None], Any]  # iamdb.aio's handles
     _settings: Settings | None
     _tokens: TokenCache | None
+    _leases: Leases | None
     _limits: Limits | None
     _aws: AwsClient | None
     _telemetry: Telemetry | None
@@ -147,6 +150,8 @@ class Registry:
         """Close and forget every connection, token, cached credential and setting."""
         with self._lock:
             managed, mongo, aio, aws = self._managed, self._mongo, self._aio, self._aws
+            if self._leases is not None:
+                self._leases.clear()
             valkey = self._valkey
             self._forget()
             self.invocation.clear()
@@ -192,7 +197,12 @@ class Registry:
         """Read and validate an instance's configuration (no network)."""
         from iamdb._sql.config import load_sql_config
 
-        return load_sql_config(engine, name, self._environ)
+        cfg = load_sql_config(engine, name, self._environ)
+        if cfg.role is not None:
+            from iamdb._aws.client import resolve_endpoint
+
+            resolve_endpoint("sts", self.runtime.environ)  # ConfigError before any call
+        return cfg
 
     def mongo_handle(self, name: str | None = None) -> MongoHandle:
         """The :class:`~iamdb._mongo.handle.MongoHandle` of a Mongo instance (config read once)."""
@@ -297,8 +307,18 @@ class Registry:
                 resolver=self._resolver,
                 clock=self.runtime.clock,
                 refresh_seconds=self.settings.token_refresh_seconds,
+                leases=lambda: self.leases,
             )
         return self._tokens
+
+    @property
+    def leases(self) -> Leases:
+        """The credentials of the roles SQL instances assume (``<P>ROLE_ARN``), one per role."""
+        if self._leases is None:
+            from iamdb._aws.leases import Leases
+
+            self._leases = Leases(lambda: self.aws, self.runtime)
+        return self._leases
 
     @property
     def limits(self) -> Limits:
@@ -389,6 +409,7 @@ class Registry:
         self._aio = {}
         self._settings = None
         self._tokens = None
+        self._leases = None
         self._limits = None
         self._aws = None
         self._telemetry = self._given_telemetry

@@ -242,7 +242,9 @@ def test_env_carries_the_dsql_endpoint(stack: Stack) -> None:
 
     env = stack.env
     assert stack.dsql is not None and stack.tls is not None
-    assert {k: v for k, v in env.items() if k.startswith("IAMDB_DSQL_")} == {
+    default = {k: v for k, v in env.items() if k.startswith("IAMDB_DSQL_")}
+    default = {k: v for k, v in default.items() if not k.startswith("IAMDB_DSQL_TENANT_")}
+    assert default == {
         "IAMDB_DSQL_HOST": "127.0.0.1",
         "IAMDB_DSQL_PORT": str(stack.dsql.port),
         "IAMDB_DSQL_IAM_HOST": DSQL_ENDPOINT,

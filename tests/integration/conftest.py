@@ -22,7 +22,12 @@ def slots_stack() -> Iterator[Stack]:
     """PostgreSQL and MariaDB leaving the application ``SLOTS`` connections each (PostgreSQL
     keeps 3 more for its superuser, MariaDB one for root); no Mongo peer, no DSQL."""
     stack = Stack(
-        max_connections=SLOTS + 3, mongo=False, dsql=False, valkey=False, mysql=mariadb_available()
+        max_connections=SLOTS + 3,
+        mongo=False,
+        dsql=False,
+        valkey=False,
+        data=False,
+        mysql=mariadb_available(),
     )
     stack.start()
     try:

@@ -54,8 +54,14 @@ def test_check_connect_reports_every_instance_and_masks_secrets(stack: Any, stac
     result = run_iamdb(stack.env, "check", "--connect")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    labels = ("[pg]", "[pg:reporting]", "[mysql]", "[mysql:reporting]", "[dsql]")
-    labels += ("[valkey]", "[valkey:orders]")
+    labels = ["[pg]", "[pg:reporting]", "[mysql]", "[mysql:reporting]", "[dsql]"]
+    labels += ["[valkey]", "[valkey:orders]"]
+    if stack.aurora_pg is not None:  # the data account's, through its roles
+        labels += ["[pg:aurora]", "[pg:reader]", "[dsql:tenant]"]
+        if stack.aurora_mysql is not None:
+            labels += ["[mysql:aurora]", "[mysql:reader]"]
+        assert "signed by role: arn:aws:iam::210987654321:role/iamdb-data-access" in out
+        assert "external id set" in out and "writes: confirmed at every login" in out
     for label in labels:
         assert label in out
     assert out.count("OK in") == len(labels) and "TLSv1." in out

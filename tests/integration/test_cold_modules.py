@@ -4,8 +4,8 @@ Each case is a fresh interpreter (a Lambda environment's first invocation) that 
 real login against devstack and lists the ``iamdb`` modules then loaded. The lists are pinned:
 a module added to a cold path is a cold-start cost, so the change that adds it says so here.
 The Mongo path loads none of the SQL side and the SQL path none of Mongo's; the Valkey path
-neither; the fleet's queue
-loads only when ``IAMDB_THROTTLE_TABLE`` is set; nothing loads boto3 or botocore.
+neither; the fleet's queue loads only when ``IAMDB_THROTTLE_TABLE`` is set, the AWS client, STS
+and the leases only with a role to assume; nothing loads boto3 or botocore.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import iamdb
 first = sys.argv[1]
 if first == "pg":
     iamdb.get_pg().execute("SELECT 1")
+elif first == "aurora":  # an instance that assumes a role, behind a cluster endpoint
+    iamdb.get_pg("aurora").execute("SELECT 1")
 elif first == "mysql":
     iamdb.get_mysql().ping()
 elif first == "valkey":
@@ -62,6 +64,7 @@ CORE = [
     "iamdb.errors",
 ]
 SQL = [
+    "iamdb._aws.roles",
     "iamdb._aws.signer",
     "iamdb._aws.tokens",
     "iamdb._sql",
@@ -75,10 +78,12 @@ SQL = [
     "iamdb._sql.refusals",
     "iamdb._sql.slots",  # the idle limit each connection asks for, a full server's words
     "iamdb._sql.tokens",
+    "iamdb._sql.writer",
 ]
 AWS_CALLS = ["iamdb._aws.client", "iamdb._aws.http", "iamdb._aws.http_answer", "iamdb._aws.net"]
 FLEET = ["iamdb._sql.fleet", "iamdb._sql.queue", "iamdb._sql.skew"]
 MONGO = [
+    "iamdb._aws.roles",
     "iamdb._aws.sts",
     "iamdb._mongo",
     "iamdb._mongo.aws",
@@ -105,6 +110,10 @@ CASES = {
     "pg": CORE + SQL + ["iamdb._sql.pg", "iamdb._sql.pg_classes"],
     "pg, fleet": CORE + SQL + AWS_CALLS + FLEET + ["iamdb._sql.pg", "iamdb._sql.pg_classes"],
     "mysql": CORE + SQL + ["iamdb._sql.mysql"],
+    "aurora (assumed role)": CORE
+    + SQL
+    + AWS_CALLS
+    + ["iamdb._aws.leases", "iamdb._aws.sts", "iamdb._sql.pg", "iamdb._sql.pg_classes"],
     "mongo (assumed role)": CORE + AWS_CALLS + MONGO,
     "valkey": CORE + VALKEY,
 }

@@ -1,7 +1,9 @@
 """AssumeRole for iamdb: one call done well, on iamdb's own AWS path (no boto3).
 
-``get_mongo()`` logs in to MongoDB with the credentials of a dedicated role that the
-function's execution role assumes:
+``get_mongo()`` logs in to MongoDB, and ``get_pg()``, ``get_mysql()`` and ``get_dsql()`` sign
+their tokens, with the credentials of a role that the function's execution role assumes
+(``<P>ROLE_ARN``: :mod:`iamdb._aws.roles`; the SQL side shares them through
+:mod:`iamdb._aws.leases`):
 
 - the call goes to the regional STS endpoint of ``AWS_REGION`` (``AWS_ENDPOINT_URL_STS``,
   FIPS, China and GovCloud as boto3 resolves them), signed with the current credentials of
@@ -86,11 +88,13 @@ def assume_role(
     duration_seconds: int,
     external_id: str | None,
     deadline: float,
+    external_id_setting: str = "<P>EXTERNAL_ID",
 ) -> Lease:
     """AssumeRole, retried while it may succeed and the deadline allows.
 
     Raises AuthError (refused), CredentialsError (the caller's own credentials refused or
     missing) or ConnectError (STS throttling, failing or unreachable until the deadline).
+    ``external_id_setting`` names the variable a refusal's message points at.
     """
     name = session_name(runtime.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
     params = {
@@ -114,10 +118,10 @@ def assume_role(
                 return found
             failure = AwsError("sts", "MalformedResponse", found, status=200)
         if not retryable(failure):
-            raise _as_error(role_arn, failure, attempt)
+            raise _as_error(role_arn, failure, attempt, external_id_setting)
         delay = backoff.next_delay()
         if runtime.clock() + delay >= deadline:
-            raise _as_error(role_arn, failure, attempt)
+            raise _as_error(role_arn, failure, attempt, external_id_setting)
         logger.info(
             "sts: AssumeRole %s: %s, retry %d in %.2f s", role_arn, _code(failure), attempt, delay
         )
@@ -128,15 +132,15 @@ def _code(exc: IamDbError) -> str:
     return exc.code if isinstance(exc, AwsError) else type(exc).__name__
 
 
-def _as_error(role_arn: str, exc: IamDbError, attempts: int) -> IamDbError:
+def _as_error(role_arn: str, exc: IamDbError, attempts: int, external_id: str) -> IamDbError:
     code = _code(exc)
     rid = f", request id {exc.request_id}" if isinstance(exc, AwsError) and exc.request_id else ""
     if code in _DENIED:
         return AuthError(
             f"STS refused AssumeRole on {role_arn} ({code}{rid}): the role's trust "
-            "policy must admit this function's execution role as principal (and match "
-            "IAMDB_MONGO_EXTERNAL_ID if the policy has an sts:ExternalId condition), and "
-            "the execution role's policy must allow sts:AssumeRole on that role"
+            f"policy (in account {role_arn.split(':')[4]}) must admit this function's execution "
+            f"role as principal (and match {external_id} if the policy has an sts:ExternalId "
+            "condition), and the execution role's policy must allow sts:AssumeRole on that role"
         )
     if code == "MalformedResponse":
         return ConnectError(f"STS answered AssumeRole on {role_arn} with something unreadable{rid}")

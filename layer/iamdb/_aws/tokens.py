@@ -8,6 +8,11 @@ token whose lifetime the signer picks, DSQL's, at the same fraction of its own),
 the credentials change (rotation on Lambda, a refreshed assumed role), and after the server
 refused it (:meth:`TokenCache.invalidate`).
 
+A target with a role (``<P>ROLE_ARN``) is signed with that role's credentials, from the
+registry's :class:`~iamdb._aws.leases.Leases`, asked for credentials that outlive the token by
+:data:`~iamdb._aws.roles.LEASE_MARGIN_SECONDS`; without one, the execution role's
+(:mod:`iamdb._aws.chain`).
+
 What a token is signed for is the caller's (:class:`Signable`): RDS and DSQL endpoints
 (:class:`iamdb._sql.tokens.Target`), ElastiCache and MemoryDB caches
 (:class:`iamdb._valkey.config.CacheTarget`).
@@ -20,12 +25,16 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from iamdb._aws.chain import CredentialResolver, default_resolver
 from iamdb._aws.credentials import Credentials
 from iamdb._aws.signer import TOKEN_LIFETIME_SECONDS
 from iamdb.errors import ConfigError
+
+if TYPE_CHECKING:
+    from iamdb._aws.leases import Leases
+    from iamdb._aws.roles import Role
 
 __all__ = ["Signable", "Token", "TokenCache"]
 
@@ -38,11 +47,12 @@ class Signable(Hashable, Protocol):
     def lifetime(self) -> int:
         """Seconds the server accepts the token after its signing instant (``X-Amz-Expires``)."""
 
+    @property
+    def role(self) -> Role | None:
+        """The role whose credentials sign the token, or None for the execution role's."""
+
     def sign(self, credentials: Credentials, now: datetime) -> str:
         """A token signed at ``now``."""
-
-
-_Key = tuple[Signable, str]  # what the token is for, access key
 
 
 @dataclass(frozen=True, repr=False)
@@ -64,16 +74,20 @@ class Token:
         )
 
 
+class _Entry(NamedTuple):
+    token: Token
+    identity: tuple[str, str]  # access key and fingerprint of the credentials that signed it
+
+
 class TokenCache:
-    """One token per (signing host, port, user, region, access key), reused while fresh.
+    """One token per target (what it is signed for, and by which role), reused while fresh.
 
     A token is reused until it is ``refresh_seconds`` old (default 840: one minute
     before RDS's 15-minute lifetime ends; an endpoint with another lifetime, DSQL's, at the
     same fraction of it: 3,360 s of 3,600) and re-signed at once when the credentials
     change (a new access key, or the same key with a different secret or session
-    token); entries of credentials that are no longer current are dropped, so the cache
-    never grows beyond the endpoints in use. Thread-safe: concurrent callers wanting
-    the same token get one signature.
+    token); one entry per target, so the cache never grows beyond the targets in use.
+    Thread-safe: concurrent callers wanting the same token get one signature.
 
     The clock (epoch seconds) drives both the age check and the signing instant, so
     tests can move time.
@@ -85,7 +99,10 @@ class TokenCache:
         resolver: CredentialResolver | None = None,
         clock: Callable[[], float] = time.time,
         refresh_seconds: float = 840.0,
+        leases: Callable[[], Leases] | None = None,
     ) -> None:
+        """``leases``: where roles' credentials come from (the registry's, made on first use);
+        None: a target with a role is a ConfigError."""
         if not 0 < refresh_seconds <= TOKEN_LIFETIME_SECONDS:
             raise ConfigError(
                 "IAMDB_TOKEN_REFRESH_SECONDS",
@@ -94,9 +111,9 @@ class TokenCache:
         self._resolver = default_resolver if resolver is None else resolver
         self._clock = clock
         self._refresh_fraction = refresh_seconds / TOKEN_LIFETIME_SECONDS
+        self._leases = leases
         self._lock = threading.Lock()
-        self._entries: dict[_Key, Token] = {}
-        self._identity: tuple[str, str] | None = None  # (access key, fingerprint)
+        self._entries: dict[Signable, _Entry] = {}
 
     def get(
         self,
@@ -104,51 +121,70 @@ class TokenCache:
         *,
         deadline: float | None = None,
         on_sign: Callable[[], None] | None = None,
+        on_assume: Callable[[], None] | None = None,
     ) -> Token:
         """A fresh token for ``endpoint``; signs only when needed.
 
-        ``endpoint.host`` is the name the token is signed for (the real RDS endpoint);
-        ``deadline`` bounds fetching credentials, if that is needed; ``on_sign`` is called
-        when this call signed a new token (the ``TokensSigned`` metric: the only count of them).
+        ``deadline`` bounds fetching credentials (AssumeRole included), if that is needed;
+        ``on_sign`` is called when this call signed a new token (the ``TokensSigned`` metric:
+        the only count of them), ``on_assume`` when it assumed the target's role.
         """
-        creds = self._resolver.resolve(deadline)
+        creds = self._credentials(endpoint, deadline, on_assume)
         identity = (creds.access_key, creds.fingerprint())
-        key = (endpoint, creds.access_key)
         with self._lock:
-            if identity != self._identity:
-                self._entries.clear()
-                self._identity = identity
             now = self._clock()
-            token = self._entries.get(key)
+            entry = self._entries.get(endpoint)
             # A negative age means the clock went back: sign again rather than trust it.
-            if token is not None and 0 <= token.age(now) < self.refresh_age(endpoint):
-                return token
+            if (
+                entry is not None
+                and entry.identity == identity
+                and 0 <= entry.token.age(now) < self.refresh_age(endpoint)
+            ):
+                return entry.token
             value = endpoint.sign(creds, datetime.fromtimestamp(now, timezone.utc))
             token = Token(value, now, creds.access_key)
-            self._entries[key] = token
+            self._entries[endpoint] = _Entry(token, identity)
         if on_sign is not None:
             on_sign()
         return token
+
+    def _credentials(
+        self, endpoint: Signable, deadline: float | None, on_assume: Callable[[], None] | None
+    ) -> Credentials:
+        """The credentials that sign ``endpoint``: its role's (valid past the token's lifetime),
+        else the execution role's."""
+        role = endpoint.role
+        if role is None:
+            return self._resolver.resolve(deadline)
+        if self._leases is None:
+            raise ConfigError(role.setting, "no way to assume a role here")
+        from iamdb._aws.roles import LEASE_MARGIN_SECONDS  # only with a role: not on cold paths
+
+        lease = self._leases().get(
+            role,
+            needed=endpoint.lifetime + LEASE_MARGIN_SECONDS,
+            deadline=self._clock() + 10.0 if deadline is None else deadline,
+            on_assume=on_assume,
+        )
+        return lease.credentials
 
     def refresh_age(self, endpoint: Signable) -> float:
         """The age at which ``endpoint``'s token is re-signed (840 s of RDS's 900 by default)."""
         return self._refresh_fraction * endpoint.lifetime
 
     def peek(self, endpoint: Signable) -> Token | None:
-        """The token cached for ``endpoint`` with the current credentials, if any (no signing,
-        no credential lookup: what :func:`iamdb.info` reports)."""
+        """The token last signed for ``endpoint``, if any (no signing, no credential lookup:
+        what :func:`iamdb.info` reports)."""
         with self._lock:
-            identity = self._identity
-            return None if identity is None else self._entries.get((endpoint, identity[0]))
+            entry = self._entries.get(endpoint)
+            return None if entry is None else entry.token
 
     def invalidate(self, endpoint: Signable) -> None:
         """Forget the token(s) of an endpoint, e.g. after the server refused one."""
         with self._lock:
-            for key in [k for k in self._entries if k[0] == endpoint]:
-                del self._entries[key]
+            self._entries.pop(endpoint, None)
 
     def clear(self) -> None:
         """Forget every token."""
         with self._lock:
             self._entries.clear()
-            self._identity = None

@@ -74,6 +74,19 @@ def env_text(env: Mapping[str, str], var: str, *, required: bool, max_len: int) 
     return value
 
 
+def env_flag(env: Mapping[str, str], var: str, default: bool) -> bool:
+    """``true``/``false`` (also ``1``/``0``, ``yes``/``no``, ``on``/``off``, any case)."""
+    value = env_value(env, var)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(var, f"expected true or false, got {value!r:.40}")
+
+
 def env_number(
     env: Mapping[str, str],
     var: str,

@@ -62,6 +62,7 @@ def fetch_lease(
         duration_seconds=cfg.session_seconds,
         external_id=cfg.external_id,
         deadline=deadline,
+        external_id_setting=cfg.prefix + "EXTERNAL_ID",
     )
 
 

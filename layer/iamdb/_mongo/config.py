@@ -9,8 +9,9 @@ Every instance is described by ``IAMDB_MONGO_*`` variables (the default instance
   configuration time (:mod:`iamdb._mongo.uri`).
 - ``ROLE_ARN``: the role to assume; its ARN is the user in ``$external``. Unset: the
   execution role's own credentials log in (its role ARN is then the ``$external`` user).
-- ``SESSION_SECONDS`` (900-43200, default 3600), ``REFRESH_SECONDS`` (assume again when
-  fewer than this remain, default 300), ``EXTERNAL_ID`` (optional).
+  ``SESSION_SECONDS`` and ``EXTERNAL_ID`` with it, read as for every engine
+  (:mod:`iamdb._aws.roles`); ``REFRESH_SECONDS``: assume again when fewer than this remain
+  (default 300).
 
 Amazon DocumentDB endpoints get the bundled RDS CA bundle and ``retryWrites=false`` unless
 the URI sets them (:func:`iamdb._mongo.uri.documentdb_options`). The SQL twin is
@@ -19,13 +20,12 @@ the URI sets them (:func:`iamdb._mongo.uri.documentdb_options`). The SQL twin is
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from iamdb._aws.roles import ROLE_SUFFIXES, load_role, session_seconds
 from iamdb._core.env import (
-    aws_region,
     client_name,
     env_number,
     env_value,
@@ -37,12 +37,7 @@ from iamdb._mongo.uri import parse_uri
 from iamdb.errors import ConfigError
 
 # What load_mongo_config reads after the instance's prefix (instance names must not collide).
-MONGO_SUFFIXES = ("URI", "ROLE_ARN", "SESSION_SECONDS", "REFRESH_SECONDS", "EXTERNAL_ID")
-_ROLE_ARN = re.compile(
-    r"arn:aws(?:-cn|-us-gov|-iso|-iso-b)?:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}",
-    re.ASCII,
-)
-_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
+MONGO_SUFFIXES = ("URI", *ROLE_SUFFIXES, "REFRESH_SECONDS")
 
 
 @dataclass(frozen=True)
@@ -80,14 +75,8 @@ def load_mongo_config(
     env = settings_environ(environ)
     p = instance_prefix("mongo", name, MONGO_SUFFIXES)
     uri = parse_uri(p + "URI", env_value(env, p + "URI"))
-    role_arn = env_value(env, p + "ROLE_ARN")
-    if role_arn is not None and not _ROLE_ARN.fullmatch(role_arn):
-        raise ConfigError(
-            p + "ROLE_ARN",
-            f"expected a role ARN like arn:aws:iam::123456789012:role/MongoAccess, "
-            f"got {role_arn!r:.120}",
-        )
-    session = int(env_number(env, p + "SESSION_SECONDS", 3600, low=900, high=43200, integer=True))
+    role = load_role(env, p)
+    session = role.session_seconds if role is not None else session_seconds(env, p)
     refresh = int(env_number(env, p + "REFRESH_SECONDS", 300, low=30, high=43200, integer=True))
     if refresh > session - 300:
         raise ConfigError(
@@ -95,16 +84,6 @@ def load_mongo_config(
             f"expected at most {p}SESSION_SECONDS - 300 = {session - 300}, got {refresh}: "
             "credentials would be renewed on (almost) every call",
         )
-    external_id = env_value(env, p + "EXTERNAL_ID")
-    if external_id is not None:
-        if role_arn is None:
-            raise ConfigError(p + "EXTERNAL_ID", f"set but {p}ROLE_ARN is not")
-        if not _EXTERNAL_ID.fullmatch(external_id):
-            raise ConfigError(
-                p + "EXTERNAL_ID", "expected 2-1224 characters of letters, digits and +=,.@:/-_"
-            )
-    if role_arn is not None:  # STS is called on the region's endpoint
-        aws_region(env, f"needed to call STS for {p}ROLE_ARN")
     return MongoConfig(
         name=None if name is None else instance_name(name, MONGO_SUFFIXES),
         prefix=p,
@@ -114,10 +93,10 @@ def load_mongo_config(
         database=uri.database,
         options=uri.options,
         tls=uri.tls,
-        role_arn=role_arn,
+        role_arn=None if role is None else role.arn,
         session_seconds=session,
         refresh_seconds=refresh,
-        external_id=external_id,
+        external_id=None if role is None else role.external_id,
         documentdb=uri.documentdb,
         client_name=client_name(env),
     )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from iamdb._core.log import logger
 from iamdb._core.loops import PerLoop
-from iamdb._sql.managed import ManagedConnection, look, ping_deadline, watch
+from iamdb._sql.managed import ManagedConnection, look, ping_deadline, refused_write, watch
 from iamdb._sql.pg import PgDriver
 
 if TYPE_CHECKING:
@@ -135,8 +135,8 @@ class AsyncManaged:
             idle = min(idle, self.login.idle.quiet(limit, left))
         assert slot.poll is not None
         seen = look(closed, slot.poll, now - slot.last_used, idle)
-        reason = seen.dead
-        if seen.confirm:
+        reason = refused_write(driver, conn) or seen.dead
+        if reason is None and seen.confirm:
             problem = await self._ping(conn, ping_deadline(now, deadline))
             reason = None if problem is None else seen.failed(problem)
         if reason is None:

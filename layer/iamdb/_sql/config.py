@@ -7,7 +7,10 @@ engines are ``pg``, ``mysql`` and ``dsql`` (Aurora DSQL: PostgreSQL with rules o
 A missing or malformed value raises :class:`~iamdb.errors.ConfigError` naming the
 variable and what was expected. Instance names are case-insensitive (see
 :func:`iamdb._core.env.instance_name`); numbers, ports and regions are ASCII. The settings
-every instance shares are :mod:`iamdb._core.settings`'.
+every instance shares are :mod:`iamdb._core.settings`'. A role to assume (``<P>ROLE_ARN``,
+``<P>EXTERNAL_ID``, ``<P>SESSION_SECONDS``) means what it means for every engine
+(:mod:`iamdb._aws.roles`); ``<P>WRITER`` says whether the instance must take writes (what
+that changes is :mod:`iamdb._sql.writer`'s).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from iamdb._aws.roles import ROLE_SUFFIXES, Role, load_role, shortest_session
 from iamdb._aws.signer import TOKEN_LIFETIME_SECONDS
 from iamdb._core.env import (
     INTEGER,
@@ -24,6 +28,7 @@ from iamdb._core.env import (
     aws_region,
     ca_file_problem,
     client_name,
+    env_flag,
     env_host,
     env_number,
     env_text,
@@ -66,6 +71,8 @@ SQL_SUFFIXES = (
     "TOKEN_EXPIRES_SECONDS",  # these three: DSQL only
     "MAX_AGE_SECONDS",
     "CONNECT_RATE",
+    *ROLE_SUFFIXES,
+    "WRITER",
     _slots.SUFFIX,  # PostgreSQL and MySQL: the server's idle limit on sessions
 )
 # <id>.<cluster-|cluster-ro-|cluster-custom-|proxy-|><hash>.<region>.rds.amazonaws.com[.cn]
@@ -73,6 +80,12 @@ _RDS_ENDPOINT = re.compile(
     r"[^.]+\.(?:cluster-(?:ro-|custom-)?|proxy-)?[a-z0-9]+\."
     r"(?P<region>[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2})\.rds\.amazonaws\.com(?:\.cn)?\.?",
     re.IGNORECASE | re.ASCII,  # else [a-z] also matches U+017F, U+212A
+)
+# The writer endpoint of an Aurora cluster or an RDS Multi-AZ DB cluster (not cluster-ro-,
+# cluster-custom-): its name says it leads to the server that takes writes.
+_WRITER_ENDPOINT = re.compile(
+    r"[^.]+\.cluster-[a-z0-9]+\.[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}\.rds\.amazonaws\.com(?:\.cn)?\.?",
+    re.IGNORECASE | re.ASCII,
 )
 
 
@@ -97,6 +110,8 @@ class SqlConfig:
     max_age: float | None = None  # DSQL: replace connections this old (seconds) at get_dsql()
     connect_rate: float | None = None  # DSQL: new connections/s per cluster; None: the setting
     client_name: str = "iamdb"  # the session's application name: AWS_LAMBDA_FUNCTION_NAME
+    role: Role | None = None  # the role whose credentials sign; None: the execution role's
+    writer: bool = False  # confirm at every login that the server takes writes (<P>WRITER)
     idle: _slots.IdleSetting = _slots.UNSET  # PostgreSQL, MySQL: <P>IDLE_SESSION_TIMEOUT
 
     @property
@@ -109,9 +124,9 @@ class SqlConfig:
         """What this instance's tokens are signed for (DSQL: the action follows the role)."""
         host, port, user, region = self.signing_host, self.signing_port, self.user, self.region
         if self.engine != "dsql":
-            return Target(host, port, user, region)
+            return Target(host, port, user, region, role=self.role)
         action = DSQL_CONNECT_ADMIN if user == _dsql.ADMIN_ROLE else DSQL_CONNECT
-        return Target(host, port, user, region, action, self.token_lifetime)
+        return Target(host, port, user, region, action, self.token_lifetime, self.role)
 
 
 def load_sql_config(
@@ -128,6 +143,8 @@ def load_sql_config(
     signing_host, signing_port = _iam_host(env, p + "IAM_HOST", p + "HOST", host, port, dsql)
     user = env_text(env, p + "USER", required=not dsql, max_len=128) or _dsql.ADMIN_ROLE
     dbname = env_text(env, p + "DBNAME", required=False, max_len=128)
+    limits = _dsql.limits(env, p) if dsql else {}
+    lifetime = limits.get("token_lifetime", TOKEN_LIFETIME_SECONDS)
     return SqlConfig(
         engine=engine,
         name=name,
@@ -143,6 +160,8 @@ def load_sql_config(
         sslrootcert=_rootcert(env, p + "SSLROOTCERT", dsql),
         connect_timeout=timeout,
         client_name=client_name(env),
+        role=_role(env, p, lifetime),
+        writer=_writer(env, p + "WRITER", signing_host, dsql),
         idle=_slots.load_idle(env, p, engine, (host, signing_host)),
         **(_dsql.limits(env, p) if dsql else {}),
     )
@@ -185,6 +204,29 @@ def _iam_host(
     if not INTEGER.fullmatch(port_text) or len(port_text) > 5 or not 1 <= int(port_text) <= 65535:
         raise ConfigError(var, f"expected a port number 1-65535 after ':', got {port_text!r:.20}")
     return name, int(port_text)
+
+
+def _role(env: Mapping[str, str], prefix: str, lifetime: int) -> Role | None:
+    """The role to assume (None: the execution role signs), with a session long enough for the
+    tokens it signs (:func:`iamdb._aws.roles.shortest_session`)."""
+    role = load_role(env, prefix)
+    least = shortest_session(lifetime)
+    if role is not None and role.session_seconds < least:
+        raise ConfigError(
+            prefix + "SESSION_SECONDS",
+            f"expected at least {least} with tokens of {lifetime} s, got {role.session_seconds}: "
+            "the credentials must outlive every token they sign, and be renewed before",
+        )
+    return role
+
+
+def _writer(env: Mapping[str, str], var: str, signing_host: str, dsql: bool) -> bool:
+    """``<P>WRITER``; unset: whether ``signing_host`` is a cluster (writer) endpoint."""
+    if dsql:
+        if env_value(env, var) is not None:
+            raise ConfigError(var, "Aurora DSQL has no read-only servers: leave it unset")
+        return False
+    return env_flag(env, var, bool(_WRITER_ENDPOINT.fullmatch(signing_host)))
 
 
 def _region(env: Mapping[str, str], var: str, signing_host: str) -> str:

@@ -1,9 +1,14 @@
 """One new IAM login, written once for blocking and for asyncio callers.
 
 A login reads top to bottom (:meth:`Login._steps`): for each attempt before the deadline, get
-the token, take the permits if the server counts this login (RDS: a token it has not accepted
-yet; Aurora DSQL: every connection), connect; a refusal (an RDS one may be throttling, a DSQL
-one can say so) is retried with backoff, at most ``IAMDB_AUTH_RETRIES`` times. The
+the token (assuming the instance's role first when its credentials are due), take the permits
+if the server counts this login (RDS: a token it has not accepted yet; Aurora DSQL: every
+connection), connect, and for an instance meant to take writes confirm that the server does
+(:mod:`iamdb._sql.writer`: a read-only one is closed and tried again until the deadline); a
+refusal (an RDS one may be throttling, a DSQL one can say so) is retried with backoff, at most
+``IAMDB_AUTH_RETRIES`` times, and a refusal of the very token the server accepted before (the
+name now leads to another server: a failover, a Blue/Green switchover behind stale DNS) for
+up to :data:`MOVED_SECONDS`. The
 steps are a generator that yields what must happen (a permit, a connect, a sleep) and is told
 what happened (:mod:`iamdb._core.steps`): :meth:`Login.connect` runs them blocking,
 :meth:`Login.connect_async` awaits them (permits in a worker thread, the driver's async
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable, Generator
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar, cast
 
 from iamdb._aws.tokens import Token, TokenCache
 from iamdb._core.backoff import DecorrelatedJitter, final_error
@@ -26,6 +31,7 @@ from iamdb._core.telemetry import Probe
 from iamdb._sql.config import SqlConfig
 from iamdb._sql.refusals import THROTTLING_HINT, locate
 from iamdb._sql.slots import IdleLimit
+from iamdb._sql.writer import MOVED_HINT, read_only_failure
 from iamdb.errors import (
     AuthError,
     ConnectError,
@@ -58,6 +64,28 @@ class Driver(Protocol[C]):
     def transaction(self, conn: C) -> str | None: ...
     def ping(self, conn: C, until: Until) -> str | None: ...
     def close(self, conn: C, wait: float = 0.0) -> bool: ...
+    def read_only(self, conn: C, until: Until) -> str | None: ...
+    def refused_write(self, conn: C) -> bool: ...
+
+
+class AsyncChecks(Protocol):
+    """What an asyncio login needs beyond the driver's async connect (psycopg's driver)."""
+
+    async def read_only_async(self, conn: Any, until: Until) -> str | None: ...
+
+
+MOVED_SECONDS = 30.0
+"""How long one login keeps trying after the server refused the token it accepted before: the
+name leads to another server for as long as DNS takes to follow a failover or a switchover."""
+MOVING_CAP = 0.5
+"""The longest pause between attempts while the writer moves (a read-only server, a refusal of
+the token accepted before): the new writer is there as soon as DNS follows, so a login waits at
+most this long past it. The fleet queue and the per-process limiter still pace these logins
+(each takes a permit)."""
+
+
+class _Token(NamedTuple):
+    deadline: float
 
 
 class _Permit(NamedTuple):
@@ -72,11 +100,16 @@ class _Connect(NamedTuple):
     idle: int | None  # the server closes the session after this long idle (None: never)
 
 
+class _Confirm(NamedTuple):
+    conn: Any
+    deadline: float
+
+
 class _Sleep(NamedTuple):
     seconds: float
 
 
-_Step = _Permit | _Connect | _Sleep
+_Step = _Token | _Permit | _Connect | _Confirm | _Sleep
 _FAILURES = (AuthError, ThrottleError, ConnectError)  # what a step may raise: thrown into the steps
 
 
@@ -128,6 +161,8 @@ class Login(Generic[C]):
         connection, TLS or login parameters."""
 
         def do(step: _Step) -> Any:
+            if isinstance(step, _Token):
+                return self._token(step.deadline)
             if isinstance(step, _Permit):
                 return self._limits.permit(step.server, step.deadline, self.probe, rate=step.rate)
             if isinstance(step, _Connect):
@@ -135,6 +170,8 @@ class Login(Generic[C]):
                 return self.driver.connect(
                     self.cfg, step.token, until, idle_limit=step.idle, **options
                 )
+            if isinstance(step, _Confirm):
+                return self.driver.read_only(step.conn, (self._rt.clock, step.deadline))
             self._rt.sleep(step.seconds)
             return None
 
@@ -152,6 +189,10 @@ class Login(Generic[C]):
         import asyncio
 
         async def do(step: _Step) -> Any:
+            if isinstance(step, _Token):  # an AssumeRole is a wait: off the event loop
+                if self.cfg.role is None:
+                    return self._token(step.deadline)
+                return await asyncio.to_thread(self._token, step.deadline)
             if isinstance(step, _Permit):
                 return await asyncio.to_thread(
                     self._limits.permit, step.server, step.deadline, self.probe, rate=step.rate
@@ -159,6 +200,9 @@ class Login(Generic[C]):
             if isinstance(step, _Connect):
                 until = (self._rt.clock, step.deadline)
                 return await connect(self.cfg, step.token, until, idle_limit=step.idle)
+            if isinstance(step, _Confirm):
+                checks = cast(AsyncChecks, self.driver)  # asyncio logins are psycopg's
+                return await checks.read_only_async(step.conn, (self._rt.clock, step.deadline))
             await asyncio.sleep(step.seconds)
             return None
 
@@ -180,15 +224,22 @@ class Login(Generic[C]):
             deadline = self._deadline.at(cfg.connect_timeout)
         started = clock()
         backoff = DecorrelatedJitter(uniform=self._rt.uniform)
+        moving = DecorrelatedJitter(cap=MOVING_CAP, uniform=self._rt.uniform)
         refusals = 0
+        moved = False  # the server refused a token it had accepted: see MOVED_SECONDS
         full: TooManyConnectionsError | None = None  # the server's last "no slot free"
         full_since = 0.0  # when the server first said it
         try:
             for attempt in itertools.count(1):
-                token = self._tokens.get(server, deadline=deadline, on_sign=self._signed)
+                try:
+                    token = yield _Token(deadline)
+                except _FAILURES as exc:  # assuming the role failed: say which instance asked
+                    locate(exc, cfg, attempt)
+                    raise
+                reused = token is self.accepted
                 ticket, permitted = None, True
                 # RDS does not count a token it accepted before; DSQL counts every connection.
-                if server.dsql or token is not self.accepted:
+                if server.dsql or not reused:
                     try:
                         ticket = yield _Permit(server.key, deadline, cfg.connect_rate)
                     except ThrottleError as exc:  # the limiters know the server, not the instance
@@ -199,6 +250,7 @@ class Login(Generic[C]):
                 if not permitted and full is not None:  # the full server is the cause
                     raise final_error(full, attempt - 1, clock() - started, self.idle.advice())
                 idle = self.idle.for_new()
+                answer = None  # the writer check's: why the server does not take writes
                 try:
                     conn = yield _Connect(token, deadline, idle)
                 except _FAILURES as exc:
@@ -206,8 +258,11 @@ class Login(Generic[C]):
                 else:
                     self._limits.release(ticket)
                     self.accepted, self.last_login = token, clock()
-                    self._logged_in(token)
-                    return conn
+                    answer = (yield _Confirm(conn, deadline)) if cfg.writer else None
+                    if answer is None:
+                        self._logged_in(token)
+                        return conn
+                    failure = self._read_only(conn, answer)
                 locate(failure, cfg, attempt)
                 if self.idle.refuses(failure, idle):
                     continue  # at once, without the limit
@@ -218,6 +273,11 @@ class Login(Generic[C]):
                 elif isinstance(failure, ConnectError):
                     retry = failure._transient
                     self.probe.count("ConnectRetries" if retry else "ConnectFailures")
+                elif moved or (reused and type(failure) is AuthError and not server.dsql):
+                    # Refused the token it accepted before: the name leads to another server.
+                    moved, self.accepted = True, None  # keep the token; take permits from now on
+                    retry = clock() - started < MOVED_SECONDS
+                    self.probe.count("AuthFailures")
                 else:
                     refusals += 1
                     retry = refusals <= self._retries
@@ -225,7 +285,7 @@ class Login(Generic[C]):
                         "AuthFailures" if type(failure) is AuthError else "ServerThrottled"
                     )
                     self._tokens.invalidate(server)  # the next attempt signs anew
-                delay = backoff.next_delay()
+                delay = (moving if moved or answer is not None else backoff).next_delay()
                 if retry and clock() + delay <= deadline:
                     yield _Sleep(delay)
                     if clock() < deadline:  # not frozen past it while sleeping
@@ -237,6 +297,8 @@ class Login(Generic[C]):
                     raise final_error(full, attempt, clock() - started, self.idle.advice())
                 # DSQL tells throttling apart (SQLSTATE 53400); an RDS refusal may be throttling.
                 hint = THROTTLING_HINT if refusals and not server.dsql else ""
+                if moved and isinstance(failure, AuthError):
+                    hint = MOVED_HINT
                 raise final_error(failure, attempt, clock() - started, hint)
             raise AssertionError("unreachable")  # pragma: no cover
         finally:
@@ -244,8 +306,25 @@ class Login(Generic[C]):
                 self.probe.count("SlotWaits")
                 self.probe.count("SlotWaitMs", 1000.0 * (clock() - full_since))
 
+    def _token(self, deadline: float) -> Token:
+        return self._tokens.get(
+            self.cfg.target, deadline=deadline, on_sign=self._signed, on_assume=self._assumed
+        )
+
+    def _read_only(self, conn: C, answer: str) -> ConnectError:
+        """Close a connection to a server that does not take writes; the next attempt takes a
+        permit (the server behind the name is changing, and counts new tokens anew)."""
+        self.driver.close(conn)
+        self.accepted = None
+        logger.info("%s: %s:%s does not take writes (%s): trying again",
+                    self.cfg.label, self.cfg.host, self.cfg.port, answer)  # fmt: skip
+        return read_only_failure(self.cfg, answer)
+
     def _signed(self) -> None:
         self.probe.count("TokensSigned")
+
+    def _assumed(self) -> None:
+        self.probe.count("CredentialRefreshes")
 
     def _logged_in(self, token: Token) -> None:
         self.probe.count("ConnectionsOpened")

@@ -9,7 +9,8 @@ connection before handing it out, cheaply, and within the invocation's deadline:
    a handler that ended without committing: the connection is replaced (the server rolls the
    transaction back as it closes), never handed on, and a warning names the instance. So is,
    with a maximum age (Aurora DSQL ends every session after an hour), one that reached it;
-2. the driver's own closed/broken state (no I/O);
+2. the driver's own closed/broken state (no I/O), and whether a statement on it found the
+   server read-only (the writer moved: :mod:`iamdb._sql.writer`);
 3. a zero-timeout ``poll()`` of the socket: an idle connection has nothing to read, so
    readable or hung-up means the server said goodbye (or sent a notice): suspect;
 4. a round trip (``SELECT 1`` / ping) only when the socket is suspect or the connection
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import select
 import threading
-from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from iamdb._core.log import logger
 from iamdb._sql.login import Driver, Login
@@ -179,8 +180,8 @@ class ManagedConnection(Generic[C]):
             idle = min(idle, self.login.idle.quiet(limit, left))
         assert self._poll is not None
         seen = look(driver.is_closed(conn), self._poll, now - self._last_used, idle)
-        reason = seen.dead
-        if seen.confirm:
+        reason = refused_write(driver, conn) or seen.dead
+        if reason is None and seen.confirm:
             problem = driver.ping(conn, (self.runtime.clock, ping_deadline(now, deadline)))
             reason = None if problem is None else seen.failed(problem)
         if reason is None:
@@ -226,6 +227,13 @@ class Look(NamedTuple):
         """Why the confirming round trip says the connection is dead."""
         seen = "socket readable while idle, " if self.suspect else ""
         return f"{seen}{problem}"
+
+
+def refused_write(driver: Driver[Any], conn: Any) -> str | None:
+    """Why ``conn`` must be replaced when a statement on it found the server read-only."""
+    if driver.refused_write(conn):
+        return "a statement found the server read-only: the writer moved"
+    return None
 
 
 def look(closed: bool, poller: select.poll, idle_for: float, idle: float) -> Look:

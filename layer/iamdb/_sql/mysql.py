@@ -12,8 +12,10 @@ time never trips them) and ``socket.create_connection`` gives every address the 
 timeout. iamdb opens the socket itself (each address gets what is left) and its connection
 class re-arms the socket's timeout to the time left before every read and write while a
 deadline is set (the login, the liveness ping). The class also serialises commands, so that
-closing a connection (``iamdb.reset()``) never happens under a running statement, and makes
-``with conn:`` end the transaction but keep the connection, which is iamdb's to close.
+closing a connection (``iamdb.reset()``) never happens under a running statement, makes
+``with conn:`` end the transaction but keep the connection, which is iamdb's to close, and marks
+a connection whose statement the server refused for being read-only (1290 / 1836: the writer
+moved) so that the next ``get_mysql()`` replaces it (:mod:`iamdb._sql.writer`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from iamdb._aws.tokens import Token
 from iamdb._sql.config import SqlConfig
 from iamdb._sql.refusals import auth_refused, connect_failed, slots_full
 from iamdb._sql.slots import MYSQL_FULL
+from iamdb._sql.writer import MYSQL_QUERY, mysql_read_only, mysql_refused_write
 from iamdb.errors import ConfigError, ConnectError, IamDbError
 
 MySqlConnection = Any  # PyMySQL ships no type information
@@ -150,6 +153,28 @@ class MySqlDriver:
             conn.iamdb_busy.release()
         return failure
 
+    def read_only(self, conn: MySqlConnection, until: Until) -> str | None:
+        """None when a new connection's server takes writes (:data:`~iamdb._sql.writer.
+        MYSQL_QUERY` by the deadline), else what it answered or why no answer came. Leaves no
+        transaction open, whatever the connection's autocommit."""
+        row, problem = None, None
+        conn.iamdb_until = until
+        try:
+            with conn.cursor() as cur:
+                cur.execute(MYSQL_QUERY)
+                row = cur.fetchone()
+            if self.transaction(conn):
+                conn.rollback()
+        except Exception as exc:  # PyMySQL's errors: the connection failed
+            problem = f"no answer: {type(exc).__name__}"
+        finally:
+            conn.iamdb_until = None
+        return problem or mysql_read_only(row)
+
+    def refused_write(self, conn: MySqlConnection) -> bool:
+        """Whether a statement on ``conn`` failed because the server is read-only."""
+        return bool(conn.iamdb_refused_write)
+
     def close(self, conn: MySqlConnection, wait: float = 0.0) -> bool:
         """Close ``conn`` unless a command of another thread runs on it (closing a TLS socket
         under a read crashes the process); waits up to ``wait`` seconds. False: left open."""
@@ -220,6 +245,7 @@ def _connection_class() -> type:
         """A PyMySQL connection made by iamdb; ``with conn:`` keeps it open."""
 
         iamdb_until: Until | None = None  # while set, every read and write ends by it
+        iamdb_refused_write = False  # a statement failed: the server is read-only
         iamdb_idle_limit: int | None = None  # the server closes it after this long idle
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -234,6 +260,14 @@ def _connection_class() -> type:
                     "local server)"
                 )
             super()._request_authentication()
+
+        def _read_packet(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super()._read_packet(*args, **kwargs)
+            except pymysql.err.MySQLError as exc:
+                if mysql_refused_write(exc.args):
+                    self.iamdb_refused_write = True
+                raise
 
         def _read_bytes(self, num_bytes: int) -> bytes:
             if self.iamdb_until is None:

@@ -31,6 +31,7 @@ from iamdb._sql.pg_classes import (
 )
 from iamdb._sql.refusals import auth_refused, connect_failed, rate_refused, slots_full
 from iamdb._sql.slots import FULL
+from iamdb._sql.writer import PG_QUERY, pg_read_only
 from iamdb.errors import IamDbError
 
 # SQLSTATE class 28 (invalid authorization) and libpq's text for refused logins.
@@ -181,6 +182,35 @@ class PgDriver:
             conn.lock.release()
         return True
 
+    def read_only(self, conn: PgConnection, until: tuple[Callable[[], float], float]) -> str | None:
+        """None when a new connection's server takes writes (:data:`~iamdb._sql.writer.PG_QUERY`
+        answers ``off`` by the deadline), else what it answered or why no answer came."""
+        answers: list[bytes | None] = []
+        try:
+            problem = _round_trip(conn.pgconn, *until, query=PG_QUERY, answers=answers)
+        except Exception as exc:  # psycopg.OperationalError: the connection is gone
+            problem = f"no answer: {type(exc).__name__}"
+        return problem or pg_read_only(answers[0] if answers else None)
+
+    async def read_only_async(
+        self, conn: PgAsyncConnection, until: tuple[Callable[[], float], float]
+    ) -> str | None:
+        """:meth:`read_only` for an ``AsyncConnection``, awaited until the deadline."""
+        import asyncio
+
+        clock, deadline = until
+        try:
+            cur = await asyncio.wait_for(conn.execute(PG_QUERY), max(0.0, deadline - clock()))
+            row = await cur.fetchone()
+        except (Exception, asyncio.TimeoutError) as exc:
+            return f"no answer: {type(exc).__name__}"
+        return pg_read_only(None if row is None else str(row[0]).encode())
+
+    def refused_write(self, conn: PgConnection | PgAsyncConnection) -> bool:
+        """Whether a statement on ``conn`` failed because the server does not take writes
+        (SQLSTATE 25006, marked by :mod:`iamdb._sql.pg_classes`)."""
+        return bool(getattr(conn, "iamdb_refused_write", False))
+
     async def ping_async(self, conn: PgAsyncConnection) -> None:
         await (await conn.execute("SELECT 1")).fetchone()
 
@@ -192,12 +222,19 @@ class PgDriver:
             conn.pgconn.finish()
 
 
-def _round_trip(pgconn: Any, clock: Callable[[], float], deadline: float) -> str | None:
-    """``SELECT 1`` on libpq's non-blocking API; None when answered by ``deadline``."""
+def _round_trip(
+    pgconn: Any,
+    clock: Callable[[], float],
+    deadline: float,
+    query: bytes = b"SELECT 1",
+    answers: list[bytes | None] | None = None,
+) -> str | None:
+    """``query`` (``SELECT 1``) on libpq's non-blocking API; None when answered by ``deadline``.
+    ``answers`` receives the first value of each result."""
     from psycopg import pq
 
     fd = pgconn.socket
-    pgconn.send_query(b"SELECT 1")
+    pgconn.send_query(query)
     while pgconn.flush():  # 1: more to send
         if not _ready(fd, select.POLLOUT, clock, deadline):
             return "ping timed out"
@@ -210,6 +247,8 @@ def _round_trip(pgconn: Any, clock: Callable[[], float], deadline: float) -> str
                 return None if answered else "ping got no answer"
             if result.status != pq.ExecStatus.TUPLES_OK:
                 return f"ping answered {result.status.name}"
+            if answers is not None and result.ntuples:
+                answers.append(result.get_value(0, 0))
             answered = True
         if not _ready(fd, select.POLLIN, clock, deadline):
             return "ping timed out"

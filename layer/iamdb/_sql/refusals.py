@@ -67,17 +67,30 @@ def scrub(text: str, *secrets: str) -> str:
     return text
 
 
+_OWN_ACCOUNT = "(the database's own account: from another account, sign with a role there)"
+
+
+def signer(cfg: SqlConfig) -> tuple[str, str]:
+    """Who signed ``cfg``'s tokens, for messages: (``"the role <arn> (<P>ROLE_ARN)"`` or ``"the
+    function"``, the account its policy must name: the role's, else ``<account>``)."""
+    if cfg.role is None:
+        return "the function", "<account>"
+    return f"the role {cfg.role.arn} ({cfg.role.setting})", cfg.role.account
+
+
 def auth_refused(cfg: SqlConfig, detail: str, token: Token) -> AuthError:
     """The server refused the IAM login."""
     if cfg.engine == "dsql":
         return _dsql_refused(cfg, detail, token)
     setup = _DB_USER_SETUP[cfg.engine].format(user=cfg.user)
+    who, account = signer(cfg)
     return AuthError(
         f"{cfg.label}: the server at {cfg.host}:{cfg.port} refused the IAM login of user "
-        f"{cfg.user!r} (token signed for {cfg.signing_host}:{cfg.signing_port}, region "
+        f"{cfg.user!r} (token signed by {who} for {cfg.signing_host}:{cfg.signing_port}, region "
         f"{cfg.region}): {scrub(detail, token.value).strip()}. Usual causes: the database user "
-        f"is not set up for IAM ({setup}); the function's IAM policy lacks rds-db:connect on "
-        f"arn:aws:rds-db:{cfg.region}:<account>:dbuser:<DbiResourceId>/{cfg.user}; IAM "
+        f"is not set up for IAM ({setup}); the IAM policy of {who} lacks rds-db:connect on "
+        f"arn:aws:rds-db:{cfg.region}:{account}:dbuser:<DbiResourceId>/{cfg.user} "
+        f"{_OWN_ACCOUNT}; IAM "
         "connection throttling (CloudWatch metric IamDbAuthConnectionFailureThrottling); the "
         "token was signed for another name than the RDS endpoint (set "
         f"{cfg.prefix}IAM_HOST when connecting through a CNAME, an IP or a tunnel) or region "
@@ -88,14 +101,17 @@ def auth_refused(cfg: SqlConfig, detail: str, token: Token) -> AuthError:
 
 def _dsql_refused(cfg: SqlConfig, detail: str, token: Token) -> AuthError:
     action = cfg.target.action
+    who, account = signer(cfg)
     grant = ""
     if cfg.user != _dsql.ADMIN_ROLE:
-        grant = f"the role is not granted to it (as admin: AWS IAM GRANT {cfg.user} TO '<ARN>'); "
+        arn = "<ARN>" if cfg.role is None else cfg.role.arn
+        grant = f"the role is not granted to it (as admin: AWS IAM GRANT {cfg.user} TO '{arn}'); "
     return AuthError(
         f"{cfg.label}: the Aurora DSQL cluster at {cfg.host}:{cfg.port} refused the IAM login "
-        f"of role {cfg.user!r} (token dsql:{action}, signed for {cfg.signing_host}, region "
-        f"{cfg.region}): {scrub(detail, token.value).strip()}. Usual causes: the function's IAM "
-        f"policy lacks dsql:{action} on arn:aws:dsql:{cfg.region}:<account>:cluster/<cluster id> "
+        f"of role {cfg.user!r} (token dsql:{action}, signed by {who} for {cfg.signing_host}, "
+        f"region {cfg.region}): {scrub(detail, token.value).strip()}. Usual causes: the IAM "
+        f"policy of {who} lacks dsql:{action} on "
+        f"arn:aws:dsql:{cfg.region}:{account}:cluster/<cluster id> {_OWN_ACCOUNT} "
         f"(the admin role needs dsql:DbConnectAdmin, every other role dsql:DbConnect); {grant}"
         "the credentials the token was signed with expired; the token was signed for another "
         f"name than the cluster endpoint (set {cfg.prefix}IAM_HOST when connecting through a "

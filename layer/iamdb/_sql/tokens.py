@@ -5,7 +5,7 @@ cached by :class:`iamdb._aws.tokens.TokenCache`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from iamdb._aws.credentials import Credentials
 from iamdb._aws.signer import (
@@ -13,6 +13,9 @@ from iamdb._aws.signer import (
     generate_db_auth_token,
     generate_dsql_auth_token,
 )
+
+if TYPE_CHECKING:
+    from iamdb._aws.roles import Role
 
 __all__ = ["Target"]
 
@@ -25,7 +28,8 @@ DSQL_CONNECT_ADMIN = "DbConnectAdmin"  # dsql:DbConnectAdmin, the admin role onl
 class Target(NamedTuple):
     """What a token is signed for: the endpoint name and port, the database user, the region,
     and the token's ``action`` and lifetime: RDS's ``connect`` (900 s, fixed), or Aurora DSQL's
-    ``DbConnect`` / ``DbConnectAdmin`` with the lifetime the signer chooses."""
+    ``DbConnect`` / ``DbConnectAdmin`` with the lifetime the signer chooses; and by whom: the
+    ``role`` to assume, or None for the execution role."""
 
     host: str
     port: int
@@ -33,6 +37,7 @@ class Target(NamedTuple):
     region: str
     action: str = RDS_CONNECT
     lifetime: int = TOKEN_LIFETIME_SECONDS
+    role: Role | None = None
 
     @property
     def dsql(self) -> bool:

@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from iamdb._aws.credentials import Credentials
 from iamdb._aws.signer import TOKEN_LIFETIME_SECONDS, generate_valkey_auth_token
@@ -43,6 +43,9 @@ from iamdb._core.env import (
     settings_environ,
 )
 from iamdb.errors import ConfigError
+
+if TYPE_CHECKING:
+    from iamdb._aws.roles import Role
 
 VALKEY_SUFFIXES = (
     "HOST",
@@ -89,6 +92,7 @@ class CacheTarget(NamedTuple):
     region: str
     service: str
     serverless: bool
+    role: Role | None = None  # signed with the execution role's credentials (no role setting yet)
 
     @property
     def lifetime(self) -> int:

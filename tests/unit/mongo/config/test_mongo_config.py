@@ -6,7 +6,6 @@ is a stub.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -17,7 +16,6 @@ from xml.etree import ElementTree
 import pytest
 
 from iamdb._aws.chain import CredentialResolver
-from iamdb._aws.client import AwsError
 from iamdb._aws.credentials import Credentials
 from iamdb._aws.sts import Lease, assume_role, session_name
 from iamdb._core.invocation import Deadline
@@ -27,7 +25,7 @@ from iamdb._mongo.client import client_options
 from iamdb._mongo.config import MongoConfig, load_mongo_config
 from iamdb._mongo.handle import MongoHandle
 from iamdb.errors import AuthError, ConfigError, ConnectError, CredentialsError
-from tests.fakes import FakeTime, RecordingProbe, runtime
+from tests.fakes import FakeTime, RecordingProbe, ScriptedSts, runtime, sts_error
 
 MONGO_START = 1_000_000.0
 
@@ -286,40 +284,8 @@ def test_session_names_are_valid_and_unique() -> None:
         assert re.fullmatch(r"[\w+=,.@-]{2,64}", name)
 
 
-class FakeAws:
-    """Answers STS AssumeRole (as iamdb's AwsClient does) from a script of errors and expiries."""
-
-    def __init__(self, *script: Exception | float) -> None:
-        self.script = list(script)
-        self.calls: list[dict[str, str]] = []
-        self.serial = 0
-
-    def sts(self, params: Mapping[str, str], deadline: float) -> ElementTree.Element:
-        self.calls.append(dict(params))
-        step = self.script.pop(0)
-        if isinstance(step, Exception):
-            raise step
-        self.serial += 1
-        expiration = dt.datetime.fromtimestamp(step, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return ElementTree.fromstring(
-            '<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
-            "<AssumeRoleResult><Credentials>"
-            f"<AccessKeyId>ASIAKEY{self.serial}</AccessKeyId>"
-            f"<SecretAccessKey>secret-{self.serial}</SecretAccessKey>"
-            f"<SessionToken>token-{self.serial}</SessionToken>"
-            f"<Expiration>{expiration}</Expiration>"
-            "</Credentials><AssumedRoleUser>"
-            "<Arn>arn:aws:sts::123456789012:assumed-role/MongoAccess/x</Arn>"
-            "</AssumedRoleUser></AssumeRoleResult></AssumeRoleResponse>"
-        )
-
-
-def sts_error(code: str, status: int) -> AwsError:
-    return AwsError("sts", code, "secret-free", status=status, request_id="req-1")
-
-
 def assume(
-    fake: FakeAws, t: FakeTime, *, env: Mapping[str, str] = BASE, external_id: str | None = None
+    fake: ScriptedSts, t: FakeTime, *, env: Mapping[str, str] = BASE, external_id: str | None = None
 ) -> Lease:
     return assume_role(
         fake,  # type: ignore[arg-type]
@@ -333,7 +299,7 @@ def assume(
 
 def test_assume_role_retries_throttling_then_succeeds() -> None:
     t = FakeTime()
-    fake = FakeAws(sts_error("Throttling", 400), sts_error("x", 503), 5000.0)
+    fake = ScriptedSts(sts_error("Throttling", 400), sts_error("x", 503), 5000.0)
     got = assume(fake, t, external_id="ext-1")
     assert got.credentials.access_key == "ASIAKEY1" and got.expires_at == 5000.0
     assert t.sleeps == pytest.approx([0.2, 0.35])  # decorrelated jitter, random fixed at 0.5
@@ -346,7 +312,7 @@ def test_assume_role_retries_throttling_then_succeeds() -> None:
 
 def test_assume_role_gives_up_at_the_deadline() -> None:
     t = FakeTime()
-    fake = FakeAws(*[sts_error("Throttling", 400)] * 100)
+    fake = ScriptedSts(*[sts_error("Throttling", 400)] * 100)
     with pytest.raises(ConnectError) as info:
         assume(fake, t)
     assert sum(t.sleeps) <= 10 and len(fake.calls) == len(t.sleeps) + 1
@@ -354,7 +320,7 @@ def test_assume_role_gives_up_at_the_deadline() -> None:
 
 
 def test_access_denied_names_the_role_and_the_trust_policy() -> None:
-    fake = FakeAws(sts_error("AccessDenied", 403))
+    fake = ScriptedSts(sts_error("AccessDenied", 403))
     with pytest.raises(AuthError) as info:
         assume(fake, FakeTime())
     assert len(fake.calls) == 1  # not retried
@@ -363,11 +329,11 @@ def test_access_denied_names_the_role_and_the_trust_policy() -> None:
 
 def test_bad_function_credentials() -> None:
     with pytest.raises(CredentialsError):
-        assume(FakeAws(sts_error("InvalidClientTokenId", 403)), FakeTime())
+        assume(ScriptedSts(sts_error("InvalidClientTokenId", 403)), FakeTime())
 
 
 def test_an_answer_without_credentials_is_a_connect_error() -> None:
-    class Empty(FakeAws):
+    class Empty(ScriptedSts):
         def sts(self, params: Mapping[str, str], deadline: float) -> ElementTree.Element:
             text = "<AssumeRoleResponse><AssumeRoleResult/></AssumeRoleResponse>"
             return ElementTree.fromstring(text)
@@ -377,7 +343,7 @@ def test_an_answer_without_credentials_is_a_connect_error() -> None:
 
 
 def test_session_name_comes_from_the_function_name() -> None:
-    fake = FakeAws(5000.0)
+    fake = ScriptedSts(5000.0)
     assume(fake, FakeTime(), env={**BASE, "AWS_LAMBDA_FUNCTION_NAME": "orders-api"})
     assert fake.calls[0]["RoleSessionName"].startswith("orders-api-")
 
@@ -416,7 +382,7 @@ def handle_with(
     rt = runtime(dict(BASE), clock)
     handle = MongoHandle(
         cfg(),
-        aws=FakeAws(*script),  # type: ignore[arg-type]
+        aws=ScriptedSts(*script),  # type: ignore[arg-type]
         resolver=CredentialResolver(Runtime(environ=BASE)),
         runtime=rt,
         deadline=Deadline(clock.clock),

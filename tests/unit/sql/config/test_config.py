@@ -204,3 +204,91 @@ def test_one_configuration_is_one_connection_whatever_the_spelling() -> None:
         assert managed.cfg.name == "reporting"
     finally:
         registry.reset()
+
+
+# -- a role to assume, and a writer -------------------------------------------------------------
+
+ROLE = "arn:aws:iam::210987654321:role/DataAccess"
+CLUSTER = "orders.cluster-c9akciq32.eu-west-1.rds.amazonaws.com"
+
+
+def test_a_role_signs_the_instance_s_tokens_and_is_part_of_its_target() -> None:
+    cfg = load_sql_config(
+        "pg", None, env(IAMDB_PG_ROLE_ARN=ROLE, IAMDB_PG_EXTERNAL_ID="t-7", AWS_REGION="eu-west-1")
+    )
+    assert cfg.role is not None and cfg.role.arn == ROLE and cfg.role.external_id == "t-7"
+    assert cfg.target.role == cfg.role and cfg.role.setting == "IAMDB_PG_ROLE_ARN"
+    assert cfg.target.key == load_sql_config("pg", None, env()).target.key  # paced per server
+    assert load_sql_config("pg", None, env()).role is None
+
+
+@pytest.mark.parametrize(
+    ("engine", "changes", "variable"),
+    [
+        ("pg", {"IAMDB_PG_SESSION_SECONDS": "1499"}, "IAMDB_PG_SESSION_SECONDS"),
+        ("pg", {"IAMDB_PG_ROLE_ARN": "arn:aws:iam::1:role/x"}, "IAMDB_PG_ROLE_ARN"),
+        ("pg", {"AWS_REGION": ""}, "AWS_REGION"),
+        ("dsql", {"IAMDB_DSQL_TOKEN_EXPIRES_SECONDS": "3600"}, "IAMDB_DSQL_SESSION_SECONDS"),
+        ("dsql", {"IAMDB_DSQL_WRITER": "true"}, "IAMDB_DSQL_WRITER"),
+        ("pg", {"IAMDB_PG_WRITER": "maybe"}, "IAMDB_PG_WRITER"),
+    ],
+)
+def test_role_and_writer_mistakes_name_the_variable(
+    engine: str, changes: dict[str, str], variable: str
+) -> None:
+    base = {
+        "IAMDB_PG_HOST": RDS,
+        "IAMDB_PG_USER": "app",
+        "IAMDB_DSQL_HOST": "abcdefghijklmnopqrstuvwxyz.dsql.eu-west-1.on.aws",
+        "AWS_REGION": "eu-west-1",
+        f"IAMDB_{engine.upper()}_ROLE_ARN": ROLE,
+        **changes,
+    }
+    with pytest.raises(ConfigError) as info:
+        load_sql_config(engine, None, base)  # type: ignore[arg-type]
+    assert info.value.variable == variable
+
+
+def test_a_long_dsql_token_needs_a_longer_session() -> None:
+    cfg = load_sql_config(
+        "dsql",
+        None,
+        {
+            "IAMDB_DSQL_HOST": "abcdefghijklmnopqrstuvwxyz.dsql.eu-west-1.on.aws",
+            "IAMDB_DSQL_ROLE_ARN": ROLE,
+            "IAMDB_DSQL_TOKEN_EXPIRES_SECONDS": "3600",
+            "IAMDB_DSQL_SESSION_SECONDS": "4200",
+            "AWS_REGION": "eu-west-1",
+        },
+    )
+    assert cfg.role is not None and cfg.target.lifetime == 3600
+
+
+@pytest.mark.parametrize(
+    ("host", "writer"),
+    [
+        (CLUSTER, True),
+        (CLUSTER.upper(), True),
+        ("orders.cluster-c9akciq32.cn-north-1.rds.amazonaws.com.cn", True),
+        ("orders.cluster-ro-c9akciq32.eu-west-1.rds.amazonaws.com", False),
+        ("orders.cluster-custom-c9akciq32.eu-west-1.rds.amazonaws.com", False),
+        (RDS, False),  # an instance endpoint: writer or reader, its name does not say
+        ("orders.proxy-c9akciq32.eu-west-1.rds.amazonaws.com", False),
+    ],
+)
+def test_the_writer_check_is_on_by_default_for_cluster_endpoints_only(
+    host: str, writer: bool
+) -> None:
+    assert load_sql_config("pg", None, env(IAMDB_PG_HOST=host)).writer is writer
+
+
+def test_the_writer_setting_overrides_the_name_and_follows_the_signing_host() -> None:
+    assert not load_sql_config(
+        "pg", None, env(IAMDB_PG_HOST=CLUSTER, IAMDB_PG_WRITER="false")
+    ).writer
+    assert load_sql_config("pg", None, env(IAMDB_PG_WRITER="TRUE")).writer
+    tunnel = env(IAMDB_PG_HOST="10.1.2.3", IAMDB_PG_IAM_HOST=CLUSTER)
+    assert load_sql_config("pg", None, tunnel).writer  # the name the token is signed for
+    reader = env(IAMDB_PG_READER_HOST=CLUSTER.replace("cluster-", "cluster-ro-"))
+    reader["IAMDB_PG_READER_USER"] = "app"
+    assert not load_sql_config("pg", "reader", reader).writer

@@ -152,7 +152,7 @@ def test_a_failed_reconnect_counts_no_reconnect(s: Setup) -> None:
     """``iamdb.info()`` reports what happened: nothing was replaced."""
     first = s.managed.get()
     first.close()
-    s.driver.refusals = [AuthError("refused")]
+    s.driver.refusals = [AuthError("refused")] * 100  # the accepted token: tried to the deadline
     with pytest.raises(AuthError):
         s.managed.get()
     assert s.probe["Reconnects"] == 0 and not s.managed.connected
