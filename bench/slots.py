@@ -21,7 +21,8 @@ throttles), as devstack's verifier counts them. The baseline is iamdb at :data:`
 (main before connection slots), extracted with ``git archive``.
 
 Run: ``python -m bench.slots [--no-devstack] [--no-sim] [--all]`` (starts and stops its own
-devstack; ``--all``: the fleet scenarios with 900 s timeouts and overload too, hours).
+devstack; the fleet scenarios at 30 s and 900 s timeouts; ``--all`` adds overload: bursts
+beyond the slots).
 """
 
 from __future__ import annotations
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-sim", action="store_true", help="only devstack")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
-        "--all", action="store_true", help="every fleet scenario (900 s and overload: hours)"
+        "--all", action="store_true", help="every fleet scenario (overload too: longer)"
     )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="iamdb-slots-") as tmp:

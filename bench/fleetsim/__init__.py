@@ -1,8 +1,8 @@
 """A fleet-scale simulation of iamdb's IAM login limiter, in virtual time.
 
-Thousands of simulated Lambda environments run iamdb's real limiter code, each in a thread of
-its own, against a modelled DynamoDB table and a modelled RDS instance; a scheduler runs one
-thread at a time and moves a virtual clock, so a run is fast and deterministic.
+Thousands of simulated Lambda environments run iamdb's real limiter code, each in a simulated
+thread (a greenlet) of its own, against a modelled DynamoDB table and a modelled RDS instance; a
+scheduler runs one at a time and moves a virtual clock, so a run is fast and deterministic.
 
 - :mod:`~bench.fleetsim.sim`: the scheduler and virtual clock;
 - :mod:`~bench.fleetsim.dynamodb` (with :mod:`~bench.fleetsim.values`,

@@ -1,11 +1,16 @@
-"""Virtual time for the fleet simulation: real threads, one running at a time.
+"""Virtual time for the fleet simulation: simulated threads as greenlets, one running at a time.
 
-Each simulated Lambda environment runs iamdb's real (blocking, synchronous) code in a thread
-of its own. A :class:`Sim` lets exactly one of those threads run at any moment: a thread runs
-until it calls :meth:`Sim.sleep` (or ends), which hands the baton to the thread with the
-earliest wake-up, moving the virtual clock to that instant. Nothing sleeps for real and no two
-threads race, so a run is a pure function of its inputs (seeds included): same seed, same
-output, every run. Ties (same instant) go in the order the wake-ups were scheduled.
+Each simulated Lambda environment runs iamdb's real (blocking, synchronous) code in a greenlet
+of its own. A :class:`Sim` runs exactly one of them at any moment: it runs until it calls
+:meth:`Sim.sleep` (or ends), which switches to the one with the earliest wake-up, moving the
+virtual clock to that instant. Nothing sleeps for real and nothing races, so a run is a pure
+function of its inputs (seeds included): same seed, same output, every run. Ties (same instant)
+go in the order the wake-ups were scheduled.
+
+Greenlets rather than OS threads: a switch costs about a microsecond instead of tens (an OS
+thread's wake-up), which is what bounds a run where hundreds of invocations wait for a slot and
+try again every second or two. iamdb's locks are each held by one environment's objects, so no
+greenlet ever blocks on a lock another one holds across a sleep.
 
 :class:`RollingSecond` is the one counter of events per rolling second that the models share
 (RDS's login throttle, DynamoDB's per-item capacity, and their statistics).
@@ -13,18 +18,17 @@ output, every run. Ties (same instant) go in the order the wake-ups were schedul
 
 from __future__ import annotations
 
-import _thread
 import heapq
-import threading
 from collections import deque
 from collections.abc import Callable
+
+import greenlet
 
 EPOCH = 1_800_000_000.0
 """Where virtual time starts: epoch-like seconds (year 2027), so epoch arithmetic (one-second
 windows, TTLs, token dates) works as it does on a real clock."""
 
-_STACK_BYTES = 1 << 20  # 1 MiB per simulated thread: thousands of them stay cheap
-_Entry = tuple[float, int, "_thread.LockType | None", "Callable[[], None] | None"]
+_Entry = tuple[float, int, "greenlet.greenlet | None", "Callable[[], None] | None"]
 
 
 class SimError(RuntimeError):
@@ -34,19 +38,17 @@ class SimError(RuntimeError):
 class Sim:
     """A virtual clock and the scheduler of the simulated threads.
 
-    Use: :meth:`spawn` functions at instants, then :meth:`run` (from an ordinary thread) until
-    every one of them has returned. Inside a spawned function, :meth:`now` and :meth:`sleep`
-    replace ``time.time`` and ``time.sleep``.
+    Use: :meth:`spawn` functions at instants, then :meth:`run` until every one of them has
+    returned. Inside a spawned function, :meth:`now` and :meth:`sleep` replace ``time.time``
+    and ``time.sleep``.
     """
 
     def __init__(self, start: float = EPOCH) -> None:
         self._now = start
-        # (instant, sequence, gate of a sleeping thread or None, function to start or None)
+        # (instant, sequence, sleeping greenlet or None, function to start or None)
         self._queue: list[_Entry] = []
         self._seq = 0
-        self._local = threading.local()
-        self._idle = _thread.allocate_lock()  # released when nothing is left to run
-        self._threads: list[threading.Thread] = []
+        self._hub: greenlet.greenlet | None = None  # run()'s greenlet: it picks who runs next
         self._errors: list[BaseException] = []
 
     def now(self) -> float:
@@ -63,32 +65,31 @@ class Sim:
         """Block the calling simulated thread for ``seconds`` of virtual time."""
         if seconds < 0:
             raise ValueError("sleep length must be non-negative")
-        gate: _thread.LockType | None = getattr(self._local, "gate", None)
-        if gate is None:
+        current = greenlet.getcurrent()
+        if self._hub is None or current.parent is not self._hub:
             raise RuntimeError("Sim.sleep() called outside a simulated thread")
         wake = self._now + seconds
         if not self._queue or wake < self._queue[0][0]:
-            self._now = wake  # this thread is next anyway: no hand-over needed
+            self._now = wake  # this thread is next anyway: no switch needed
             return
-        self._push(wake, gate, None)
-        self._hand_over()
-        gate.acquire()  # until _hand_over() in another thread releases it
+        self._push(wake, current, None)
+        self._hub.switch()  # back here when run() switches to this greenlet again
 
     def run(self) -> None:
         """Run every spawned thread to its end; raise SimError if one of them raised."""
-        if not self._queue:
-            return
-        self._idle.acquire()
-        previous = threading.stack_size(_STACK_BYTES)
+        self._hub = greenlet.getcurrent()
+        queue = self._queue
         try:
-            self._hand_over()
-            self._idle.acquire()
+            while queue:
+                at, _, sleeper, fn = heapq.heappop(queue)
+                self._now = at
+                if sleeper is None:
+                    sleeper = greenlet.greenlet(self._body)
+                    sleeper.switch(fn)
+                else:
+                    sleeper.switch()
         finally:
-            threading.stack_size(previous)
-            self._idle.release()
-        for thread in self._threads:
-            thread.join()
-        self._threads.clear()
+            self._hub = None
         if self._errors:
             first = self._errors[0]
             raise SimError(f"a simulated thread raised {type(first).__name__}: {first}") from first
@@ -96,37 +97,17 @@ class Sim:
     def _push(
         self,
         at: float,
-        gate: _thread.LockType | None,
+        sleeper: greenlet.greenlet | None,
         fn: Callable[[], None] | None,
     ) -> None:
         self._seq += 1
-        heapq.heappush(self._queue, (at, self._seq, gate, fn))
-
-    def _hand_over(self) -> None:
-        """Wake the earliest waiting thread (or start the earliest spawned function)."""
-        if not self._queue:
-            self._idle.release()
-            return
-        at, _, gate, fn = heapq.heappop(self._queue)
-        self._now = at
-        if gate is not None:
-            gate.release()
-            return
-        assert fn is not None
-        thread = threading.Thread(target=self._body, args=(fn,), daemon=True)
-        self._threads.append(thread)
-        thread.start()
+        heapq.heappush(self._queue, (at, self._seq, sleeper, fn))
 
     def _body(self, fn: Callable[[], None]) -> None:
-        gate = _thread.allocate_lock()
-        gate.acquire()
-        self._local.gate = gate
         try:
             fn()
-        except BaseException as exc:  # reported by run(); the other threads go on
+        except BaseException as exc:  # reported by run(); the others go on
             self._errors.append(exc)
-        finally:
-            self._hand_over()
 
 
 class RollingSecond:

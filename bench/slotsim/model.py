@@ -14,6 +14,7 @@ exactly as it sees a server's goodbye.
 
 from __future__ import annotations
 
+import heapq
 import random
 import socket
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from bench.fleetsim.sim import RollingSecond, Sim
 HANDSHAKE = (0.008, 0.024)  # TCP + TLS + the login packet: when the server counts the login
 ANSWER = (0.002, 0.006)  # the server's answer
 ROUND_TRIP = 0.0005  # a query, a ping, MySQL's SET after the login
+_SLACK = 1e-6  # a due instant rounds differently from ``now - last >= limit``: look a bit early
 
 
 @dataclass(frozen=True)
@@ -79,24 +81,42 @@ class Db:
     def __init__(self, sim: Sim, engine: Engine, slots: int, reclaim: Callable[[], None]) -> None:
         self.sim, self.engine, self.slots = sim, engine, slots
         self._reclaim = reclaim  # Lambda destroys the environments due before anyone looks
-        self.sessions: list[Session] = []
+        self.sessions: dict[Session, None] = {}  # open sessions, in the order they opened
+        self._due: list[tuple[float, int, Session]] = []  # (due at the earliest, seq, session)
+        self._seq = 0
         self.peak = 0
         self.refused = 0
         self.iam_logins = RollingSecond()  # logins with a token the server had not accepted
         self._tokens: set[str] = set()
 
     def sweep(self) -> None:
+        """Close the sessions due (idle past their limit, or orphaned past keepalive): only those
+        whose due instant has come are looked at (a heap), not every session on every call."""
         now = self.sim.now()
         self._reclaim()
-        kept = []
-        for s in self.sessions:
+        later = []
+        while self._due and self._due[0][0] <= now + _SLACK:
+            _, _, s = heapq.heappop(self._due)
+            if not s.open:
+                continue
             idle_out = s.limit is not None and now - s.last >= s.limit
             orphaned = s.orphan_since is not None and now - s.last >= self.engine.orphan_seconds
             if idle_out or orphaned:
                 s.close()
-            if s.open:
-                kept.append(s)
-        self.sessions = kept
+                del self.sessions[s]
+            else:  # used since it was scheduled: due later
+                later.append(s)
+        for s in later:
+            self._schedule(s)
+
+    def _schedule(self, s: Session) -> None:
+        """Push ``s``'s next due instant (a lower bound: ``use`` only moves it later)."""
+        dues = [s.last + s.limit] if s.limit is not None else []
+        if s.orphan_since is not None:
+            dues.append(s.last + self.engine.orphan_seconds)
+        if dues:
+            self._seq += 1
+            heapq.heappush(self._due, (min(dues), self._seq, s))
 
     def login(self, token: str, limit: int | None) -> Session | None:
         """A new session, or None when every slot is taken (the login was refused)."""
@@ -110,7 +130,8 @@ class Db:
             self.refused += 1
             return None
         session = Session(now, limit, now)
-        self.sessions.append(session)
+        self.sessions[session] = None
+        self._schedule(session)
         self.peak = max(self.peak, len(self.sessions))
         return session
 
@@ -125,12 +146,13 @@ class Db:
         """Lambda destroyed the environment holding ``session``: no goodbye reaches the server."""
         if session.open:
             session.orphan_since = session.last
+            self._schedule(session)
         session.release()
 
     def disconnect(self, session: Session) -> None:
         session.close()
         session.release()
-        self.sessions = [s for s in self.sessions if s is not session]
+        self.sessions.pop(session, None)
 
 
 class SimDriver:

@@ -69,7 +69,12 @@ def test_the_bench_scenarios_cover_both_engines_both_timeouts_and_overload() -> 
         ("mysql", 900.0),
     }
     assert any(s.burst_rate > SCENARIOS[0].burst_rate for s in SCENARIOS)
-    assert [(SCENARIOS[n].engine.name, SCENARIOS[n].timeout) for n in DEFAULT] == [
+    default = {(SCENARIOS[n].engine.name, SCENARIOS[n].timeout, SCENARIOS[n].burst_rate)
+               for n in DEFAULT}  # fmt: skip
+    assert {(engine, timeout) for engine, timeout, _ in default} == {
         ("pg", 30.0),
+        ("pg", 900.0),
         ("mysql", 30.0),
-    ]
+        ("mysql", 900.0),
+    }
+    assert {rate for _, _, rate in default} == {SCENARIOS[0].burst_rate}  # overload: --all
