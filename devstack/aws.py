@@ -123,6 +123,9 @@ def iso8601(instant: dt.datetime) -> str:
 class MotoAws:
     """moto's server on 127.0.0.1, set up like a Lambda function's account."""
 
+    _set_up: tuple[Credentials, Credentials] | None = None
+    """The credentials the first stack of this process set up in moto's shared state."""
+
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
@@ -142,7 +145,13 @@ class MotoAws:
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
         wait_until(lambda: port_open(self.port), 10, "moto")
-        # moto's state is process-global: start clean, and with auth off for the setup calls.
+        # moto's state is process-global: a second stack in this process (a test's own, beside
+        # the session's) shares the accounts the first set up; resetting them would void the
+        # first stack's credentials while it runs.
+        if MotoAws._set_up is not None:
+            self.function_credentials, self.developer_credentials = MotoAws._set_up
+            return
+        # The first: start clean, and with auth off for the setup calls.
         self._moto_api("reset", b"")
         self._moto_api("reset-auth", b"inf")
         self.function_credentials = self._assume_function_role()
@@ -152,6 +161,7 @@ class MotoAws:
         data_iam = self.client("iam", self._account_credentials(data_account.DATA_ACCOUNT))
         data_account.create(data_iam, FUNCTION_ROLE_ARN, f"arn:aws:iam::{ACCOUNT}:user/{USER_NAME}")
         self._moto_api("reset-auth", b"0")
+        MotoAws._set_up = (self.function_credentials, self.developer_credentials)
 
     def stop(self) -> None:
         if self._server is not None:

@@ -303,8 +303,8 @@ def test_check_connect_output_leaks_nothing(secrets: Secrets, stack: Stack) -> N
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    # pg, pg:reporting, mysql x2, dsql, valkey, valkey:orders
-    assert result.stdout.count("OK in") == 7
+    # every instance of stack.env logs in (test_cli checks which): none fails
+    assert result.stdout.count("OK in") >= 7 and "  ERROR " not in result.stdout
     # The subprocess signs its own tokens: none is known here, so look for their shape too.
     secrets.see("check stdout", result.stdout)
     secrets.see("check stderr", result.stderr)
