@@ -193,6 +193,13 @@ class SocketDriver:
         self.pings += 1
         return "ping failed: OSError" if self.ping_fails else None
 
+    def set_idle_limit(self, conn: socket.socket, seconds: int, until: Until) -> str | None:
+        self.pings += 1  # a round trip, as a ping
+        if self.ping_fails:
+            return "SET idle_session_timeout failed: OSError"
+        self.limits[conn.fileno()] = seconds
+        return None
+
     def close(self, conn: socket.socket, wait: float = 0.0) -> bool:
         conn.close()
         return True

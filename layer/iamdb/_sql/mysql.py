@@ -153,6 +153,25 @@ class MySqlDriver:
             conn.iamdb_busy.release()
         return failure
 
+    def set_idle_limit(self, conn: MySqlConnection, seconds: int, until: Until) -> str | None:
+        """Have the server close ``conn``'s session once idle ``seconds`` from now on (``SET
+        SESSION wait_timeout``, one round trip by the deadline); None when done, else why not
+        (then the connection's state is unknown: replace it)."""
+        if not conn.iamdb_busy.acquire(blocking=False):
+            return "in use by another thread"
+        failure = None
+        try:
+            conn.iamdb_until = until
+            conn.query(f"SET SESSION wait_timeout = {int(seconds)}")
+        except Exception as exc:
+            failure = f"SET wait_timeout failed: {type(exc).__name__}"
+        finally:
+            conn.iamdb_until = None
+            conn.iamdb_busy.release()
+        if failure is None:
+            conn.iamdb_idle_limit = seconds
+        return failure
+
     def read_only(self, conn: MySqlConnection, until: Until) -> str | None:
         """None when a new connection's server takes writes (:data:`~iamdb._sql.writer.
         MYSQL_QUERY` by the deadline), else what it answered or why no answer came. Leaves no

@@ -163,11 +163,32 @@ class PgDriver:
         if not conn.lock.acquire(blocking=False):
             return None
         try:
-            return _round_trip(conn.pgconn, *until)
+            problem = _round_trip(conn.pgconn, *until)
         except Exception as exc:  # psycopg.OperationalError: the connection is gone
-            return f"ping failed: {type(exc).__name__}"
+            problem = f"failed: {type(exc).__name__}"
         finally:
             conn.lock.release()
+        return None if problem is None else f"ping {problem}"
+
+    def set_idle_limit(
+        self, conn: PgConnection, seconds: int, until: tuple[Callable[[], float], float]
+    ) -> str | None:
+        """Have the server close ``conn``'s session once idle ``seconds`` from now on (``SET
+        idle_session_timeout``, one round trip by the deadline); None when done, else why not
+        (then the connection's state is unknown: replace it)."""
+        if not conn.lock.acquire(blocking=False):
+            return "in use by another thread"
+        query = f"SET idle_session_timeout = '{int(seconds)}s'".encode()
+        try:
+            problem = _round_trip(conn.pgconn, *until, query=query)
+        except Exception as exc:  # psycopg.OperationalError: the connection is gone
+            problem = f"failed: {type(exc).__name__}"
+        finally:
+            conn.lock.release()
+        if problem is not None:
+            return f"SET idle_session_timeout {problem}"
+        conn.iamdb_idle_limit = seconds  # type: ignore[attr-defined]  # iamdb's class
+        return None
 
     def close(self, conn: PgConnection, wait: float = 0.0) -> bool:
         """Close ``conn`` unless a command of another thread runs on it: closing then would
@@ -189,8 +210,10 @@ class PgDriver:
         try:
             problem = _round_trip(conn.pgconn, *until, query=PG_QUERY, answers=answers)
         except Exception as exc:  # psycopg.OperationalError: the connection is gone
-            problem = f"no answer: {type(exc).__name__}"
-        return problem or pg_read_only(answers[0] if answers else None)
+            problem = f"failed: {type(exc).__name__}"
+        if problem is not None:
+            return f"no answer: {problem}"
+        return pg_read_only(answers[0] if answers else None)
 
     async def read_only_async(
         self, conn: PgAsyncConnection, until: tuple[Callable[[], float], float]
@@ -229,29 +252,29 @@ def _round_trip(
     query: bytes = b"SELECT 1",
     answers: list[bytes | None] | None = None,
 ) -> str | None:
-    """``query`` (``SELECT 1``) on libpq's non-blocking API; None when answered by ``deadline``.
-    ``answers`` receives the first value of each result."""
+    """``query`` (``SELECT 1``) on libpq's non-blocking API; None when answered by ``deadline``,
+    else why not. ``answers`` receives the first value of each result."""
     from psycopg import pq
 
     fd = pgconn.socket
     pgconn.send_query(query)
     while pgconn.flush():  # 1: more to send
         if not _ready(fd, select.POLLOUT, clock, deadline):
-            return "ping timed out"
+            return "timed out"
     answered = False
     while True:
         pgconn.consume_input()
         while not pgconn.is_busy():
             result = pgconn.get_result()
             if result is None:
-                return None if answered else "ping got no answer"
-            if result.status != pq.ExecStatus.TUPLES_OK:
-                return f"ping answered {result.status.name}"
+                return None if answered else "got no answer"
+            if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+                return f"answered {result.status.name}"
             if answers is not None and result.ntuples:
                 answers.append(result.get_value(0, 0))
             answered = True
         if not _ready(fd, select.POLLIN, clock, deadline):
-            return "ping timed out"
+            return "timed out"
 
 
 def _ready(fd: int, events: int, clock: Callable[[], float], deadline: float) -> bool:
