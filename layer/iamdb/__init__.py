@@ -69,6 +69,7 @@ __all__ = [
     "get_pg",
     "get_valkey",
     "info",
+    "lambda_handler",
     "pg_async_pool",
     "pg_pool",
     "reset",
@@ -149,6 +150,38 @@ def set_lambda_context(context: Any) -> None:
     forgets it. A context whose time is already up (a previous invocation's) is ignored.
     """
     _default().set_lambda_context(context)
+
+
+def lambda_handler(handler: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:
+    """Wrap a Lambda handler so that iamdb knows where each invocation begins and ends::
+
+        @iamdb.lambda_handler
+        def handler(event, context): ...
+
+    Before the handler: :func:`set_lambda_context` with its context. After it returns or
+    raises: a transaction it left open on a ``get_pg()``/``get_mysql()`` connection is rolled
+    back at once, and each of those connections gets the shorter idle limit of the time
+    between invocations (``<P>IDLE_BETWEEN_INVOCATIONS``, 60 s), so an environment Lambda
+    freezes gives its connection slot back after a minute rather than after the function's
+    timeout and a minute. The next invocation's first ``get_*()`` sets the long limit again,
+    in the round trip that checks the connection (one per invocation, and none more).
+    """
+    import functools
+    import inspect
+
+    if inspect.iscoroutinefunction(handler) or not callable(handler):
+        raise ConfigError("handler", "expected the Lambda handler, a plain function")
+
+    @functools.wraps(handler)
+    def run(event: Any, context: Any) -> T:
+        registry = _default()
+        registry.set_lambda_context(context)
+        try:
+            return handler(event, context)
+        finally:
+            registry.end_invocation()
+
+    return run
 
 
 def info(engine: str, name: str | None = None) -> Info:

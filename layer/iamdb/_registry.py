@@ -146,6 +146,12 @@ class Registry:
         if context is not None:  # the handler's Logger may be newer than iamdb's first use
             self._join_powertools_logger()
 
+    def end_invocation(self) -> None:
+        """The handler returned or raised: each SQL connection held is left for the time
+        between invocations (:meth:`~iamdb._sql.managed.ManagedConnection.park`)."""
+        for managed in list(self._managed.values()):
+            managed.park()
+
     def reset(self) -> None:
         """Close and forget every connection, token, cached credential and setting."""
         with self._lock:

@@ -74,6 +74,7 @@ SQL_SUFFIXES = (
     *ROLE_SUFFIXES,
     "WRITER",
     _slots.SUFFIX,  # PostgreSQL and MySQL: the server's idle limit on sessions
+    _slots.BETWEEN_SUFFIX,  # and between invocations (iamdb.lambda_handler)
 )
 # <id>.<cluster-|cluster-ro-|cluster-custom-|proxy-|><hash>.<region>.rds.amazonaws.com[.cn]
 _RDS_ENDPOINT = re.compile(

@@ -17,9 +17,11 @@ connection before handing it out, cheaply, and within the invocation's deadline:
    has been idle longer than ``IAMDB_HEALTHCHECK_IDLE_SECONDS`` (a path that silently
    died, e.g. a NAT that forgot the flow, shows nothing to ``poll()``), or so long that the
    server's idle limit could close it before the invocation ends (the round trip restarts the
-   server's idle clock; a limit too short for the invocation, or made far too long before the
-   function's timeout was known, is replaced between invocations: :mod:`iamdb._sql.slots`).
-   The round trip ends by the deadline: a connection that does not answer in time is dead.
+   server's idle clock). At the first ``get()`` of an invocation, a connection whose idle limit
+   is not the one this invocation needs (left for the time between invocations by
+   :meth:`ManagedConnection.park`, or made before the function's timeout was known) has it set
+   instead, in the same round trip (:mod:`iamdb._sql.slots`). The round trip ends by the
+   deadline: a connection that does not answer in time is dead.
 
 A dead connection is replaced by a fresh login with a cached (or re-signed) token, inside
 what is left of the same deadline; the caller never sees the dead one.
@@ -121,6 +123,34 @@ class ManagedConnection(Generic[C]):
         with self._lock:
             self._discard(wait)
 
+    def park(self) -> None:
+        """The invocation is over (the handler returned or raised): a transaction it left open
+        is rolled back now (the connection closed, locks released), and the server is asked to
+        close the session after the shorter idle limit of the time between invocations, so a
+        frozen environment gives its slot back sooner. Never raises; one round trip, at most
+        :data:`PING_SECONDS`; skipped when a get of another thread holds the connection."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            conn, between = self._conn, self.login.idle.between()
+            if conn is None or self.login.driver.is_closed(conn):
+                return
+            if self._left_behind(conn):
+                self._discard()
+                return
+            left = self.deadline.left()
+            if between is None or self.login.driver.idle_limit(conn) in (None, between) or not left:
+                return
+            now = self.runtime.clock()
+            problem = self.login.driver.set_idle_limit(
+                conn, between, (self.runtime.clock, now + min(PING_SECONDS, left / 2))
+            )
+            if problem is not None:
+                logger.info("%s: closing the connection (%s)", self.cfg.label, problem)
+                self._discard()
+        finally:
+            self._lock.release()
+
     def _get(self, now: float, deadline: float, left: float | None) -> C:
         conn, invocation = self._conn, self.invocation.current()
         new_invocation = invocation is not None and invocation != self._served
@@ -143,19 +173,10 @@ class ManagedConnection(Generic[C]):
     def _unusable(
         self, conn: C, now: float, deadline: float, new_invocation: bool, left: float | None
     ) -> str | None:
-        """Why ``conn`` must be replaced (``left behind``, ``aged``, ``idle limit``, ``dead``),
-        or None (``left``: the invocation's time left, None when unknown)."""
+        """Why ``conn`` must be replaced (``left behind``, ``aged``, ``dead``), or None
+        (``left``: the invocation's time left, None when unknown)."""
         driver, cfg = self.login.driver, self.cfg
-        transaction = driver.transaction(conn) if new_invocation else None
-        if transaction is not None and not driver.is_closed(conn):
-            logger.warning(
-                "%s: an earlier invocation left a transaction open on the connection (%s): "
-                "replacing the connection, so the server rolls it back; its writes are not "
-                "committed. Commit or roll back before the handler returns (or raises).",
-                cfg.label,
-                transaction,
-            )
-            self.probe.count("TransactionsRolledBack")
+        if new_invocation and self._left_behind(conn):
             return "left behind"
         age = now - self._opened
         # Between invocations, or outside Lambda while no transaction is open: nothing in flight.
@@ -172,22 +193,42 @@ class ManagedConnection(Generic[C]):
             )
             return "aged"
         idle, limit = self.idle_seconds, driver.idle_limit(conn)
-        if limit is not None:  # the server's idle clock must not run out during the invocation
-            misfit = self.login.idle.misfit(limit, left) if new_invocation else None
-            if misfit is not None:
-                logger.info("%s: replacing the connection (%s)", cfg.label, misfit)
-                return "idle limit"
+        wanted = limit  # what this invocation needs of it: a new one's limit, at its start
+        if new_invocation and limit is not None:
+            wanted = self.login.idle.for_new() or limit
+        if limit is not None and wanted == limit:  # its idle clock must outlast the invocation
             idle = min(idle, self.login.idle.quiet(limit, left))
         assert self._poll is not None
         seen = look(driver.is_closed(conn), self._poll, now - self._last_used, idle)
         reason = refused_write(driver, conn) or seen.dead
-        if reason is None and seen.confirm:
-            problem = driver.ping(conn, (self.runtime.clock, ping_deadline(now, deadline)))
+        until = (self.runtime.clock, ping_deadline(now, deadline))
+        if reason is None and wanted is not None and wanted != limit:
+            problem = driver.set_idle_limit(conn, wanted, until)  # confirms it too
+            reason = None if problem is None else seen.failed(problem)
+        elif reason is None and seen.confirm:
+            problem = driver.ping(conn, until)
             reason = None if problem is None else seen.failed(problem)
         if reason is None:
             return None
         logger.info("%s: replacing the connection (%s)", cfg.label, reason)
         return "dead"
+
+    def _left_behind(self, conn: C) -> bool:
+        """Whether an invocation that ended left a transaction open (or failed) on ``conn``:
+        then it must be closed, so the server rolls it back (said in a warning, counted)."""
+        driver = self.login.driver
+        transaction = driver.transaction(conn)
+        if transaction is None or driver.is_closed(conn):
+            return False
+        logger.warning(
+            "%s: an invocation left a transaction open on the connection (%s): closing the "
+            "connection, so the server rolls it back; its writes are not committed. Commit or "
+            "roll back before the handler returns (or raises).",
+            self.cfg.label,
+            transaction,
+        )
+        self.probe.count("TransactionsRolledBack")
+        return True
 
     def _discard(self, wait: float = 0.0) -> None:
         conn, self._conn, self._poll = self._conn, None, None

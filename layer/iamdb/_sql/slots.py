@@ -18,6 +18,11 @@ the invocation's remaining time is confirmed with a round trip (which restarts t
 clock), or replaced between invocations when its limit is too short (a longer timeout seen since)
 or much too long (made before the timeout was known).
 
+Between invocations of a handler wrapped by :func:`iamdb.lambda_handler`, iamdb knows the
+connection sits unused until the next invocation, so it asks for a shorter limit
+(``<P>IDLE_BETWEEN_INVOCATIONS``, 60 s: :meth:`IdleLimit.between`), and the next invocation's
+first ``get_*()`` sets the long one again in the round trip that confirms the connection.
+
 Off: outside Lambda (no frozen environments), for Aurora DSQL (sessions end after an hour, and
 its quota is 10,000 connections), for RDS Proxy endpoints (``SET`` and startup options pin a
 proxy's session to its database connection), and once a server refused it (PostgreSQL < 14 does
@@ -46,6 +51,13 @@ if TYPE_CHECKING:
 
 SUFFIX = "IDLE_SESSION_TIMEOUT"
 """The setting, after an instance's prefix: ``auto``, ``off`` or seconds."""
+
+BETWEEN_SUFFIX = "IDLE_BETWEEN_INVOCATIONS"
+"""The limit between invocations, after an instance's prefix: seconds or ``off``."""
+
+BETWEEN_SECONDS = 60
+"""The default limit between invocations: a frozen environment gives its slot back after a
+minute; an environment invoked again within it keeps its connection."""
 
 LAMBDA_MAX_TIMEOUT = 900
 """Seconds: the longest timeout a Lambda function can have (the limit when none is known)."""
@@ -87,6 +99,7 @@ class IdleSetting:
     var: str  # the variable, for messages
     seconds: int | None = None  # a fixed limit (None: from the function's timeout)
     off: str | None = None  # why there is none (None: there is one)
+    between: int | None = BETWEEN_SECONDS  # the limit between invocations (None: the same)
 
 
 UNSET = IdleSetting(SUFFIX, off="not configured")
@@ -99,19 +112,16 @@ def load_idle(
     ``IAM_HOST`` are ``hosts``: ``auto`` (the default), ``off``, or whole seconds 1-86400."""
     var = prefix + SUFFIX
     value = (env_value(env, var) or "auto").lower()
+    between = _seconds(env, prefix + BETWEEN_SUFFIX, str(BETWEEN_SECONDS), "off or")
     if value in ("off", "0"):
         return IdleSetting(var, off=f"{var}={value}")
     if value != "auto":
-        if not INTEGER.fullmatch(value) or not 1 <= int(value) <= MAX_SECONDS:
-            raise ConfigError(
-                var,
-                f"expected auto, off or whole seconds from 1 to {MAX_SECONDS}, got {value!r:.40}",
-            )
+        seconds = _seconds(env, var, value, "auto, off or")
         if engine == "dsql":
             raise ConfigError(
                 var, "Aurora DSQL ends every session after an hour itself: leave it unset or off"
             )
-        return IdleSetting(var, seconds=int(value))
+        return IdleSetting(var, seconds=seconds, between=between)
     if engine == "dsql":
         return IdleSetting(var, off="Aurora DSQL ends sessions itself, after an hour")
     if any(_PROXY.fullmatch(host) for host in hosts):
@@ -120,7 +130,19 @@ def load_idle(
         )
     if env_value(env, "AWS_LAMBDA_FUNCTION_NAME") is None:
         return IdleSetting(var, off="not in Lambda (no AWS_LAMBDA_FUNCTION_NAME)")
-    return IdleSetting(var)
+    return IdleSetting(var, between=between)
+
+
+def _seconds(env: Mapping[str, str], var: str, default: str, words: str) -> int | None:
+    """``var`` as whole seconds 1-86400 (``default`` when unset); None for ``off`` or ``0``."""
+    value = (env_value(env, var) or default).lower()
+    if value in ("off", "0"):
+        return None
+    if not INTEGER.fullmatch(value) or not 1 <= int(value) <= MAX_SECONDS:
+        raise ConfigError(
+            var, f"expected {words} whole seconds from 1 to {MAX_SECONDS}, got {value!r:.40}"
+        )
+    return int(value)
 
 
 class IdleLimit:
@@ -142,6 +164,15 @@ class IdleLimit:
             return self.setting.seconds
         timeout = self.timeout()
         return timeout + min(timeout, MARGIN_CAP)
+
+    def between(self) -> int | None:
+        """Seconds of idleness after which the server should close a connection left between
+        invocations (the handler returned; :func:`iamdb.lambda_handler`), or None to leave its
+        limit as it is: none in force, ``<P>IDLE_BETWEEN_INVOCATIONS=off``, or not shorter."""
+        during, between = self.for_new(), self.setting.between
+        if during is None or between is None or between >= during:
+            return None
+        return between
 
     def timeout(self) -> int:
         """The function's timeout as far as iamdb knows it (seconds): the most an invocation had
@@ -197,11 +228,16 @@ class IdleLimit:
                 f"No idle limit on sessions ({self.setting.off}): idle connections keep their "
                 f"slots until the server closes them; {var}=<seconds> sets one."
             )
-        if self.setting.seconds is not None:
-            return (
-                f"The server closes this function's sessions idle {self.setting.seconds} s ({var})."
+        during = f"The server closes this function's sessions idle {self.for_new()} s ({var}"
+        if self.setting.seconds is None:
+            during += (
+                f"=auto: the function's timeout, {self.timeout()} s, and as much again up to 60 s"
             )
+        during += ")"
+        between = self.between()
+        if between is None:
+            return during + "."
         return (
-            f"The server closes this function's sessions idle {self.for_new()} s ({var}=auto: "
-            f"the function's timeout, {self.timeout()} s, and as much again up to 60 s)."
+            f"{during}, and {between} s between invocations of a handler wrapped by "
+            f"iamdb.lambda_handler ({self.setting.var[: -len(SUFFIX)]}{BETWEEN_SUFFIX})."
         )

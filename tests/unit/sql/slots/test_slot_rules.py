@@ -306,9 +306,9 @@ def test_connections_carry_the_limit_of_their_login(s: Setup) -> None:
     s.managed.get()  # at init: no context yet
     assert s.managed.idle_limit == 960
     s.context(2.0)
-    s.managed.get()  # a new invocation: the limit made before the timeout was known goes
-    assert s.managed.idle_limit == 4 and len(s.driver.pairs) == 2
-    assert s.probe["Reconnects"] == 0  # not a dead connection: nothing to count
+    s.managed.get()  # a new invocation: the limit made before the timeout was known is set anew
+    assert s.managed.idle_limit == 4 and len(s.driver.pairs) == 1 and s.driver.pings == 1
+    assert s.probe["Reconnects"] == 0
 
 
 def test_a_connection_close_to_its_idle_limit_is_confirmed_first(s: Setup) -> None:
