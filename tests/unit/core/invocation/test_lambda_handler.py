@@ -71,7 +71,10 @@ def test_a_raising_handler_is_ended_too_and_its_exception_comes_out_unchanged(
 def test_only_a_plain_function_can_be_wrapped() -> None:
     async def coroutine(event: Any, context: Any) -> None: ...
 
-    for wrong in (coroutine, "handler"):
+    async def generator(event: Any, context: Any) -> Any:
+        yield event
+
+    for wrong in (coroutine, generator, "handler"):
         with pytest.raises(iamdb.ConfigError) as raised:
             iamdb.lambda_handler(wrong)  # type: ignore[arg-type]
         assert raised.value.variable == "handler"
