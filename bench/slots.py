@@ -89,7 +89,19 @@ def handler(event, context):
     return {"ok": True, "get_ms": 1000 * got, "warm_us": 1e6 * warm, "reused": info.reused,
             "logins": info.logins, "reconnects": info.reconnects,
             "idle_limit": getattr(info, "idle_limit_seconds", None),
-            "slot_waits": getattr(info, "slot_waits", 0)}
+            "server_limit": server_limit(conn), "slot_waits": getattr(info, "slot_waits", 0)}
+
+
+def server_limit(conn):  # the idle limit the server applies to this session now
+    if ENGINE == "pg":
+        return conn.execute("SELECT current_setting('idle_session_timeout')").fetchone()[0]
+    with conn.cursor() as cur:
+        cur.execute("SELECT @@session.wait_timeout")
+        return str(cur.fetchone()[0])
+
+
+if os.environ.get("SLOTS_WRAP"):  # iamdb.lambda_handler: the limit between invocations
+    handler = iamdb.lambda_handler(handler)
 """
 
 
@@ -108,10 +120,13 @@ class Call:
 class Fleet:
     """Environments of one function (``engine``'s singleton, iamdb from ``layer``) on ``stack``."""
 
-    def __init__(self, stack: Stack, engine: str, layer: Path, timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self, stack: Stack, engine: str, layer: Path, timeout: float = TIMEOUT,
+        env: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.stack, self.engine, self.layer, self.timeout = stack, engine, layer, timeout
-        env = {k: v for k, v in stack.env.items() if k != "IAMDB_THROTTLE_TABLE"}
-        self.env = {**env, "SLOTS_ENGINE": engine}
+        base = {k: v for k, v in stack.env.items() if k != "IAMDB_THROTTLE_TABLE"}
+        self.env = {**base, "SLOTS_ENGINE": engine, **(env or {})}
         self.envs: list[Environment] = []
         self.server = stack.pg_server if engine == "pg" else stack.mysql_server
 
@@ -289,7 +304,11 @@ def print_devstack(results: dict[tuple[str, str], list[Phase]]) -> None:
     )
 
 
-def devstack_rows(layers: dict[str, Path | None]) -> dict[tuple[str, str], list[Phase]]:
+def devstack_rows(
+    layers: dict[str, Path | None],
+) -> tuple[dict[tuple[str, str], list[Phase]], list[list[str]]]:
+    """Phases 1-4 with each layer; then :mod:`bench.slots_between`'s rows with this one."""
+    from bench import slots_between
     from devstack.stack import Stack
 
     results: dict[tuple[str, str], list[Phase]] = {}
@@ -304,9 +323,10 @@ def devstack_rows(layers: dict[str, Path | None]) -> dict[tuple[str, str], list[
                     phases = scenario(stack, engine, layer)
                     phases += [burst(stack, engine, layer, n) for n in (25, 40)]
                     results[(engine, name)] = phases
+        between = slots_between.rows(stack, engines, ROOT / "layer")
     finally:
         stack.stop()
-    return results
+    return results, between
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -323,7 +343,11 @@ def main(argv: list[str] | None = None) -> None:
         if layers["main"] is None:
             print(f"(no baseline: git archive {BASELINE_COMMIT[:7]} failed)")
         if not args.no_devstack:
-            print_devstack(devstack_rows(layers))
+            from bench import slots_between
+
+            results, between = devstack_rows(layers)
+            print_devstack(results)
+            slots_between.print_grid(between)
         if not args.no_sim:
             from bench.slotsim import report
             from bench.slotsim.fleet import DEFAULT

@@ -65,6 +65,7 @@ class Session:
     pair: tuple[socket.socket, socket.socket] = field(default_factory=socket.socketpair)
     open: bool = True
     orphan_since: float | None = None
+    due: float | None = None  # when the server looks at it next (its one entry in Db._due)
 
     def close(self) -> None:
         if self.open:
@@ -96,8 +97,8 @@ class Db:
         self._reclaim()
         later = []
         while self._due and self._due[0][0] <= now + _SLACK:
-            _, _, s = heapq.heappop(self._due)
-            if not s.open:
+            due, _, s = heapq.heappop(self._due)
+            if not s.open or due != s.due:  # closed, or rescheduled since (a new limit)
                 continue
             idle_out = s.limit is not None and now - s.last >= s.limit
             orphaned = s.orphan_since is not None and now - s.last >= self.engine.orphan_seconds
@@ -114,9 +115,10 @@ class Db:
         dues = [s.last + s.limit] if s.limit is not None else []
         if s.orphan_since is not None:
             dues.append(s.last + self.engine.orphan_seconds)
-        if dues:
+        s.due = min(dues) if dues else None
+        if s.due is not None:
             self._seq += 1
-            heapq.heappush(self._due, (min(dues), self._seq, s))
+            heapq.heappush(self._due, (s.due, self._seq, s))
 
     def login(self, token: str, limit: int | None) -> Session | None:
         """A new session, or None when every slot is taken (the login was refused)."""
@@ -141,6 +143,14 @@ class Db:
         if session.open:
             session.last = self.sim.now()
         return session.open
+
+    def relimit(self, session: Session, limit: int) -> bool:
+        """A ``SET`` of the session's idle limit: False when the server closed it."""
+        if not self.use(session):
+            return False
+        session.limit = limit
+        self._schedule(session)
+        return True
 
     def orphan(self, session: Session) -> None:
         """Lambda destroyed the environment holding ``session``: no goodbye reaches the server."""
@@ -193,6 +203,10 @@ class SimDriver:
     def ping(self, conn: Session, until: Any) -> str | None:
         self.db.sim.sleep(ROUND_TRIP)
         return None if self.db.use(conn) else "ping failed: OperationalError"
+
+    def set_idle_limit(self, conn: Session, seconds: int, until: Any) -> str | None:
+        self.db.sim.sleep(ROUND_TRIP)
+        return None if self.db.relimit(conn, seconds) else "SET failed: OperationalError"
 
     def close(self, conn: Session, wait: float = 0.0) -> bool:
         self.db.disconnect(conn)
