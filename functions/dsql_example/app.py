@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from iamdb import dsql_transaction, get_dsql, info, set_lambda_context
+from iamdb import dsql_transaction, get_dsql, info, lambda_handler
 
 # DSQL runs DDL in a transaction of its own (autocommit is on: this statement is one).
 _SCHEMA = """
@@ -28,9 +28,9 @@ RETURNING hits
 _schema_ready = False  # once per environment, not per invocation
 
 
+@lambda_handler  # iamdb's waits end with the invocation's time
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _schema_ready
-    set_lambda_context(context)  # new-login waits never outlive the invocation
     conn = get_dsql()
     seen = info("dsql")  # before dsql_transaction() asks get_dsql() again
     if not _schema_ready:

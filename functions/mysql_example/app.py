@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from iamdb import get_mysql, info, set_lambda_context
+from iamdb import get_mysql, info, lambda_handler
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS iamdb_example_hits (
@@ -22,9 +22,9 @@ CREATE TABLE IF NOT EXISTS iamdb_example_hits (
 _schema_ready = False  # once per environment, not per invocation
 
 
+@lambda_handler  # waits end with the invocation's time; its end frees the slot sooner
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _schema_ready
-    set_lambda_context(context)  # new-login waits never outlive the invocation
     conn = get_mysql()
     seen = info("mysql")  # reused connection? token age?
     request_id = event.get("requestContext", {}).get("requestId") or context.aws_request_id

@@ -17,7 +17,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
-from iamdb import get_pg, info, set_lambda_context
+from iamdb import get_pg, info, lambda_handler
 
 logger = Logger()
 metrics = Metrics()
@@ -37,9 +37,9 @@ _schema_ready = False  # once per environment, not per invocation
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@lambda_handler  # waits end with the invocation's time; its end frees the slot sooner
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _schema_ready
-    set_lambda_context(context)  # new-login waits never outlive the invocation
     conn = get_pg()
     seen = info("pg")  # reused connection? token age?
     if not _schema_ready:

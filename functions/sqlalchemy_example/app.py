@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import DateTime, String, event, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from iamdb import info, set_lambda_context
+from iamdb import info, lambda_handler
 from iamdb.sqlalchemy import create_engine
 
 engine = create_engine("pg")  # IAMDB_PG_*; no connection yet
@@ -45,9 +45,9 @@ class Hit(Base):
 _schema_ready = False  # once per environment, not per invocation
 
 
+@lambda_handler  # iamdb's waits end with the invocation's time
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _schema_ready
-    set_lambda_context(context)  # new-login waits never outlive the invocation
     logins_before = _logins
     if not _schema_ready:
         Base.metadata.create_all(engine)

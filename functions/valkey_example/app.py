@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from iamdb import get_valkey, info, set_lambda_context
+from iamdb import get_valkey, info, lambda_handler
 
 
+@lambda_handler  # iamdb's waits end with the invocation's time
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    set_lambda_context(context)  # login waits never outlive the invocation
     cache = get_valkey()
     seen = info("valkey")
     path = event.get("rawPath", "/")
