@@ -109,7 +109,7 @@ VALKEY = [
 CASES = {
     "pg": CORE + SQL + ["iamdb._sql.pg", "iamdb._sql.pg_classes"],
     "pg, fleet": CORE + SQL + AWS_CALLS + FLEET + ["iamdb._sql.pg", "iamdb._sql.pg_classes"],
-    "mysql": CORE + SQL + ["iamdb._sql.mysql"],
+    "mysql": CORE + SQL + ["iamdb._sql.mysql", "iamdb._sql.mysql_classes"],
     "aurora (assumed role)": CORE
     + SQL
     + AWS_CALLS
