@@ -27,6 +27,7 @@ from iamdb._sql.config import SqlConfig
 from iamdb._sql.limits import Limits
 from iamdb._sql.login import Login, Until
 from iamdb._sql.managed import ManagedConnection
+from iamdb._sql.slots import IN_USE
 
 START = 1_700_000_000.0
 
@@ -163,6 +164,7 @@ class SocketDriver:
     deadlines: list[float] = field(default_factory=list)  # each connect's deadline
     idle_limits: list[int | None] = field(default_factory=list)  # each connect's idle limit
     limits: dict[int, int | None] = field(default_factory=dict)  # fileno -> its idle limit
+    in_use: set[int] = field(default_factory=set)  # filenos another thread's command holds
 
     def connect(
         self, cfg: object, token: Token, until: Until, idle_limit: int | None = None
@@ -194,6 +196,8 @@ class SocketDriver:
         return "ping failed: OSError" if self.ping_fails else None
 
     def set_idle_limit(self, conn: socket.socket, seconds: int, until: Until) -> str | None:
+        if conn.fileno() in self.in_use:
+            return IN_USE
         self.pings += 1  # a round trip, as a ping
         if self.ping_fails:
             return "SET idle_session_timeout failed: OSError"

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from iamdb._core.log import logger
 from iamdb._sql.login import Driver, Login
+from iamdb._sql.slots import IN_USE
 from iamdb.errors import ConnectError
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ class ManagedConnection(Generic[C]):
             problem = self.login.driver.set_idle_limit(
                 conn, between, (self.runtime.clock, now + min(PING_SECONDS, left / 2))
             )
-            if problem is not None:
+            if problem not in (None, IN_USE):  # a thread of the handler's still uses it: kept
                 logger.info("%s: closing the connection (%s)", self.cfg.label, problem)
                 self._discard()
         finally:

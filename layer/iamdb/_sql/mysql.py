@@ -21,7 +21,7 @@ from iamdb._aws.tokens import Token
 from iamdb._sql.config import SqlConfig
 from iamdb._sql.mysql_classes import Until, connection_class, open_socket, reason
 from iamdb._sql.refusals import auth_refused, connect_failed, slots_full
-from iamdb._sql.slots import MYSQL_FULL
+from iamdb._sql.slots import IN_USE, MYSQL_FULL
 from iamdb._sql.writer import MYSQL_QUERY, mysql_read_only
 from iamdb.errors import ConfigError, ConnectError, IamDbError
 
@@ -138,7 +138,7 @@ class MySqlDriver:
         SESSION wait_timeout``, one round trip by the deadline); None when done, else why not
         (then the connection's state is unknown: replace it)."""
         if not conn.iamdb_busy.acquire(blocking=False):
-            return "in use by another thread"
+            return IN_USE
         failure = None
         try:
             conn.iamdb_until = until

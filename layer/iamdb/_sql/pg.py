@@ -30,7 +30,7 @@ from iamdb._sql.pg_classes import (
     connection_classes,
 )
 from iamdb._sql.refusals import auth_refused, connect_failed, rate_refused, slots_full
-from iamdb._sql.slots import FULL
+from iamdb._sql.slots import FULL, IN_USE
 from iamdb._sql.writer import PG_QUERY, pg_read_only
 from iamdb.errors import IamDbError
 
@@ -177,7 +177,7 @@ class PgDriver:
         idle_session_timeout``, one round trip by the deadline); None when done, else why not
         (then the connection's state is unknown: replace it)."""
         if not conn.lock.acquire(blocking=False):
-            return "in use by another thread"
+            return IN_USE
         query = f"SET idle_session_timeout = '{int(seconds)}s'".encode()
         try:
             problem = _round_trip(conn.pgconn, *until, query=query)

@@ -70,6 +70,11 @@ GUARD = 1.0
 
 MAX_SECONDS = 86_400
 
+IN_USE = "in use by another thread"
+"""What a driver's ``set_idle_limit`` answers for a connection a command of another thread is
+using (nothing sent): between invocations it keeps its limit; at an invocation's start, it is
+replaced (left to that thread)."""
+
 FULL = (
     "too many clients",  # every slot taken ("sorry, ... already", before authentication)
     "remaining connection slots are reserved",  # the rest is the superusers' (after it)

@@ -95,6 +95,19 @@ def test_a_transaction_left_open_is_rolled_back_when_the_handler_returns(
     assert "left a transaction open" in caplog.records[0].getMessage()
 
 
+def test_a_connection_a_thread_of_the_handler_still_uses_keeps_its_limit(s: Setup) -> None:
+    """Between invocations: left as it is. At the next invocation's start: replaced (the old
+    one is left to that thread), never handed out with the short limit."""
+    s.context(TIMEOUT)
+    conn = s.managed.get()
+    s.driver.in_use.add(conn.fileno())
+    s.managed.park()
+    assert s.managed.connected and s.managed.idle_limit == 160
+    s.driver.limits[conn.fileno()] = 60  # as if parked before the thread took it
+    s.context(TIMEOUT, "r2")
+    assert s.managed.get() is not conn and s.managed.idle_limit == 160
+
+
 def test_a_failed_set_closes_the_connection(s: Setup) -> None:
     s.context(TIMEOUT)
     conn = s.managed.get()
