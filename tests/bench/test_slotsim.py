@@ -35,6 +35,20 @@ def test_beyond_the_slots_the_excess_fails_with_the_clear_error_and_none_loses_a
     assert set(result["errors"]) <= {"TooManyConnectionsError", "Task timed out"}
 
 
+def test_a_wrapped_handler_frees_the_slots_of_a_long_timeout_a_minute_after_it_returns() -> None:
+    """A 300 s timeout: unwrapped, environments that ran in the last 10 minutes hold their slots,
+    so newcomers of another function's burst wait, pile up and fail although few run; wrapped
+    (iamdb.lambda_handler), a minute after an environment's invocation its slot is free again:
+    every invocation served, running never beyond the slots, and environments invoked again
+    after more than 60 s log in once more."""
+    long = dataclasses.replace(SMALL, timeout=300.0, slots=10)
+    plain, wrapped = run(long, seed=3), run(dataclasses.replace(long, wrapped=True), seed=3)
+    assert plain["failed_within"] > 0 and plain["peak_running"] > long.slots  # piled up
+    assert (wrapped["served"], wrapped["errors"]) == (wrapped["attempted"], {})
+    assert wrapped["peak_running"] <= long.slots and wrapped["peak_sessions"] <= long.slots
+    assert wrapped["extra_warm_logins"] > 0
+
+
 def test_the_same_seed_gives_the_same_run() -> None:
     short = dataclasses.replace(SMALL, horizon=600.0)
     first, second = run(short, seed=7), run(short, seed=7)
@@ -78,3 +92,9 @@ def test_the_bench_scenarios_cover_both_engines_both_timeouts_and_overload() -> 
         ("mysql", 900.0),
     }
     assert {rate for _, _, rate in default} == {SCENARIOS[0].burst_rate}  # overload: --all
+    assert {
+        (SCENARIOS[n].engine.name, SCENARIOS[n].timeout) for n in DEFAULT if SCENARIOS[n].wrapped
+    } == {
+        ("pg", 900.0),
+        ("mysql", 900.0),
+    }
