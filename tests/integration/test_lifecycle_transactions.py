@@ -11,42 +11,15 @@ servers' superusers.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from devstack.postgres import SUPERUSER
 from devstack.stack import Stack
+from tests.integration.conftest import pg_admin
 from tests.lifecycle import Environment
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def table(stack: Stack) -> Iterator[str]:
-    """A fresh table ``t_<hex> (v text)`` in PostgreSQL's and MariaDB's ``app`` databases."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with pg_admin(stack) as conn:
-        conn.execute(f"CREATE TABLE {name} (v text)")
-        conn.execute(f"GRANT ALL ON {name} TO iamdb_app")
-    if stack.mysql is not None:
-        with stack.mysql.admin() as conn, conn.cursor() as cur:
-            cur.execute(f"CREATE TABLE app.{name} (v varchar(64))")
-    yield name
-
-
-def pg_admin(stack: Stack, dbname: str = "app") -> Any:
-    import psycopg
-
-    assert stack.pg is not None
-    return psycopg.connect(
-        host=str(stack.pg.workdir),
-        port=stack.pg.port,
-        user=SUPERUSER,
-        dbname=dbname,
-        autocommit=True,
-    )
 
 
 def rows(stack: Stack, engine: str, table: str) -> set[str]:

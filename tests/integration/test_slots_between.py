@@ -11,15 +11,13 @@ give their slots back; those invoked again keep their connection and its long li
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from bench.slots import SLOTS, Fleet
 from devstack.stack import Stack
 from tests.conftest import mariadb_available
-from tests.integration.test_lifecycle_transactions import pg_admin
+from tests.integration.conftest import pg_admin
 from tests.integration.test_slots import wait_for_sessions
 from tests.lifecycle import ROOT, Environment
 
@@ -119,19 +117,16 @@ def handler(event, context):
 """
 
 
-@pytest.fixture
-def table(slots_stack: Stack) -> Iterator[str]:
-    """A table with one row, in each server's ``app`` database."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with pg_admin(slots_stack) as conn:
-        conn.execute(f"CREATE TABLE {name} (v text)")
-        conn.execute(f"INSERT INTO {name} VALUES ('before')")
-        conn.execute(f"GRANT ALL ON {name} TO iamdb_app")
-    if slots_stack.mysql is not None:
-        with slots_stack.mysql.admin() as conn, conn.cursor() as cur:
-            cur.execute(f"CREATE TABLE app.{name} (v varchar(64)) ENGINE=InnoDB")
-            cur.execute(f"INSERT INTO app.{name} VALUES ('before')")
-    yield name
+def insert(stack: Stack, engine: str, table: str) -> None:
+    """The row the handler updates."""
+    if engine == "pg":
+        with pg_admin(stack) as conn:
+            conn.execute(f"INSERT INTO {table} VALUES ('before')")
+        return
+    assert stack.mysql is not None
+    with stack.mysql.admin() as conn, conn.cursor() as cur:
+        cur.execute(f"INSERT INTO app.{table} VALUES ('before')")
+        conn.commit()
 
 
 def update_now(stack: Stack, engine: str, table: str) -> str:
@@ -151,14 +146,15 @@ def update_now(stack: Stack, engine: str, table: str) -> str:
 
 
 def test_a_failed_invocation_releases_its_locks_when_it_ends(
-    slots_stack: Stack, engine: str, table: str
+    stack: Stack, engine: str, table: str
 ) -> None:
     """The handler updates a row in a transaction and raises. While its environment is frozen,
     another session updates the same row at once (its lock went with the invocation: the
     connection was closed, the server rolled back), and the failed write is nowhere; the next
     invocation of the environment logs in again and commits."""
+    insert(stack, engine, table)
     env = {
-        **{k: v for k, v in slots_stack.env.items() if k != "IAMDB_THROTTLE_TABLE"},
+        **{k: v for k, v in stack.env.items() if k != "IAMDB_THROTTLE_TABLE"},
         "SLOTS_ENGINE": engine,
         "TABLE": table if engine == "pg" else f"app.{table}",
     }
@@ -166,7 +162,7 @@ def test_a_failed_invocation_releases_its_locks_when_it_ends(
         failed = fn.invoke("failed", TIMEOUT)
         assert not failed.ok and failed.error == "RuntimeError", failed
         started = time.monotonic()
-        assert update_now(slots_stack, engine, table) == "other"
+        assert update_now(stack, engine, table) == "other"
         assert time.monotonic() - started < 1.0  # no lock to wait for
         done = fn.invoke("committed", TIMEOUT)
         assert done.ok and done.value == "committed", done
