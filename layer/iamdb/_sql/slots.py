@@ -15,8 +15,9 @@ called is at most the timeout, so iamdb takes the longest seen (rounded up to wh
 before any context, Lambda's maximum, 900 s. A connection never serves an invocation that could
 outlast its limit: at every ``get_*()`` and checkout, one whose remaining budget is shorter than
 the invocation's remaining time is confirmed with a round trip (which restarts the server's idle
-clock), or replaced between invocations when its limit is too short (a longer timeout seen since)
-or much too long (made before the timeout was known).
+clock). Between invocations, one whose limit is not a new one's (a longer timeout seen since, or
+made before the timeout was known) has it set anew (``get_*()``: :meth:`IdleLimit.for_new`) or is
+replaced (pools and SQLAlchemy's checkouts: :meth:`IdleLimit.misfit`).
 
 Between invocations of a handler wrapped by :func:`iamdb.lambda_handler`, iamdb knows the
 connection sits unused until the next invocation, so it asks for a shorter limit
