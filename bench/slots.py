@@ -11,7 +11,10 @@ invocations) whose handler calls ``set_lambda_context``, ``get_pg()``/``get_mysq
    (:data:`IDLE` seconds: past the idle limit iamdb asks for);
 2. 10 newcomers invoked at once;
 3. after as long again, the 20 first ones thawed and invoked one by one;
-4. 25 and 40 cold environments invoked at once on an empty server.
+4. 25 and 40 cold environments invoked at once on an empty server;
+5. with this iamdb only, the handler wrapped by ``iamdb.lambda_handler`` beside the same
+   unwrapped: environments frozen for less than a longer timeout, then newcomers, and what the
+   wrapping costs a warm invocation (:mod:`bench.slotsim.between`).
 
 Columns: invocations served / attempted; how the others failed (the error's type, and when, in
 seconds from the invocation's start); the median ``get_*()`` time of the phase (a reconnect for a
@@ -307,8 +310,8 @@ def print_devstack(results: dict[tuple[str, str], list[Phase]]) -> None:
 def devstack_rows(
     layers: dict[str, Path | None],
 ) -> tuple[dict[tuple[str, str], list[Phase]], list[list[str]]]:
-    """Phases 1-4 with each layer; then :mod:`bench.slots_between`'s rows with this one."""
-    from bench import slots_between
+    """Phases 1-4 with each layer; then :mod:`bench.slotsim.between`'s rows with this one."""
+    from bench.slotsim import between
     from devstack.stack import Stack
 
     results: dict[tuple[str, str], list[Phase]] = {}
@@ -323,10 +326,10 @@ def devstack_rows(
                     phases = scenario(stack, engine, layer)
                     phases += [burst(stack, engine, layer, n) for n in (25, 40)]
                     results[(engine, name)] = phases
-        between = slots_between.rows(stack, engines, ROOT / "layer")
+        wrapped = between.rows(stack, engines, ROOT / "layer")
     finally:
         stack.stop()
-    return results, between
+    return results, wrapped
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -343,11 +346,11 @@ def main(argv: list[str] | None = None) -> None:
         if layers["main"] is None:
             print(f"(no baseline: git archive {BASELINE_COMMIT[:7]} failed)")
         if not args.no_devstack:
-            from bench import slots_between
+            from bench.slotsim import between
 
-            results, between = devstack_rows(layers)
+            results, wrapped = devstack_rows(layers)
             print_devstack(results)
-            slots_between.print_grid(between)
+            between.print_grid(wrapped)
         if not args.no_sim:
             from bench.slotsim import report
             from bench.slotsim.fleet import DEFAULT

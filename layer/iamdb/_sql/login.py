@@ -116,7 +116,8 @@ _FAILURES = (AuthError, ThrottleError, ConnectError)  # what a step may raise: t
 
 def _cut_short(failure: Exception) -> bool:
     """A connection attempt that failed in a way a later one may not (a timeout, a reset): while
-    waiting for a slot, the deadline cutting one short says nothing new about the server."""
+    waiting for a slot or for the writer, the deadline cutting one short says nothing new about
+    the server."""
     return isinstance(failure, ConnectError) and failure._transient
 
 
@@ -230,6 +231,7 @@ class Login(Generic[C]):
         moved = False  # the server refused a token it had accepted: see MOVED_SECONDS
         full: TooManyConnectionsError | None = None  # the server's last "no slot free"
         full_since = 0.0  # when the server first said it
+        read_only: ConnectError | None = None  # the last "does not take writes"
         try:
             for attempt in itertools.count(1):
                 try:
@@ -263,7 +265,7 @@ class Login(Generic[C]):
                     if answer is None:
                         self._logged_in(token)
                         return conn
-                    failure = self._read_only(conn, answer)
+                    failure = read_only = self._read_only(conn, answer)
                 locate(failure, cfg, attempt)
                 if self.idle.refuses(failure, idle):
                     continue  # at once, without the limit
@@ -296,6 +298,8 @@ class Login(Generic[C]):
                 if full is not None and (failure is full or _cut_short(failure)):
                     # the full server is the cause, not the last attempt the deadline cut short
                     raise final_error(full, attempt, clock() - started, self.idle.advice())
+                if read_only is not None and _cut_short(failure):
+                    failure = read_only  # the writer moving is the cause, not the cut attempt
                 # DSQL tells throttling apart (SQLSTATE 53400); an RDS refusal may be throttling.
                 hint = THROTTLING_HINT if refusals and not server.dsql else ""
                 if moved and isinstance(failure, AuthError):

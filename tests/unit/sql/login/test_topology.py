@@ -108,6 +108,29 @@ def test_a_writer_that_does_not_come_back_in_time_is_a_clear_error(s: Setup) -> 
     assert not s.managed.connected
 
 
+def test_a_last_attempt_the_deadline_cut_short_does_not_hide_the_read_only_server(
+    s: Setup,
+) -> None:
+    """The writer moves; the last attempt's connect times out at the deadline (a loaded server):
+    the error still says the server does not take writes, which is the cause."""
+    s.driver.read_only_answers = [READ_ONLY] * 1000
+    timed_out = ConnectError("pg: could not connect: timeout expired")
+    timed_out._transient = True
+    real_connect = s.driver.connect
+
+    def connect(*args: Any, **kwargs: Any) -> socket.socket:
+        if len(s.driver.pairs) >= 3:  # from the fourth attempt on, every connect times out
+            raise timed_out
+        return real_connect(*args, **kwargs)
+
+    s.driver.connect = connect  # type: ignore[method-assign]
+    with pytest.raises(ConnectError) as info:
+        s.managed.get()
+    message = str(info.value)
+    assert "does not take writes (transaction_read_only = on)" in message
+    assert "timeout expired" not in message
+
+
 def test_no_check_for_an_instance_not_meant_to_take_writes() -> None:
     s = Setup(IAMDB_PG_WRITER="false")
     s.driver.read_only_answers = [READ_ONLY]
