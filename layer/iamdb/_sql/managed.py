@@ -154,11 +154,8 @@ class ManagedConnection(Generic[C]):
 
     def _get(self, now: float, deadline: float, left: float | None) -> C:
         conn, invocation = self._conn, self.invocation.current()
-        new_invocation = invocation is not None and invocation != self._served
+        replaced = None if conn is None else self._unusable(conn, now, deadline, invocation, left)
         self._served = invocation
-        replaced = None
-        if conn is not None:
-            replaced = self._unusable(conn, now, deadline, new_invocation, left)
         if conn is not None and replaced is None:
             self.reused, self._last_used = True, now
             return conn
@@ -172,19 +169,21 @@ class ManagedConnection(Generic[C]):
         return conn
 
     def _unusable(
-        self, conn: C, now: float, deadline: float, new_invocation: bool, left: float | None
+        self, conn: C, now: float, deadline: float, invocation: str | None, left: float | None
     ) -> str | None:
         """Why ``conn`` must be replaced (``left behind``, ``aged``, ``dead``), or None
-        (``left``: the invocation's time left, None when unknown)."""
+        (``invocation``: the running one's id, None when unknown; ``left``: its time left)."""
         driver, cfg = self.login.driver, self.cfg
+        new_invocation = invocation is not None and invocation != self._served
         if new_invocation and self._left_behind(conn):
             return "left behind"
         age = now - self._opened
         # Between invocations, or outside Lambda while no transaction is open: nothing in flight.
-        between = new_invocation or (
-            self.invocation.current() is None and driver.transaction(conn) is None
-        )
-        if between and cfg.max_age is not None and age >= cfg.max_age:
+        if (
+            cfg.max_age is not None
+            and age >= cfg.max_age
+            and (new_invocation or (invocation is None and driver.transaction(conn) is None))
+        ):
             logger.info(
                 "%s: replacing the connection after %.0f s (%sMAX_AGE_SECONDS=%g)",
                 cfg.label,
@@ -202,12 +201,12 @@ class ManagedConnection(Generic[C]):
         assert self._poll is not None
         seen = look(driver.is_closed(conn), self._poll, now - self._last_used, idle)
         reason = refused_write(driver, conn) or seen.dead
-        until = (self.runtime.clock, ping_deadline(now, deadline))
         if reason is None and wanted is not None and wanted != limit:
+            until = (self.runtime.clock, ping_deadline(now, deadline))
             problem = driver.set_idle_limit(conn, wanted, until)  # confirms it too
             reason = None if problem is None else seen.failed(problem)
         elif reason is None and seen.confirm:
-            problem = driver.ping(conn, until)
+            problem = driver.ping(conn, (self.runtime.clock, ping_deadline(now, deadline)))
             reason = None if problem is None else seen.failed(problem)
         if reason is None:
             return None
