@@ -150,7 +150,10 @@ class Registry:
         """The handler returned or raised: each SQL connection held is left for the time
         between invocations (:meth:`~iamdb._sql.managed.ManagedConnection.park`)."""
         for managed in list(self._managed.values()):
-            managed.park()
+            try:
+                managed.park()
+            finally:
+                managed.probe.flush()  # TransactionsRolledBack, in this invocation's record
 
     def reset(self) -> None:
         """Close and forget every connection, token, cached credential and setting."""

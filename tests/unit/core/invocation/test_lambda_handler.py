@@ -78,3 +78,30 @@ def test_only_a_plain_function_can_be_wrapped() -> None:
         with pytest.raises(iamdb.ConfigError) as raised:
             iamdb.lambda_handler(wrong)  # type: ignore[arg-type]
         assert raised.value.variable == "handler"
+
+
+def test_a_transaction_rolled_back_at_the_end_is_reported_in_that_invocation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The end's TransactionsRolledBack is flushed with the invocation that left it, not with
+    whichever invocation calls get_pg() next."""
+    from tests.unit.core.telemetry.test_telemetry import Recording, managed_with
+
+    iamdb.reset()
+    telemetry = Recording()
+    managed, driver, _ = managed_with(telemetry)
+    monkeypatch.setitem(_registry.default._managed, ("pg", None), managed)
+    conn = managed.get()
+    managed.probe.flush()
+    telemetry.emitted.clear()
+
+    @iamdb.lambda_handler
+    def handler(event: Any, context: Any) -> None:
+        driver.transactions[conn.fileno()] = "INTRANS"  # began, never committed
+
+    try:
+        handler({}, Context())
+    finally:
+        driver.cleanup()
+        iamdb.reset()
+    assert [values for _, values in telemetry.emitted] == [{"TransactionsRolledBack": [1.0]}]
