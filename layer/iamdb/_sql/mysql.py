@@ -120,37 +120,18 @@ class MySqlDriver:
     def ping(self, conn: MySqlConnection, until: Until) -> str | None:
         """None when the server answers a ping by the deadline, else why not; None at once for
         a connection another thread is using right now."""
-        if not conn.iamdb_busy.acquire(blocking=False):
-            return None
-        failure = None
-        try:
-            conn.iamdb_until = until
-            conn.ping(reconnect=False)
-        except Exception as exc:
-            failure = f"ping failed: {type(exc).__name__}"
-        finally:
-            conn.iamdb_until = None
-            conn.iamdb_busy.release()
-        return failure
+        problem = _exchange(conn, until, None)
+        return None if problem in (None, IN_USE) else f"ping {problem}"
 
     def set_idle_limit(self, conn: MySqlConnection, seconds: int, until: Until) -> str | None:
         """Have the server close ``conn``'s session once idle ``seconds`` from now on (``SET
         SESSION wait_timeout``, one round trip by the deadline); None when done, else why not
         (then the connection's state is unknown: replace it)."""
-        if not conn.iamdb_busy.acquire(blocking=False):
-            return IN_USE
-        failure = None
-        try:
-            conn.iamdb_until = until
-            conn.query(f"SET SESSION wait_timeout = {int(seconds)}")
-        except Exception as exc:
-            failure = f"SET wait_timeout failed: {type(exc).__name__}"
-        finally:
-            conn.iamdb_until = None
-            conn.iamdb_busy.release()
-        if failure is None:
+        problem = _exchange(conn, until, _wait_timeout(seconds))
+        if problem is None:
             conn.iamdb_idle_limit = seconds
-        return failure
+            return None
+        return problem if problem == IN_USE else f"SET wait_timeout {problem}"
 
     def read_only(self, conn: MySqlConnection, until: Until) -> str | None:
         """None when a new connection's server takes writes (:data:`~iamdb._sql.writer.
@@ -212,10 +193,35 @@ def _set_wait_timeout(conn: MySqlConnection, seconds: int) -> None:
     """The server closes ``conn``'s session once idle ``seconds`` (closed on failure: the
     login is over, the caller classifies the error)."""
     try:
-        conn.query(f"SET SESSION wait_timeout = {int(seconds)}")
+        conn.query(_wait_timeout(seconds))
     except BaseException:
         conn._force_close()
         raise
+
+
+def _wait_timeout(seconds: int) -> str:
+    """The statement of a session's idle limit, at the login and when it changes."""
+    return f"SET SESSION wait_timeout = {int(seconds)}"
+
+
+def _exchange(conn: MySqlConnection, until: Until, statement: str | None) -> str | None:
+    """``statement`` (None: a ping) on ``conn`` by ``until``'s deadline: None when answered,
+    else why not; :data:`~iamdb._sql.slots.IN_USE` without sending it while a command of
+    another thread holds the connection."""
+    if not conn.iamdb_busy.acquire(blocking=False):
+        return IN_USE
+    try:
+        conn.iamdb_until = until
+        if statement is None:
+            conn.ping(reconnect=False)
+        else:
+            conn.query(statement)
+    except Exception as exc:
+        return f"failed: {type(exc).__name__}"
+    finally:
+        conn.iamdb_until = None
+        conn.iamdb_busy.release()
+    return None
 
 
 def _classify(cfg: SqlConfig, exc: Exception, token: Token) -> IamDbError:

@@ -160,15 +160,8 @@ class PgDriver:
     def ping(self, conn: PgConnection, until: tuple[Callable[[], float], float]) -> str | None:
         """None when ``SELECT 1`` completes by the deadline, else why not. A connection another
         thread is using right now (psycopg's lock held) answers for itself: None."""
-        if not conn.lock.acquire(blocking=False):
-            return None
-        try:
-            problem = _round_trip(conn.pgconn, *until)
-        except Exception as exc:  # psycopg.OperationalError: the connection is gone
-            problem = f"failed: {type(exc).__name__}"
-        finally:
-            conn.lock.release()
-        return None if problem is None else f"ping {problem}"
+        problem = _exchange(conn, until, b"SELECT 1")
+        return None if problem in (None, IN_USE) else f"ping {problem}"
 
     def set_idle_limit(
         self, conn: PgConnection, seconds: int, until: tuple[Callable[[], float], float]
@@ -176,19 +169,11 @@ class PgDriver:
         """Have the server close ``conn``'s session once idle ``seconds`` from now on (``SET
         idle_session_timeout``, one round trip by the deadline); None when done, else why not
         (then the connection's state is unknown: replace it)."""
-        if not conn.lock.acquire(blocking=False):
-            return IN_USE
-        query = f"SET idle_session_timeout = '{int(seconds)}s'".encode()
-        try:
-            problem = _round_trip(conn.pgconn, *until, query=query)
-        except Exception as exc:  # psycopg.OperationalError: the connection is gone
-            problem = f"failed: {type(exc).__name__}"
-        finally:
-            conn.lock.release()
-        if problem is not None:
-            return f"SET idle_session_timeout {problem}"
-        conn.iamdb_idle_limit = seconds  # type: ignore[attr-defined]  # iamdb's class
-        return None
+        problem = _exchange(conn, until, f"SET idle_session_timeout = '{int(seconds)}s'".encode())
+        if problem is None:
+            conn.iamdb_idle_limit = seconds  # type: ignore[attr-defined]  # iamdb's class
+            return None
+        return problem if problem == IN_USE else f"SET idle_session_timeout {problem}"
 
     def close(self, conn: PgConnection, wait: float = 0.0) -> bool:
         """Close ``conn`` unless a command of another thread runs on it: closing then would
@@ -243,6 +228,22 @@ class PgDriver:
         and works after the connection's loop is gone."""
         with contextlib.suppress(Exception):
             conn.pgconn.finish()
+
+
+def _exchange(
+    conn: PgConnection, until: tuple[Callable[[], float], float], query: bytes
+) -> str | None:
+    """``query`` on ``conn`` by ``until``'s deadline: None when answered, else why not;
+    :data:`~iamdb._sql.slots.IN_USE` without sending it while a command of another thread
+    holds the connection."""
+    if not conn.lock.acquire(blocking=False):
+        return IN_USE
+    try:
+        return _round_trip(conn.pgconn, *until, query=query)
+    except Exception as exc:  # psycopg.OperationalError: the connection is gone
+        return f"failed: {type(exc).__name__}"
+    finally:
+        conn.lock.release()
 
 
 def _round_trip(

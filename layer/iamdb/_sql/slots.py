@@ -118,11 +118,12 @@ def load_idle(
     ``IAM_HOST`` are ``hosts``: ``auto`` (the default), ``off``, or whole seconds 1-86400."""
     var = prefix + SUFFIX
     value = (env_value(env, var) or "auto").lower()
-    between = _seconds(env, prefix + BETWEEN_SUFFIX, str(BETWEEN_SECONDS), "off or")
+    between_var = prefix + BETWEEN_SUFFIX
+    between = _seconds(between_var, env_value(env, between_var) or str(BETWEEN_SECONDS), "off or")
     if value in ("off", "0"):
         return IdleSetting(var, off=f"{var}={value}")
     if value != "auto":
-        seconds = _seconds(env, var, value, "auto, off or")
+        seconds = _seconds(var, value, "auto, off or")
         if engine == "dsql":
             raise ConfigError(
                 var, "Aurora DSQL ends every session after an hour itself: leave it unset or off"
@@ -139,9 +140,9 @@ def load_idle(
     return IdleSetting(var, between=between)
 
 
-def _seconds(env: Mapping[str, str], var: str, default: str, words: str) -> int | None:
-    """``var`` as whole seconds 1-86400 (``default`` when unset); None for ``off`` or ``0``."""
-    value = (env_value(env, var) or default).lower()
+def _seconds(var: str, value: str, words: str) -> int | None:
+    """``var``'s ``value`` as whole seconds 1-86400; None for ``off`` or ``0``."""
+    value = value.lower()
     if value in ("off", "0"):
         return None
     if not INTEGER.fullmatch(value) or not 1 <= int(value) <= MAX_SECONDS:
