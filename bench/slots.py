@@ -220,9 +220,10 @@ class Phase:
         return statistics.median(times) if times else None
 
 
-def scenario(stack: Stack, engine: str, layer: Path) -> list[Phase]:
-    """Phases 1-3 of the module docstring with iamdb from ``layer``."""
-    fleet = Fleet(stack, engine, layer)
+def scenario(fleet: Fleet, frozen: float = IDLE, again: float = IDLE) -> list[Phase]:
+    """Phases 1-3 of the module docstring with ``fleet``'s environments: the first 20 frozen
+    ``frozen`` seconds before the newcomers, thawed ``again`` seconds after them. Closes the
+    fleet."""
     phases: list[Phase] = []
 
     def phase(name: str, run: Callable[[], list[Call]]) -> None:
@@ -234,10 +235,10 @@ def scenario(stack: Stack, engine: str, layer: Path) -> list[Phase]:
         first = fleet.spawn(20)
         phase("20, five at a time", lambda: [c for i in range(0, 20, 5)
                                               for c in fleet.invoke(first[i : i + 5])])  # fmt: skip
-        time.sleep(IDLE)
+        time.sleep(frozen)
         newcomers = fleet.spawn(10)
         phase("then 10 newcomers", lambda: fleet.invoke(newcomers))
-        time.sleep(IDLE)
+        time.sleep(again)
         phase("then the 20 thawed one by one", lambda: [fleet.invoke([e])[0] for e in first])
     finally:
         fleet.close()
@@ -323,7 +324,7 @@ def devstack_rows(
         for engine in engines:
             for name, layer in layers.items():
                 if layer is not None:
-                    phases = scenario(stack, engine, layer)
+                    phases = scenario(Fleet(stack, engine, layer))
                     phases += [burst(stack, engine, layer, n) for n in (25, 40)]
                     results[(engine, name)] = phases
         wrapped = between.rows(stack, engines, ROOT / "layer")

@@ -20,7 +20,7 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.slots import SLOTS, Call, Fleet, Phase
+from bench.slots import SLOTS, Call, Fleet, Phase, scenario
 
 if TYPE_CHECKING:
     from devstack.stack import Stack
@@ -40,28 +40,8 @@ def fleet(stack: Stack, engine: str, layer: Path, wrapped: bool) -> Fleet:
 
 
 def slots(stack: Stack, engine: str, layer: Path, wrapped: bool) -> list[Phase]:
-    """Measurement 1: the 20 first, the 10 newcomers, the 20 thawed."""
-    import time
-
-    envs = fleet(stack, engine, layer, wrapped)
-    phases: list[Phase] = []
-    try:
-        first = envs.spawn(SLOTS)
-        before = envs.new_logins()
-        calls = [c for i in range(0, SLOTS, 5) for c in envs.invoke(first[i : i + 5])]
-        phases.append(Phase("20, five at a time", calls, envs.new_logins() - before))
-        time.sleep(FROZEN)
-        before = envs.new_logins()
-        calls = envs.invoke(envs.spawn(10))
-        phases.append(Phase(f"frozen {FROZEN:g} s, then 10 newcomers", calls,
-                            envs.new_logins() - before))  # fmt: skip
-        time.sleep(BETWEEN + 1.0)
-        before = envs.new_logins()
-        calls = [envs.invoke([env])[0] for env in first]
-        phases.append(Phase("then the 20 thawed one by one", calls, envs.new_logins() - before))
-    finally:
-        envs.close()
-    return phases
+    """Measurement 1: :func:`bench.slots.scenario`, the first 20 frozen :data:`FROZEN` s."""
+    return scenario(fleet(stack, engine, layer, wrapped), FROZEN, BETWEEN + 1.0)
 
 
 def cost(stack: Stack, engine: str, layer: Path, wrapped: bool) -> tuple[float, float]:
@@ -111,7 +91,8 @@ def print_grid(rows: list[list[str]]) -> None:
 
     table.print_grid(
         f"Between invocations on devstack: {SLOTS} slots, function timeout {TIMEOUT:g} s (idle "
-        f"limit {2 * TIMEOUT:g} s while running), {BETWEEN} s between invocations when wrapped",
+        f"limit {2 * TIMEOUT:g} s while running), {BETWEEN} s between invocations when wrapped, "
+        f"the first 20 frozen {FROZEN:g} s before the newcomers",
         ["engine", "phase", "served: unwrapped", "served: wrapped", "failed: unwrapped",
          "failed: wrapped", "told (s): unwrapped", "told (s): wrapped",
          "new IAM logins: unwrapped", "new IAM logins: wrapped"],

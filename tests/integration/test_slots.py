@@ -43,7 +43,7 @@ def test_frozen_environments_give_their_slots_back(slots_stack: Stack, engine: s
     """20 environments connect and stay frozen past their timeout; 10 newcomers get in (20 + 10
     would not fit); the 20 thawed one by one each reconnect transparently, with their cached
     token."""
-    first, newcomers, thawed = scenario(slots_stack, engine, LAYER)
+    first, newcomers, thawed = scenario(Fleet(slots_stack, engine, LAYER))
     assert first.served == 20, [c.data for c in first.calls if not c.ok]
     assert {c.data["idle_limit"] for c in first.calls} == {8}  # timeout 4 s + 4 s
     assert newcomers.served == 10, [c.data for c in newcomers.calls if not c.ok]
