@@ -31,12 +31,14 @@ FROZEN = 4.0
 ROUNDS = 40
 
 
-def fleet(stack: Stack, engine: str, layer: Path, wrapped: bool) -> Fleet:
+def fleet(stack: Stack, engine: str, layer: Path, wrapped: bool, timeout: float = TIMEOUT) -> Fleet:
+    """Environments of a function with this timeout and :data:`BETWEEN` s between invocations,
+    its handler wrapped by ``iamdb.lambda_handler`` or not."""
     prefix = f"IAMDB_{engine.upper()}_"
     env = {prefix + "IDLE_BETWEEN_INVOCATIONS": str(BETWEEN)}
     if wrapped:
         env["SLOTS_WRAP"] = "1"
-    return Fleet(stack, engine, layer, timeout=TIMEOUT, env=env)
+    return Fleet(stack, engine, layer, timeout=timeout, env=env)
 
 
 def slots(stack: Stack, engine: str, layer: Path, wrapped: bool) -> list[Phase]:

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from bench.slots import SLOTS, Fleet
+from bench.slotsim import between
 from devstack.stack import Stack
 from tests.conftest import mariadb_available
 from tests.integration.conftest import pg_admin
@@ -29,7 +30,7 @@ ENGINES = [
 ]
 LAYER = ROOT / "layer"
 TIMEOUT = 30.0
-BETWEEN = 2
+BETWEEN = between.BETWEEN  # 2 s
 LONG = {"pg": "1min", "mysql": "60"}  # as each server shows the limit of 60 s
 
 
@@ -40,9 +41,7 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 def wrapped(stack: Stack, engine: str) -> Fleet:
     """Environments of a function whose handler is wrapped by ``iamdb.lambda_handler``."""
-    prefix = f"IAMDB_{engine.upper()}_"
-    env = {"SLOTS_WRAP": "1", prefix + "IDLE_BETWEEN_INVOCATIONS": str(BETWEEN)}
-    return Fleet(stack, engine, LAYER, timeout=TIMEOUT, env=env)
+    return between.fleet(stack, engine, LAYER, True, timeout=TIMEOUT)
 
 
 def test_frozen_environments_give_their_slots_back_within_the_timeout(

@@ -144,7 +144,7 @@ class ManagedConnection(Generic[C]):
                 return
             now = self.runtime.clock()
             problem = self.login.driver.set_idle_limit(
-                conn, between, (self.runtime.clock, now + min(PING_SECONDS, left / 2))
+                conn, between, (self.runtime.clock, ping_deadline(now, now + left))
             )
             if problem not in (None, IN_USE):  # a thread of the handler's still uses it: kept
                 logger.info("%s: closing the connection (%s)", self.cfg.label, problem)
